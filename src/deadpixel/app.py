@@ -1,0 +1,90 @@
+"""The ASGI application: the pixel hot path first, everything else through Starlette.
+
+Granian (or any ASGI server) loads ``create_app`` in each worker process. Settings come from the environment,
+so every worker of ``deadpixel serve --workers N`` builds the same app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy import Engine, text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from deadpixel.config import Settings, load_settings
+from deadpixel.keys import KeyFileReloader, load_or_create_keys
+from deadpixel.store.db import create_engine
+from deadpixel.tokens import TokenSigner
+from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
+from deadpixel.track.client_ip import ClientIPResolver
+from deadpixel.track.ingest import GroupCommitWriter
+
+log = logging.getLogger(__name__)
+
+
+def build_web(engine: Engine) -> Starlette:
+    async def healthz(_: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok\n")
+
+    def _database_answers() -> bool:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            log.warning("readiness check: the database does not answer", exc_info=True)
+            return False
+        return True
+
+    async def readyz(_: Request) -> PlainTextResponse:
+        if await asyncio.to_thread(_database_answers):
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse("database unreachable\n", status_code=503)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+
+
+class Deadpixel:
+    """Route by path prefix before any framework sees the request, so the pixel pays for none."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = create_engine(settings.database_url)
+        self.writer = GroupCommitWriter(
+            create_engine(settings.database_url, writer=True), batch_size=settings.batch_size
+        )
+        signer = TokenSigner(
+            load_or_create_keys(settings.keys_file), reload=KeyFileReloader(settings.keys_file)
+        )
+        self.pixel = PixelEndpoint(signer, self.writer, ClientIPResolver(settings.trusted_proxies))
+        self.web = build_web(self.engine)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http" and scope["path"].startswith(PIXEL_PREFIX):
+            await self.pixel(scope, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.web(scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.writer.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                # Drain in a thread so requests still waiting on the last batches get their answers.
+                await asyncio.to_thread(self.writer.stop)
+                self.engine.dispose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app() -> Deadpixel:
+    return Deadpixel(load_settings())

@@ -1,0 +1,221 @@
+"""The ``deadpixel`` command line."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Connection
+
+from deadpixel import analytics
+from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
+from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
+from deadpixel.store.db import create_engine
+from deadpixel.store.messages import create_message
+from deadpixel.store.migrate import current_revision, ensure_current, head_revision, upgrade
+from deadpixel.tokens import TokenSigner
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class DeadpixelGroup(click.Group):
+    """Turn the errors a user can fix into one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise click.ClickException(f"bad setting: {exc}") from None
+        except KeyFileError as exc:
+            raise click.ClickException(str(exc)) from None
+        except analytics.UnknownCampaign as exc:
+            raise click.ClickException(f"no campaign named {exc.args[0]!r}") from None
+
+
+@contextmanager
+def store(settings: Settings) -> Iterator[Connection]:
+    """A connection to a store that is migrated to the current schema (created on first use)."""
+    ensure_data_dir(settings)
+    engine = create_engine(settings.database_url)
+    try:
+        ensure_current(engine)
+        with engine.begin() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+
+
+@click.group(cls=DeadpixelGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="deadpixel")
+def main() -> None:
+    """Self-hosted email open tracking."""
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (DEADPIXEL_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (DEADPIXEL_PORT, default 8000).")
+@click.option("--workers", type=int, help="Worker processes (DEADPIXEL_WORKERS, default 1).")
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the pixel server (and everything else the web side offers)."""
+    from deadpixel.server import serve as run_server
+
+    settings = load_settings(host=host, port=port, workers=workers)
+    click.echo(f"deadpixel: data in {settings.data_dir}", err=True)
+    click.echo(
+        f"deadpixel: listening on http://{settings.host}:{settings.port} "
+        f"(pixels point at {settings.base_url}); {settings.workers} worker(s)",
+        err=True,
+    )
+    run_server(settings)
+
+
+@main.group()
+def pixel() -> None:
+    """Tracking pixels to paste into mail you send yourself."""
+
+
+def img_tag(url: str) -> str:
+    return (
+        f'<img src="{html.escape(url)}" width="1" height="1" alt="" border="0" '
+        'style="border:0;width:1px;height:1px">'
+    )
+
+
+def _valid_address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    value = value.strip()
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in value):
+        raise click.BadParameter(f"{value!r} is not an email address")
+    return value
+
+
+@pixel.command("new")
+@click.option("--to", "recipient", required=True, callback=_valid_address, help="Recipient's address.")
+@click.option("--subject", help="Subject, to recognise the message in reports.")
+@click.option("--campaign", help="Campaign to group the message under (created if new).")
+@json_option
+def pixel_new(recipient: str, subject: str | None, campaign: str | None, as_json: bool) -> None:
+    """Create a tracked message and print its pixel."""
+    settings = load_settings()
+    with store(settings) as conn:
+        message_id = create_message(conn, recipient=recipient, subject=subject, campaign=campaign)
+    signer = TokenSigner(load_or_create_keys(settings.keys_file))
+    url = settings.pixel_url(signer.pixel_token(message_id))
+    result = {
+        "message_id": message_id,
+        "to": recipient,
+        "subject": subject,
+        "campaign": campaign,
+        "url": url,
+        "html": img_tag(url),
+    }
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"Tracked message {message_id} to {recipient}")
+    click.echo(f"Pixel URL: {url}")
+    click.echo("Paste this HTML at the end of your message (it is invisible):")
+    click.echo(result["html"])
+
+
+@main.command()
+@click.option("--campaign", help="Only opens of this campaign.")
+@click.option("--message", "message_id", help="Only opens of this message id.")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@json_option
+def opens(campaign: str | None, message_id: str | None, limit: int, as_json: bool) -> None:
+    """List recorded opens, newest first."""
+    with store(load_settings()) as conn:
+        rows = analytics.list_opens(conn, campaign=campaign, message_id=message_id, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("No opens recorded yet.")
+        return
+    for row in rows:
+        who = row["recipient"] or row["message_id"]
+        click.echo(
+            f"{row['at']}  {who:<32}  {row['method']:<4}  {row['ip'] or '-':<15}  {row['user_agent'] or '-'}"
+        )
+
+
+@main.command()
+@click.argument("campaign", required=False)
+@json_option
+def report(campaign: str | None, as_json: bool) -> None:
+    """Headline numbers for a campaign (or for all messages)."""
+    with store(load_settings()) as conn:
+        figures = analytics.report(conn, campaign)
+    if as_json:
+        print_json(figures)
+        return
+    click.echo(f"Campaign: {campaign or '(all messages)'}")
+    click.echo(f"  sent          {figures['sent']}")
+    click.echo(f"  unique opens  {figures['unique_opens']}")
+    click.echo(f"  open rate     {figures['open_rate']:.1%}")
+    click.echo(f"  total opens   {figures['total_opens']}")
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the store to the current schema (every command also does this on first use)."""
+    settings = load_settings()
+    ensure_data_dir(settings)
+    engine = create_engine(settings.database_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        click.echo(f"Schema already current (revision {after}).")
+    else:
+        click.echo(f"Schema migrated from {before or 'empty'} to {after}.")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the schema revision of the store and the newest one this version knows."""
+    settings = load_settings()
+    engine = create_engine(settings.database_url)
+    try:
+        click.echo(f"store: {current_revision(engine) or 'empty'}; newest: {head_revision()}")
+    finally:
+        engine.dispose()
+
+
+@main.group()
+def secret() -> None:
+    """The keys that sign pixel and link tokens."""
+
+
+@secret.command("rotate")
+def secret_rotate() -> None:
+    """Make a new signing key current; pixels signed with older keys keep working."""
+    settings = load_settings()
+    ensure_data_dir(settings)
+    keys = rotate_keys(settings.keys_file)
+    click.echo(
+        f"Signing key {keys.current_id} is now current ({len(keys.keys)} keys kept in {settings.keys_file})."
+    )
+    if settings.database_url.startswith(("postgres", "postgresql")):
+        click.echo("Copy that file to every other deadpixel server that shares this database.")

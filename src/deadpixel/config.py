@@ -1,0 +1,143 @@
+"""Settings from ``DEADPIXEL_*`` environment variables and an optional TOML file.
+
+Every setting is validated once, at start-up, so a typo stops the program with one line naming the
+setting instead of surfacing later as a traceback on the hot path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import platformdirs
+
+ENV_PREFIX = "DEADPIXEL_"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """A setting has a value deadpixel cannot use; the message names the setting."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{ENV_PREFIX}{setting.upper()}: {problem}")
+        self.setting = setting
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    base_url: str = ""
+    trusted_proxies: tuple[Network, ...] = field(default_factory=tuple)
+    batch_size: int = 2000
+
+    @property
+    def keys_file(self) -> Path:
+        return self.data_dir / "signing-keys.json"
+
+    def pixel_url(self, token: str) -> str:
+        return f"{self.base_url}/o/{token}.gif"
+
+
+def _as_int(name: str, low: int, high: int) -> Callable[[Any], int]:
+    def parse(raw: Any) -> int:
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"must be a whole number (got {raw!r})") from None
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high} (got {value})")
+        return value
+
+    return parse
+
+
+def _as_networks(raw: Any) -> tuple[Network, ...]:
+    items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
+    networks = []
+    for item in items:
+        try:
+            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise ConfigError("trusted_proxies", f"{item!r} is not an IP address or CIDR range") from None
+    return tuple(networks)
+
+
+def _as_base_url(raw: Any) -> str:
+    url = str(raw).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError("base_url", f"must be an http:// or https:// URL (got {raw!r})")
+    if parts.query or parts.fragment:
+        raise ConfigError("base_url", "must not have a query string or fragment")
+    return url
+
+
+def _as_database_url(raw: Any) -> str:
+    url = str(raw).strip()
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ConfigError("database_url", f"must start with sqlite:// or postgresql:// (got {url!r})")
+    return url
+
+
+def _file_settings(env: Mapping[str, str], data_dir: Path) -> dict[str, Any]:
+    """Read the TOML file named by DEADPIXEL_CONFIG, or ``deadpixel.toml`` in the data dir."""
+    explicit = env.get(ENV_PREFIX + "CONFIG")
+    path = Path(explicit) if explicit else data_dir / "deadpixel.toml"
+    if not path.exists():
+        if explicit:
+            raise ConfigError("config", f"file {path} does not exist")
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return {key.lower(): value for key, value in tomllib.load(fh).items()}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc}") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings: explicit overrides beat environment variables, which beat the TOML file."""
+    env = os.environ if env is None else env
+    data_dir = Path(
+        overrides.get("data_dir")
+        or env.get(ENV_PREFIX + "DATA_DIR")
+        or platformdirs.user_data_dir("deadpixel", appauthor=False)
+    ).expanduser()
+    file_values = _file_settings(env, data_dir)
+
+    def value(name: str, default: Any) -> Any:
+        if overrides.get(name) is not None:
+            return overrides[name]
+        if ENV_PREFIX + name.upper() in env:
+            return env[ENV_PREFIX + name.upper()]
+        return file_values.get(name, default)
+
+    host = str(value("host", "127.0.0.1"))
+    port = _as_int("port", 1, 65535)(value("port", 8000))
+    default_db = f"sqlite:///{data_dir / 'deadpixel.db'}"
+    base_default = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    return Settings(
+        data_dir=data_dir,
+        database_url=_as_database_url(value("database_url", default_db)),
+        host=host,
+        port=port,
+        workers=_as_int("workers", 1, 256)(value("workers", 1)),
+        base_url=_as_base_url(value("base_url", base_default)),
+        trusted_proxies=_as_networks(value("trusted_proxies", "")),
+        batch_size=_as_int("batch_size", 1, 100_000)(value("batch_size", 2000)),
+    )
+
+
+def ensure_data_dir(settings: Settings) -> None:
+    """Create the data dir readable only by its owner: it holds secrets and, by default, the data."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

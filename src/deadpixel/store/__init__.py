@@ -1,0 +1,1 @@
+"""The event store: one schema for SQLite and PostgreSQL."""

@@ -1,0 +1,59 @@
+"""Engines for SQLite and PostgreSQL with the settings deadpixel relies on.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: a commit is on disk before the pixel is answered, so an
+answered open survives a crash or a power cut, while readers never block the writer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import make_url
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def normalise_url(url: str) -> str:
+    """Accept the URLs people paste (``postgres://``, ``postgresql://``) and pick the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str, *, writer: bool = False) -> Engine:
+    """Build an engine; ``writer=True`` makes SQLite transactions take the write lock up front.
+
+    ``BEGIN IMMEDIATE`` means a writer waits for the lock (up to the busy timeout) instead of failing when it
+    upgrades from reading to writing while another process writes.
+    """
+    url = normalise_url(url)
+    if make_url(url).get_backend_name() != "sqlite":
+        return sa_create_engine(url, pool_pre_ping=True)
+
+    engine = sa_create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine

@@ -1,0 +1,56 @@
+"""Creating tracked messages and the campaigns that group them."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from deadpixel.store.schema import campaigns, messages
+from deadpixel.tokens import new_message_id
+
+
+def campaign_id(conn: Connection, name: str, *, create: bool = False) -> int | None:
+    found = conn.execute(select(campaigns.c.id).where(campaigns.c.name == name)).scalar()
+    if found is not None or not create:
+        return None if found is None else int(found)
+    try:
+        with conn.begin_nested():
+            return int(
+                conn.execute(
+                    insert(campaigns).values(name=name, created_at=time.time()).returning(campaigns.c.id)
+                ).scalar_one()
+            )
+    except IntegrityError:  # created by someone else meanwhile
+        return int(conn.execute(select(campaigns.c.id).where(campaigns.c.name == name)).scalar_one())
+
+
+def create_message(
+    conn: Connection,
+    *,
+    recipient: str | None,
+    subject: str | None = None,
+    campaign: str | None = None,
+    sent_at: float | None = None,
+) -> str:
+    """Insert a message and return its public id (random; retried in the astronomically rare collision)."""
+    cid = campaign_id(conn, campaign, create=True) if campaign else None
+    for _ in range(5):
+        message_id = new_message_id()
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    insert(messages).values(
+                        id=message_id,
+                        campaign_id=cid,
+                        recipient=recipient,
+                        subject=subject,
+                        created_at=time.time(),
+                        sent_at=sent_at,
+                    )
+                )
+        except IntegrityError:
+            continue
+        return message_id
+    raise RuntimeError("could not allocate a unique message id")

@@ -1,0 +1,56 @@
+"""Schema migrations with Alembic, run by ``deadpixel db upgrade`` and automatically on first use.
+
+Concurrent start-ups are safe: on PostgreSQL an advisory lock serialises them, on SQLite the migration runs
+in a ``BEGIN IMMEDIATE`` transaction; either way the second process finds the schema current and does nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, text
+
+from deadpixel.store.db import create_engine, is_sqlite
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+ADVISORY_LOCK_ID = 0x6465_6164  # "dead"
+
+
+def _config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    if is_sqlite(engine):
+        engine = create_engine(engine.url.render_as_string(hide_password=False), writer=True)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": ADVISORY_LOCK_ID})
+        command.upgrade(_config(conn), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        command.downgrade(_config(conn), revision)
+
+
+def ensure_current(engine: Engine) -> None:
+    """Migrate a fresh or older store; a cheap version check when it is already current."""
+    if current_revision(engine) != head_revision():
+        upgrade(engine)

@@ -1,0 +1,76 @@
+"""Tables, defined once with SQLAlchemy Core for both SQLite and PostgreSQL.
+
+Times are UTC seconds since the epoch as double precision: one type both databases store and compare the same
+way, cheap to bucket by hour or day in SQL, and exact to well under a microsecond for centuries.
+Messages carry counters (open count, first/last open) updated in the same transaction as each batch of opens,
+so reports read one row per message instead of scanning events.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL needs 64 bits for event tables.
+EventId = BigInteger().with_variant(Integer(), "sqlite")
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    # The public id that tokens carry: random, so it leaks neither volume nor neighbours.
+    Column("id", String(16), primary_key=True),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
+    Column("recipient", String(320), nullable=True),
+    Column("subject", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    # Known only when deadpixel sent or relayed the message itself; hand-made pixels have none.
+    Column("sent_at", Float, nullable=True),
+    Column("open_count", Integer, nullable=False, server_default="0"),
+    Column("first_open_at", Float, nullable=True),
+    Column("last_open_at", Float, nullable=True),
+    Index(None, "campaign_id"),
+    Index(None, "recipient"),
+    Index(None, "created_at"),
+)
+
+# No foreign key to messages: the hot path never reads the database, and a validly signed token for a
+# message that was since erased must not fail the whole batch it was committed with.
+opens = Table(
+    "opens",
+    metadata,
+    Column("id", EventId, primary_key=True, autoincrement=True),
+    Column("message_id", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("ip", String(45), nullable=True),
+    Column("user_agent", Text, nullable=True),
+    Column("method", String(8), nullable=False),
+    Index(None, "message_id", "at"),
+    Index(None, "at"),
+)

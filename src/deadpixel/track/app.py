@@ -1,0 +1,77 @@
+"""``GET|HEAD /o/<token>.gif``: the pixel, as thin as ASGI allows.
+
+No framework, no database read, no parsing beyond the token, the user agent and the client address. Every
+request gets the GIF; only a genuine token is recorded, and then only after its batch is committed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from deadpixel.store.writes import OpenEvent
+from deadpixel.tokens import TokenSigner
+from deadpixel.track import pixel
+from deadpixel.track.client_ip import ClientIPResolver
+from deadpixel.track.ingest import GroupCommitWriter
+
+PIXEL_PREFIX = "/o/"
+MAX_USER_AGENT = 1024
+MAX_IP = 45
+
+_START = {"type": "http.response.start", "status": 200, "headers": pixel.HEADERS}
+_BODY = {"type": "http.response.body", "body": pixel.GIF}
+_EMPTY_BODY = {"type": "http.response.body", "body": b""}
+_NOT_ALLOWED = {
+    "type": "http.response.start",
+    "status": 405,
+    "headers": [(b"allow", b"GET, HEAD"), (b"content-length", b"0")],
+}
+
+
+@dataclass(slots=True)
+class TrackStats:
+    requests: int = 0
+    invalid_tokens: int = 0
+
+
+def user_agent_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"user-agent":
+            text = value[: MAX_USER_AGENT * 2].decode("utf-8", "replace")[:MAX_USER_AGENT]
+            # PostgreSQL text cannot hold NUL; a client that sends one must not poison a batch.
+            return text.replace("\x00", "") if "\x00" in text else text
+    return None
+
+
+class PixelEndpoint:
+    def __init__(self, signer: TokenSigner, writer: GroupCommitWriter, client_ip: ClientIPResolver) -> None:
+        self._signer = signer
+        self._writer = writer
+        self._client_ip = client_ip
+        self.stats = TrackStats()
+
+    async def __call__(self, scope: dict[str, Any], send: Any) -> None:
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            await send(_NOT_ALLOWED)
+            await send(_EMPTY_BODY)
+            return
+        self.stats.requests += 1
+        token = scope["path"][len(PIXEL_PREFIX) :]
+        if token.endswith(".gif"):
+            token = token[:-4]
+        message_id = self._signer.pixel_message_id(token)
+        if message_id is None:
+            self.stats.invalid_tokens += 1
+        else:
+            headers = scope["headers"]
+            client = scope.get("client")
+            ip = self._client_ip.resolve(client[0] if client else None, headers)
+            event = OpenEvent(
+                message_id, time.time(), ip[:MAX_IP] if ip else None, user_agent_of(headers), method
+            )
+            await self._writer.record(event)
+        await send(_START)
+        await send(_BODY if method == "GET" else _EMPTY_BODY)

@@ -1,0 +1,77 @@
+"""The client's address: the socket peer, or what a trusted proxy says in X-Forwarded-For / Forwarded.
+
+Headers are believed only from configured proxies, and read right to left: each hop appends the address it
+saw, so the first address that is not one of our proxies is the client. Anything unparseable falls back to
+the last trustworthy address rather than failing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+from deadpixel.config import Network
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    text = text.strip().strip('"')
+    if text.startswith("["):  # "[2001:db8::1]:4711" (Forwarded) or "[2001:db8::1]"
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:  # "192.0.2.1:4711"
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _forwarded_for(value: str) -> list[str]:
+    """The ``for=`` parameters of an RFC 7239 Forwarded header, in order."""
+    found = []
+    for element in value.split(","):
+        for pair in element.split(";"):
+            name, _, param = pair.partition("=")
+            if name.strip().lower() == "for":
+                found.append(param)
+    return found
+
+
+class ClientIPResolver:
+    def __init__(self, trusted_proxies: Sequence[Network]) -> None:
+        self._trusted = tuple(trusted_proxies)
+
+    @property
+    def trusts_anyone(self) -> bool:
+        return bool(self._trusted)
+
+    def _is_trusted(self, ip: IPAddress) -> bool:
+        return any(ip in network for network in self._trusted)
+
+    def resolve(self, peer: str | None, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """Return the client address as text, given the socket peer and the raw request headers."""
+        if peer is None or not self._trusted:
+            return peer
+        peer_ip = _parse_ip(peer)
+        if peer_ip is None or not self._is_trusted(peer_ip):
+            return peer
+        hops: list[str] = []
+        xff: list[str] = []
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"forwarded":
+                hops.extend(_forwarded_for(value.decode("latin-1")))
+            elif lname == b"x-forwarded-for":
+                xff.extend(value.decode("latin-1").split(","))
+        # Forwarded (the standard) wins over the de-facto X-Forwarded-For when both are present.
+        chain = hops or xff
+        client = peer_ip
+        for hop in reversed(chain):
+            ip = _parse_ip(hop)
+            if ip is None:
+                break
+            client = ip
+            if not self._is_trusted(ip):
+                break
+        return str(client)

@@ -1,0 +1,148 @@
+"""Group commit: many requests, one writer, one transaction per batch, answers only after the commit.
+
+Each request puts its event on a queue and awaits a future. A single writer thread takes everything queued (up
+to ``batch_size``), commits it in one transaction, then releases the waiting requests, which only then send
+the GIF. Under load batches grow by themselves, so throughput comes from batching while every answered open
+is already durable. Stopping the writer drains the queue first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+
+from deadpixel.store.writes import OpenEvent, write_opens
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+Pending = tuple[OpenEvent, "asyncio.Future[None]"]
+
+
+@dataclass(slots=True)
+class IngestStats:
+    events_written: int = 0
+    events_dropped: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    commit_seconds: float = 0.0
+    commit_failures: int = 0
+
+
+class GroupCommitWriter:
+    def __init__(
+        self,
+        engine: Engine,
+        batch_size: int = 2000,
+        write: Callable[[Connection, list[OpenEvent]], None] = write_opens,
+    ) -> None:
+        self._engine = engine
+        self._batch_size = batch_size
+        self._write = write
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="deadpixel-writer", daemon=True)
+        self.stats = IngestStats()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Commit everything queued so far, then end the writer thread."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    async def record(self, event: OpenEvent) -> None:
+        """Return once ``event`` is committed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put((event, future))
+        await future
+
+    def _run(self) -> None:
+        with self._engine.connect() as conn:
+            stopping = False
+            while not stopping:
+                batch: list[Pending] = []
+                item = self._queue.get()
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    batch.append(item)  # type: ignore[arg-type]
+                    if len(batch) >= self._batch_size:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._commit(conn, [event for event, _ in batch])
+                    _release([future for _, future in batch])
+
+    def _commit(self, conn: Connection, events: list[OpenEvent]) -> None:
+        delay = 0.05
+        while True:
+            started = time.perf_counter()
+            try:
+                with conn.begin():
+                    self._write(conn, events)
+            except (DataError, IntegrityError):
+                log.exception("a batch of %d opens was refused; writing them one by one", len(events))
+                self._commit_one_by_one(conn, events)
+                return
+            except SQLAlchemyError:
+                self.stats.commit_failures += 1
+                log.exception("committing %d opens failed; retrying in %.2f s", len(events), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self._count(len(events), time.perf_counter() - started)
+            return
+
+    def _commit_one_by_one(self, conn: Connection, events: list[OpenEvent]) -> None:
+        """Isolate the event the database refuses so the rest of its batch is still stored."""
+        for event in events:
+            try:
+                with conn.begin():
+                    self._write(conn, [event])
+            except (DataError, IntegrityError):
+                self.stats.events_dropped += 1
+                log.exception("dropped an open the database refuses: %r", event)
+            else:
+                self._count(1, 0.0)
+
+    def _count(self, n: int, seconds: float) -> None:
+        stats = self.stats
+        stats.events_written += n
+        stats.batches += 1
+        stats.largest_batch = max(stats.largest_batch, n)
+        stats.commit_seconds += seconds
+
+
+def _release(futures: list[asyncio.Future[None]]) -> None:
+    """Wake the waiting requests: one thread-safe call per event loop per batch, not per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for future in futures:
+        by_loop.setdefault(future.get_loop(), []).append(future)
+    for loop, group in by_loop.items():
+        # A closed loop raises RuntimeError: its requests are gone, and their events are stored.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, group)
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
