@@ -60,7 +60,7 @@ class PixelEndpoint:
             return
         self.stats.requests += 1
         token = scope["path"][len(PIXEL_PREFIX) :]
-        if token.endswith(".gif"):
+        if token.endswith((".gif", ".GIF")):  # some clients upper-case the whole URL
             token = token[:-4]
         message_id = self._signer.pixel_message_id(token)
         if message_id is None:

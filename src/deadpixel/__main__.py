@@ -1,0 +1,3 @@
+from deadpixel.cli import main
+
+main(prog_name="deadpixel")

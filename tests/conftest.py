@@ -1,0 +1,151 @@
+"""Fixtures: real SQLite files, a real PostgreSQL schema per test, and real servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy import text
+
+from deadpixel.config import Settings, load_settings
+from deadpixel.server import prepare
+
+PG_ENV = "DEADPIXEL_TEST_POSTGRES_URL"
+
+
+def _postgres_base_url() -> str:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL tests need {PG_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    base = _postgres_base_url()
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = sa_create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """DEADPIXEL_* variables for a private data dir and the store under test, set in this process too."""
+    values = {
+        "DEADPIXEL_DATA_DIR": str(tmp_path / "data"),
+        "DEADPIXEL_DATABASE_URL": database_url,
+    }
+    for name in list(os.environ):
+        if name.startswith("DEADPIXEL_") and name != PG_ENV:
+            monkeypatch.delenv(name)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    s = load_settings()
+    prepare(s)
+    return s
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A real ``deadpixel serve`` process group on loopback."""
+
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    workers: int = 1
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> Server:
+        full_env = {**os.environ, **self.env, "DEADPIXEL_PORT": str(self.port)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "deadpixel", "serve", "--workers", str(self.workers)],
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("server did not become healthy")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then wait: a graceful stop drains pending writes."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: a crash, with no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+@pytest.fixture
+def server_factory(settings: Settings, env: dict[str, str]) -> Iterator[type[Server]]:
+    started: list[Server] = []
+
+    class TrackedServer(Server):
+        def start(self, timeout: float = 20.0) -> Server:
+            started.append(self)
+            return super().start(timeout)
+
+    yield TrackedServer
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def server(server_factory: type[Server], env: dict[str, str]) -> Iterator[Server]:
+    yield server_factory(env=dict(env)).start()

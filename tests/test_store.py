@@ -1,0 +1,104 @@
+"""The store on real SQLite and real PostgreSQL: migrations, counters, concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select
+
+from deadpixel.store import migrate
+from deadpixel.store.db import create_engine
+from deadpixel.store.messages import create_message
+from deadpixel.store.schema import messages, metadata, opens
+from deadpixel.store.writes import OpenEvent, write_opens
+
+
+def test_migrations_build_exactly_the_declared_schema(database_url: str) -> None:
+    engine = create_engine(database_url)
+    assert migrate.current_revision(engine) is None
+    migrate.ensure_current(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    engine.dispose()
+
+
+def test_migrations_go_down_and_up_again(database_url: str) -> None:
+    engine = create_engine(database_url)
+    migrate.upgrade(engine)
+    migrate.downgrade(engine, "base")
+    assert not {"messages", "opens", "campaigns"} & set(inspect(engine).get_table_names())
+    migrate.upgrade(engine)
+    assert {"messages", "opens", "campaigns"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_concurrent_first_use_migrates_once(database_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def first_use() -> None:
+        engine = create_engine(database_url)
+        try:
+            migrate.ensure_current(engine)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=first_use) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_a_batch_updates_counters_in_the_same_transaction(database_url: str) -> None:
+    engine = create_engine(database_url)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        a = create_message(conn, recipient="a@example.com", campaign="c")
+        b = create_message(conn, recipient="b@example.com", campaign="c")
+    t = time.time()
+    batch = [
+        OpenEvent(a, t + 2, "192.0.2.1", "UA", "GET"),
+        OpenEvent(a, t + 1, "192.0.2.1", "UA", "HEAD"),
+        OpenEvent(b, t + 5, None, None, "GET"),
+        OpenEvent(a, t + 3, "192.0.2.1", "UA", "GET"),
+    ]
+    with engine.begin() as conn:
+        write_opens(conn, batch)
+    with engine.begin() as conn:
+        write_opens(conn, [OpenEvent(a, t + 0.5, None, None, "GET")])
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(messages))}
+        assert conn.execute(select(opens.c.id)).all().__len__() == 5
+    assert (rows[a].open_count, rows[a].first_open_at, rows[a].last_open_at) == (4, t + 0.5, t + 3)
+    assert (rows[b].open_count, rows[b].first_open_at, rows[b].last_open_at) == (1, t + 5, t + 5)
+    engine.dispose()
+
+
+def test_an_open_for_an_erased_message_is_stored_without_failing_its_batch(database_url: str) -> None:
+    engine = create_engine(database_url)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        a = create_message(conn, recipient="a@example.com")
+        write_opens(conn, [OpenEvent("0" * 16, 1.0, None, None, "GET"), OpenEvent(a, 2.0, None, None, "GET")])
+    with engine.connect() as conn:
+        assert conn.execute(select(messages.c.open_count).where(messages.c.id == a)).scalar_one() == 1
+    engine.dispose()
+
+
+def test_campaigns_are_created_on_first_use_and_shared(database_url: str) -> None:
+    engine = create_engine(database_url)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        ids = [create_message(conn, recipient=f"{i}@example.com", campaign="Q3 outreach") for i in range(3)]
+        campaign_ids = set(
+            conn.execute(select(messages.c.campaign_id).where(messages.c.id.in_(ids))).scalars()
+        )
+    assert len(campaign_ids) == 1 and None not in campaign_ids
+    engine.dispose()
