@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 from sqlalchemy import func, select
 
 from deadpixel.config import Settings
@@ -41,29 +40,50 @@ def stored_user_agents(settings: Settings) -> list[str]:
     return agents
 
 
+async def _get(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, agent: str
+) -> int:
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nUser-Agent: {agent}\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
 async def _fetch(
     base_urls: list[str], paths: list[str], concurrency: int, agent_prefix: str
 ) -> list[tuple[str, int]]:
-    """GET every path once with a unique user agent; return (user agent, status or -1 on error)."""
+    """GET every path once with a unique user agent over keep-alive connections; -1 marks an error."""
     results: list[tuple[str, int]] = []
-    queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
-    for i, path in enumerate(paths):
-        queue.put_nowait((i, path))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+    pending = list(enumerate(paths))
+    pending.reverse()
 
-        async def worker(w: int) -> None:
-            base = base_urls[w % len(base_urls)]
-            while not queue.empty():
-                i, path = queue.get_nowait()
-                agent = f"{agent_prefix}-{i}"
-                try:
-                    response = await client.get(base + path, headers={"user-agent": agent})
-                    results.append((agent, response.status_code))
-                except httpx.HTTPError:
-                    results.append((agent, -1))
+    async def connection(w: int) -> None:
+        host, port = base_urls[w % len(base_urls)].rsplit("/", 1)[1].split(":")
+        streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        while pending:
+            i, path = pending.pop()
+            agent = f"{agent_prefix}-{i}"
+            try:
+                if streams is None:
+                    streams = await asyncio.open_connection(host, int(port))
+                status = await asyncio.wait_for(_get(*streams, path, agent), 10)
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+                results.append((agent, -1))
+                if streams is not None:
+                    streams[1].close()
+                streams = None
+                continue
+            results.append((agent, status))
+        if streams is not None:
+            streams[1].close()
 
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    await asyncio.gather(*(connection(w) for w in range(concurrency)))
     return results
 
 

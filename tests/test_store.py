@@ -16,6 +16,10 @@ from deadpixel.store.schema import messages, metadata, opens
 from deadpixel.store.writes import OpenEvent, write_opens
 
 
+def test_the_cheap_revision_check_knows_the_newest_migration() -> None:
+    assert migrate.SCHEMA_REVISION == migrate.head_revision()
+
+
 def test_migrations_build_exactly_the_declared_schema(database_url: str) -> None:
     engine = create_engine(database_url)
     assert migrate.current_revision(engine) is None
