@@ -40,9 +40,7 @@ def stored_user_agents(settings: Settings) -> list[str]:
     return agents
 
 
-async def _get(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, agent: str
-) -> int:
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, agent: str) -> int:
     writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nUser-Agent: {agent}\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
@@ -73,7 +71,7 @@ async def _fetch(
                 if streams is None:
                     streams = await asyncio.open_connection(host, int(port))
                 status = await asyncio.wait_for(_get(*streams, path, agent), 10)
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 results.append((agent, -1))
                 if streams is not None:
                     streams[1].close()

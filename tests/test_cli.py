@@ -25,7 +25,9 @@ def as_json(*args: str) -> Any:
 
 
 def test_pixel_new_prints_a_pasteable_pixel(settings: Settings) -> None:
-    made = as_json("pixel", "new", "--to", "bob@example.com", "--subject", "Proposal", "--campaign", "Q3 outreach")
+    made = as_json(
+        "pixel", "new", "--to", "bob@example.com", "--subject", "Proposal", "--campaign", "Q3 outreach"
+    )
     assert set(made) >= {"message_id", "url", "html"}
     assert made["url"].startswith(settings.base_url + "/o/") and made["url"].endswith(".gif")
     assert "bob" not in made["url"] and "example" not in made["url"]

@@ -17,7 +17,7 @@ from deadpixel.store.writes import OpenEvent, write_opens
 
 
 def test_the_cheap_revision_check_knows_the_newest_migration() -> None:
-    assert migrate.SCHEMA_REVISION == migrate.head_revision()
+    assert migrate.head_revision() == migrate.SCHEMA_REVISION
 
 
 def test_migrations_build_exactly_the_declared_schema(database_url: str) -> None:
