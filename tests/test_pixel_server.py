@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -169,3 +171,40 @@ def test_pixels_keep_working_across_a_secret_rotation_without_restart(
     httpx.get(server.url + new_path)
     assert len(recorded(settings, old_id)) == 1
     assert len(recorded(settings, new_id)) == 1
+
+
+def test_invalid_tokens_and_recorded_opens_are_counted_in_metrics(
+    server_factory: type[Server], env: dict[str, str], settings: Settings
+) -> None:
+    server = server_factory(env=dict(env), workers=2).start()
+    pixels = make_pixels(settings, 3)
+    for _, path in pixels:
+        assert httpx.get(server.url + path).status_code == 200
+    for bad in ["/o/nope.gif", "/o/" + "1" * 32 + ".gif"]:
+        assert httpx.get(server.url + bad).status_code == 200
+    deadline = time.monotonic() + 10
+    while True:
+        result = subprocess.run(
+            [sys.executable, "-m", "deadpixel", "metrics", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        figures = json.loads(result.stdout)
+        if figures.get("pixel_requests_total") == 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert figures["processes"] == 2
+    assert figures["pixel_requests_total"] == 5
+    assert figures["invalid_tokens_total"] == 2
+    assert figures["opens_recorded_total"] == 3
+    server.stop()
+    gone = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "deadpixel", "metrics", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert gone == {"processes": 0}

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from deadpixel.config import Settings, load_settings
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
+from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
 from deadpixel.store.db import create_engine
 from deadpixel.tokens import TokenSigner
 from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
@@ -62,6 +63,21 @@ class Deadpixel:
         )
         self.pixel = PixelEndpoint(signer, self.writer, ClientIPResolver(settings.trusted_proxies))
         self.web = build_web(self.engine)
+        self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)
+
+    def snapshot(self) -> Snapshot:
+        track, ingest = self.pixel.stats, self.writer.stats
+        return {
+            "pixel_requests_total": track.requests,
+            "invalid_tokens_total": track.invalid_tokens,
+            "opens_recorded_total": ingest.events_written,
+            "opens_dropped_total": ingest.events_dropped,
+            "batches_total": ingest.batches,
+            "batch_size_max": ingest.largest_batch,
+            "commit_seconds_total": ingest.commit_seconds,
+            "commit_failures_total": ingest.commit_failures,
+            "queue_depth": self.writer.queue_depth,
+        }
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -73,14 +89,19 @@ class Deadpixel:
             await self.web(scope, receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
+        publishing: asyncio.Task[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.writer.start()
+                publishing = asyncio.create_task(self.metrics.run())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # Drain in a thread so requests still waiting on the last batches get their answers.
                 await asyncio.to_thread(self.writer.stop)
+                if publishing is not None:
+                    publishing.cancel()
+                self.metrics.remove()
                 self.engine.dispose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

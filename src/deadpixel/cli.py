@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 from deadpixel import analytics
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
+from deadpixel.metrics import metrics_dir, read_metrics
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.migrate import current_revision, ensure_current, head_revision, upgrade
@@ -167,6 +168,23 @@ def report(campaign: str | None, as_json: bool) -> None:
     click.echo(f"  unique opens  {figures['unique_opens']}")
     click.echo(f"  open rate     {figures['open_rate']:.1%}")
     click.echo(f"  total opens   {figures['total_opens']}")
+
+
+@main.command()
+@json_option
+def metrics(as_json: bool) -> None:
+    """Counters of the running server's processes, summed (pixel requests, invalid tokens, opens, batches)."""
+    settings = load_settings()
+    totals, processes = read_metrics(metrics_dir(settings.data_dir))
+    if as_json:
+        print_json({"processes": processes, **totals})
+        return
+    if not processes:
+        click.echo(f"No running server publishes metrics in {settings.data_dir}.")
+        return
+    click.echo(f"{processes} server process(es)")
+    for name, value in totals.items():
+        click.echo(f"  {name:<24} {value:g}")
 
 
 @main.group()
