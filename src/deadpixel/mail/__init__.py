@@ -1,0 +1,1 @@
+"""Sending mail: composing tracked messages and delivering them over SMTP."""

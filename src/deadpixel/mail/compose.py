@@ -1,0 +1,602 @@
+"""Compose tracked mail: pixel, click links and a text part, without disturbing the author's HTML.
+
+Mail HTML is fragile (Outlook conditional comments, entity-laden attributes, hand-tuned whitespace), so
+nothing here re-serialises a document. The standard library's tokenizer finds the exact source span of each
+start tag and of ``</body>``; only those spans are replaced and every other byte stays where it was.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy as email_policy
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from html import escape as _escape
+from html import unescape as _unescape
+from html.entities import html5 as _HTML5_ENTITIES
+from html.parser import HTMLParser
+from types import MappingProxyType
+
+__all__ = ["Composed", "compose", "html_to_text", "inject_pixel", "rewrite_links"]
+
+Rewrite = Callable[[str], str | None]
+
+PIXEL_TEMPLATE = (
+    '<img src="{src}" width="1" height="1" alt="" border="0"'
+    ' style="border:0;width:1px;height:1px;display:block">'
+)
+
+# Merge tags of mail services that fill the URL in after we hand the message over. A token minted now would
+# redirect to the unexpanded template, so such links are never rewritten. Case-insensitive; includes the
+# percent-encoded spellings an editor may have produced.
+PLACEHOLDER_MARKERS = ("{{", "}}", "{%", "%}", "%%", "*|", "|*", "%7b%7b", "%7b%25", "*%7c", "%7c*")
+
+
+class _CachingHeaderRegistry(HeaderRegistry):
+    """The standard registry builds a new header class for every header set; a campaign sets millions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+
+# Lines end in CRLF as SMTP wants; non-ASCII headers become RFC 2047 encoded words.
+MAIL_POLICY = email_policy.SMTP.clone(header_factory=_CachingHeaderRegistry())
+
+# Headers compose() owns: letting a caller override them would break the MIME structure or the addressing.
+_RESERVED_HEADERS = frozenset(
+    {"from", "to", "cc", "subject", "mime-version", "content-type", "content-transfer-encoding"}
+)
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+# --- attribute tokenizing -----------------------------------------------------------------------------------
+
+_WS = " \t\n\r\f"
+_C0_AND_SPACE = "".join(map(chr, range(0x21)))  # what the URL parser strips from both ends
+_CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Attr:
+    name: str  # lower-cased
+    start: int  # where the whitespace before the name begins (so removing [start, end) leaves the tag tidy)
+    end: int
+    value_start: int  # raw value span, quotes included; equal to end when the attribute has no value
+    value_end: int
+    raw_value: str  # without quotes, entities still encoded
+    quote: str  # '"', "'" or "" for unquoted or missing values
+
+
+def _tokenize_attrs(tag: str) -> list[_Attr]:
+    """Attributes of one start tag with their offsets, following the HTML tokenizer's states.
+
+    html.parser gives names and values but no offsets, and decodes values with html.unescape, which differs
+    from browsers inside attributes (``&copy=2`` stays literal there); both matter when we splice a URL.
+    """
+    n = len(tag)
+    i = 1
+    while i < n and tag[i] not in _WS and tag[i] not in "/>":
+        i += 1
+    attrs: list[_Attr] = []
+    while i < n:
+        ws_start = i
+        while i < n and (tag[i] in _WS or tag[i] == "/"):
+            i += 1
+        if i >= n or tag[i] == ">":
+            break
+        name_start = i
+        i += 1  # the first character may be '=' (a parse error browsers accept as part of the name)
+        while i < n and tag[i] not in _WS and tag[i] not in "/>=":
+            i += 1
+        name = tag[name_start:i].lower()
+        j = i
+        while j < n and tag[j] in _WS:
+            j += 1
+        if j >= n or tag[j] != "=":
+            attrs.append(_Attr(name, ws_start, i, i, i, "", ""))
+            continue
+        j += 1
+        while j < n and tag[j] in _WS:
+            j += 1
+        if j < n and tag[j] in "\"'":
+            quote = tag[j]
+            close = tag.find(quote, j + 1)
+            close = n if close < 0 else close + 1
+            raw = tag[j + 1 : close - 1]
+            attrs.append(_Attr(name, ws_start, close, j, close, raw, quote))
+            i = close
+        else:
+            k = j
+            while k < n and tag[k] not in _WS and tag[k] != ">":
+                k += 1
+            attrs.append(_Attr(name, ws_start, k, j, k, tag[j:k], ""))
+            i = k
+    return attrs
+
+
+def _decode_charref(match: re.Match[str]) -> str:
+    body = match.group(1)
+    if body[0] == "#":
+        return _unescape(match.group(0))
+    if body in _HTML5_ENTITIES:
+        return _HTML5_ENTITIES[body]
+    for cut in range(len(body) - 1, 1, -1):
+        if body[:cut] in _HTML5_ENTITIES:
+            following = body[cut]
+            if following == "=" or (following.isascii() and following.isalnum()):
+                return match.group(0)  # browsers leave "&copy=2" alone inside attribute values
+            return _HTML5_ENTITIES[body[:cut]] + body[cut:]
+    return match.group(0)
+
+
+def decode_attribute(raw: str) -> str:
+    """An attribute value as a browser decodes it (character references, attribute-value rules)."""
+    return _CHARREF.sub(_decode_charref, raw) if "&" in raw else raw
+
+
+def _trackable(value: str) -> str | None:
+    """The URL a click on this href opens, if it is one we may rewrite."""
+    url = value.strip(_C0_AND_SPACE)
+    if "\t" in url or "\n" in url or "\r" in url:
+        url = url.replace("\t", "").replace("\n", "").replace("\r", "")  # as the URL parser does
+    lower = url.lower()
+    if not lower.startswith(("http://", "https://")):
+        return None
+    if any(marker in lower for marker in PLACEHOLDER_MARKERS):
+        return None
+    return url
+
+
+# --- scanning -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _LinkTag:
+    start: int  # offset of the tag in the document
+    text: str  # the start tag exactly as written
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    links: tuple[_LinkTag, ...]
+    body_end: int | None
+    html_end: int | None
+    text: str | None
+
+
+@dataclass(slots=True)
+class _Found:
+    links: list[_LinkTag] = field(default_factory=list)
+    body_end: int | None = None
+    html_end: int | None = None
+
+
+class _Scanner(HTMLParser):
+    """One pass over the document collecting what the transformations need."""
+
+    def __init__(self, source: str, base: int, scan: _Found, text: _TextBuilder | None, conditional: bool):
+        super().__init__(convert_charrefs=True)
+        self._base = base
+        self._scan = scan
+        self._text = text
+        self._conditional = conditional
+        starts = [0]
+        nl = source.find("\n")
+        while nl >= 0:
+            starts.append(nl + 1)
+            nl = source.find("\n", nl + 1)
+        self._line_starts = starts
+
+    def _offset(self) -> int:
+        line, col = self.getpos()
+        return self._base + self._line_starts[line - 1] + col
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if (tag == "a" or (self._conditional and tag.startswith("v:"))) and any(
+            name in ("href", "data-notrack") for name, _ in attrs
+        ):
+            raw = self.get_starttag_text() or ""
+            self._scan.links.append(_LinkTag(self._offset(), raw))
+        if self._text is not None:
+            self._text.start(tag, attrs, self.get_starttag_text() or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self._conditional:
+            if tag == "body":
+                self._scan.body_end = self._offset()
+            elif tag == "html":
+                self._scan.html_end = self._offset()
+        if self._text is not None:
+            self._text.end(tag)
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.data(data)
+
+    def handle_comment(self, data: str) -> None:
+        if self._conditional:
+            return
+        inner = _conditional_body(data)
+        if inner is not None:
+            offset, content = inner
+            sub = _Scanner(content, self._offset() + 4 + offset, self._scan, None, conditional=True)
+            sub.feed(content)
+            sub.close()
+
+
+_COND_OPEN = re.compile(r"\s*\[if\b[^\]]*\]>", re.IGNORECASE)
+_COND_CLOSE = re.compile(r"<!\[endif\]\s*$", re.IGNORECASE)
+
+
+def _conditional_body(comment: str) -> tuple[int, str] | None:
+    """The HTML inside ``<!--[if mso]> ... <![endif]-->``, which Outlook renders, with its offset."""
+    opened = _COND_OPEN.match(comment)
+    if opened is None:
+        return None
+    closed = _COND_CLOSE.search(comment, opened.end())
+    if closed is None:
+        return None
+    return opened.end(), comment[opened.end() : closed.start()]
+
+
+_CACHED_SIZE = 256 * 1024
+
+
+def _scan(source: str, *, want_text: bool) -> _Scan:
+    """Tokenizing dominates composing; a campaign whose HTML is the same for every recipient pays it once."""
+    if len(source) <= _CACHED_SIZE:
+        return _cached_scan(source, want_text)
+    return _scan_uncached(source, want_text)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_scan(source: str, want_text: bool) -> _Scan:
+    return _scan_uncached(source, want_text)
+
+
+def _scan_uncached(source: str, want_text: bool) -> _Scan:
+    found = _Found()
+    text = _TextBuilder() if want_text else None
+    scanner = _Scanner(source, 0, found, text, conditional=False)
+    scanner.feed(source)
+    scanner.close()
+    return _Scan(tuple(found.links), found.body_end, found.html_end, text.result() if text else None)
+
+
+def _transform(
+    source: str, scan: _Scan, pixel_url: str | None, rewrite: Rewrite | None
+) -> tuple[str, list[str]]:
+    edits: list[tuple[int, int, str]] = []
+    links: list[str] = []
+    if rewrite is not None:
+        for tag in scan.links:
+            _edit_link(tag, rewrite, edits, links)
+    if pixel_url is not None:
+        if scan.body_end is not None:
+            at = scan.body_end
+        elif scan.html_end is not None:
+            at = scan.html_end  # content after </html> would still land in the body, but keep it inside
+        else:
+            at = len(source)
+        edits.append((at, at, PIXEL_TEMPLATE.format(src=_escape(pixel_url, quote=True))))
+    if not edits:
+        return source, links
+    edits.sort(key=lambda edit: edit[0])
+    pieces: list[str] = []
+    pos = 0
+    for start, end, replacement in edits:
+        pieces.append(source[pos:start])
+        pieces.append(replacement)
+        pos = end
+    pieces.append(source[pos:])
+    return "".join(pieces), links
+
+
+def _edit_link(tag: _LinkTag, rewrite: Rewrite, edits: list[tuple[int, int, str]], links: list[str]) -> None:
+    attrs = _tokenize_attrs(tag.text)
+    notrack = [attr for attr in attrs if attr.name == "data-notrack"]
+    if notrack:
+        for attr in notrack:
+            edits.append((tag.start + attr.start, tag.start + attr.end, ""))
+        return
+    href = next((attr for attr in attrs if attr.name == "href"), None)
+    if href is None or href.value_start == href.end:
+        return
+    url = _trackable(decode_attribute(href.raw_value))
+    if url is None:
+        return
+    new = rewrite(url)
+    if new is None:
+        return
+    links.append(url)
+    if new == url:
+        return
+    quote = href.quote or '"'
+    edits.append((tag.start + href.value_start, tag.start + href.value_end, quote + _escape(new) + quote))
+
+
+# --- public transformations ---------------------------------------------------------------------------------
+
+
+def inject_pixel(html: str, pixel_url: str) -> str:
+    """Put the 1x1 image last in the body, where it loads only once the whole message has been rendered."""
+    return _transform(html, _scan(html, want_text=False), pixel_url, None)[0]
+
+
+def rewrite_links(html: str, rewrite: Rewrite) -> tuple[str, list[str]]:
+    """Replace each trackable ``<a href>`` by ``rewrite(url)``; return the HTML and those URLs in order.
+
+    ``rewrite`` sees the URL a browser would open (entities decoded, surrounding whitespace dropped) and may
+    return None to leave a link alone. Links inside Outlook conditional comments count, because Outlook shows
+    them; plain comments are never rendered and are left as they are.
+    """
+    return _transform(html, _scan(html, want_text=False), None, rewrite)
+
+
+def html_to_text(html: str) -> str:
+    """A plain-text alternative that reads well in a text-only client."""
+    text = _scan(html, want_text=True).text
+    return text or ""
+
+
+# --- text rendering -----------------------------------------------------------------------------------------
+
+_SKIP = frozenset({"head", "style", "script", "title", "template", "xml"})
+_PARAGRAPH = frozenset(
+    {"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "dl", "table", "hr", "figure"}
+)
+_LINE = frozenset(
+    {
+        "div", "tr", "td", "th", "li", "dt", "dd", "section", "article", "header", "footer", "main", "nav",
+        "aside", "center", "address", "caption", "form", "fieldset", "tbody", "thead", "tfoot", "body",
+    }
+)  # fmt: skip
+# Invisible characters newsletters use to pad preview text; they only add noise to a text part.
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u034f\u00ad]")
+
+
+class _TextBuilder:
+    """Renders tokens as text: blocks become line breaks, runs of whitespace one space, links 'text (url)'."""
+
+    def __init__(self) -> None:
+        self._out: list[str] = []
+        self._breaks = 0  # newlines owed before the next visible text
+        self._space = False  # a space owed before the next visible text on the same line
+        self._line_start = True
+        self._skip: list[str] = []
+        self._pre = 0
+        self._lists: list[list[int]] = []  # per open list: [number of the next item] or [] for <ul>
+        self._links: list[tuple[str, int]] = []
+        self._marker = False  # a list marker was just written: the item's text belongs on its line
+
+    def _break(self, count: int) -> None:
+        if self._out and not self._marker:
+            self._breaks = max(self._breaks, count)
+        self._space = False
+
+    def _emit(self, text: str) -> None:
+        if self._breaks:
+            self._out.append("\n" * self._breaks)
+            self._breaks = 0
+            self._line_start = True
+        elif self._space and not self._line_start:
+            self._out.append(" ")
+        self._space = False
+        self._marker = False
+        self._out.append(text)
+        self._line_start = text.endswith("\n")
+
+    def start(self, tag: str, attrs: list[tuple[str, str | None]], raw: str) -> None:
+        if tag == "body":
+            self._skip.clear()
+        if tag in _SKIP:
+            self._skip.append(tag)
+        if self._skip:
+            return
+        if tag in ("ul", "ol"):
+            self._break(1 if self._lists else 2)  # a nested list continues its parent's
+            self._lists.append([1] if tag == "ol" else [])
+        elif tag in _PARAGRAPH:
+            self._break(2)
+            if tag == "pre":
+                self._pre += 1
+        elif tag in _LINE:
+            self._break(1)
+            if tag == "li":
+                self._list_item()
+        elif tag == "br":
+            if self._out:
+                self._breaks = min(self._breaks + 1, 2)
+            self._space = False
+        elif tag == "a":
+            href = next((attr for attr in _tokenize_attrs(raw) if attr.name == "href"), None)
+            self._links.append((decode_attribute(href.raw_value) if href else "", len(self._out)))
+        elif tag == "img" and self._links:
+            alt = next((value for name, value in attrs if name == "alt"), None)
+            if alt and alt.strip():
+                self.data(alt)
+
+    def _list_item(self) -> None:
+        counter = self._lists[-1] if self._lists else []
+        if counter:
+            marker = f"{counter[0]}. "
+            counter[0] += 1
+        else:
+            marker = "- "
+        self._emit("  " * max(len(self._lists) - 1, 0) + marker)
+        self._line_start = True  # the marker's trailing space stands in for any leading space of the item
+        self._marker = True
+
+    def end(self, tag: str) -> None:
+        if tag in _SKIP:
+            if tag in self._skip:
+                del self._skip[len(self._skip) - 1 - self._skip[::-1].index(tag) :]
+            return
+        if self._skip:
+            return
+        if tag in ("ul", "ol"):
+            if self._lists:
+                self._lists.pop()
+            self._break(1 if self._lists else 2)
+        elif tag in _PARAGRAPH:
+            if tag == "pre":
+                self._pre = max(self._pre - 1, 0)
+            self._break(2)
+        elif tag in _LINE:
+            self._break(1)
+        elif tag == "a" and self._links:
+            self._end_link(*self._links.pop())
+
+    def _end_link(self, href: str, first: int) -> None:
+        url = href.strip()
+        if not url or url.startswith("#") or url.lower().startswith("javascript:"):
+            return
+        shown = url[7:] if url.lower().startswith("mailto:") else url
+        label = "".join(self._out[first:]).strip()
+        if label.rstrip("/") == shown.rstrip("/") or label.rstrip("/") == url.rstrip("/"):
+            return
+        if label:
+            self._space = True
+            self._emit(f"({shown})")
+        else:
+            self._emit(shown)
+
+    def data(self, data: str) -> None:
+        if self._skip:
+            return
+        if self._pre:
+            self._emit(_INVISIBLE.sub("", data.replace("\r\n", "\n")))
+            return
+        if _INVISIBLE.search(data):
+            data = _INVISIBLE.sub("", data)
+        words = data.split()
+        if not words:
+            if data and not self._line_start:
+                self._space = True
+            return
+        if data[0].isspace() and not self._line_start:
+            self._space = True
+        self._emit(" ".join(words))
+        self._space = data[-1].isspace()
+
+    def result(self) -> str:
+        text = "".join(self._out)
+        lines = [line.rstrip() for line in text.split("\n")]
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+
+
+# --- the message --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Composed:
+    """A message ready to send, and the URLs its tracked links stand for, in the order they were rewritten."""
+
+    message: EmailMessage
+    links: list[str]
+
+
+def _address(value: str, header: str) -> Address:
+    parsed = MAIL_POLICY.header_factory(header, value)
+    addresses: tuple[Address, ...] = getattr(parsed, "addresses", ())
+    if len(addresses) != 1 or parsed.defects or not addresses[0].domain or not addresses[0].username:
+        raise ValueError(f"{header}: not one valid address: {value!r}")
+    address: Address = addresses[0]
+    if not address.username.isascii():
+        raise ValueError(f"{header}: non-ASCII local parts need SMTPUTF8, which is not supported: {value!r}")
+    domain = address.domain
+    if not domain.isascii():
+        domain = domain.encode("idna").decode("ascii")
+    return Address(display_name=address.display_name, username=address.username, domain=domain)
+
+
+def compose(
+    *,
+    sender: str,
+    to: Sequence[str],
+    cc: Sequence[str] = (),
+    subject: str,
+    html: str,
+    text: str | None = None,
+    pixel_url: str | None,
+    rewrite: Rewrite | None,
+    headers: Mapping[str, str] = _NO_HEADERS,
+    message_id_domain: str | None = None,
+) -> Composed:
+    """Build a multipart/alternative message; pixel_url=None and rewrite=None send the HTML untouched.
+
+    The text part comes from the original HTML, so it carries the real URLs: a text-only reader sees where a
+    link goes. Message-ID and Date may be given in ``headers`` (a resend after a crash can then reuse them).
+    """
+    if not to:
+        raise ValueError("compose() needs at least one To address")
+    from_address = _address(sender, "From")
+    to_addresses = [_address(value, "To") for value in to]
+    cc_addresses = [_address(value, "Cc") for value in cc]
+    for name in headers:
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is set by compose() itself")
+
+    tracked = pixel_url is not None or rewrite is not None
+    scan = _scan(html, want_text=text is None) if tracked or text is None else None
+    if scan is not None and text is None:
+        text = scan.text or ""
+    body, links = _transform(html, scan, pixel_url, rewrite) if tracked and scan is not None else (html, [])
+
+    message = EmailMessage(policy=MAIL_POLICY)
+    message["MIME-Version"] = "1.0"
+    message["From"] = from_address
+    message["To"] = to_addresses
+    if cc_addresses:
+        message["Cc"] = cc_addresses
+    message["Subject"] = subject
+    lowered = {name.lower() for name in headers}
+    if "date" not in lowered:
+        message["Date"] = format_datetime(datetime.now(UTC))
+    if "message-id" not in lowered:
+        message["Message-ID"] = make_msgid(domain=message_id_domain or from_address.domain)
+    for name, value in headers.items():
+        message[name] = value
+    message.make_alternative()
+    message.attach(_text_part(text or "", "plain"))
+    message.attach(_text_part(body, "html"))
+    return Composed(message=message, links=links)
+
+
+_HIGH_BYTES = bytes(range(128, 256))
+
+
+def _text_part(content: str, subtype: str) -> EmailMessage:
+    """A UTF-8 text part that is 7-bit clean on the wire, so no relay without 8BITMIME can mangle it.
+
+    Unlike set_content() this keeps the content as it was (no newline appended) and encodes quoted-printable
+    with binascii, in C: the pure-Python encoder cost more than the rest of composing a newsletter.
+    """
+    content = content.replace("\r\n", "\n").replace("\r", "\n")  # MIME text has CRLF line breaks only
+    data = content.encode("utf-8")
+    if data.isascii() and max(map(len, content.split("\n"))) <= 998:
+        cte, payload = "7bit", content
+    elif (len(data) - len(data.translate(None, _HIGH_BYTES))) * 5 > len(data):
+        cte, payload = "base64", base64.encodebytes(data).decode("ascii")  # mostly non-Latin text: smaller
+    else:
+        cte, payload = "quoted-printable", binascii.b2a_qp(data, istext=True).decode("ascii")
+    part = EmailMessage(policy=MAIL_POLICY)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = cte
+    part.set_payload(payload)
+    return part
