@@ -17,6 +17,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from deadpixel.config import Settings, load_settings
+from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
 from deadpixel.store.db import create_engine
@@ -56,7 +57,9 @@ class Deadpixel:
         self.settings = settings
         self.engine = create_engine(settings.database_url)
         self.writer = GroupCommitWriter(
-            create_engine(settings.database_url, writer=True), batch_size=settings.batch_size
+            create_engine(settings.database_url, writer=True),
+            OpenClassifier.from_settings(settings),
+            batch_size=settings.batch_size,
         )
         signer = TokenSigner(
             load_or_create_keys(settings.keys_file), reload=KeyFileReloader(settings.keys_file)
@@ -72,6 +75,7 @@ class Deadpixel:
             "invalid_tokens_total": track.invalid_tokens,
             "opens_recorded_total": ingest.events_written,
             "opens_dropped_total": ingest.events_dropped,
+            "opens_for_erased_messages_total": ingest.events_for_erased_messages,
             "batches_total": ingest.batches,
             "batch_size_max": ingest.largest_batch,
             "commit_seconds_total": ingest.commit_seconds,
