@@ -21,6 +21,7 @@ from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
 from deadpixel.store.db import create_engine
+from deadpixel.store.maintenance import purge_raw_detail
 from deadpixel.tokens import TokenSigner
 from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
 from deadpixel.track.client_ip import ClientIPResolver
@@ -92,19 +93,37 @@ class Deadpixel:
         else:
             await self.web(scope, receive, send)
 
+    async def _apply_retention(self) -> None:
+        """Drop raw detail past DEADPIXEL_RETENTION_DAYS once an hour (idempotent on every node)."""
+
+        def purge() -> None:
+            with self.engine.begin() as conn:
+                dropped = purge_raw_detail(conn, self.settings.retention_days)
+            if dropped:
+                log.info("retention: dropped raw detail of %d opens", dropped)
+
+        while True:
+            try:
+                await asyncio.to_thread(purge)
+            except Exception:
+                log.exception("retention: purging old raw detail failed; trying again in an hour")
+            await asyncio.sleep(3600)
+
     async def _lifespan(self, receive: Any, send: Any) -> None:
-        publishing: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.writer.start()
-                publishing = asyncio.create_task(self.metrics.run())
+                background.append(asyncio.create_task(self.metrics.run()))
+                if self.settings.retention_days > 0:
+                    background.append(asyncio.create_task(self._apply_retention()))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # Drain in a thread so requests still waiting on the last batches get their answers.
                 await asyncio.to_thread(self.writer.stop)
-                if publishing is not None:
-                    publishing.cancel()
+                for task in background:
+                    task.cancel()
                 self.metrics.remove()
                 self.engine.dispose()
                 await send({"type": "lifespan.shutdown.complete"})
