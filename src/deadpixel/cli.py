@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 
 from deadpixel import analytics
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
-from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings
+from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
 from deadpixel.metrics import metrics_dir, read_metrics
 from deadpixel.store import maintenance
@@ -231,6 +231,31 @@ def purge() -> None:
     with store(settings) as conn:
         n = maintenance.purge_raw_detail(conn, settings.retention_days)
     click.echo(f"Dropped raw detail of {n} open(s) older than {settings.retention_days} days.")
+
+
+@main.group()
+def networks() -> None:
+    """The lists of proxy and scanner networks that verdicts use."""
+
+
+@networks.command("update")
+def networks_update() -> None:
+    """Fetch the official lists (Microsoft EOP, Apple's relay egress, Google's fetchers); needs internet.
+
+    Fresher copies go to the data dir and replace the shipped ones; run `deadpixel reclassify` afterwards to
+    apply them to opens already recorded.
+    """
+    from deadpixel.enrich.update import update_networks
+
+    settings = load_settings()
+    ensure_data_dir(settings)
+    counts, failures = update_networks(networks_dir(settings))
+    for name, count in counts.items():
+        click.echo(f"{name}: {count} ranges")
+    for name, reason in failures.items():
+        click.echo(f"{name}: not updated ({reason})", err=True)
+    if not counts:
+        raise click.ClickException("no list could be updated; the shipped lists stay in use")
 
 
 @main.command()

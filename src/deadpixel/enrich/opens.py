@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from deadpixel.config import Settings
 from deadpixel.enrich.classify import Enricher, Enrichment, Verdict
 from deadpixel.enrich.geo import GeoLookup
 from deadpixel.enrich.message import MessageEvent, adjust_message_verdicts
+from deadpixel.enrich.networks import Networks
 from deadpixel.enrich.privacy import stored_ip
 from deadpixel.events import OpenEvent
 
@@ -29,7 +31,13 @@ def enricher_from_settings(settings: Settings) -> Enricher | None:
     if not settings.enrichment:
         return None
     geo = GeoLookup(str(settings.geoip_database) if settings.geoip_database else None)
-    return Enricher(geo, self_ips=[str(network) for network in settings.self_ips])
+    networks = Networks.load(update_dir=networks_dir(settings))
+    return Enricher(geo, self_ips=[str(network) for network in settings.self_ips], networks=networks)
+
+
+def networks_dir(settings: Settings) -> Path:
+    """Where `deadpixel networks update` writes fresher copies of the shipped network lists."""
+    return settings.data_dir / "networks"
 
 
 class OpenClassifier:
