@@ -85,7 +85,7 @@ def test_human_open_keeps_place_and_device(enricher: Enricher) -> None:
     result = enricher.enrich(ip=HOME_IP, user_agent=THUNDERBIRD, seconds_after_send=3600)
     assert result == Enrichment(
         "Thunderbird", "desktop", "Windows", "GB", None, None, None, "Andrews & Arnold Ltd", "human",
-        result.reason,
+        result.reason, "human",
     )  # fmt: skip
 
 

@@ -207,7 +207,8 @@ def test_update_writes_files_that_replace_the_shipped_ones(tmp_path: Path) -> No
             return GOOGLE_JSON
         return json.dumps([{"id": 10, "ips": ["40.107.0.0/16"]}])
 
-    counts = update_networks(tmp_path, fetch=fake_fetch)
+    counts, failures = update_networks(tmp_path, fetch=fake_fetch)
+    assert failures == {}
     assert counts == {
         "microsoft-eop.csv": 1,
         "apple-private-relay.csv": 2,
@@ -229,5 +230,12 @@ def test_update_keeps_old_files_when_a_source_fails(tmp_path: Path) -> None:
     def broken(url: str) -> str:
         raise OSError("no route to host")
 
-    assert update_networks(tmp_path, fetch=broken) == {}
+    counts, failures = update_networks(tmp_path, fetch=broken)
+    assert counts == {}
+    assert set(failures) == {
+        "microsoft-eop.csv",
+        "apple-private-relay.csv",
+        "google-user-triggered-fetchers.csv",
+    }
+    assert all("no route to host" in reason for reason in failures.values())
     assert not list(tmp_path.iterdir())

@@ -46,7 +46,7 @@ def test_a_pixel_fetch_is_answered_and_recorded(server: Server, settings: Settin
     response = httpx.get(server.url + path, headers={"user-agent": "Mozilla/5.0 (Test) Thunderbird/128"})
     assert_is_the_pixel(response)
     [row] = recorded(settings, mid)
-    assert row["ip"] == "127.0.0.1"
+    assert row["ip"] == "127.0.0.0"  # DEADPIXEL_IP_MODE=truncate by default: the /24, not the host
     assert row["user_agent"] == "Mozilla/5.0 (Test) Thunderbird/128"
     assert row["method"] == "GET"
     assert str(row["at"]).endswith("+00:00")
@@ -156,8 +156,29 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(
     httpx.get(plain.url + path_a, headers={"x-forwarded-for": "198.51.100.23"})
     trusting = server_factory(env={**env, "DEADPIXEL_TRUSTED_PROXIES": "127.0.0.1/32"}).start()
     httpx.get(trusting.url + path_b, headers={"x-forwarded-for": "6.6.6.6, 198.51.100.23"})
-    assert recorded(settings, a)[0]["ip"] == "127.0.0.1"
-    assert recorded(settings, b)[0]["ip"] == "198.51.100.23"
+    assert recorded(settings, a)[0]["ip"] == "127.0.0.0"
+    assert recorded(settings, b)[0]["ip"] == "198.51.100.0"
+
+
+@pytest.mark.parametrize(("mode", "stored"), [("full", "198.51.100.23"), ("none", None)])
+def test_ip_mode_decides_what_is_kept_of_the_address_after_enrichment(
+    server_factory: type[Server], env: dict[str, str], settings: Settings, mode: str, stored: str | None
+) -> None:
+    [(mid, path)] = make_pixels(settings, 1)
+    server = server_factory(
+        env={**env, "DEADPIXEL_TRUSTED_PROXIES": "127.0.0.1", "DEADPIXEL_IP_MODE": mode}
+    ).start()
+    agent = (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0"
+    )
+    httpx.get(
+        server.url + path,
+        headers={"x-forwarded-for": "8.8.8.8" if mode == "none" else "198.51.100.23", "user-agent": agent},
+    )
+    [row] = recorded(settings, mid)
+    assert row["ip"] == stored
+    if mode == "none":
+        assert row["country"] == "US"  # derived at ingest from the address that was then dropped
 
 
 def test_pixels_keep_working_across_a_secret_rotation_without_restart(

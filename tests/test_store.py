@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import Connection, inspect, select
 
+from deadpixel.enrich.opens import OpenClassifier
+from deadpixel.events import OpenEvent
 from deadpixel.store import migrate
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import messages, metadata, opens
-from deadpixel.store.writes import OpenEvent, write_opens
+from deadpixel.store.writes import RowBuilder, write_opens
+from deadpixel.track.ingest import GroupCommitWriter
+
+RAW = OpenClassifier(None, "full")
 
 
 def test_the_cheap_revision_check_knows_the_newest_migration() -> None:
@@ -74,9 +81,9 @@ def test_a_batch_updates_counters_in_the_same_transaction(database_url: str) -> 
         OpenEvent(a, t + 3, "192.0.2.1", "UA", "GET"),
     ]
     with engine.begin() as conn:
-        write_opens(conn, batch)
+        write_opens(conn, batch, RAW)
     with engine.begin() as conn:
-        write_opens(conn, [OpenEvent(a, t + 0.5, None, None, "GET")])
+        write_opens(conn, [OpenEvent(a, t + 0.5, None, None, "GET")], RAW)
     with engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(select(messages))}
         assert conn.execute(select(opens.c.id)).all().__len__() == 5
@@ -85,14 +92,18 @@ def test_a_batch_updates_counters_in_the_same_transaction(database_url: str) -> 
     engine.dispose()
 
 
-def test_an_open_for_an_erased_message_is_stored_without_failing_its_batch(database_url: str) -> None:
+def test_an_open_for_an_erased_message_is_dropped_without_failing_its_batch(database_url: str) -> None:
     engine = create_engine(database_url)
     migrate.upgrade(engine)
     with engine.begin() as conn:
         a = create_message(conn, recipient="a@example.com")
-        write_opens(conn, [OpenEvent("0" * 16, 1.0, None, None, "GET"), OpenEvent(a, 2.0, None, None, "GET")])
+        erased = write_opens(
+            conn, [OpenEvent("0" * 16, 1.0, None, None, "GET"), OpenEvent(a, 2.0, None, None, "GET")], RAW
+        )
+    assert erased == 1
     with engine.connect() as conn:
         assert conn.execute(select(messages.c.open_count).where(messages.c.id == a)).scalar_one() == 1
+        assert conn.execute(select(opens.c.message_id)).scalars().all() == [a]
     engine.dispose()
 
 
@@ -105,4 +116,37 @@ def test_campaigns_are_created_on_first_use_and_shared(database_url: str) -> Non
             conn.execute(select(messages.c.campaign_id).where(messages.c.id.in_(ids))).scalars()
         )
     assert len(campaign_ids) == 1 and None not in campaign_ids
+    engine.dispose()
+
+
+def test_the_writer_survives_a_failing_write_and_still_answers(tmp_path: Path) -> None:
+    """A bug in the write path costs the events it hits (counted), never the writer or waiting requests."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}", writer=True)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        good = create_message(conn, recipient="a@example.com")
+
+    def write(conn: Connection, events: list[OpenEvent], builder: RowBuilder) -> int:
+        if any(e.user_agent == "boom" for e in events):
+            raise TypeError("a bug")
+        return write_opens(conn, events, builder)
+
+    writer = GroupCommitWriter(engine, RAW, write=write)
+    writer.start()
+
+    async def record_all() -> None:
+        await asyncio.wait_for(
+            asyncio.gather(
+                writer.record(OpenEvent(good, 1.0, None, "fine", "GET")),
+                writer.record(OpenEvent(good, 2.0, None, "boom", "GET")),
+            ),
+            timeout=10,
+        )
+        await asyncio.wait_for(writer.record(OpenEvent(good, 3.0, None, "after", "GET")), timeout=10)
+
+    asyncio.run(record_all())
+    writer.stop()
+    assert writer.stats.events_dropped == 1
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(opens.c.user_agent)).scalars()) == ["after", "fine"]
     engine.dispose()

@@ -15,9 +15,12 @@ from deadpixel.store.schema import campaigns, messages, opens
 
 DEFINITIONS = {
     "sent": "messages deadpixel sent, plus pixels made by hand with `pixel new` (sent from your own client)",
-    "unique_opens": "messages opened at least once",
+    "unique_opens": "messages with at least one open that is not your own (kind `self`)",
+    "human_opens": "messages with at least one `human` or `proxy` open (a proxy fetches when a person opens)",
+    "machine_opens": "messages opened only by `prefetch` or `scanner` fetches, so unique = human + machine",
     "total_opens": "every recorded open event, whatever its verdict",
     "open_rate": "unique_opens / sent (0 when nothing was sent)",
+    "human_open_rate": "human_opens / sent: the honest open rate",
 }
 
 
@@ -44,22 +47,34 @@ def _campaign_id(conn: Connection, name: str) -> int:
 
 def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
     """Headline figures for one campaign, or for all messages when ``campaign`` is None."""
+    m = messages.c
+
+    def messages_where(condition: Any) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
     query = select(
         func.count(),
-        func.coalesce(func.sum(case((messages.c.open_count > 0, 1), else_=0)), 0),
-        func.coalesce(func.sum(messages.c.open_count), 0),
-        func.min(messages.c.first_open_at),
-        func.max(messages.c.last_open_at),
+        messages_where(m.open_count - m.self_open_count > 0),
+        messages_where(m.human_open_count > 0),
+        messages_where((m.human_open_count == 0) & (m.machine_open_count > 0)),
+        func.coalesce(func.sum(m.open_count), 0),
+        func.min(m.first_open_at),
+        func.max(m.last_open_at),
     )
     if campaign is not None:
-        query = query.where(messages.c.campaign_id == _campaign_id(conn, campaign))
-    sent, unique_opens, total_opens, first_open, last_open = conn.execute(query).one()
+        query = query.where(m.campaign_id == _campaign_id(conn, campaign))
+    row = conn.execute(query).one()
+    sent, unique_opens, human, machine, total_opens = (int(value) for value in row[:5])
+    first_open, last_open = row[5], row[6]
     return {
         "campaign": campaign,
-        "sent": int(sent),
-        "unique_opens": int(unique_opens),
-        "total_opens": int(total_opens),
-        "open_rate": rate(int(unique_opens), int(sent)),
+        "sent": sent,
+        "unique_opens": unique_opens,
+        "human_opens": human,
+        "machine_opens": machine,
+        "total_opens": total_opens,
+        "open_rate": rate(unique_opens, sent),
+        "human_open_rate": rate(human, sent),
         "first_open_at": iso(first_open),
         "last_open_at": iso(last_open),
         "definitions": DEFINITIONS,
@@ -81,6 +96,15 @@ def list_opens(
             opens.c.ip,
             opens.c.user_agent,
             opens.c.method,
+            opens.c.kind,
+            opens.c.reason,
+            opens.c.client,
+            opens.c.device,
+            opens.c.os,
+            opens.c.country,
+            opens.c.region,
+            opens.c.city,
+            opens.c.network_owner,
             messages.c.recipient,
             messages.c.subject,
             campaigns.c.name.label("campaign"),

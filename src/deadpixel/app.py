@@ -17,9 +17,11 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from deadpixel.config import Settings, load_settings
+from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
 from deadpixel.store.db import create_engine
+from deadpixel.store.maintenance import purge_raw_detail
 from deadpixel.tokens import TokenSigner
 from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
 from deadpixel.track.client_ip import ClientIPResolver
@@ -56,7 +58,9 @@ class Deadpixel:
         self.settings = settings
         self.engine = create_engine(settings.database_url)
         self.writer = GroupCommitWriter(
-            create_engine(settings.database_url, writer=True), batch_size=settings.batch_size
+            create_engine(settings.database_url, writer=True),
+            OpenClassifier.from_settings(settings),
+            batch_size=settings.batch_size,
         )
         signer = TokenSigner(
             load_or_create_keys(settings.keys_file), reload=KeyFileReloader(settings.keys_file)
@@ -72,6 +76,7 @@ class Deadpixel:
             "invalid_tokens_total": track.invalid_tokens,
             "opens_recorded_total": ingest.events_written,
             "opens_dropped_total": ingest.events_dropped,
+            "opens_for_erased_messages_total": ingest.events_for_erased_messages,
             "batches_total": ingest.batches,
             "batch_size_max": ingest.largest_batch,
             "commit_seconds_total": ingest.commit_seconds,
@@ -88,19 +93,37 @@ class Deadpixel:
         else:
             await self.web(scope, receive, send)
 
+    async def _apply_retention(self) -> None:
+        """Drop raw detail past DEADPIXEL_RETENTION_DAYS once an hour (idempotent on every node)."""
+
+        def purge() -> None:
+            with self.engine.begin() as conn:
+                dropped = purge_raw_detail(conn, self.settings.retention_days)
+            if dropped:
+                log.info("retention: dropped raw detail of %d opens", dropped)
+
+        while True:
+            try:
+                await asyncio.to_thread(purge)
+            except Exception:
+                log.exception("retention: purging old raw detail failed; trying again in an hour")
+            await asyncio.sleep(3600)
+
     async def _lifespan(self, receive: Any, send: Any) -> None:
-        publishing: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.writer.start()
-                publishing = asyncio.create_task(self.metrics.run())
+                background.append(asyncio.create_task(self.metrics.run()))
+                if self.settings.retention_days > 0:
+                    background.append(asyncio.create_task(self._apply_retention()))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # Drain in a thread so requests still waiting on the last batches get their answers.
                 await asyncio.to_thread(self.writer.stop)
-                if publishing is not None:
-                    publishing.cancel()
+                for task in background:
+                    task.cancel()
                 self.metrics.remove()
                 self.engine.dispose()
                 await send({"type": "lifespan.shutdown.complete"})

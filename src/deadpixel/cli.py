@@ -6,6 +6,7 @@ import html
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
 import click
@@ -13,8 +14,10 @@ from sqlalchemy import Connection
 
 from deadpixel import analytics
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
+from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
 from deadpixel.metrics import metrics_dir, read_metrics
+from deadpixel.store import maintenance
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.migrate import current_revision, ensure_current, head_revision, upgrade
@@ -164,10 +167,95 @@ def report(campaign: str | None, as_json: bool) -> None:
         print_json(figures)
         return
     click.echo(f"Campaign: {campaign or '(all messages)'}")
-    click.echo(f"  sent          {figures['sent']}")
-    click.echo(f"  unique opens  {figures['unique_opens']}")
-    click.echo(f"  open rate     {figures['open_rate']:.1%}")
-    click.echo(f"  total opens   {figures['total_opens']}")
+    click.echo(f"  sent             {figures['sent']}")
+    click.echo(f"  unique opens     {figures['unique_opens']}  ({figures['open_rate']:.1%} of sent)")
+    click.echo(f"    human          {figures['human_opens']}  ({figures['human_open_rate']:.1%} of sent)")
+    click.echo(f"    machine only   {figures['machine_opens']}  (Apple prefetch, security scanners)")
+    click.echo(f"  total opens      {figures['total_opens']}")
+
+
+@main.command()
+@click.option("--user-agent", "user_agent", required=True, help="The User-Agent header of the request.")
+@click.option("--ip", help="The client address.")
+@click.option("--method", type=click.Choice(["GET", "HEAD"], case_sensitive=False), default="GET")
+@click.option("--seconds-after-send", type=float, help="Seconds between sending and this request, if known.")
+@json_option
+def classify(
+    user_agent: str, ip: str | None, method: str, seconds_after_send: float | None, as_json: bool
+) -> None:
+    """Explain how one request would be counted: client, device, OS, place and verdict with its reason."""
+    settings = load_settings()
+    enricher = enricher_from_settings(replace(settings, enrichment=True))
+    assert enricher is not None
+    found = enricher.enrich(
+        ip=ip, user_agent=user_agent, method=method.upper(), seconds_after_send=seconds_after_send
+    )
+    result = asdict(found)
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"{found.kind}: {found.reason}")
+    click.echo(f"  client {found.client}, device {found.device}, OS {found.os}")
+    if found.country or found.network_owner:
+        click.echo(f"  from {found.country or '?'} ({found.network_owner or 'unknown network'})")
+
+
+@main.command()
+def reclassify() -> None:
+    """Rerun enrichment and verdicts over every stored open with the current rules, and rebuild counts."""
+    settings = load_settings()
+    with store(settings) as conn:
+        n = maintenance.reclassify(conn, OpenClassifier(enricher_from_settings(settings), settings.ip_mode))
+    click.echo(f"Reclassified {n} opens.")
+
+
+@main.command()
+@click.argument("address")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def forget(address: str, yes: bool) -> None:
+    """Erase every message to ADDRESS and every open of those messages."""
+    if not yes:
+        click.confirm(f"Erase all messages to {address} and their opens? This cannot be undone", abort=True)
+    with store(load_settings()) as conn:
+        erased_messages, erased_opens = maintenance.forget_recipient(conn, address)
+    click.echo(f"Erased {erased_messages} message(s) and {erased_opens} open(s) of {address}.")
+
+
+@main.command()
+def purge() -> None:
+    """Apply DEADPIXEL_RETENTION_DAYS now: drop raw detail (address, user agent, city) of older opens."""
+    settings = load_settings()
+    if settings.retention_days <= 0:
+        click.echo("DEADPIXEL_RETENTION_DAYS is not set: raw detail is kept.")
+        return
+    with store(settings) as conn:
+        n = maintenance.purge_raw_detail(conn, settings.retention_days)
+    click.echo(f"Dropped raw detail of {n} open(s) older than {settings.retention_days} days.")
+
+
+@main.group()
+def networks() -> None:
+    """The lists of proxy and scanner networks that verdicts use."""
+
+
+@networks.command("update")
+def networks_update() -> None:
+    """Fetch the official lists (Microsoft EOP, Apple's relay egress, Google's fetchers); needs internet.
+
+    Fresher copies go to the data dir and replace the shipped ones; run `deadpixel reclassify` afterwards to
+    apply them to opens already recorded.
+    """
+    from deadpixel.enrich.update import update_networks
+
+    settings = load_settings()
+    ensure_data_dir(settings)
+    counts, failures = update_networks(networks_dir(settings))
+    for name, count in counts.items():
+        click.echo(f"{name}: {count} ranges")
+    for name, reason in failures.items():
+        click.echo(f"{name}: not updated ({reason})", err=True)
+    if not counts:
+        raise click.ClickException("no list could be updated; the shipped lists stay in use")
 
 
 @main.command()

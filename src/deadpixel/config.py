@@ -39,6 +39,11 @@ class Settings:
     base_url: str = ""
     trusted_proxies: tuple[Network, ...] = field(default_factory=tuple)
     batch_size: int = 2000
+    ip_mode: str = "truncate"
+    self_ips: tuple[Network, ...] = field(default_factory=tuple)
+    geoip_database: Path | None = None
+    retention_days: int = 0
+    enrichment: bool = True
 
     @property
     def keys_file(self) -> Path:
@@ -61,15 +66,51 @@ def _as_int(name: str, low: int, high: int) -> Callable[[Any], int]:
     return parse
 
 
-def _as_networks(raw: Any) -> tuple[Network, ...]:
-    items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
-    networks = []
-    for item in items:
-        try:
-            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
-        except ValueError:
-            raise ConfigError("trusted_proxies", f"{item!r} is not an IP address or CIDR range") from None
-    return tuple(networks)
+def _as_networks(name: str) -> Callable[[Any], tuple[Network, ...]]:
+    def parse(raw: Any) -> tuple[Network, ...]:
+        items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
+        networks = []
+        for item in items:
+            try:
+                networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+            except ValueError:
+                raise ConfigError(name, f"{item!r} is not an IP address or CIDR range") from None
+        return tuple(networks)
+
+    return parse
+
+
+def _as_choice(name: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = str(raw).strip().lower()
+        if value not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)} (got {raw!r})")
+        return value
+
+    return parse
+
+
+def _as_bool(name: str) -> Callable[[Any], bool]:
+    def parse(raw: Any) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        value = str(raw).strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"must be true or false (got {raw!r})")
+
+    return parse
+
+
+def _as_existing_file(raw: Any) -> Path | None:
+    if raw in (None, ""):
+        return None
+    path = Path(str(raw)).expanduser()
+    if not path.is_file():
+        raise ConfigError("geoip_database", f"file {path} does not exist")
+    return path
 
 
 def _as_base_url(raw: Any) -> str:
@@ -133,8 +174,13 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         port=port,
         workers=_as_int("workers", 1, 256)(value("workers", 1)),
         base_url=_as_base_url(value("base_url", base_default)),
-        trusted_proxies=_as_networks(value("trusted_proxies", "")),
+        trusted_proxies=_as_networks("trusted_proxies")(value("trusted_proxies", "")),
         batch_size=_as_int("batch_size", 1, 100_000)(value("batch_size", 2000)),
+        ip_mode=_as_choice("ip_mode", ("full", "truncate", "none"))(value("ip_mode", "truncate")),
+        self_ips=_as_networks("self_ips")(value("self_ips", "")),
+        geoip_database=_as_existing_file(value("geoip_database", None)),
+        retention_days=_as_int("retention_days", 0, 100_000)(value("retention_days", 0)),
+        enrichment=_as_bool("enrichment")(value("enrichment", True)),
     )
 
 

@@ -70,6 +70,7 @@ class Enrichment:
     network_owner: str | None
     kind: str
     reason: str
+    rule: str = ""
 
 
 def _seconds(value: float | None) -> float | None:
@@ -126,7 +127,9 @@ class Enricher:
         info = facts.info
         client, device, os_name = info.client, info.device, info.os
         if verdict.kind in ("human", "self"):
-            return Enrichment(client, device, os_name, *_place_fields(place), verdict.kind, verdict.reason)
+            return Enrichment(
+                client, device, os_name, *_place_fields(place), verdict.kind, verdict.reason, verdict.rule
+            )
         if verdict.kind == "scanner" and facts.machine is None:
             client = "Security scanner"  # the user agent was a disguise: it names no reader's client
         return Enrichment(
@@ -140,6 +143,7 @@ class Enricher:
             place.network_owner,
             verdict.kind,
             verdict.reason,
+            verdict.rule,
         )
 
     def address(self, ip: str | None) -> Address:

@@ -8,11 +8,9 @@ same name. This is the only code in deadpixel.enrich that touches the network; n
 
 from __future__ import annotations
 
-import argparse
 import csv
 import ipaddress
 import json
-import sys
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
@@ -87,8 +85,11 @@ def write_network_file(path: Path, cidrs: list[str], owner: str, kind: str, sour
     return len(cidrs)
 
 
-def update_networks(directory: Path, fetch: Fetch = fetch_text) -> dict[str, int]:
-    """Fetch every official list into ``directory``; one failing source does not stop the others."""
+def update_networks(directory: Path, fetch: Fetch = fetch_text) -> tuple[dict[str, int], dict[str, str]]:
+    """Fetch every official list into ``directory``; one failing source does not stop the others.
+
+    Returns the ranges written per file and the reason for each source that could not be fetched.
+    """
     jobs: list[tuple[str, Callable[[], list[str]], str, str, str]] = [
         (
             "microsoft-eop.csv",
@@ -113,26 +114,16 @@ def update_networks(directory: Path, fetch: Fetch = fetch_text) -> dict[str, int
         ),
     ]
     counts: dict[str, int] = {}
+    failures: dict[str, str] = {}
+    directory.mkdir(parents=True, exist_ok=True)
     for name, get, owner, kind, source in jobs:
         try:
             cidrs = get()
         except (OSError, ValueError) as exc:
-            print(f"{name}: not updated ({exc})", file=sys.stderr)
+            failures[name] = str(exc)
             continue
         if cidrs:  # an empty answer is an upstream problem, not "no ranges": keep what we had
             counts[name] = write_network_file(directory / name, cidrs, owner, kind, source)
-    return counts
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("directory", type=Path, help="where to write the lists (e.g. <data dir>/networks)")
-    args = parser.parse_args(argv)
-    counts = update_networks(args.directory)
-    for name, count in counts.items():
-        print(f"{name}: {count} ranges")
-    return 0 if counts else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        else:
+            failures[name] = "the source answered with no ranges; kept the previous list"
+    return counts, failures

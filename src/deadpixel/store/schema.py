@@ -55,6 +55,10 @@ messages = Table(
     Column("open_count", Integer, nullable=False, server_default="0"),
     Column("first_open_at", Float, nullable=True),
     Column("last_open_at", Float, nullable=True),
+    # Opens by verdict: human (incl. proxy), machine (prefetch, scanner) and the sender's own.
+    Column("human_open_count", Integer, nullable=False, server_default="0"),
+    Column("machine_open_count", Integer, nullable=False, server_default="0"),
+    Column("self_open_count", Integer, nullable=False, server_default="0"),
     Index(None, "campaign_id"),
     Index(None, "recipient"),
     Index(None, "created_at"),
@@ -71,6 +75,20 @@ opens = Table(
     Column("ip", String(45), nullable=True),
     Column("user_agent", Text, nullable=True),
     Column("method", String(8), nullable=False),
+    # A speculative-load hint the client sent (Purpose / Sec-Purpose / X-Moz), kept for reclassification.
+    Column("purpose", String(32), nullable=True),
+    # Enrichment, filled at ingest and rewritten by `deadpixel reclassify`.
+    Column("client", String(64), nullable=True),
+    Column("device", String(16), nullable=True),
+    Column("os", String(64), nullable=True),
+    Column("country", String(2), nullable=True),
+    Column("region", String(128), nullable=True),
+    Column("city", String(128), nullable=True),
+    Column("asn", BigInteger, nullable=True),
+    Column("network_owner", String(256), nullable=True),
+    Column("kind", String(16), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("rule", String(32), nullable=True),
     Index(None, "message_id", "at"),
     Index(None, "at"),
 )

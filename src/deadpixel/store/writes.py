@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, case, insert, update
+from sqlalchemy import Connection, bindparam, case, insert, select, update
 
+from deadpixel.events import OpenEvent
 from deadpixel.store.schema import messages, opens
 
+HUMAN_KINDS = frozenset({"human", "proxy"})
+MACHINE_KINDS = frozenset({"prefetch", "scanner"})
 
-class OpenEvent(NamedTuple):
-    """One pixel fetch, as the hot path saw it."""
 
-    message_id: str
-    at: float
-    ip: str | None
-    user_agent: str | None
-    method: str
+class RowBuilder(Protocol):
+    """Turns raw events into stored rows (see ``deadpixel.enrich.opens.OpenClassifier``)."""
+
+    def rows(self, events: Sequence[OpenEvent], sent_at: dict[str, float]) -> list[dict[str, Any]]: ...
 
 
 _insert_opens = insert(opens)
+
+
+def _earlier(column: Any, param: str) -> Any:
+    return case(((column.is_(None)) | (column > bindparam(param)), bindparam(param)), else_=column)
+
+
+def _later(column: Any, param: str) -> Any:
+    return case(((column.is_(None)) | (column < bindparam(param)), bindparam(param)), else_=column)
+
 
 # One UPDATE per message per batch, not per event: a batch of 2,000 opens on 50 messages is 50 updates.
 _bump_counters = (
@@ -28,42 +37,55 @@ _bump_counters = (
     .where(messages.c.id == bindparam("mid"))
     .values(
         open_count=messages.c.open_count + bindparam("n"),
-        first_open_at=case(
-            (
-                (messages.c.first_open_at.is_(None)) | (messages.c.first_open_at > bindparam("first")),
-                bindparam("first"),
-            ),
-            else_=messages.c.first_open_at,
-        ),
-        last_open_at=case(
-            (
-                (messages.c.last_open_at.is_(None)) | (messages.c.last_open_at < bindparam("last")),
-                bindparam("last"),
-            ),
-            else_=messages.c.last_open_at,
-        ),
+        human_open_count=messages.c.human_open_count + bindparam("human"),
+        machine_open_count=messages.c.machine_open_count + bindparam("machine"),
+        self_open_count=messages.c.self_open_count + bindparam("own"),
+        first_open_at=_earlier(messages.c.first_open_at, "first"),
+        last_open_at=_later(messages.c.last_open_at, "last"),
     )
 )
 
 
-def write_opens(conn: Connection, events: Sequence[OpenEvent]) -> None:
-    """Insert a batch of opens and bump the message counters, in the caller's transaction."""
-    if not events:
-        return
-    conn.execute(_insert_opens, [event._asdict() for event in events])
-    per_message: dict[str, list[float]] = {}
-    for event in events:
-        entry = per_message.get(event.message_id)
+def existing_messages(conn: Connection, message_ids: Iterable[str]) -> dict[str, float | None]:
+    """Which of these messages still exist, with their send time when known (the only clock timing trusts)."""
+    ids = sorted(set(message_ids))
+    found: dict[str, float | None] = {}
+    for start in range(0, len(ids), 500):
+        query = select(messages.c.id, messages.c.sent_at).where(messages.c.id.in_(ids[start : start + 500]))
+        found.update({mid: sent for mid, sent in conn.execute(query)})
+    return found
+
+
+def counter_updates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    per_message: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        at, kind = row["at"], row.get("kind")
+        entry = per_message.get(row["message_id"])
         if entry is None:
-            per_message[event.message_id] = [1, event.at, event.at]
-        else:
-            entry[0] += 1
-            entry[1] = min(entry[1], event.at)
-            entry[2] = max(entry[2], event.at)
-    conn.execute(
-        _bump_counters,
-        [
-            {"mid": mid, "n": int(n), "first": first, "last": last}
-            for mid, (n, first, last) in sorted(per_message.items())
-        ],
-    )
+            entry = per_message[row["message_id"]] = {
+                "mid": row["message_id"], "n": 0, "human": 0, "machine": 0, "own": 0, "first": at, "last": at,
+            }  # fmt: skip
+        entry["n"] += 1
+        entry["human"] += kind in HUMAN_KINDS
+        entry["machine"] += kind in MACHINE_KINDS
+        entry["own"] += kind == "self"
+        entry["first"] = min(entry["first"], at)
+        entry["last"] = max(entry["last"], at)
+    # In id order, so that writers on several servers lock rows in the same order and cannot deadlock.
+    return [per_message[mid] for mid in sorted(per_message)]
+
+
+def write_opens(conn: Connection, events: Sequence[OpenEvent], builder: RowBuilder) -> int:
+    """Insert a batch of opens and bump the message counters, in the caller's transaction.
+
+    Opens of messages erased meanwhile (``deadpixel forget``) are answered but not stored: a pixel still
+    sitting in an inbox must not bring a forgotten person back. Returns how many were dropped that way.
+    """
+    known = existing_messages(conn, (e.message_id for e in events))
+    kept = [e for e in events if e.message_id in known]
+    if kept:
+        sent_at = {mid: sent for mid, sent in known.items() if sent is not None}
+        rows = builder.rows(kept, sent_at)
+        conn.execute(_insert_opens, rows)
+        conn.execute(_bump_counters, counter_updates(rows))
+    return len(events) - len(kept)

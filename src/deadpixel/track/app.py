@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from deadpixel.store.writes import OpenEvent
+from deadpixel.events import OpenEvent
 from deadpixel.tokens import TokenSigner
 from deadpixel.track import pixel
 from deadpixel.track.client_ip import ClientIPResolver
@@ -36,13 +36,24 @@ class TrackStats:
     invalid_tokens: int = 0
 
 
-def user_agent_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+_PURPOSE_HEADERS = (b"purpose", b"sec-purpose", b"x-purpose", b"x-moz")
+
+
+def _text(value: bytes, limit: int) -> str:
+    text = value[: limit * 2].decode("utf-8", "replace")[:limit]
+    # PostgreSQL text cannot hold NUL; a client that sends one must not poison a batch.
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def request_facts(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """The user agent and any speculative-load hint, in one pass over the headers."""
+    user_agent = purpose = None
     for name, value in headers:
         if name == b"user-agent":
-            text = value[: MAX_USER_AGENT * 2].decode("utf-8", "replace")[:MAX_USER_AGENT]
-            # PostgreSQL text cannot hold NUL; a client that sends one must not poison a batch.
-            return text.replace("\x00", "") if "\x00" in text else text
-    return None
+            user_agent = _text(value, MAX_USER_AGENT)
+        elif name in _PURPOSE_HEADERS:
+            purpose = _text(value, 32)
+    return user_agent, purpose
 
 
 class PixelEndpoint:
@@ -69,8 +80,9 @@ class PixelEndpoint:
             headers = scope["headers"]
             client = scope.get("client")
             ip = self._client_ip.resolve(client[0] if client else None, headers)
+            user_agent, purpose = request_facts(headers)
             event = OpenEvent(
-                message_id, time.time(), ip[:MAX_IP] if ip else None, user_agent_of(headers), method
+                message_id, time.time(), ip[:MAX_IP] if ip else None, user_agent, method, purpose
             )
             await self._writer.record(event)
         await send(_START)

@@ -42,10 +42,6 @@ class ClientIPResolver:
     def __init__(self, trusted_proxies: Sequence[Network]) -> None:
         self._trusted = tuple(trusted_proxies)
 
-    @property
-    def trusts_anyone(self) -> bool:
-        return bool(self._trusted)
-
     def _is_trusted(self, ip: IPAddress) -> bool:
         return any(ip in network for network in self._trusted)
 

@@ -18,9 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
-from deadpixel.store.writes import OpenEvent, write_opens
+from deadpixel.events import OpenEvent
+from deadpixel.store.writes import RowBuilder, write_opens
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,7 @@ Pending = tuple[OpenEvent, "asyncio.Future[None]"]
 class IngestStats:
     events_written: int = 0
     events_dropped: int = 0
+    events_for_erased_messages: int = 0
     batches: int = 0
     largest_batch: int = 0
     commit_seconds: float = 0.0
@@ -42,10 +51,12 @@ class GroupCommitWriter:
     def __init__(
         self,
         engine: Engine,
+        builder: RowBuilder,
         batch_size: int = 2000,
-        write: Callable[[Connection, list[OpenEvent]], None] = write_opens,
+        write: Callable[[Connection, list[OpenEvent], RowBuilder], int] = write_opens,
     ) -> None:
         self._engine = engine
+        self._builder = builder
         self._batch_size = batch_size
         self._write = write
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -97,18 +108,27 @@ class GroupCommitWriter:
             started = time.perf_counter()
             try:
                 with conn.begin():
-                    self._write(conn, events)
+                    erased = self._write(conn, events, self._builder)
             except (DataError, IntegrityError):
                 log.exception("a batch of %d opens was refused; writing them one by one", len(events))
                 self._commit_one_by_one(conn, events)
                 return
-            except SQLAlchemyError:
+            except SQLAlchemyError as exc:
+                if not _is_transient(exc):
+                    log.exception("a batch of %d opens failed; writing them one by one", len(events))
+                    self._commit_one_by_one(conn, events)
+                    return
                 self.stats.commit_failures += 1
                 log.exception("committing %d opens failed; retrying in %.2f s", len(events), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            self._count(len(events), time.perf_counter() - started)
+            except Exception:  # a bug must not kill the writer: every waiting request would hang
+                log.exception("a batch of %d opens failed; writing them one by one", len(events))
+                self._commit_one_by_one(conn, events)
+                return
+            self._count(len(events) - erased, time.perf_counter() - started)
+            self.stats.events_for_erased_messages += erased
             return
 
     def _commit_one_by_one(self, conn: Connection, events: list[OpenEvent]) -> None:
@@ -116,12 +136,19 @@ class GroupCommitWriter:
         for event in events:
             try:
                 with conn.begin():
-                    self._write(conn, [event])
-            except (DataError, IntegrityError):
+                    erased = self._write(conn, [event], self._builder)
+            except (DataError, IntegrityError, SQLAlchemyError) as exc:
+                if isinstance(exc, SQLAlchemyError) and _is_transient(exc):
+                    self._commit(conn, [event])  # the database went away meanwhile: wait for it
+                    continue
                 self.stats.events_dropped += 1
                 log.exception("dropped an open the database refuses: %r", event)
+            except Exception:
+                self.stats.events_dropped += 1
+                log.exception("dropped an open that could not be written: %r", event)
             else:
-                self._count(1, 0.0)
+                self._count(1 - erased, 0.0)
+                self.stats.events_for_erased_messages += erased
 
     def _count(self, n: int, seconds: float) -> None:
         stats = self.stats
@@ -129,6 +156,13 @@ class GroupCommitWriter:
         stats.batches += 1
         stats.largest_batch = max(stats.largest_batch, n)
         stats.commit_seconds += seconds
+
+
+def _is_transient(exc: SQLAlchemyError) -> bool:
+    """Connection trouble, a lock timeout or a server restart: worth waiting for, unlike a bad statement."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | TimeoutError)
 
 
 def _release(futures: list[asyncio.Future[None]]) -> None:

@@ -1,0 +1,26 @@
+"""What is kept of a reader's address: all of it, the network part, or nothing (``DEADPIXEL_IP_MODE``).
+
+Enrichment sees the full address first, so country and network survive even when the address does not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+IP_MODES = ("full", "truncate", "none")
+
+
+def stored_ip(ip: str | None, mode: str) -> str | None:
+    """``truncate`` zeroes the host bits: /24 for IPv4 (81.2.69.0), /48 for IPv6 (2001:db8:85a3::)."""
+    if ip is None or mode == "full":
+        return ip
+    if mode == "none":
+        return None
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)

@@ -1,0 +1,134 @@
+"""Rewriting history: reclassify with improved rules, rebuild counters, retention, and erasing a person."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
+
+from deadpixel.enrich.opens import ENRICHED_FIELDS, OpenClassifier, apply_message_pattern
+from deadpixel.events import OpenEvent
+from deadpixel.store.schema import messages, opens
+from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS
+
+CHUNK = 500
+
+
+def rebuild_counters(conn: Connection, message_ids: Sequence[str]) -> None:
+    """Recompute message counters from the events, the source of truth."""
+
+    def count(*conditions: Any) -> Any:
+        return (
+            select(func.count())
+            .select_from(opens)
+            .where(opens.c.message_id == messages.c.id, *conditions)
+            .scalar_subquery()
+        )
+
+    def edge(aggregate: Any) -> Any:
+        return select(aggregate(opens.c.at)).where(opens.c.message_id == messages.c.id).scalar_subquery()
+
+    for start in range(0, len(message_ids), CHUNK):
+        conn.execute(
+            update(messages)
+            .where(messages.c.id.in_(message_ids[start : start + CHUNK]))
+            .values(
+                open_count=count(),
+                human_open_count=count(opens.c.kind.in_(HUMAN_KINDS)),
+                machine_open_count=count(opens.c.kind.in_(MACHINE_KINDS)),
+                self_open_count=count(opens.c.kind == "self"),
+                first_open_at=edge(func.min),
+                last_open_at=edge(func.max),
+            )
+        )
+
+
+_update_enrichment = (
+    update(opens)
+    .where(opens.c.id == bindparam("event_id"))
+    .values({name: bindparam(name) for name in ENRICHED_FIELDS})
+)
+
+
+def reclassify(conn: Connection, classifier: OpenClassifier) -> int:
+    """Rerun enrichment and verdicts over every stored open; returns how many were rewritten.
+
+    Opens whose raw detail was purged by retention keep the verdict they had: there is nothing left to judge.
+    """
+    ids = list(conn.execute(select(messages.c.id).order_by(messages.c.id)).scalars())
+    rewritten = 0
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        sent_at = dict(
+            conn.execute(
+                select(messages.c.id, messages.c.sent_at).where(
+                    messages.c.id.in_(chunk), messages.c.sent_at.is_not(None)
+                )
+            ).all()
+        )
+        stored = conn.execute(
+            select(opens)
+            .where(
+                opens.c.message_id.in_(chunk),
+                or_(opens.c.user_agent.is_not(None), opens.c.ip.is_not(None), opens.c.kind.is_(None)),
+            )
+            .order_by(opens.c.message_id, opens.c.at)
+        ).all()
+        rows = []
+        for event in stored:
+            raw = OpenEvent(
+                event.message_id, event.at, event.ip, event.user_agent, event.method, event.purpose
+            )
+            fields = classifier.enrich(raw, sent_at.get(event.message_id))
+            rows.append({"event_id": event.id, "message_id": event.message_id, "at": event.at, "ip": event.ip,
+                         **fields})  # fmt: skip
+        apply_message_pattern(rows)
+        if rows:
+            conn.execute(
+                _update_enrichment, [{k: v for k, v in row.items() if k not in ("message_id", "at", "ip")}
+                                     for row in rows],
+            )  # fmt: skip
+        rebuild_counters(conn, chunk)
+        rewritten += len(rows)
+    return rewritten
+
+
+def purge_raw_detail(conn: Connection, retention_days: int, now: float | None = None) -> int:
+    """Drop address, user agent, region and city of opens older than the retention period.
+
+    Counts and breakdowns (client, device, country, verdict, time) stay, so reports do not change.
+    """
+    if retention_days <= 0:
+        return 0
+    cutoff = (now if now is not None else time.time()) - retention_days * 86400
+    result = conn.execute(
+        update(opens)
+        .where(
+            opens.c.at < cutoff,
+            or_(
+                opens.c.ip.is_not(None),
+                opens.c.user_agent.is_not(None),
+                opens.c.region.is_not(None),
+                opens.c.city.is_not(None),
+            ),
+        )
+        .values(ip=None, user_agent=None, region=None, city=None)
+    )
+    return int(result.rowcount or 0)
+
+
+def forget_recipient(conn: Connection, address: str) -> tuple[int, int]:
+    """Erase every message to ``address`` (any case) and every event of those messages."""
+    ids = list(
+        conn.execute(
+            select(messages.c.id).where(func.lower(messages.c.recipient) == address.strip().lower())
+        ).scalars()
+    )
+    erased_opens = 0
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        erased_opens += int(conn.execute(delete(opens).where(opens.c.message_id.in_(chunk))).rowcount or 0)
+        conn.execute(delete(messages).where(and_(messages.c.id.in_(chunk))))
+    return len(ids), erased_opens
