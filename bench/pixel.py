@@ -1,0 +1,1200 @@
+"""How many pixels a second deadpixel answers, next to the most and the least a pixel server does.
+
+One run of ``python bench/pixel.py`` measures, on loopback:
+
+* **Throughput.** Answers with status 200 per second for deadpixel's complete pixel path: the token is
+  checked, the open is committed (SQLite in WAL mode with ``synchronous=FULL``, or PostgreSQL) and only then
+  the GIF goes out. wrk keeps 64 keep-alive connections busy with 1,000 genuine pixel URLs in turn.
+* **Two baselines**, under the same load and the same URLs:
+  - nginx's ``empty_gif`` with its access log on: the ceiling. A C server answering from memory and
+    appending a log line, with no token check and nothing durable; deadpixel aims for a quarter of it.
+  - a naive tracker (bench/naive_tracker.py: Flask's threaded server, SQLite with default settings, one
+    INSERT and one commit per open): the floor, durable like deadpixel but one transaction per open.
+* **Exactness.** After its run each server is stopped (deadpixel with SIGTERM, which drains its queue) and
+  the rows in its ``opens`` table must equal the 200 answers counted: nothing lost, nothing recorded that
+  was not answered. The count of 200s is exact because no request is in flight when wrk stops (see
+  bench/wrk_pixels.lua); for nginx the access log is checked the same way, which validates the counting.
+* **Latency.** p50/p99/max of deadpixel at a steady half of its measured throughput, from an open-loop
+  client (bench/steady_load.py) that counts each request from the moment it was due.
+* **Cost.** Server CPU time per request, read from /proc (utime + stime of the server process and all its
+  descendants: nginx's worker, granian's worker processes) at the instants the measuring window opens and
+  closes.
+* **Group commit.** deadpixel's own counters (batches, opens per batch, time per commit) under full load
+  and at half load, which show whether the writer is what limits it.
+
+Every server runs pinned to one core (CPU 0) and every load generator to the other (CPU 1), so a server
+gets exactly one core and never shares it with the load. Each measurement waits for an idle machine first,
+and the report shows how busy both cores were and how much CPU other processes took meanwhile, so a run
+disturbed by the generator or by anything else is visible as such. The script starts nginx, wrk and the
+servers itself and stops every one of them however the run ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from deadpixel.config import load_settings
+from deadpixel.keys import load_or_create_keys
+from deadpixel.server import prepare
+from deadpixel.store.db import create_engine
+from deadpixel.store.messages import create_message
+from deadpixel.tokens import TokenSigner
+from deadpixel.track.pixel import GIF
+
+BENCH_DIR = Path(__file__).resolve().parent
+WRK_SCRIPT = BENCH_DIR / "wrk_pixels.lua"
+NAIVE_TRACKER = BENCH_DIR / "naive_tracker.py"
+STEADY_LOAD = BENCH_DIR / "steady_load.py"
+
+HOST = "127.0.0.1"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PG_APPLICATION_NAME = "deadpixel-bench"
+CAMPAIGN = "bench"
+
+NGINX_RATIO_TARGET = 0.25
+NGINX_RATIO_STRETCH = 0.30
+NAIVE_RATIO_TARGET = 30.0
+P99_TARGET_MS = 10.0
+
+WRK_START_SLACK = 0.3  # seconds for wrk to start and connect before the warm-up counts
+DRAIN_TIMEOUT = 20.0  # seconds to wait for the last answers once no more requests go out
+READY_TIMEOUT = 60.0
+IDLE_SHARE = 0.05  # the machine counts as idle while everything together uses less than 5% of a core ...
+IDLE_SECONDS = 2.0  # ... for this long
+STOP_TIMEOUT = 60.0
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log {dir}/access.log;
+    # Keep connections open as long as the other servers do, instead of closing every 1,000 requests.
+    keepalive_requests 1000000;
+    server {{
+        listen {host}:{port};
+        location /o/ {{
+            empty_gif;
+            add_header Cache-Control "no-store, no-cache, must-revalidate, private, max-age=0";
+            add_header Pragma no-cache;
+            add_header Expires 0;
+        }}
+        location = /healthz {{
+            access_log off;
+            return 200 "ok\\n";
+        }}
+    }}
+}}
+"""
+
+
+class BenchError(Exception):
+    """The benchmark could not run (a tool is missing, a server did not start...)."""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- Options -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: float
+    warmup: float
+    connections: int
+    workers: int
+    messages: int
+    database_url: str | None
+    latency_seconds: float
+    latency_connections: int
+    server_cpu: int
+    load_cpu: int
+    skip_nginx: bool
+    skip_naive: bool
+    skip_latency: bool
+    wait_idle: float
+    as_json: bool
+    keep: bool
+    strict: bool
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="See bench/README.md for what each figure means."
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="Measuring window per server (10).")
+    parser.add_argument("--warmup", type=float, default=2.0, help="Load before the window opens (2).")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64).")
+    parser.add_argument("--workers", type=int, default=1, help="deadpixel worker processes (1).")
+    parser.add_argument("--messages", type=int, default=1000, help="Distinct pixel URLs in rotation (1000).")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL URL for deadpixel, e.g. postgresql://postgres@127.0.0.1:5432/test; the run uses a "
+        "fresh schema that is dropped afterwards. Default: SQLite in a temporary data dir.",
+    )
+    parser.add_argument("--latency-seconds", type=float, help="Length of the latency run (--seconds).")
+    parser.add_argument("--latency-connections", type=int, help="Latency client connections (--connections).")
+    parser.add_argument("--server-cpu", type=int, default=0, help="Core the servers are pinned to (0).")
+    parser.add_argument("--load-cpu", type=int, default=1, help="Core the load generators are pinned to (1).")
+    parser.add_argument("--skip-nginx", action="store_true", help="Do not measure nginx.")
+    parser.add_argument("--skip-naive", action="store_true", help="Do not measure the naive tracker.")
+    parser.add_argument("--skip-latency", action="store_true", help="Do not measure deadpixel's latency.")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=60.0,
+        help="Before each measurement, wait up to this many seconds for the machine to be idle (60; 0: no).",
+    )
+    parser.add_argument("--json", dest="as_json", action="store_true", help="Print JSON instead of tables.")
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary dir (logs, databases).")
+    parser.add_argument("--strict", action="store_true", help="Exit 1 when a performance target is missed.")
+    args = parser.parse_args(argv)
+    if args.database_url and not args.database_url.startswith(("postgres://", "postgresql")):
+        parser.error("--database-url takes a postgresql:// URL (SQLite is the default)")
+    if args.server_cpu == args.load_cpu:
+        parser.error("--server-cpu and --load-cpu must differ")
+    return Options(
+        seconds=args.seconds,
+        warmup=args.warmup,
+        connections=args.connections,
+        workers=args.workers,
+        messages=args.messages,
+        database_url=args.database_url,
+        latency_seconds=args.latency_seconds or args.seconds,
+        latency_connections=args.latency_connections or args.connections,
+        server_cpu=args.server_cpu,
+        load_cpu=args.load_cpu,
+        skip_nginx=args.skip_nginx,
+        skip_naive=args.skip_naive,
+        skip_latency=args.skip_latency,
+        wait_idle=args.wait_idle,
+        as_json=args.as_json,
+        keep=args.keep,
+        strict=args.strict,
+    )
+
+
+# --- Processes -----------------------------------------------------------------------------------------
+
+
+class Processes:
+    """Starts children pinned to a core, each in its own process group, and stops every one on exit."""
+
+    def __init__(self) -> None:
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # A second Ctrl-C during the clean-up must not leave a server running.
+        signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
+            for child in reversed(list(self._children)):
+                self.stop(child, signal.SIGTERM, timeout=10)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+
+    def start(
+        self,
+        args: list[str],
+        *,
+        cpu: int,
+        log_file: Path,
+        env: dict[str, str] | None = None,
+        capture: bool = False,
+    ) -> subprocess.Popen[bytes]:
+        """Run ``args`` on ``cpu``; stderr (and stdout unless captured) go to ``log_file``."""
+        with log_file.open("ab") as output:
+            child = subprocess.Popen(
+                ["taskset", "-c", str(cpu), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if capture else output,
+                stderr=output,
+                env=env,
+                start_new_session=True,
+            )
+        self._children.append(child)
+        return child
+
+    def stop(self, child: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = STOP_TIMEOUT) -> int:
+        """Signal ``child`` and wait for it; kill it (and anything left in its group) if it lingers."""
+        if child.poll() is None:
+            child.send_signal(sig)
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log(f"  pid {child.pid} still running {timeout:.0f} s after {sig.name}: killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        if group_members(child.pid):  # e.g. a worker whose parent died before it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+        self.forget(child)
+        return child.returncode
+
+    def forget(self, child: subprocess.Popen[bytes]) -> None:
+        if child in self._children:
+            self._children.remove(child)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str, bytes]:
+    """GET over a direct connection (no proxy from the environment); returns status, type and body."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.getheader("content-type", ""), response.read()
+    finally:
+        conn.close()
+
+
+def wait_until_ready(child: subprocess.Popen[bytes], port: int, name: str, log_file: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise BenchError(f"{name} exited with status {child.returncode}; see {log_file}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if http_get(port, "/healthz", timeout=1.0)[0] == 200:
+                return
+        time.sleep(0.05)
+    raise BenchError(f"{name} did not answer /healthz within {READY_TIMEOUT:.0f} s; see {log_file}")
+
+
+def sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def child_env() -> dict[str, str]:
+    """Our environment without DEADPIXEL_* settings, so that only what the benchmark sets applies."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("DEADPIXEL_")}
+
+
+# --- CPU accounting from /proc -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    pid: int
+    ppid: int
+    pgrp: int
+    cpu: float  # seconds: utime + stime, plus cutime + cstime of children already reaped
+
+
+def read_proc_stat(pid: int) -> ProcStat | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)", which may contain spaces
+    ticks = sum(int(value) for value in fields[11:15])
+    return ProcStat(pid, int(fields[1]), int(fields[2]), ticks / CLOCK_TICKS)
+
+
+def all_processes() -> dict[int, ProcStat]:
+    found = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (stat := read_proc_stat(int(entry.name))) is not None:
+            found[stat.pid] = stat
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    return [stat.pid for stat in all_processes().values() if stat.pgrp == pgid]
+
+
+def tree_cpu(root: int, processes: dict[int, ProcStat]) -> float:
+    """CPU seconds of ``root`` and all its descendants."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for stat in processes.values():
+        children[stat.ppid].append(stat.pid)
+    total, pending = 0.0, [root]
+    while pending:
+        pid = pending.pop()
+        if pid in processes:
+            total += processes[pid].cpu
+            pending.extend(children[pid])
+    return total
+
+
+def machine_busy_cpu() -> float:
+    """CPU seconds all cores spent running processes and the kernel for them (user, nice, system)."""
+    with open("/proc/stat") as fh:
+        ticks = fh.readline().split()[1:]
+    user, nice, system = (int(value) for value in ticks[:3])
+    return (user + nice + system) / CLOCK_TICKS
+
+
+def core_busy_cpu(cpu: int) -> float:
+    """CPU seconds one core was not idle: processes, interrupts, softirqs (loopback networking) and steal."""
+    with open("/proc/stat") as fh:
+        for line in fh:
+            if line.startswith(f"cpu{cpu} "):
+                ticks = [int(value) for value in line.split()[1:9]]
+                idle, iowait = ticks[3], ticks[4]
+                return (sum(ticks) - idle - iowait) / CLOCK_TICKS
+    raise BenchError(f"no cpu{cpu} in /proc/stat")
+
+
+def wait_for_idle_machine(max_wait: float) -> None:
+    """Wait until nothing runs (the server under test idles too), so that a busy machine skews no run."""
+    if max_wait <= 0:
+        return
+    deadline = time.monotonic() + max_wait
+    idle_since, announced = time.monotonic(), False
+    while True:
+        before = machine_busy_cpu()
+        time.sleep(0.25)
+        share = (machine_busy_cpu() - before) / 0.25
+        now = time.monotonic()
+        if share >= IDLE_SHARE:
+            idle_since = now
+            if not announced:
+                log(f"  waiting for the machine to be idle (something uses {share:.0%} of a core)")
+                announced = True
+        elif now - idle_since >= IDLE_SECONDS:
+            return
+        if now >= deadline:
+            log(f"  the machine is still busy after {max_wait:g} s; measuring anyway")
+            return
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    at: float
+    server: float
+    generator: float
+    database: float
+    machine: float
+    server_core: float
+    load_core: float
+
+    @staticmethod
+    def take(server_pid: int, generator_pid: int, database_pids: list[int], opts: Options) -> CpuSnapshot:
+        processes = all_processes()
+        return CpuSnapshot(
+            at=time.monotonic(),
+            server=tree_cpu(server_pid, processes),
+            generator=tree_cpu(generator_pid, processes),
+            database=sum(processes[pid].cpu for pid in database_pids if pid in processes),
+            machine=machine_busy_cpu(),
+            server_core=core_busy_cpu(opts.server_cpu),
+            load_core=core_busy_cpu(opts.load_cpu),
+        )
+
+
+# --- Stores --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where deadpixel keeps its data in this run, and how to count what it stored."""
+
+    url: str
+    description: str
+    count_opens: Callable[[], int]
+    backend_pids: Callable[[], list[int]] = list
+
+
+def count_sqlite_rows(path: Path, table: str) -> int:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        db.close()
+
+
+def libpq_url(url: str) -> str:
+    """The URL as psycopg takes it: SQLAlchemy's ``+driver`` suffix removed."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme.split('+', 1)[0]}://{rest}"
+
+
+def with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query)) | params
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextlib.contextmanager
+def deadpixel_store(opts: Options, data_dir: Path) -> Iterator[Store]:
+    if opts.database_url is None:
+        db_file = data_dir / "deadpixel.db"
+        yield Store(
+            url=f"sqlite:///{db_file}",
+            description=f"SQLite {db_file} on {filesystem_of(data_dir)} (WAL, synchronous=FULL)",
+            count_opens=lambda: count_sqlite_rows(db_file, "opens"),
+        )
+    else:
+        with postgres_store(opts.database_url) as store:
+            yield store
+
+
+@contextlib.contextmanager
+def postgres_store(url: str) -> Iterator[Store]:
+    """A fresh schema for this run, so the row count is this run's alone; dropped afterwards."""
+    import psycopg
+
+    conninfo = libpq_url(url)
+    schema = f"deadpixel_bench_{os.getpid()}"
+
+    def admin(sql: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            cursor = conn.execute(sql)
+            return cursor.fetchall() if cursor.description else []
+
+    def backend_pids() -> list[int]:
+        rows = admin(f"SELECT pid FROM pg_stat_activity WHERE application_name = '{PG_APPLICATION_NAME}'")
+        return [int(row[0]) for row in rows]
+
+    admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    admin(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield Store(
+            url=with_query(url, options=f"-csearch_path={schema}", application_name=PG_APPLICATION_NAME),
+            description=f"PostgreSQL {without_password(url)}, fresh schema {schema}",
+            count_opens=lambda: int(admin(f'SELECT count(*) FROM "{schema}".opens')[0][0]),
+            backend_pids=backend_pids,
+        )
+    finally:
+        admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the file system holding ``path`` (fsync on tmpfs is free, which would flatter SQLite)."""
+    best, kind = "", "unknown"
+    with open("/proc/self/mounts") as fh:
+        for line in fh:
+            _, mount_point, fs_type, *_ = line.split()
+            if str(path).startswith(mount_point) and len(mount_point) > len(best):
+                best, kind = mount_point, fs_type
+    return kind
+
+
+def create_pixels(data_dir: Path, database_url: str, count: int) -> list[str]:
+    """Create ``count`` tracked messages in deadpixel's store and return their pixel paths."""
+    env = {"DEADPIXEL_DATA_DIR": str(data_dir), "DEADPIXEL_DATABASE_URL": database_url}
+    settings = load_settings(env)
+    prepare(settings)  # data dir, signing keys, schema
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.begin() as conn:
+            ids = [
+                create_message(conn, recipient=f"reader{n}@example.com", campaign=CAMPAIGN)
+                for n in range(count)
+            ]
+    finally:
+        engine.dispose()
+    signer = TokenSigner(load_or_create_keys(settings.keys_file))
+    return [f"/o/{signer.pixel_token(message_id)}.gif" for message_id in ids]
+
+
+# --- Servers -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    label: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_file: Path
+    stop_signal: signal.Signals
+    stored_opens: Callable[[], int]  # read after the server stopped
+    data_dir: Path | None = None  # deadpixel's, where it publishes its counters
+    stored_label: str = "rows in opens"
+    database_pids: Callable[[], list[int]] = list
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+def deadpixel_command() -> str:
+    beside_python = Path(sys.executable).with_name("deadpixel")
+    found = str(beside_python) if beside_python.exists() else shutil.which("deadpixel")
+    if found is None:
+        raise BenchError("the deadpixel command is not installed (pip install -e '.[bench]')")
+    return found
+
+
+def start_deadpixel(procs: Processes, opts: Options, workdir: Path, store: Store) -> Server:
+    port = free_port()
+    log_file = workdir / "deadpixel.log"
+    data_dir = workdir / "deadpixel"
+    env = child_env() | {"DEADPIXEL_DATA_DIR": str(data_dir), "DEADPIXEL_DATABASE_URL": store.url}
+    command = [deadpixel_command(), "serve", "--host", HOST, "--port", str(port)]
+    command += ["--workers", str(opts.workers)]
+    process = procs.start(command, cpu=opts.server_cpu, log_file=log_file, env=env)
+    return Server(
+        name="deadpixel",
+        label=f"deadpixel ({opts.workers} worker{'s' if opts.workers > 1 else ''})",
+        port=port,
+        process=process,
+        log_file=log_file,
+        stop_signal=signal.SIGTERM,  # drains the queue of pending writes before it exits
+        stored_opens=store.count_opens,
+        database_pids=store.backend_pids,
+        data_dir=data_dir,
+    )
+
+
+def start_nginx(procs: Processes, opts: Options, workdir: Path) -> Server:
+    port = free_port()
+    home = workdir / "nginx"
+    home.mkdir()
+    conf = home / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=home, host=HOST, port=port))
+    log_file = home / "stderr.log"
+    command = ["nginx", "-c", str(conf), "-p", str(home), "-e", str(home / "error.log")]
+    process = procs.start(command, cpu=opts.server_cpu, log_file=log_file)
+    return Server(
+        name="nginx",
+        label="nginx empty_gif",
+        port=port,
+        process=process,
+        log_file=log_file,
+        stop_signal=signal.SIGQUIT,  # graceful: finish the requests in hand, then exit
+        stored_opens=lambda: count_lines(home / "access.log"),
+        stored_label="access log lines",
+    )
+
+
+def start_naive(procs: Processes, opts: Options, workdir: Path) -> Server:
+    port = free_port()
+    db_file = workdir / "naive.db"
+    log_file = workdir / "naive.log"
+    command = [sys.executable, str(NAIVE_TRACKER), "--host", HOST, "--port", str(port), "--db", str(db_file)]
+    process = procs.start(command, cpu=opts.server_cpu, log_file=log_file, env=child_env())
+    return Server(
+        name="naive",
+        label="naive Flask+SQLite",
+        port=port,
+        process=process,
+        log_file=log_file,
+        stop_signal=signal.SIGTERM,
+        stored_opens=lambda: count_sqlite_rows(db_file, "opens"),
+    )
+
+
+def count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def probe(server: Server, path: str) -> None:
+    """One pixel by hand: the server must answer 200 with a 43-byte GIF before it is worth loading."""
+    status, content_type, body = http_get(server.port, path)
+    if status != 200 or content_type != "image/gif" or len(body) != len(GIF):
+        raise BenchError(f"{server.name} answered {path} with {status} {content_type} ({len(body)} bytes)")
+
+
+# --- deadpixel's own counters ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    """What deadpixel's group-commit writer did during one load phase (from its published counters)."""
+
+    opens: int
+    batches: int
+    commit_seconds: float
+
+    @property
+    def mean_batch(self) -> float:
+        return self.opens / self.batches if self.batches else 0.0
+
+    @property
+    def mean_commit_ms(self) -> float:
+        return self.commit_seconds / self.batches * 1000 if self.batches else 0.0
+
+    def since(self, earlier: WriterStats) -> WriterStats:
+        return WriterStats(
+            opens=self.opens - earlier.opens,
+            batches=self.batches - earlier.batches,
+            commit_seconds=self.commit_seconds - earlier.commit_seconds,
+        )
+
+
+def read_writer_stats(data_dir: Path) -> WriterStats | None:
+    """deadpixel's counters as its workers last published them (once a second); None if it publishes none."""
+    try:
+        from deadpixel.metrics import metrics_dir, read_metrics
+
+        time.sleep(1.2)  # let every worker publish what it did up to now
+        totals, processes = read_metrics(metrics_dir(data_dir))
+        if not processes:
+            return None
+        return WriterStats(
+            opens=int(totals["opens_recorded_total"]),
+            batches=int(totals["batches_total"]),
+            commit_seconds=float(totals["commit_seconds_total"]),
+        )
+    except (ImportError, KeyError, OSError, ValueError):
+        return None
+
+
+# --- Load ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Throughput:
+    """One wrk run: the figures of the measuring window, and the totals the exactness check needs."""
+
+    seconds: float  # the measuring window, as wrk_pixels.lua counted it
+    sampled_seconds: float  # between the two readings of /proc, a few ms later: the divisor for CPU shares
+    ok: int  # 200 answers inside the window
+    answers: int  # all answers inside the window
+    ok_total: int  # 200 answers of the whole run: warm-up, window and drain
+    other_total: int  # answers with another status in the whole run
+    socket_errors: int
+    drained: bool  # no request was in flight when wrk stopped
+    server_cpu: float
+    generator_cpu: float
+    database_cpu: float
+    other_cpu: float  # CPU seconds of every other process (and kernel thread) on the machine
+    server_core: float  # CPU seconds the server's core was busy, softirqs and steal included
+    load_core: float  # the same for the load generator's core
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.seconds
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.server_cpu / self.answers * 1e6 if self.answers else math.nan
+
+    @property
+    def database_us_per_request(self) -> float:
+        return self.database_cpu / self.answers * 1e6 if self.answers else math.nan
+
+    def busy(self, cpu_seconds: float) -> float:
+        """Share of one core."""
+        return cpu_seconds / self.sampled_seconds
+
+
+def wait_for_file(path: Path, timeout: float, process: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if path.exists():
+            return True
+        time.sleep(0.02)
+    return path.exists()
+
+
+def parse_wrk_output(output: str) -> dict[str, Any]:
+    for line in output.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            result: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
+            return result
+    raise BenchError(f"wrk printed no result:\n{output}")
+
+
+def measure_throughput(
+    procs: Processes, server: Server, opts: Options, paths_file: Path, workdir: Path
+) -> Throughput:
+    drained_file = workdir / f"{server.name}.drained"
+    wait_for_idle_machine(opts.wait_idle)
+    warm_until = time.monotonic() + WRK_START_SLACK + opts.warmup
+    measure_until = warm_until + opts.seconds
+    limit = math.ceil(WRK_START_SLACK + opts.warmup + opts.seconds + DRAIN_TIMEOUT) + 5
+    command = ["wrk", "-t1", f"-c{opts.connections}", f"-d{limit}s", "--timeout", "10s"]
+    command += ["-s", str(WRK_SCRIPT), server.url, "--", str(paths_file), str(opts.connections)]
+    command += [f"{warm_until:.6f}", f"{measure_until:.6f}", str(drained_file)]
+    wrk = procs.start(command, cpu=opts.load_cpu, log_file=workdir / f"wrk-{server.name}.log", capture=True)
+
+    database_pids = server.database_pids()
+    sleep_until(warm_until)
+    before = CpuSnapshot.take(server.process.pid, wrk.pid, database_pids, opts)
+    sleep_until(measure_until)
+    after = CpuSnapshot.take(server.process.pid, wrk.pid, database_pids, opts)
+
+    # No request goes out after the window; once the last answer is in, the script says so.
+    wait_for_file(drained_file, DRAIN_TIMEOUT, wrk)
+    if wrk.poll() is None:
+        wrk.send_signal(signal.SIGINT)  # ends wrk's sleep; it still prints its results
+    output, _ = wrk.communicate(timeout=30)
+    procs.forget(wrk)
+    result = parse_wrk_output(output.decode())
+
+    server_cpu = after.server - before.server
+    generator_cpu = after.generator - before.generator
+    database_cpu = after.database - before.database
+    return Throughput(
+        seconds=measure_until - warm_until,
+        sampled_seconds=after.at - before.at,
+        ok=result["ok_window"],
+        answers=result["answers_window"],
+        ok_total=result["ok_total"],
+        other_total=result["other_total"],
+        socket_errors=result["errors_connect"] + result["errors_read"] + result["errors_write"],
+        drained=result["drained"],
+        server_cpu=server_cpu,
+        generator_cpu=generator_cpu,
+        database_cpu=database_cpu,
+        other_cpu=max(0.0, after.machine - before.machine - server_cpu - generator_cpu - database_cpu),
+        server_core=after.server_core - before.server_core,
+        load_core=after.load_core - before.load_core,
+    )
+
+
+@dataclass
+class Latency:
+    rate: float
+    seconds: float
+    connections: int
+    sent: int
+    queued: int
+    ok: int
+    other_status: int
+    unanswered: int
+    lost_connections: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    lag_p99_ms: float
+    lag_max_ms: float
+
+
+def measure_latency(
+    procs: Processes, server: Server, opts: Options, paths_file: Path, workdir: Path, rate: float
+) -> Latency:
+    wait_for_idle_machine(opts.wait_idle)
+    command = [sys.executable, str(STEADY_LOAD), "--host", HOST, "--port", str(server.port)]
+    command += ["--paths", str(paths_file), "--rate", f"{rate:.1f}", "--seconds", str(opts.latency_seconds)]
+    command += ["--connections", str(opts.latency_connections)]
+    client = procs.start(
+        command, cpu=opts.load_cpu, log_file=workdir / "steady_load.log", env=child_env(), capture=True
+    )
+    output, _ = client.communicate(timeout=opts.latency_seconds + 60)
+    procs.forget(client)
+    if client.returncode != 0:
+        raise BenchError(f"the latency client failed; see {workdir / 'steady_load.log'}")
+    return Latency(**json.loads(output))
+
+
+# --- One server, start to finish -----------------------------------------------------------------------
+
+
+@dataclass
+class ServerResult:
+    name: str
+    label: str
+    throughput: Throughput
+    answered_ok: int  # every 200 the benchmark received from this server
+    stored: int  # what the server recorded: rows in opens (nginx: access log lines)
+    stored_label: str
+    exit_code: int
+    latency: Latency | None = None
+    writer_saturated: WriterStats | None = None  # deadpixel's batches during warm-up and window
+    writer_half_load: WriterStats | None = None  # and during the latency run
+
+    @property
+    def exact(self) -> bool:
+        return self.stored == self.answered_ok
+
+
+def bench_server(
+    procs: Processes,
+    server: Server,
+    opts: Options,
+    paths: list[str],
+    paths_file: Path,
+    workdir: Path,
+    latency_at_half: bool = False,
+) -> ServerResult:
+    wait_until_ready(server.process, server.port, server.name, server.log_file)
+    probe(server, paths[0])
+    answered_ok = 1
+    writer_start = read_writer_stats(server.data_dir) if server.data_dir else None
+    log(f"{server.label}: {opts.warmup:g} s warm-up, {opts.seconds:g} s at {opts.connections} connections")
+    throughput = measure_throughput(procs, server, opts, paths_file, workdir)
+    answered_ok += throughput.ok_total
+    log(f"  {throughput.rps:,.0f} answers/s, {throughput.cpu_us_per_request:,.1f} µs of server CPU each")
+    writer_saturated = writer_half_load = None
+    writer_after_load = read_writer_stats(server.data_dir) if server.data_dir else None
+    if writer_start and writer_after_load:
+        writer_saturated = writer_after_load.since(writer_start)
+
+    latency = None
+    if latency_at_half:
+        rate = throughput.rps / 2
+        log(f"{server.label}: latency at a steady {rate:,.0f}/s for {opts.latency_seconds:g} s")
+        latency = measure_latency(procs, server, opts, paths_file, workdir, rate)
+        answered_ok += latency.ok
+        log(f"  p50 {latency.p50_ms:.2f} ms, p99 {latency.p99_ms:.2f} ms, max {latency.max_ms:.2f} ms")
+        writer_end = read_writer_stats(server.data_dir) if server.data_dir else None
+        if writer_after_load and writer_end:
+            writer_half_load = writer_end.since(writer_after_load)
+
+    exit_code = procs.stop(server.process, server.stop_signal)
+    stored = server.stored_opens()
+    log(f"  stopped (exit {exit_code}); {server.stored_label}: {stored:,}, 200 answers: {answered_ok:,}")
+    return ServerResult(
+        name=server.name,
+        label=server.label,
+        throughput=throughput,
+        answered_ok=answered_ok,
+        stored=stored,
+        stored_label=server.stored_label,
+        exit_code=exit_code,
+        latency=latency,
+        writer_saturated=writer_saturated,
+        writer_half_load=writer_half_load,
+    )
+
+
+# --- Verdict -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: str
+    target: str
+    passed: bool
+    correctness: bool  # failing one makes the exit status 1; missing a target does so only with --strict
+
+
+@dataclass
+class Report:
+    config: dict[str, Any]
+    servers: dict[str, ServerResult]
+    checks: list[Check] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def correct(self) -> bool:
+        return all(check.passed for check in self.checks if check.correctness)
+
+    @property
+    def targets_met(self) -> bool:
+        return all(check.passed for check in self.checks if not check.correctness)
+
+
+def ratio_check(name: str, ours: float, theirs: float, target: float, stretch: float | None = None) -> Check:
+    ratio = ours / theirs if theirs else math.inf
+    value = f"{ratio:.3f}" if ratio < 10 else f"{ratio:.1f}"
+    wanted = f">= {target:g}" + (f" (stretch {stretch:g})" if stretch else "")
+    if stretch and ratio >= stretch:
+        value += " (stretch met)"
+    return Check(name, value, wanted, ratio >= target, correctness=False)
+
+
+def exactness_check(result: ServerResult) -> Check:
+    difference = result.stored - result.answered_ok
+    what = "lost" if difference < 0 else "extra"
+    value = "0" if difference == 0 else f"{abs(difference):,} {what}"
+    value += f" ({result.stored:,} {result.stored_label} / {result.answered_ok:,} answered)"
+    name = f"{result.name}: opens lost or extra" if result.name != "nginx" else "nginx: log lines = 200s"
+    return Check(name, value, "0", result.exact, correctness=True)
+
+
+def build_checks(servers: dict[str, ServerResult]) -> list[Check]:
+    checks = []
+    ours = servers["deadpixel"]
+    rps = ours.throughput.rps
+    if "nginx" in servers:
+        nginx_rps = servers["nginx"].throughput.rps
+        checks.append(
+            ratio_check("deadpixel / nginx", rps, nginx_rps, NGINX_RATIO_TARGET, NGINX_RATIO_STRETCH)
+        )
+    if "naive" in servers:
+        naive_rps = servers["naive"].throughput.rps
+        checks.append(ratio_check("deadpixel / naive", rps, naive_rps, NAIVE_RATIO_TARGET))
+    checks.extend(exactness_check(result) for result in servers.values())
+    if ours.latency is not None:
+        p99 = ours.latency.p99_ms
+        value, target = f"{p99:.2f} ms", f"< {P99_TARGET_MS:g} ms"
+        checks.append(Check("deadpixel p99 at half load", value, target, p99 < P99_TARGET_MS, False))
+    return checks
+
+
+def build_warnings(servers: dict[str, ServerResult]) -> list[str]:
+    warnings = []
+    for result in servers.values():
+        run = result.throughput
+        if not run.drained:
+            warnings.append(f"{result.name}: requests were still in flight when wrk stopped")
+        if run.socket_errors:
+            warnings.append(f"{result.name}: {run.socket_errors} socket errors (requests that may be lost)")
+        if run.other_total:
+            warnings.append(f"{result.name}: {run.other_total} answers with a status other than 200")
+        load_core, server_core = run.busy(run.load_core), run.busy(run.server_core)
+        if load_core > 0.95 and server_core < 0.95:
+            warnings.append(
+                f"{result.name}: the load core was {load_core:.0%} busy and the server's {server_core:.0%}: "
+                "the load generator may be the bottleneck"
+            )
+        if run.busy(run.other_cpu) > 0.05:
+            warnings.append(
+                f"{result.name}: other processes took {run.busy(run.other_cpu):.0%} of a core meanwhile: "
+                "the figures may be disturbed"
+            )
+        latency = result.latency
+        if latency is not None:
+            if latency.unanswered or latency.other_status or latency.lost_connections:
+                warnings.append(
+                    f"{result.name} latency run: {latency.unanswered} unanswered, {latency.other_status} "
+                    f"non-200, {latency.lost_connections} connections lost"
+                )
+            if latency.lag_p99_ms > 1.0:
+                warnings.append(
+                    f"{result.name} latency run: the client itself ran {latency.lag_p99_ms:.2f} ms late (p99)"
+                )
+    return warnings
+
+
+# --- Output --------------------------------------------------------------------------------------------
+
+
+def table(rows: list[list[str]], numbers: bool = True) -> str:
+    """Columns padded to their widest cell; with ``numbers``, every column but the first right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if numbers and i > 0 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def server_table(servers: dict[str, ServerResult], server_cpu: int, load_cpu: int) -> str:
+    """Shares are of one core: the server's processes, its whole core, wrk, the load core, everything else."""
+    with_database = any(result.throughput.database_cpu > 0 for result in servers.values())
+    header = ["server", "200/s", "CPU µs/req", "server CPU", f"cpu{server_cpu} busy", "wrk CPU"]
+    header += [f"cpu{load_cpu} busy", "other CPU", "non-200", "sock err"]
+    if with_database:
+        header[3:3] = ["DB µs/req"]
+    rows = [header]
+    for result in servers.values():
+        run = result.throughput
+        row = [
+            result.label,
+            f"{run.rps:,.0f}",
+            f"{run.cpu_us_per_request:,.1f}",
+            f"{run.busy(run.server_cpu):.0%}",
+            f"{run.busy(run.server_core):.0%}",
+            f"{run.busy(run.generator_cpu):.0%}",
+            f"{run.busy(run.load_core):.0%}",
+            f"{run.busy(run.other_cpu):.0%}",
+            f"{run.other_total:,}",
+            f"{run.socket_errors:,}",
+        ]
+        if with_database:
+            row[3:3] = [f"{run.database_us_per_request:,.1f}" if run.database_cpu else "-"]
+        rows.append(row)
+    return table(rows)
+
+
+def latency_text(result: ServerResult) -> str:
+    latency = result.latency
+    assert latency is not None
+    return (
+        f"{result.label} latency at a steady {latency.rate:,.0f}/s (half its throughput), "
+        f"{latency.connections} connections, {latency.seconds:g} s:\n"
+        f"  p50 {latency.p50_ms:.2f} ms   p90 {latency.p90_ms:.2f} ms   p99 {latency.p99_ms:.2f} ms   "
+        f"p99.9 {latency.p999_ms:.2f} ms   max {latency.max_ms:.2f} ms\n"
+        f"  {latency.ok:,} answered 200; {latency.queued:,} waited for a free connection; "
+        f"client lag behind schedule p99 {latency.lag_p99_ms:.2f} ms"
+    )
+
+
+def writer_text(result: ServerResult) -> str:
+    lines = [f"{result.label} group commit (from its own counters):"]
+    phases = [("under full load", result.writer_saturated), ("at half load", result.writer_half_load)]
+    for phase, stats in phases:
+        if stats is not None and stats.batches:
+            lines.append(
+                f"  {phase}: {stats.batches:,} batches of {stats.mean_batch:,.1f} opens on average, "
+                f"{stats.mean_commit_ms:.2f} ms per commit"
+            )
+    return "\n".join(lines) if len(lines) > 1 else ""
+
+
+def check_table(checks: list[Check]) -> str:
+    rows = [["check", "value", "target", "result"]]
+    rows += [[c.name, c.value, c.target, "PASS" if c.passed else "FAIL"] for c in checks]
+    return table(rows, numbers=False)
+
+
+def print_report(report: Report) -> None:
+    config = report.config
+    print(
+        f"deadpixel pixel benchmark: {config['seconds']:g} s per server after a {config['warmup']:g} s "
+        f"warm-up, wrk -t1 -c{config['connections']}, {config['messages']:,} pixel URLs in turn"
+    )
+    print(f"servers on CPU {config['server_cpu']}, load generators on CPU {config['load_cpu']}")
+    print(f"deadpixel store: {config['store']}")
+    print()
+    print(server_table(report.servers, config["server_cpu"], config["load_cpu"]))
+    deadpixel = report.servers["deadpixel"]
+    if deadpixel.latency is not None:
+        print()
+        print(latency_text(deadpixel))
+    if text := writer_text(deadpixel):
+        print(text)
+    print()
+    print(check_table(report.checks))
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    servers = {}
+    for name, result in report.servers.items():
+        run = result.throughput
+        servers[name] = {
+            "label": result.label,
+            "rps": run.rps,
+            "cpu_us_per_request": run.cpu_us_per_request,
+            "database_cpu_us_per_request": run.database_us_per_request if run.database_cpu else None,
+            "server_cpu_share": run.busy(run.server_cpu),
+            "generator_cpu_share": run.busy(run.generator_cpu),
+            "other_cpu_share": run.busy(run.other_cpu),
+            "server_core_busy": run.busy(run.server_core),
+            "load_core_busy": run.busy(run.load_core),
+            "throughput": asdict(run),
+            "answered_ok": result.answered_ok,
+            "stored": result.stored,
+            "stored_label": result.stored_label,
+            "exact": result.exact,
+            "exit_code": result.exit_code,
+            "latency": asdict(result.latency) if result.latency else None,
+            "writer_saturated": asdict(result.writer_saturated) if result.writer_saturated else None,
+            "writer_half_load": asdict(result.writer_half_load) if result.writer_half_load else None,
+        }
+    return {
+        "config": report.config,
+        "servers": servers,
+        "checks": [asdict(check) for check in report.checks],
+        "warnings": report.warnings,
+        "correct": report.correct,
+        "targets_met": report.targets_met,
+    }
+
+
+# --- Main ----------------------------------------------------------------------------------------------
+
+
+def require_tools() -> None:
+    missing = [tool for tool in ("wrk", "taskset", "nginx") if shutil.which(tool) is None]
+    if missing:
+        raise BenchError(f"missing {', '.join(missing)}: apt-get install wrk nginx-light util-linux")
+    if len(os.sched_getaffinity(0)) < 2:
+        raise BenchError("needs two cores: one for the servers, one for the load")
+
+
+def run(opts: Options, workdir: Path) -> Report:
+    servers: dict[str, ServerResult] = {}
+    # The store is entered first so that it is dropped last, after every server has stopped.
+    with deadpixel_store(opts, workdir / "deadpixel") as store, Processes() as procs:
+        log(f"creating {opts.messages:,} tracked messages ({store.description})")
+        paths = create_pixels(workdir / "deadpixel", store.url, opts.messages)
+        paths_file = workdir / "paths.txt"
+        paths_file.write_text("\n".join(paths) + "\n")
+
+        server = start_deadpixel(procs, opts, workdir, store)
+        servers["deadpixel"] = bench_server(
+            procs, server, opts, paths, paths_file, workdir, latency_at_half=not opts.skip_latency
+        )
+        if not opts.skip_nginx:
+            server = start_nginx(procs, opts, workdir)
+            servers["nginx"] = bench_server(procs, server, opts, paths, paths_file, workdir)
+        if not opts.skip_naive:
+            server = start_naive(procs, opts, workdir)
+            servers["naive"] = bench_server(procs, server, opts, paths, paths_file, workdir)
+
+    config = {key: value for key, value in asdict(opts).items() if key not in ("as_json", "keep", "strict")}
+    config["store"] = store.description
+    config["database_url"] = opts.database_url and without_password(opts.database_url)
+    report = Report(config=config, servers=servers)
+    report.checks = build_checks(servers)
+    report.warnings = build_warnings(servers)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    # Ctrl-C (even if SIGINT was ignored at start) and SIGTERM unwind: the servers get stopped either way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = Path(tempfile.mkdtemp(prefix="deadpixel-bench-"))
+    keep = opts.keep
+    try:
+        require_tools()
+        os.sched_setaffinity(0, {opts.load_cpu})  # this script must not take time from the servers' core
+        report = run(opts, workdir)
+        keep = keep or not report.correct
+    except BenchError as exc:
+        log(f"error: {exc}")
+        keep = True
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted; every process the benchmark started has been stopped")
+        return 130
+    finally:
+        if keep:
+            log(f"logs and data kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    if opts.as_json:
+        print(json.dumps(report_json(report), indent=2))
+    else:
+        print_report(report)
+    if not report.correct:
+        log("error: what the servers stored differs from the 200 answers they gave")
+        return 1
+    if opts.strict and not report.targets_met:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Send pixel requests at a fixed rate and record how long each one takes (used by bench/pixel.py).
+
+wrk measures throughput by keeping every connection busy, which says little about the latency a server
+offers at a normal load. This client is open-loop: request ``i`` is due at ``start + i / rate`` whatever
+happened to the requests before it. Each due request goes out on an idle keep-alive connection; when all
+connections are busy it waits for the next free one, and its latency still counts from the moment it was
+due, so a stalled server cannot hide its stall by slowing the client down ("coordinated omission").
+
+The scheduler busy-waits for the last millisecond before each due time (the client has a core to itself),
+and reports its own lag behind the schedule so a reader can tell the client's delay from the server's.
+
+Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import uvloop  # comes with deadpixel on Linux
+
+CONNECT_TIMEOUT = 5.0
+SPIN_BELOW = 0.001  # seconds: closer to a due time than this, yield to the loop instead of sleeping
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+    ok: int = 0
+    other_status: int = 0
+    queued: int = 0  # requests that found every connection busy and waited for one
+    lost_connections: int = 0
+
+
+def content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+class PixelConnection(asyncio.Protocol):
+    """One keep-alive connection with at most one request in flight (no pipelining, like a browser)."""
+
+    def __init__(self, load: SteadyLoad) -> None:
+        self._load = load
+        self._buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.due = 0.0  # when the request in flight was due
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+
+    def send(self, request: bytes, due: float) -> None:
+        assert self.transport is not None
+        self.due = due
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
+            head = bytes(self._buffer[:end])
+            size = end + 4 + content_length(head)
+            if len(self._buffer) < size:
+                return
+            del self._buffer[:size]
+            self._load.answered(self, status=int(head[9:12]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._load.lost(self)
+
+
+class SteadyLoad:
+    def __init__(self, requests: list[bytes], rate: float, total: int) -> None:
+        self._requests = requests
+        self._interval = 1.0 / rate
+        self._total = total
+        self._sent = 0
+        self._answered = 0
+        self._idle: deque[PixelConnection] = deque()
+        self._waiting: deque[float] = deque()  # due times of requests that found no idle connection
+        self._open: set[PixelConnection] = set()
+        self._finished = asyncio.Event()
+        self.tally = Tally()
+
+    async def connect(self, host: str, port: int, connections: int) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(connections):
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: PixelConnection(self), host, port), CONNECT_TIMEOUT
+            )
+            self._open.add(conn)
+            self._idle.append(conn)
+
+    def _send(self, conn: PixelConnection, due: float) -> None:
+        conn.send(self._requests[self._sent % len(self._requests)], due)
+        self._sent += 1
+
+    def _dispatch(self, due: float) -> None:
+        if self._idle:
+            self.tally.lags.append(time.perf_counter() - due)  # the client's own lateness
+            self._send(self._idle.popleft(), due)
+        else:
+            self.tally.queued += 1
+            self._waiting.append(due)
+
+    def answered(self, conn: PixelConnection, status: int) -> None:
+        self.tally.latencies.append(time.perf_counter() - conn.due)
+        if status == 200:
+            self.tally.ok += 1
+        else:
+            self.tally.other_status += 1
+        self._answered += 1
+        if self._waiting:
+            self._send(conn, self._waiting.popleft())
+        else:
+            self._idle.append(conn)
+        if self._answered == self._total:
+            self._finished.set()
+
+    def lost(self, conn: PixelConnection) -> None:
+        if conn in self._open:
+            self._open.discard(conn)
+            self.tally.lost_connections += 1
+            if not self._open:
+                self._finished.set()
+
+    async def run(self, drain_timeout: float) -> None:
+        start = time.perf_counter() + 0.05
+        for i in range(self._total):
+            due = start + i * self._interval
+            await _wait_until(due)
+            self._dispatch(due)
+        # Every request has gone out or is queued for a connection: wait for the last answers.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._finished.wait(), drain_timeout)
+
+    def close(self) -> None:
+        for conn in list(self._open):
+            self._open.discard(conn)
+            if conn.transport is not None:
+                conn.transport.close()
+
+    @property
+    def sent(self) -> int:
+        return self._sent
+
+    @property
+    def unanswered(self) -> int:
+        return self._total - self._answered
+
+
+async def _wait_until(due: float) -> None:
+    remaining = due - time.perf_counter()
+    if remaining > SPIN_BELOW:
+        await asyncio.sleep(remaining - SPIN_BELOW)
+    while time.perf_counter() < due:
+        await asyncio.sleep(0)  # let answers in while we wait
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 when there are none)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summarise(load: SteadyLoad, rate: float, seconds: float, connections: int) -> dict[str, Any]:
+    tally = load.tally
+    latencies = sorted(tally.latencies)
+    lags = sorted(tally.lags)
+    ms = 1000.0
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "connections": connections,
+        "sent": load.sent,
+        "queued": tally.queued,
+        "ok": tally.ok,
+        "other_status": tally.other_status,
+        "unanswered": load.unanswered,
+        "lost_connections": tally.lost_connections,
+        "p50_ms": percentile(latencies, 50) * ms,
+        "p90_ms": percentile(latencies, 90) * ms,
+        "p99_ms": percentile(latencies, 99) * ms,
+        "p999_ms": percentile(latencies, 99.9) * ms,
+        "max_ms": (latencies[-1] if latencies else 0.0) * ms,
+        "lag_p99_ms": percentile(lags, 99) * ms,
+        "lag_max_ms": (lags[-1] if lags else 0.0) * ms,
+    }
+
+
+async def steady_load(args: argparse.Namespace) -> dict[str, Any]:
+    host_header = f"{args.host}:{args.port}"
+    paths = Path(args.paths).read_text().split()
+    requests = [f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n\r\n".encode() for path in paths]
+    total = max(1, round(args.rate * args.seconds))
+    load = SteadyLoad(requests, args.rate, total)
+    try:
+        await load.connect(args.host, args.port, args.connections)
+        await load.run(drain_timeout=args.drain_timeout)
+    finally:
+        load.close()
+    return summarise(load, args.rate, args.seconds, args.connections)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--paths", required=True, help="File with one URL path per line, used in turn.")
+    parser.add_argument("--rate", type=float, required=True, help="Requests per second.")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--drain-timeout", type=float, default=10.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    print(json.dumps(uvloop.run(steady_load(args))))
+
+
+if __name__ == "__main__":
+    main()
