@@ -17,7 +17,7 @@ from deadpixel.store import migrate
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import messages, metadata, opens
-from deadpixel.store.writes import RowBuilder, write_opens
+from deadpixel.store.writes import write_opens
 from deadpixel.track.ingest import GroupCommitWriter
 
 RAW = OpenClassifier(None, "full")
@@ -126,12 +126,12 @@ def test_the_writer_survives_a_failing_write_and_still_answers(tmp_path: Path) -
     with engine.begin() as conn:
         good = create_message(conn, recipient="a@example.com")
 
-    def write(conn: Connection, events: list[OpenEvent], builder: RowBuilder) -> int:
+    def write(conn: Connection, events: list[OpenEvent]) -> int:
         if any(e.user_agent == "boom" for e in events):
             raise TypeError("a bug")
-        return write_opens(conn, events, builder)
+        return write_opens(conn, events, RAW)
 
-    writer = GroupCommitWriter(engine, RAW, write=write)
+    writer = GroupCommitWriter(engine, write)
     writer.start()
 
     async def record_all() -> None:

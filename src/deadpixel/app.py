@@ -7,6 +7,7 @@ so every worker of ``deadpixel serve --workers N`` builds the same app.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -18,10 +19,12 @@ from starlette.routing import Route
 
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
+from deadpixel.events import OpenEvent
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
 from deadpixel.store.db import create_engine
 from deadpixel.store.maintenance import purge_raw_detail
+from deadpixel.store.writes import write_opens
 from deadpixel.tokens import TokenSigner
 from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
 from deadpixel.track.client_ip import ClientIPResolver
@@ -57,9 +60,9 @@ class Deadpixel:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = create_engine(settings.database_url)
-        self.writer = GroupCommitWriter(
+        self.writer: GroupCommitWriter[OpenEvent] = GroupCommitWriter(
             create_engine(settings.database_url, writer=True),
-            OpenClassifier.from_settings(settings),
+            functools.partial(write_opens, builder=OpenClassifier.from_settings(settings)),
             batch_size=settings.batch_size,
         )
         signer = TokenSigner(

@@ -57,7 +57,9 @@ def request_facts(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str |
 
 
 class PixelEndpoint:
-    def __init__(self, signer: TokenSigner, writer: GroupCommitWriter, client_ip: ClientIPResolver) -> None:
+    def __init__(
+        self, signer: TokenSigner, writer: GroupCommitWriter[OpenEvent], client_ip: ClientIPResolver
+    ) -> None:
         self._signer = signer
         self._writer = writer
         self._client_ip = client_ip

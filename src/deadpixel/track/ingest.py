@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import (
@@ -27,13 +28,10 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from deadpixel.events import OpenEvent
-from deadpixel.store.writes import RowBuilder, write_opens
-
 log = logging.getLogger(__name__)
 
 _STOP = object()
-Pending = tuple[OpenEvent, "asyncio.Future[None]"]
+E = TypeVar("E")
 
 
 @dataclass(slots=True)
@@ -47,20 +45,22 @@ class IngestStats:
     commit_failures: int = 0
 
 
-class GroupCommitWriter:
+class GroupCommitWriter(Generic[E]):
+    """One per kind of event and process. ``write`` stores a batch in the caller's transaction and returns how
+    many events it deliberately did not store (e.g. for erased messages)."""
+
     def __init__(
         self,
         engine: Engine,
-        builder: RowBuilder,
+        write: Callable[[Connection, list[E]], int],
         batch_size: int = 2000,
-        write: Callable[[Connection, list[OpenEvent], RowBuilder], int] = write_opens,
+        name: str = "deadpixel-writer",
     ) -> None:
         self._engine = engine
-        self._builder = builder
         self._batch_size = batch_size
         self._write = write
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="deadpixel-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.stats = IngestStats()
 
     def start(self) -> None:
@@ -75,7 +75,7 @@ class GroupCommitWriter:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
-    async def record(self, event: OpenEvent) -> None:
+    async def record(self, event: E) -> None:
         """Return once ``event`` is committed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put((event, future))
@@ -85,7 +85,7 @@ class GroupCommitWriter:
         with self._engine.connect() as conn:
             stopping = False
             while not stopping:
-                batch: list[Pending] = []
+                batch: list[tuple[E, asyncio.Future[None]]] = []
                 item = self._queue.get()
                 while True:
                     if item is _STOP:
@@ -102,13 +102,13 @@ class GroupCommitWriter:
                     self._commit(conn, [event for event, _ in batch])
                     _release([future for _, future in batch])
 
-    def _commit(self, conn: Connection, events: list[OpenEvent]) -> None:
+    def _commit(self, conn: Connection, events: list[E]) -> None:
         delay = 0.05
         while True:
             started = time.perf_counter()
             try:
                 with conn.begin():
-                    erased = self._write(conn, events, self._builder)
+                    erased = self._write(conn, events)
             except (DataError, IntegrityError):
                 log.exception("a batch of %d opens was refused; writing them one by one", len(events))
                 self._commit_one_by_one(conn, events)
@@ -131,12 +131,12 @@ class GroupCommitWriter:
             self.stats.events_for_erased_messages += erased
             return
 
-    def _commit_one_by_one(self, conn: Connection, events: list[OpenEvent]) -> None:
+    def _commit_one_by_one(self, conn: Connection, events: list[E]) -> None:
         """Isolate the event the database refuses so the rest of its batch is still stored."""
         for event in events:
             try:
                 with conn.begin():
-                    erased = self._write(conn, [event], self._builder)
+                    erased = self._write(conn, [event])
             except (DataError, IntegrityError, SQLAlchemyError) as exc:
                 if isinstance(exc, SQLAlchemyError) and _is_transient(exc):
                     self._commit(conn, [event])  # the database went away meanwhile: wait for it
