@@ -22,7 +22,7 @@ from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import OpenEvent
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
-from deadpixel.store.db import create_engine
+from deadpixel.store.db import WalCheckpointer, create_engine, is_sqlite
 from deadpixel.store.maintenance import purge_raw_detail
 from deadpixel.store.writes import write_opens
 from deadpixel.tokens import TokenSigner
@@ -60,8 +60,10 @@ class Deadpixel:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = create_engine(settings.database_url)
+        writer_engine = create_engine(settings.database_url, writer=True, background_checkpoints=True)
+        self.checkpointer = WalCheckpointer(settings.database_url) if is_sqlite(writer_engine) else None
         self.writer: GroupCommitWriter[OpenEvent] = GroupCommitWriter(
-            create_engine(settings.database_url, writer=True),
+            writer_engine,
             functools.partial(write_opens, builder=OpenClassifier.from_settings(settings)),
             batch_size=settings.batch_size,
         )
@@ -118,13 +120,17 @@ class Deadpixel:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.writer.start()
+                if self.checkpointer is not None:
+                    self.checkpointer.start()
                 background.append(asyncio.create_task(self.metrics.run()))
                 if self.settings.retention_days > 0:
                     background.append(asyncio.create_task(self._apply_retention()))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # Drain in a thread so requests still waiting on the last batches get their answers.
-                await asyncio.to_thread(self.writer.stop)
+                await self.writer.aclose()
+                if self.checkpointer is not None:
+                    await asyncio.to_thread(self.checkpointer.stop)
                 for task in background:
                     task.cancel()
                 self.metrics.remove()

@@ -6,6 +6,8 @@ answered open survives a crash or a power cut, while readers never block the wri
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -13,6 +15,7 @@ from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+log = logging.getLogger(__name__)
 
 
 def normalise_url(url: str) -> str:
@@ -27,11 +30,12 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(url: str, *, writer: bool = False) -> Engine:
+def create_engine(url: str, *, writer: bool = False, background_checkpoints: bool = False) -> Engine:
     """Build an engine; ``writer=True`` makes SQLite transactions take the write lock up front.
 
     ``BEGIN IMMEDIATE`` means a writer waits for the lock (up to the busy timeout) instead of failing when it
-    upgrades from reading to writing while another process writes.
+    upgrades from reading to writing while another process writes. ``background_checkpoints=True`` stops
+    commits from checkpointing the WAL themselves; a ``WalCheckpointer`` must then run beside them.
     """
     url = normalise_url(url)
     if make_url(url).get_backend_name() != "sqlite":
@@ -48,6 +52,8 @@ def create_engine(url: str, *, writer: bool = False) -> Engine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if background_checkpoints:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
@@ -57,3 +63,38 @@ def create_engine(url: str, *, writer: bool = False) -> Engine:
         conn.exec_driver_sql(begin)
 
     return engine
+
+
+class WalCheckpointer:
+    """Copies committed WAL pages into the database file from its own thread and connection.
+
+    A commit that crosses SQLite's auto-checkpoint threshold would otherwise do that work itself, holding up
+    every pixel waiting on its batch for tens of milliseconds. PASSIVE checkpoints never wait for readers or
+    the writer, so running them beside the writer costs the writer nothing.
+    """
+
+    def __init__(self, url: str, interval: float = 0.5) -> None:
+        self._engine = create_engine(url)
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="deadpixel-checkpointer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+        self._checkpoint()
+        self._engine.dispose()
+
+    def _checkpoint(self) -> None:
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:
+            log.warning("WAL checkpoint failed; the next one will retry", exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self._checkpoint()

@@ -1,9 +1,11 @@
 """Group commit: many requests, one writer, one transaction per batch, answers only after the commit.
 
-Each request puts its event on a queue and awaits a future. A single writer thread takes everything queued (up
-to ``batch_size``), commits it in one transaction, then releases the waiting requests, which only then send
-the GIF. Under load batches grow by themselves, so throughput comes from batching while every answered open
-is already durable. Stopping the writer drains the queue first.
+Each request appends its event to the current event-loop tick's list and awaits its own future; once per tick
+the list is handed to a single writer thread (one queue operation and at most one thread wake-up per tick, not
+per request). The writer takes everything handed over (up to about ``batch_size``), commits it in one
+transaction, then releases the waiting requests, which only then send the GIF. Under load batches grow by
+themselves, so throughput comes from batching while every answered open is already durable. Stopping the
+writer drains the queue first. A writer serves the one event loop of its worker process.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import (
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 E = TypeVar("E")
+Tick = tuple[list[E], list["asyncio.Future[None]"]]
 
 
 @dataclass(slots=True)
@@ -61,46 +64,71 @@ class GroupCommitWriter(Generic[E]):
         self._write = write
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._tick: Tick[E] | None = None
+        self._handed_over = 0  # written by the event loop only
+        self._settled = 0  # written by the writer thread only
         self.stats = IngestStats()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Commit everything queued so far, then end the writer thread."""
+        """Commit everything handed over so far, then end the writer thread."""
         self._queue.put(_STOP)
         self._thread.join(timeout)
 
+    async def aclose(self) -> None:
+        """From the event loop: hand over this tick's events too, then drain and stop without blocking it."""
+        self._hand_over()
+        await asyncio.to_thread(self.stop)
+
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        """Events handed to the writer and not yet committed."""
+        return self._handed_over - self._settled
 
     async def record(self, event: E) -> None:
         """Return once ``event`` is committed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put((event, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        tick = self._tick
+        if tick is None:
+            tick = self._tick = ([], [])
+            loop.call_soon(self._hand_over)
+        tick[0].append(event)
+        tick[1].append(future)
         await future
+
+    def _hand_over(self) -> None:
+        tick, self._tick = self._tick, None
+        if tick is not None:
+            self._handed_over += len(tick[0])
+            self._queue.put(tick)
 
     def _run(self) -> None:
         with self._engine.connect() as conn:
             stopping = False
             while not stopping:
-                batch: list[tuple[E, asyncio.Future[None]]] = []
+                events: list[E] = []
+                futures: list[asyncio.Future[None]] = []
                 item = self._queue.get()
                 while True:
                     if item is _STOP:
                         stopping = True
                         break
-                    batch.append(item)  # type: ignore[arg-type]
-                    if len(batch) >= self._batch_size:
+                    tick_events, tick_futures = cast(Tick[E], item)
+                    events.extend(tick_events)
+                    futures.extend(tick_futures)
+                    if len(events) >= self._batch_size:
                         break
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                if batch:
-                    self._commit(conn, [event for event, _ in batch])
-                    _release([future for _, future in batch])
+                if events:
+                    self._commit(conn, events)
+                    self._settled += len(events)
+                    _release(futures)
 
     def _commit(self, conn: Connection, events: list[E]) -> None:
         delay = 0.05
