@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, case, insert, select, update
+from sqlalchemy import Connection, Dialect, bindparam, case, insert, select, update
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from deadpixel.events import OpenEvent
 from deadpixel.store.schema import messages, opens
@@ -86,6 +88,29 @@ def write_opens(conn: Connection, events: Sequence[OpenEvent], builder: RowBuild
     if kept:
         sent_at = {mid: sent for mid, sent in known.items() if sent is not None}
         rows = builder.rows(kept, sent_at)
-        conn.execute(_insert_opens, rows)
-        conn.execute(_bump_counters, counter_updates(rows))
+        execute_many(conn, _insert_opens, rows)
+        execute_many(conn, _bump_counters, counter_updates(rows))
     return len(events) - len(kept)
+
+
+def execute_many(conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """``executemany`` straight on the driver with a statement compiled once per dialect.
+
+    SQLAlchemy's own executemany processes every row in Python (about 10 µs each); these rows are already
+    plain values, so the driver gets them as they are.
+    """
+    compiled = _compiled(statement, conn.dialect)
+    if compiled.positional:
+        order = compiled.positiontup or ()
+        conn.exec_driver_sql(compiled.string, [tuple(row[name] for name in order) for row in rows])
+    else:
+        conn.exec_driver_sql(compiled.string, list(rows))
+
+
+@functools.cache
+def _compiled(statement: Any, dialect: Dialect) -> SQLCompiler:
+    keys = list(statement.table.c.keys()) if statement.is_insert else None
+    if keys is not None:
+        keys = [key for key in keys if key != "id"]
+    compiled: SQLCompiler = statement.compile(dialect=dialect, column_keys=keys)
+    return compiled
