@@ -21,6 +21,15 @@ One run of ``python bench/pixel.py`` measures, on loopback:
   closes.
 * **Group commit.** deadpixel's own counters (batches, opens per batch, time per commit) under full load
   and at half load, which show whether the writer is what limits it.
+* **A realistic mix** (``--mix realistic``). By default every request is a bare GET of a pixel URL. With the
+  realistic mix each one also carries ``X-Forwarded-For`` with one of 5,000 public IPv4 addresses (some in
+  Apple's, Google's and Microsoft EOP's networks) and a ``User-Agent`` from the mail user-agent data file,
+  and deadpixel trusts 127.0.0.1 as its proxy, so enrichment sees thousands of clients and every verdict
+  path. nginx and the naive tracker get the same request bytes.
+* **The cost of enrichment** (``--compare-enrichment``). deadpixel runs several times in one benchmark,
+  alternately with ``DEADPIXEL_ENRICHMENT=false`` and with enrichment on (off, on, then on, off, ...), and
+  the report compares the two ratios to nginx: enrichment must not cost more than 10% of the pixel's
+  throughput. The opens stored by each run, split by verdict, show that enrichment ran (and only when on).
 
 Every server runs pinned to one core (CPU 0) and every load generator to the other (CPU 1), so a server
 gets exactly one core and never shares it with the load. Each measurement waits for an idle machine first,
@@ -33,10 +42,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import http.client
+import ipaddress
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import socket
@@ -61,6 +73,7 @@ from deadpixel.tokens import TokenSigner
 from deadpixel.track.pixel import GIF
 
 BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
 WRK_SCRIPT = BENCH_DIR / "wrk_pixels.lua"
 NAIVE_TRACKER = BENCH_DIR / "naive_tracker.py"
 STEADY_LOAD = BENCH_DIR / "steady_load.py"
@@ -74,6 +87,20 @@ NGINX_RATIO_TARGET = 0.25
 NGINX_RATIO_STRETCH = 0.30
 NAIVE_RATIO_TARGET = 30.0
 P99_TARGET_MS = 10.0
+ENRICHMENT_TOLERANCE = 0.10  # enrichment on: the ratio to nginx within 10% of the one with enrichment off
+
+# --mix realistic: the user agents of the mail user-agent data file (the shared copy when there is one),
+# and client addresses that deadpixel believes because they come from a trusted proxy on loopback.
+USER_AGENT_FILES = (REPO_DIR.parent / "shared" / "data" / "mail-user-agents.tsv",
+                    REPO_DIR / "tests" / "data" / "mail-user-agents.tsv")  # fmt: skip
+TRUSTED_PROXY = f"{HOST}/32"
+IP_SEED = "deadpixel bench client addresses"  # the same addresses in every run
+# Networks whose opens the verdict rules know, with their share of the client addresses.
+KNOWN_NETWORKS = (
+    ("17.0.0.0/8", 0.20),  # Apple (Mail Privacy Protection fetches)
+    ("66.249.80.0/20", 0.05),  # Google (Gmail's image proxy)
+    ("40.107.0.0/16", 0.05),  # Microsoft Exchange Online Protection (scanners)
+)
 
 WRK_START_SLACK = 0.3  # seconds for wrk to start and connect before the warm-up counts
 DRAIN_TIMEOUT = 20.0  # seconds to wait for the last answers once no more requests go out
@@ -141,6 +168,10 @@ class Options:
     as_json: bool
     keep: bool
     strict: bool
+    mix: str = "plain"
+    ips: int = 5000
+    compare_enrichment: bool = False
+    rounds: int = 2
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -170,6 +201,27 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=60.0,
         help="Before each measurement, wait up to this many seconds for the machine to be idle (60; 0: no).",
     )
+    parser.add_argument(
+        "--mix",
+        choices=("plain", "realistic"),
+        default="plain",
+        help="plain: bare GETs of the pixel URLs (default). realistic: each request also carries "
+        "X-Forwarded-For with one of --ips public addresses and a User-Agent from the mail user-agent data "
+        f"file, and deadpixel trusts {TRUSTED_PROXY} as its proxy.",
+    )
+    parser.add_argument("--ips", type=int, default=5000, help="Client addresses of --mix realistic (5000).")
+    parser.add_argument(
+        "--compare-enrichment",
+        action="store_true",
+        help="Measure deadpixel with DEADPIXEL_ENRICHMENT=false and with enrichment on, alternately, and "
+        "compare their ratios to nginx (target: within 10%%).",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="With --compare-enrichment: runs of each setting, in the order off, on, on, off, ... (2).",
+    )
     parser.add_argument("--json", dest="as_json", action="store_true", help="Print JSON instead of tables.")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary dir (logs, databases).")
     parser.add_argument("--strict", action="store_true", help="Exit 1 when a performance target is missed.")
@@ -178,6 +230,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         parser.error("--database-url takes a postgresql:// URL (SQLite is the default)")
     if args.server_cpu == args.load_cpu:
         parser.error("--server-cpu and --load-cpu must differ")
+    if args.ips < 1 or args.rounds < 1 or args.messages < 1:
+        parser.error("--ips, --rounds and --messages must be at least 1")
     return Options(
         seconds=args.seconds,
         warmup=args.warmup,
@@ -196,6 +250,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
         as_json=args.as_json,
         keep=args.keep,
         strict=args.strict,
+        mix=args.mix,
+        ips=args.ips,
+        compare_enrichment=args.compare_enrichment,
+        rounds=args.rounds,
     )
 
 
@@ -271,11 +329,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str, bytes]:
+def http_get(
+    port: int, path: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> tuple[int, str, bytes]:
     """GET over a direct connection (no proxy from the environment); returns status, type and body."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
         return response.status, response.getheader("content-type", ""), response.read()
     finally:
@@ -419,20 +479,51 @@ class CpuSnapshot:
 # --- Stores --------------------------------------------------------------------------------------------
 
 
+KINDS_QUERY = "SELECT kind, count(*) FROM opens GROUP BY kind"
+UNCLASSIFIED = "NULL"  # the key under which opens without a kind (enrichment off) are counted
+
+
 @dataclass(frozen=True)
-class Store:
-    """Where deadpixel keeps its data in this run, and how to count what it stored."""
+class RunStore:
+    """deadpixel's data for one run (a fresh copy of the prepared data), and how to read what it stored."""
 
     url: str
-    description: str
+    data_dir: Path
     count_opens: Callable[[], int]
+    count_kinds: Callable[[], dict[str, int]]
     backend_pids: Callable[[], list[int]] = list
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where deadpixel keeps its data: prepared once (keys, schema, messages), then fresh for every run.
+
+    Every deadpixel run starts from the same state, so a later run does not pay for the rows of the ones
+    before it, and its stored opens are its own.
+    """
+
+    url: str  # of the prepared data, which create_pixels fills
+    template_dir: Path
+    description: str
+    new_run: Callable[[str], RunStore]
 
 
 def count_sqlite_rows(path: Path, table: str) -> int:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        db.close()
+
+
+def kinds_of(rows: list[tuple[Any, ...]]) -> dict[str, int]:
+    return {str(kind) if kind is not None else UNCLASSIFIED: int(count) for kind, count in rows}
+
+
+def count_sqlite_kinds(path: Path) -> dict[str, int]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return kinds_of(db.execute(KINDS_QUERY).fetchall())
     finally:
         db.close()
 
@@ -458,22 +549,35 @@ def without_password(url: str) -> str:
 
 
 @contextlib.contextmanager
-def deadpixel_store(opts: Options, data_dir: Path) -> Iterator[Store]:
+def deadpixel_store(opts: Options, workdir: Path) -> Iterator[Store]:
+    template = workdir / "deadpixel-template"
     if opts.database_url is None:
-        db_file = data_dir / "deadpixel.db"
+
+        def new_run(name: str) -> RunStore:
+            data_dir = workdir / name
+            shutil.copytree(template, data_dir)  # keys, and the database with its messages
+            db_file = data_dir / "deadpixel.db"
+            return RunStore(
+                url=f"sqlite:///{db_file}",
+                data_dir=data_dir,
+                count_opens=lambda: count_sqlite_rows(db_file, "opens"),
+                count_kinds=lambda: count_sqlite_kinds(db_file),
+            )
+
         yield Store(
-            url=f"sqlite:///{db_file}",
-            description=f"SQLite {db_file} on {filesystem_of(data_dir)} (WAL, synchronous=FULL)",
-            count_opens=lambda: count_sqlite_rows(db_file, "opens"),
+            url=f"sqlite:///{template / 'deadpixel.db'}",
+            template_dir=template,
+            description=f"SQLite in {workdir}/<run>/ on {filesystem_of(workdir)} (WAL, synchronous=FULL)",
+            new_run=new_run,
         )
     else:
-        with postgres_store(opts.database_url) as store:
+        with postgres_store(opts.database_url, workdir, template) as store:
             yield store
 
 
 @contextlib.contextmanager
-def postgres_store(url: str) -> Iterator[Store]:
-    """A fresh schema for this run, so the row count is this run's alone; dropped afterwards."""
+def postgres_store(url: str, workdir: Path, template: Path) -> Iterator[Store]:
+    """A fresh schema for this benchmark, dropped afterwards; its opens are emptied before every run."""
     import psycopg
 
     conninfo = libpq_url(url)
@@ -488,14 +592,30 @@ def postgres_store(url: str) -> Iterator[Store]:
         rows = admin(f"SELECT pid FROM pg_stat_activity WHERE application_name = '{PG_APPLICATION_NAME}'")
         return [int(row[0]) for row in rows]
 
+    store_url = with_query(url, options=f"-csearch_path={schema}", application_name=PG_APPLICATION_NAME)
+
+    def new_run(name: str) -> RunStore:
+        data_dir = workdir / name
+        shutil.copytree(template, data_dir)  # the signing keys; the metrics of this run go here too
+        # The message counters keep what earlier runs added: the same work whatever their values.
+        admin(f'TRUNCATE "{schema}".opens RESTART IDENTITY')
+        admin(f'VACUUM ANALYZE "{schema}".messages')
+        return RunStore(
+            url=store_url,
+            data_dir=data_dir,
+            count_opens=lambda: int(admin(f'SELECT count(*) FROM "{schema}".opens')[0][0]),
+            count_kinds=lambda: kinds_of(admin(KINDS_QUERY.replace("opens", f'"{schema}".opens'))),
+            backend_pids=backend_pids,
+        )
+
     admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     admin(f'CREATE SCHEMA "{schema}"')
     try:
         yield Store(
-            url=with_query(url, options=f"-csearch_path={schema}", application_name=PG_APPLICATION_NAME),
-            description=f"PostgreSQL {without_password(url)}, fresh schema {schema}",
-            count_opens=lambda: int(admin(f'SELECT count(*) FROM "{schema}".opens')[0][0]),
-            backend_pids=backend_pids,
+            url=store_url,
+            template_dir=template,
+            description=f"PostgreSQL {without_password(url)}, fresh schema {schema}, emptied before each run",
+            new_run=new_run,
         )
     finally:
         admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -512,8 +632,12 @@ def filesystem_of(path: Path) -> str:
     return kind
 
 
-def create_pixels(data_dir: Path, database_url: str, count: int) -> list[str]:
-    """Create ``count`` tracked messages in deadpixel's store and return their pixel paths."""
+def create_pixels(data_dir: Path, database_url: str, count: int, with_send_times: bool = False) -> list[str]:
+    """Create ``count`` tracked messages in deadpixel's store and return their pixel paths.
+
+    With ``with_send_times`` every other message has a send time, as if deadpixel had sent it (the timing
+    rules then apply to its opens); the others are hand-made pixels.
+    """
     env = {"DEADPIXEL_DATA_DIR": str(data_dir), "DEADPIXEL_DATABASE_URL": database_url}
     settings = load_settings(env)
     prepare(settings)  # data dir, signing keys, schema
@@ -521,13 +645,109 @@ def create_pixels(data_dir: Path, database_url: str, count: int) -> list[str]:
     try:
         with engine.begin() as conn:
             ids = [
-                create_message(conn, recipient=f"reader{n}@example.com", campaign=CAMPAIGN)
+                create_message(
+                    conn,
+                    recipient=f"reader{n}@example.com",
+                    campaign=CAMPAIGN,
+                    sent_at=time.time() if with_send_times and n % 2 == 0 else None,
+                )
                 for n in range(count)
             ]
     finally:
         engine.dispose()
     signer = TokenSigner(load_or_create_keys(settings.keys_file))
     return [f"/o/{signer.pixel_token(message_id)}.gif" for message_id in ids]
+
+
+# --- Requests ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PixelRequest:
+    path: str
+    client_ip: str | None = None  # sent as X-Forwarded-For
+    user_agent: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.client_ip is None or self.user_agent is None:
+            return {}
+        return {"X-Forwarded-For": self.client_ip, "User-Agent": self.user_agent}
+
+    def line(self) -> str:
+        """As wrk_pixels.lua and steady_load.py read it."""
+        if self.client_ip is None or self.user_agent is None:
+            return self.path
+        return f"{self.path}\t{self.client_ip}\t{self.user_agent}"
+
+
+def user_agent_file() -> Path:
+    for path in USER_AGENT_FILES:
+        if path.is_file():
+            return path
+    raise BenchError(f"no mail user-agent data file: looked for {', '.join(map(str, USER_AGENT_FILES))}")
+
+
+def read_user_agents(path: Path) -> list[str]:
+    """The user_agent column of the data file, in its order."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        agents = [row["user_agent"] for row in rows if row.get("user_agent")]
+    unsendable = [ua for ua in agents if "\t" in ua or not ua.isascii() or not ua.isprintable()]
+    if unsendable or not agents:
+        raise BenchError(f"{path}: no user agents, or some that cannot go in a header: {unsendable[:3]}")
+    return agents
+
+
+def client_ips(count: int) -> list[str]:
+    """``count`` distinct public IPv4 addresses, the same in every run, in a shuffled order.
+
+    KNOWN_NETWORKS get their share (as far as their size allows), the rest are anywhere in the public
+    address space, so some verdicts come from the network and the geo data sees many countries.
+    """
+    rng = random.Random(IP_SEED)
+    known = [ipaddress.IPv4Network(network) for network, _ in KNOWN_NETWORKS]
+    chosen: set[int] = set()
+    for network, (_, share) in zip(known, KNOWN_NETWORKS, strict=True):
+        wanted = min(round(count * share), network.num_addresses // 2)
+        first = int(network.network_address)
+        while wanted > 0:
+            address = first + rng.randrange(1, network.num_addresses - 1)
+            if address not in chosen:
+                chosen.add(address)
+                wanted -= 1
+    while len(chosen) < count:
+        address = rng.getrandbits(32)
+        ip = ipaddress.IPv4Address(address)
+        if ip.is_global and not ip.is_multicast and not any(ip in network for network in known):
+            chosen.add(address)
+    ordered = sorted(chosen)
+    rng.shuffle(ordered)
+    return [str(ipaddress.IPv4Address(address)) for address in ordered]
+
+
+def build_requests(paths: list[str], opts: Options) -> list[PixelRequest]:
+    """The requests every server gets, in turn. The realistic mix pairs the i-th path, client address and
+    user agent, each list taken round and round, over as many requests as there are addresses (or paths)."""
+    if opts.mix == "plain":
+        return [PixelRequest(path) for path in paths]
+    ips = client_ips(opts.ips)
+    agents = read_user_agents(user_agent_file())
+    return [
+        PixelRequest(paths[i % len(paths)], ips[i % len(ips)], agents[i % len(agents)])
+        for i in range(max(len(paths), len(ips)))
+    ]
+
+
+def mix_description(opts: Options, requests: list[PixelRequest]) -> str:
+    if opts.mix == "plain":
+        return "plain: bare GETs, no User-Agent, no X-Forwarded-For"
+    agents = len({request.user_agent for request in requests})
+    ips = len({request.client_ip for request in requests})
+    return (
+        f"realistic: {ips:,} client IPs as X-Forwarded-For (deadpixel trusts {TRUSTED_PROXY}), "
+        f"{agents} user agents from {user_agent_file()}, {len(requests):,} requests in turn"
+    )
 
 
 # --- Servers -------------------------------------------------------------------------------------------
@@ -545,6 +765,8 @@ class Server:
     data_dir: Path | None = None  # deadpixel's, where it publishes its counters
     stored_label: str = "rows in opens"
     database_pids: Callable[[], list[int]] = list
+    stored_kinds: Callable[[], dict[str, int]] | None = None  # deadpixel's opens by verdict
+    enrichment: bool | None = None  # deadpixel with DEADPIXEL_ENRICHMENT set (--compare-enrichment)
 
     @property
     def url(self) -> str:
@@ -559,24 +781,47 @@ def deadpixel_command() -> str:
     return found
 
 
-def start_deadpixel(procs: Processes, opts: Options, workdir: Path, store: Store) -> Server:
+def start_deadpixel(
+    procs: Processes,
+    opts: Options,
+    workdir: Path,
+    store: Store,
+    enrichment: bool | None = None,
+    run_number: int = 1,
+) -> Server:
+    """deadpixel on a fresh copy of the prepared data; ``enrichment`` None leaves it at its default (on)."""
+    if enrichment is None:
+        name = "deadpixel"
+        label = f"deadpixel ({opts.workers} worker{'s' if opts.workers > 1 else ''})"
+    else:
+        name = f"deadpixel-{'on' if enrichment else 'off'}-{run_number}"
+        label = f"deadpixel, enrichment {'on' if enrichment else 'off'} ({run_number})"
+    run_store = store.new_run(name)
     port = free_port()
-    log_file = workdir / "deadpixel.log"
-    data_dir = workdir / "deadpixel"
-    env = child_env() | {"DEADPIXEL_DATA_DIR": str(data_dir), "DEADPIXEL_DATABASE_URL": store.url}
+    log_file = workdir / f"{name}.log"
+    env = child_env() | {
+        "DEADPIXEL_DATA_DIR": str(run_store.data_dir),
+        "DEADPIXEL_DATABASE_URL": run_store.url,
+    }
+    if opts.mix == "realistic":
+        env["DEADPIXEL_TRUSTED_PROXIES"] = TRUSTED_PROXY  # believe the load's X-Forwarded-For
+    if enrichment is not None:
+        env["DEADPIXEL_ENRICHMENT"] = "true" if enrichment else "false"
     command = [deadpixel_command(), "serve", "--host", HOST, "--port", str(port)]
     command += ["--workers", str(opts.workers)]
     process = procs.start(command, cpu=opts.server_cpu, log_file=log_file, env=env)
     return Server(
-        name="deadpixel",
-        label=f"deadpixel ({opts.workers} worker{'s' if opts.workers > 1 else ''})",
+        name=name,
+        label=label,
         port=port,
         process=process,
         log_file=log_file,
         stop_signal=signal.SIGTERM,  # drains the queue of pending writes before it exits
-        stored_opens=store.count_opens,
-        database_pids=store.backend_pids,
-        data_dir=data_dir,
+        stored_opens=run_store.count_opens,
+        database_pids=run_store.backend_pids,
+        data_dir=run_store.data_dir,
+        stored_kinds=run_store.count_kinds,
+        enrichment=enrichment,
     )
 
 
@@ -623,11 +868,13 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in fh)
 
 
-def probe(server: Server, path: str) -> None:
+def probe(server: Server, request: PixelRequest) -> None:
     """One pixel by hand: the server must answer 200 with a 43-byte GIF before it is worth loading."""
-    status, content_type, body = http_get(server.port, path)
+    status, content_type, body = http_get(server.port, request.path, headers=request.headers)
     if status != 200 or content_type != "image/gif" or len(body) != len(GIF):
-        raise BenchError(f"{server.name} answered {path} with {status} {content_type} ({len(body)} bytes)")
+        raise BenchError(
+            f"{server.name} answered {request.path} with {status} {content_type} ({len(body)} bytes)"
+        )
 
 
 # --- deadpixel's own counters ------------------------------------------------------------------------------
@@ -806,13 +1053,12 @@ def measure_latency(
     command = [sys.executable, str(STEADY_LOAD), "--host", HOST, "--port", str(server.port)]
     command += ["--paths", str(paths_file), "--rate", f"{rate:.1f}", "--seconds", str(opts.latency_seconds)]
     command += ["--connections", str(opts.latency_connections)]
-    client = procs.start(
-        command, cpu=opts.load_cpu, log_file=workdir / "steady_load.log", env=child_env(), capture=True
-    )
+    log_file = workdir / f"steady_load-{server.name}.log"
+    client = procs.start(command, cpu=opts.load_cpu, log_file=log_file, env=child_env(), capture=True)
     output, _ = client.communicate(timeout=opts.latency_seconds + 60)
     procs.forget(client)
     if client.returncode != 0:
-        raise BenchError(f"the latency client failed; see {workdir / 'steady_load.log'}")
+        raise BenchError(f"the latency client failed; see {log_file}")
     return Latency(**json.loads(output))
 
 
@@ -831,23 +1077,29 @@ class ServerResult:
     latency: Latency | None = None
     writer_saturated: WriterStats | None = None  # deadpixel's batches during warm-up and window
     writer_half_load: WriterStats | None = None  # and during the latency run
+    kinds: dict[str, int] | None = None  # deadpixel's stored opens by verdict (UNCLASSIFIED: no kind)
+    enrichment: bool | None = None  # set when --compare-enrichment chose it
 
     @property
     def exact(self) -> bool:
         return self.stored == self.answered_ok
+
+    @property
+    def is_deadpixel(self) -> bool:
+        return self.name.startswith("deadpixel")
 
 
 def bench_server(
     procs: Processes,
     server: Server,
     opts: Options,
-    paths: list[str],
+    first: PixelRequest,
     paths_file: Path,
     workdir: Path,
     latency_at_half: bool = False,
 ) -> ServerResult:
     wait_until_ready(server.process, server.port, server.name, server.log_file)
-    probe(server, paths[0])
+    probe(server, first)
     answered_ok = 1
     writer_start = read_writer_stats(server.data_dir) if server.data_dir else None
     log(f"{server.label}: {opts.warmup:g} s warm-up, {opts.seconds:g} s at {opts.connections} connections")
@@ -873,6 +1125,9 @@ def bench_server(
     exit_code = procs.stop(server.process, server.stop_signal)
     stored = server.stored_opens()
     log(f"  stopped (exit {exit_code}); {server.stored_label}: {stored:,}, 200 answers: {answered_ok:,}")
+    kinds = server.stored_kinds() if server.stored_kinds else None
+    if kinds is not None:
+        log(f"  stored opens by kind: {kinds_text(kinds)}")
     return ServerResult(
         name=server.name,
         label=server.label,
@@ -884,7 +1139,14 @@ def bench_server(
         latency=latency,
         writer_saturated=writer_saturated,
         writer_half_load=writer_half_load,
+        kinds=kinds,
+        enrichment=server.enrichment,
     )
+
+
+def kinds_text(kinds: dict[str, int]) -> str:
+    ordered = sorted(kinds.items(), key=lambda item: (item[0] == UNCLASSIFIED, -item[1]))
+    return ", ".join(f"{kind} {count:,}" for kind, count in ordered)
 
 
 # --- Verdict -------------------------------------------------------------------------------------------
@@ -899,12 +1161,72 @@ class Check:
     correctness: bool  # failing one makes the exit status 1; missing a target does so only with --strict
 
 
+@dataclass(frozen=True)
+class EnrichmentComparison:
+    """deadpixel's runs with enrichment off and on (--compare-enrichment), each list in run order."""
+
+    off: list[ServerResult]
+    on: list[ServerResult]
+    nginx_rps: float | None
+
+    @staticmethod
+    def of(servers: dict[str, ServerResult]) -> EnrichmentComparison | None:
+        off = [result for result in servers.values() if result.enrichment is False]
+        on = [result for result in servers.values() if result.enrichment is True]
+        if not off or not on:
+            return None
+        nginx = servers.get("nginx")
+        return EnrichmentComparison(off, on, nginx.throughput.rps if nginx else None)
+
+    @property
+    def off_rps(self) -> float:
+        return mean_rps(self.off)
+
+    @property
+    def on_rps(self) -> float:
+        return mean_rps(self.on)
+
+    @property
+    def difference(self) -> float:
+        """Relative difference of the ratios to nginx (the same as of the mean throughputs): on / off - 1."""
+        return self.on_rps / self.off_rps - 1
+
+    @property
+    def round_differences(self) -> list[float]:
+        """on / off - 1 for each round: how much the comparison varies from round to round."""
+        return [
+            on.throughput.rps / off.throughput.rps - 1 for off, on in zip(self.off, self.on, strict=False)
+        ]
+
+    @property
+    def passed(self) -> bool:
+        return abs(self.difference) <= ENRICHMENT_TOLERANCE
+
+    def ratio(self, rps: float) -> float | None:
+        return rps / self.nginx_rps if self.nginx_rps else None
+
+
+def mean_rps(results: list[ServerResult]) -> float:
+    return sum(result.throughput.rps for result in results) / len(results)
+
+
+def mean_cpu_us(results: list[ServerResult]) -> float:
+    return sum(result.throughput.cpu_us_per_request for result in results) / len(results)
+
+
+def spread(results: list[ServerResult]) -> float:
+    """How far apart the fastest and the slowest run are (max / min - 1)."""
+    rates = [result.throughput.rps for result in results]
+    return max(rates) / min(rates) - 1 if min(rates) > 0 else math.inf
+
+
 @dataclass
 class Report:
     config: dict[str, Any]
     servers: dict[str, ServerResult]
     checks: list[Check] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    comparison: EnrichmentComparison | None = None
 
     @property
     def correct(self) -> bool:
@@ -933,23 +1255,58 @@ def exactness_check(result: ServerResult) -> Check:
     return Check(name, value, "0", result.exact, correctness=True)
 
 
+def headline(servers: dict[str, ServerResult]) -> tuple[str, float]:
+    """deadpixel's throughput as the targets judge it: with --compare-enrichment, the mean with it on."""
+    if "deadpixel" in servers:
+        return "deadpixel", servers["deadpixel"].throughput.rps
+    on = [result for result in servers.values() if result.enrichment]
+    return f"deadpixel (enrichment on, mean of {len(on)})", mean_rps(on)
+
+
+def comparison_check(comparison: EnrichmentComparison) -> Check:
+    value = f"{comparison.difference:+.1%}"
+    on_ratio, off_ratio = comparison.ratio(comparison.on_rps), comparison.ratio(comparison.off_rps)
+    if on_ratio is not None and off_ratio is not None:
+        value += f" ({on_ratio:.3f} vs {off_ratio:.3f})"
+    else:
+        value += f" ({comparison.on_rps:,.0f}/s vs {comparison.off_rps:,.0f}/s)"
+    target = f"within {ENRICHMENT_TOLERANCE:.0%}"
+    return Check("enrichment on vs off, ratio to nginx", value, target, comparison.passed, correctness=False)
+
+
+def enrichment_ran_check(result: ServerResult) -> Check:
+    """With enrichment on every stored open has a kind; with it off none has: else the comparison is void."""
+    assert result.kinds is not None
+    total = sum(result.kinds.values())
+    classified = total - result.kinds.get(UNCLASSIFIED, 0)
+    wanted = total if result.enrichment else 0
+    value = f"{classified:,} of {total:,}"
+    target = "all" if result.enrichment else "none"
+    return Check(f"{result.name}: opens with a kind", value, target, classified == wanted, correctness=True)
+
+
 def build_checks(servers: dict[str, ServerResult]) -> list[Check]:
     checks = []
-    ours = servers["deadpixel"]
-    rps = ours.throughput.rps
+    name, rps = headline(servers)
     if "nginx" in servers:
         nginx_rps = servers["nginx"].throughput.rps
-        checks.append(
-            ratio_check("deadpixel / nginx", rps, nginx_rps, NGINX_RATIO_TARGET, NGINX_RATIO_STRETCH)
-        )
+        checks.append(ratio_check(f"{name} / nginx", rps, nginx_rps, NGINX_RATIO_TARGET, NGINX_RATIO_STRETCH))
     if "naive" in servers:
         naive_rps = servers["naive"].throughput.rps
-        checks.append(ratio_check("deadpixel / naive", rps, naive_rps, NAIVE_RATIO_TARGET))
+        checks.append(ratio_check(f"{name} / naive", rps, naive_rps, NAIVE_RATIO_TARGET))
+    if (comparison := EnrichmentComparison.of(servers)) is not None:
+        checks.append(comparison_check(comparison))
     checks.extend(exactness_check(result) for result in servers.values())
-    if ours.latency is not None:
-        p99 = ours.latency.p99_ms
-        value, target = f"{p99:.2f} ms", f"< {P99_TARGET_MS:g} ms"
-        checks.append(Check("deadpixel p99 at half load", value, target, p99 < P99_TARGET_MS, False))
+    checks.extend(
+        enrichment_ran_check(result)
+        for result in servers.values()
+        if result.enrichment is not None and result.kinds is not None
+    )
+    for result in servers.values():
+        if result.is_deadpixel and result.latency is not None:
+            p99 = result.latency.p99_ms
+            value, target = f"{p99:.2f} ms", f"< {P99_TARGET_MS:g} ms"
+            checks.append(Check(f"{result.name} p99 at half load", value, target, p99 < P99_TARGET_MS, False))
     return checks
 
 
@@ -984,6 +1341,13 @@ def build_warnings(servers: dict[str, ServerResult]) -> list[str]:
             if latency.lag_p99_ms > 1.0:
                 warnings.append(
                     f"{result.name} latency run: the client itself ran {latency.lag_p99_ms:.2f} ms late (p99)"
+                )
+    if (comparison := EnrichmentComparison.of(servers)) is not None:
+        for setting, runs in (("off", comparison.off), ("on", comparison.on)):
+            if len(runs) > 1 and spread(runs) > ENRICHMENT_TOLERANCE / 2:
+                warnings.append(
+                    f"the runs with enrichment {setting} differ by {spread(runs):.1%} among themselves: the "
+                    f"machine is too noisy to resolve a {ENRICHMENT_TOLERANCE:.0%} difference reliably"
                 )
     return warnings
 
@@ -1057,6 +1421,44 @@ def writer_text(result: ServerResult) -> str:
     return "\n".join(lines) if len(lines) > 1 else ""
 
 
+def comparison_text(comparison: EnrichmentComparison) -> str:
+    lines = ["enrichment off vs on (deadpixel, in run order):"]
+    for setting, runs in (("off", comparison.off), ("on", comparison.on)):
+        rates = ", ".join(f"{result.throughput.rps:,.0f}" for result in runs)
+        rps = mean_rps(runs)
+        ratio = comparison.ratio(rps)
+        line = f"  enrichment {setting + ':':4} {rates} 200/s; mean {rps:,.0f}/s"
+        line += f" = {ratio:.3f} of nginx" if ratio is not None else ""
+        line += f"; {mean_cpu_us(runs):,.1f} CPU µs/req"
+        if len(runs) > 1:
+            line += f"; runs {spread(runs):.1%} apart"
+        lines.append(line)
+    rounds = ", ".join(f"{difference:+.1%}" for difference in comparison.round_differences)
+    verdict = "PASS" if comparison.passed else "FAIL"
+    lines.append(
+        f"  on vs off: {comparison.difference:+.1%} (round by round: {rounds}); "
+        f"within {ENRICHMENT_TOLERANCE:.0%}: {verdict}"
+    )
+    return "\n".join(lines)
+
+
+def kinds_table(servers: dict[str, ServerResult]) -> str:
+    """Stored opens by kind (SELECT kind, count(*) FROM opens GROUP BY kind) for each deadpixel run."""
+    results = [result for result in servers.values() if result.kinds is not None]
+    if not results:
+        return ""
+    kinds = sorted(
+        {kind for result in results for kind in result.kinds or {}}, key=lambda k: (k == UNCLASSIFIED, k)
+    )
+    rows = [["stored opens by kind", *kinds, "total"]]
+    for result in results:
+        counts = result.kinds or {}
+        rows.append(
+            [result.label, *(f"{counts.get(kind, 0):,}" for kind in kinds), f"{sum(counts.values()):,}"]
+        )
+    return table(rows)
+
+
 def check_table(checks: list[Check]) -> str:
     rows = [["check", "value", "target", "result"]]
     rows += [[c.name, c.value, c.target, "PASS" if c.passed else "FAIL"] for c in checks]
@@ -1071,13 +1473,22 @@ def print_report(report: Report) -> None:
     )
     print(f"servers on CPU {config['server_cpu']}, load generators on CPU {config['load_cpu']}")
     print(f"deadpixel store: {config['store']}")
+    print(f"request mix: {config['mix_description']}")
     print()
     print(server_table(report.servers, config["server_cpu"], config["load_cpu"]))
-    deadpixel = report.servers["deadpixel"]
-    if deadpixel.latency is not None:
+    for result in report.servers.values():
+        if not result.is_deadpixel:
+            continue
+        if result.latency is not None:
+            print()
+            print(latency_text(result))
+        if text := writer_text(result):
+            print(text)
+    if report.comparison is not None:
         print()
-        print(latency_text(deadpixel))
-    if text := writer_text(deadpixel):
+        print(comparison_text(report.comparison))
+    if text := kinds_table(report.servers):
+        print()
         print(text)
     print()
     print(check_table(report.checks))
@@ -1108,10 +1519,27 @@ def report_json(report: Report) -> dict[str, Any]:
             "latency": asdict(result.latency) if result.latency else None,
             "writer_saturated": asdict(result.writer_saturated) if result.writer_saturated else None,
             "writer_half_load": asdict(result.writer_half_load) if result.writer_half_load else None,
+            "enrichment": result.enrichment,
+            "kinds": result.kinds,
+        }
+    comparison = None
+    if (found := report.comparison) is not None:
+        comparison = {
+            "off_runs": [result.name for result in found.off],
+            "on_runs": [result.name for result in found.on],
+            "off_rps": found.off_rps,
+            "on_rps": found.on_rps,
+            "off_ratio_to_nginx": found.ratio(found.off_rps),
+            "on_ratio_to_nginx": found.ratio(found.on_rps),
+            "difference": found.difference,
+            "round_differences": found.round_differences,
+            "tolerance": ENRICHMENT_TOLERANCE,
+            "passed": found.passed,
         }
     return {
         "config": report.config,
         "servers": servers,
+        "enrichment_comparison": comparison,
         "checks": [asdict(check) for check in report.checks],
         "warnings": report.warnings,
         "correct": report.correct,
@@ -1130,30 +1558,62 @@ def require_tools() -> None:
         raise BenchError("needs two cores: one for the servers, one for the load")
 
 
+@dataclass(frozen=True)
+class Step:
+    server: str  # "deadpixel", "nginx" or "naive"
+    enrichment: bool | None = None  # deadpixel with DEADPIXEL_ENRICHMENT set (--compare-enrichment)
+    run_number: int = 1
+    latency: bool = False
+
+
+def plan(opts: Options) -> list[Step]:
+    """The runs in order. With --compare-enrichment the settings alternate off, on, on, off, off, on... so
+    that a drift of the machine's speed weighs on both alike, and nginx runs in the middle of them."""
+    if opts.compare_enrichment:
+        steps = []
+        for number in range(1, opts.rounds + 1):
+            order = (False, True) if number % 2 else (True, False)
+            latency = number == 1 and not opts.skip_latency  # once for each setting
+            steps += [Step("deadpixel", enrichment, number, latency) for enrichment in order]
+        nginx_at = 2 * math.ceil(opts.rounds / 2)
+    else:
+        steps = [Step("deadpixel", latency=not opts.skip_latency)]
+        nginx_at = 1
+    if not opts.skip_nginx:
+        steps.insert(nginx_at, Step("nginx"))
+    if not opts.skip_naive:
+        steps.append(Step("naive"))
+    return steps
+
+
 def run(opts: Options, workdir: Path) -> Report:
     servers: dict[str, ServerResult] = {}
     # The store is entered first so that it is dropped last, after every server has stopped.
-    with deadpixel_store(opts, workdir / "deadpixel") as store, Processes() as procs:
+    with deadpixel_store(opts, workdir) as store, Processes() as procs:
         log(f"creating {opts.messages:,} tracked messages ({store.description})")
-        paths = create_pixels(workdir / "deadpixel", store.url, opts.messages)
-        paths_file = workdir / "paths.txt"
-        paths_file.write_text("\n".join(paths) + "\n")
+        paths = create_pixels(store.template_dir, store.url, opts.messages, opts.mix == "realistic")
+        requests = build_requests(paths, opts)
+        paths_file = workdir / "requests.txt"
+        paths_file.write_text("".join(request.line() + "\n" for request in requests))
+        mix = mix_description(opts, requests)
+        log(f"request mix: {mix}")
 
-        server = start_deadpixel(procs, opts, workdir, store)
-        servers["deadpixel"] = bench_server(
-            procs, server, opts, paths, paths_file, workdir, latency_at_half=not opts.skip_latency
-        )
-        if not opts.skip_nginx:
-            server = start_nginx(procs, opts, workdir)
-            servers["nginx"] = bench_server(procs, server, opts, paths, paths_file, workdir)
-        if not opts.skip_naive:
-            server = start_naive(procs, opts, workdir)
-            servers["naive"] = bench_server(procs, server, opts, paths, paths_file, workdir)
+        for step in plan(opts):
+            if step.server == "deadpixel":
+                server = start_deadpixel(procs, opts, workdir, store, step.enrichment, step.run_number)
+            elif step.server == "nginx":
+                server = start_nginx(procs, opts, workdir)
+            else:
+                server = start_naive(procs, opts, workdir)
+            servers[server.name] = bench_server(
+                procs, server, opts, requests[0], paths_file, workdir, latency_at_half=step.latency
+            )
 
     config = {key: value for key, value in asdict(opts).items() if key not in ("as_json", "keep", "strict")}
     config["store"] = store.description
     config["database_url"] = opts.database_url and without_password(opts.database_url)
-    report = Report(config=config, servers=servers)
+    config["mix_description"] = mix
+    report = Report(config=config, servers=servers, comparison=EnrichmentComparison.of(servers))
     report.checks = build_checks(servers)
     report.warnings = build_warnings(servers)
     return report

@@ -201,10 +201,20 @@ def summarise(load: SteadyLoad, rate: float, seconds: float, connections: int) -
     }
 
 
+def format_request(line: str, host_header: str) -> bytes:
+    """A line of the paths file is a URL path, or "PATH<tab>CLIENT_IP<tab>USER_AGENT" (--mix realistic)."""
+    path, *extra = line.split("\t")
+    headers = f"Host: {host_header}\r\n"
+    if extra:
+        client_ip, user_agent = extra
+        headers += f"X-Forwarded-For: {client_ip}\r\nUser-Agent: {user_agent}\r\n"
+    return f"GET {path} HTTP/1.1\r\n{headers}\r\n".encode("latin-1")
+
+
 async def steady_load(args: argparse.Namespace) -> dict[str, Any]:
     host_header = f"{args.host}:{args.port}"
-    paths = Path(args.paths).read_text().split()
-    requests = [f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n\r\n".encode() for path in paths]
+    lines = [line for line in Path(args.paths).read_text().splitlines() if line]
+    requests = [format_request(line, host_header) for line in lines]
     total = max(1, round(args.rate * args.seconds))
     load = SteadyLoad(requests, args.rate, total)
     try:
@@ -221,7 +231,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--paths", required=True, help="File with one URL path per line, used in turn.")
+    parser.add_argument(
+        "--paths",
+        required=True,
+        help="Requests, one a line, used in turn: a URL path, or PATH<tab>CLIENT_IP<tab>USER_AGENT.",
+    )
     parser.add_argument("--rate", type=float, required=True, help="Requests per second.")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)

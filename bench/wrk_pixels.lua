@@ -46,9 +46,19 @@ other_total = 0 -- answers with any other status
 ok_window = 0 -- 200 answers inside the measuring window: the throughput
 answers_window = 0 -- all answers inside the window: the divisor for CPU per request
 
+-- A line of PATHS_FILE is a URL path, or "PATH<tab>CLIENT_IP<tab>USER_AGENT" (bench/pixel.py --mix realistic):
+-- then the request carries "X-Forwarded-For: CLIENT_IP" and "User-Agent: USER_AGENT".
+local function format_request(line)
+  local path, client_ip, user_agent = line:match("^([^\t]*)\t([^\t]*)\t(.*)$")
+  if path == nil then
+    return wrk.format("GET", line)
+  end
+  return wrk.format("GET", path, { ["X-Forwarded-For"] = client_ip, ["User-Agent"] = user_agent })
+end
+
 function init(args)
-  for path in io.lines(args[1]) do
-    table.insert(requests, wrk.format("GET", path))
+  for line in io.lines(args[1]) do
+    table.insert(requests, format_request(line))
   end
   connections = tonumber(args[2])
   warm_until = tonumber(args[3])
