@@ -52,6 +52,9 @@ class Settings:
     def pixel_url(self, token: str) -> str:
         return f"{self.base_url}/o/{token}.gif"
 
+    def click_url(self, token: str) -> str:
+        return f"{self.base_url}/c/{token}"
+
 
 def _as_int(name: str, low: int, high: int) -> Callable[[Any], int]:
     def parse(raw: Any) -> int:
