@@ -14,7 +14,10 @@ from sqlalchemy import Connection, case, func, select
 from deadpixel.store.schema import campaigns, clicks, links, messages, opens
 
 DEFINITIONS = {
-    "sent": "messages deadpixel sent, plus pixels made by hand with `pixel new` (sent from your own client)",
+    "sent": (
+        "messages the SMTP server accepted from deadpixel, plus pixels made by hand with `pixel new` (sent"
+        " from your own client); failed sends and drafts (`--dry-run`) are not counted"
+    ),
     "unique_opens": (
         "messages with at least one open that is not your own (kind `self`), or with a human click: a click"
         " proves the message was displayed even when its images were blocked"
@@ -80,6 +83,7 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
         func.min(m.first_open_at),
         func.max(m.last_open_at),
     )
+    query = query.where(m.status == "sent")
     if campaign is not None:
         query = query.where(m.campaign_id == _campaign_id(conn, campaign))
     row = conn.execute(query).one()

@@ -52,6 +52,8 @@ messages = Table(
     Column("created_at", Float, nullable=False),
     # Known only when deadpixel sent or relayed the message itself; hand-made pixels have none.
     Column("sent_at", Float, nullable=True),
+    # draft (composed, not yet accepted by SMTP), sent, or failed; only `sent` counts in reports.
+    Column("status", String(8), nullable=False, server_default="sent"),
     Column("open_count", Integer, nullable=False, server_default="0"),
     Column("first_open_at", Float, nullable=True),
     Column("last_open_at", Float, nullable=True),
