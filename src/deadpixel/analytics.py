@@ -11,16 +11,35 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, select
 
-from deadpixel.store.schema import campaigns, messages, opens
+from deadpixel.store.schema import campaigns, clicks, links, messages, opens
 
 DEFINITIONS = {
-    "sent": "messages deadpixel sent, plus pixels made by hand with `pixel new` (sent from your own client)",
-    "unique_opens": "messages with at least one open that is not your own (kind `self`)",
-    "human_opens": "messages with at least one `human` or `proxy` open (a proxy fetches when a person opens)",
+    "sent": (
+        "messages the SMTP server accepted from deadpixel, plus pixels made by hand with `pixel new` (sent"
+        " from your own client); failed sends and drafts (`--dry-run`) are not counted"
+    ),
+    "unique_opens": (
+        "messages with at least one open that is not your own (kind `self`), or with a human click: a click"
+        " proves the message was displayed even when its images were blocked"
+    ),
+    "human_opens": (
+        "messages with at least one `human` or `proxy` open (a proxy fetches when a person opens) or a human"
+        " click"
+    ),
     "machine_opens": "messages opened only by `prefetch` or `scanner` fetches, so unique = human + machine",
     "total_opens": "every recorded open event, whatever its verdict",
     "open_rate": "unique_opens / sent (0 when nothing was sent)",
     "human_open_rate": "human_opens / sent: the honest open rate",
+    "unique_clicks": (
+        "messages with at least one `human` click on a tracked link; HEAD requests, link scanners and"
+        " prefetches are recorded with their verdict but not counted"
+    ),
+    "total_clicks": "every recorded click, whatever its verdict",
+    "click_rate": "unique_clicks / sent (0 when nothing was sent)",
+    "click_to_open_rate": (
+        "unique_clicks / unique_opens (0 when nothing was opened); never above 1, because a human click"
+        " counts its message as opened"
+    ),
 }
 
 
@@ -52,20 +71,26 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
     def messages_where(condition: Any) -> Any:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
+    clicked = m.human_click_count > 0
     query = select(
         func.count(),
-        messages_where(m.open_count - m.self_open_count > 0),
-        messages_where(m.human_open_count > 0),
-        messages_where((m.human_open_count == 0) & (m.machine_open_count > 0)),
+        messages_where((m.open_count - m.self_open_count > 0) | clicked),
+        messages_where((m.human_open_count > 0) | clicked),
+        messages_where((m.human_open_count == 0) & (m.machine_open_count > 0) & ~clicked),
         func.coalesce(func.sum(m.open_count), 0),
+        messages_where(clicked),
+        func.coalesce(func.sum(m.click_count), 0),
         func.min(m.first_open_at),
         func.max(m.last_open_at),
     )
+    query = query.where(m.status == "sent")
     if campaign is not None:
         query = query.where(m.campaign_id == _campaign_id(conn, campaign))
     row = conn.execute(query).one()
-    sent, unique_opens, human, machine, total_opens = (int(value) for value in row[:5])
-    first_open, last_open = row[5], row[6]
+    sent, unique_opens, human, machine, total_opens, unique_clicks, total_clicks = (
+        int(value) for value in row[:7]
+    )
+    first_open, last_open = row[7], row[8]
     return {
         "campaign": campaign,
         "sent": sent,
@@ -75,6 +100,10 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
         "total_opens": total_opens,
         "open_rate": rate(unique_opens, sent),
         "human_open_rate": rate(human, sent),
+        "unique_clicks": unique_clicks,
+        "total_clicks": total_clicks,
+        "click_rate": rate(unique_clicks, sent),
+        "click_to_open_rate": rate(unique_clicks, unique_opens),
         "first_open_at": iso(first_open),
         "last_open_at": iso(last_open),
         "definitions": DEFINITIONS,
@@ -121,4 +150,49 @@ def list_opens(
         query = query.where(messages.c.campaign_id == _campaign_id(conn, campaign))
     if message_id is not None:
         query = query.where(opens.c.message_id == message_id)
+    return [{**row._asdict(), "at": iso(row.at)} for row in conn.execute(query)]
+
+
+def list_clicks(
+    conn: Connection,
+    *,
+    campaign: str | None = None,
+    message_id: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Recorded clicks, newest first, with the URL each one led to."""
+    query = (
+        select(
+            clicks.c.message_id,
+            clicks.c.link,
+            links.c.url,
+            clicks.c.at,
+            clicks.c.ip,
+            clicks.c.user_agent,
+            clicks.c.method,
+            clicks.c.kind,
+            clicks.c.reason,
+            clicks.c.client,
+            clicks.c.device,
+            clicks.c.os,
+            clicks.c.country,
+            clicks.c.network_owner,
+            messages.c.recipient,
+            messages.c.subject,
+            campaigns.c.name.label("campaign"),
+        )
+        .select_from(
+            clicks.outerjoin(
+                links, (links.c.message_id == clicks.c.message_id) & (links.c.number == clicks.c.link)
+            )
+            .outerjoin(messages, messages.c.id == clicks.c.message_id)
+            .outerjoin(campaigns, campaigns.c.id == messages.c.campaign_id)
+        )
+        .order_by(clicks.c.at.desc(), clicks.c.id.desc())
+        .limit(limit)
+    )
+    if campaign is not None:
+        query = query.where(messages.c.campaign_id == _campaign_id(conn, campaign))
+    if message_id is not None:
+        query = query.where(clicks.c.message_id == message_id)
     return [{**row._asdict(), "at": iso(row.at)} for row in conn.execute(query)]

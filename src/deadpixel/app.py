@@ -19,14 +19,17 @@ from starlette.routing import Route
 
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
-from deadpixel.events import OpenEvent
+from deadpixel.events import ClickEvent, OpenEvent
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
+from deadpixel.store.clicks import purge_click_detail, write_clicks
 from deadpixel.store.db import WalCheckpointer, create_engine, is_sqlite
+from deadpixel.store.links import LinkResolver
 from deadpixel.store.maintenance import purge_raw_detail
 from deadpixel.store.writes import write_opens
 from deadpixel.tokens import TokenSigner
 from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
+from deadpixel.track.click import CLICK_PREFIX, ClickEndpoint
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter
 
@@ -60,17 +63,27 @@ class Deadpixel:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = create_engine(settings.database_url)
+        classifier = OpenClassifier.from_settings(settings)
         writer_engine = create_engine(settings.database_url, writer=True, background_checkpoints=True)
         self.checkpointer = WalCheckpointer(settings.database_url) if is_sqlite(writer_engine) else None
         self.writer: GroupCommitWriter[OpenEvent] = GroupCommitWriter(
             writer_engine,
-            functools.partial(write_opens, builder=OpenClassifier.from_settings(settings)),
+            functools.partial(write_opens, builder=classifier),
             batch_size=settings.batch_size,
+        )
+        # Clicks are rare next to opens: a writer of their own keeps them off the pixel's batches.
+        self.click_writer: GroupCommitWriter[ClickEvent] = GroupCommitWriter(
+            create_engine(settings.database_url, writer=True),
+            functools.partial(write_clicks, builder=classifier),
+            batch_size=settings.batch_size,
+            name="deadpixel-click-writer",
         )
         signer = TokenSigner(
             load_or_create_keys(settings.keys_file), reload=KeyFileReloader(settings.keys_file)
         )
-        self.pixel = PixelEndpoint(signer, self.writer, ClientIPResolver(settings.trusted_proxies))
+        client_ip = ClientIPResolver(settings.trusted_proxies)
+        self.pixel = PixelEndpoint(signer, self.writer, client_ip)
+        self.click = ClickEndpoint(signer, LinkResolver(self.engine), self.click_writer, client_ip)
         self.web = build_web(self.engine)
         self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)
 
@@ -87,12 +100,18 @@ class Deadpixel:
             "commit_seconds_total": ingest.commit_seconds,
             "commit_failures_total": ingest.commit_failures,
             "queue_depth": self.writer.queue_depth,
+            "click_requests_total": self.click.stats.requests,
+            "invalid_click_tokens_total": self.click.stats.invalid_tokens + self.click.stats.unknown_links,
+            "clicks_recorded_total": self.click_writer.stats.events_written,
+            "clicks_dropped_total": self.click_writer.stats.events_dropped,
         }
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http" and scope["path"].startswith(PIXEL_PREFIX):
             await self.pixel(scope, send)
+        elif kind == "http" and scope["path"].startswith(CLICK_PREFIX):
+            await self.click(scope, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
@@ -104,8 +123,9 @@ class Deadpixel:
         def purge() -> None:
             with self.engine.begin() as conn:
                 dropped = purge_raw_detail(conn, self.settings.retention_days)
-            if dropped:
-                log.info("retention: dropped raw detail of %d opens", dropped)
+                dropped_clicks = purge_click_detail(conn, self.settings.retention_days)
+            if dropped or dropped_clicks:
+                log.info("retention: dropped raw detail of %d opens, %d clicks", dropped, dropped_clicks)
 
         while True:
             try:
@@ -120,6 +140,7 @@ class Deadpixel:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.writer.start()
+                self.click_writer.start()
                 if self.checkpointer is not None:
                     self.checkpointer.start()
                 background.append(asyncio.create_task(self.metrics.run()))
@@ -128,7 +149,7 @@ class Deadpixel:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # Drain in a thread so requests still waiting on the last batches get their answers.
-                await self.writer.aclose()
+                await asyncio.gather(self.writer.aclose(), self.click_writer.aclose())
                 if self.checkpointer is not None:
                     await asyncio.to_thread(self.checkpointer.stop)
                 for task in background:

@@ -17,7 +17,9 @@ from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settin
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
 from deadpixel.metrics import metrics_dir, read_metrics
+from deadpixel.send.commands import send
 from deadpixel.store import maintenance
+from deadpixel.store.clicks import purge_click_detail, reclassify_clicks
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.migrate import current_revision, ensure_current, head_revision, upgrade
@@ -83,6 +85,9 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         err=True,
     )
     run_server(settings)
+
+
+main.add_command(send)
 
 
 @main.group()
@@ -172,6 +177,31 @@ def report(campaign: str | None, as_json: bool) -> None:
     click.echo(f"    human          {figures['human_opens']}  ({figures['human_open_rate']:.1%} of sent)")
     click.echo(f"    machine only   {figures['machine_opens']}  (Apple prefetch, security scanners)")
     click.echo(f"  total opens      {figures['total_opens']}")
+    click.echo(f"  unique clicks    {figures['unique_clicks']}  ({figures['click_rate']:.1%} of sent, "
+               f"{figures['click_to_open_rate']:.1%} of opened)")  # fmt: skip
+    click.echo(f"  total clicks     {figures['total_clicks']}  (scanners and HEAD requests included)")
+
+
+@main.command()
+@click.option("--campaign", help="Only clicks of this campaign.")
+@click.option("--message", "message_id", help="Only clicks of this message id.")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@json_option
+def clicks(campaign: str | None, message_id: str | None, limit: int, as_json: bool) -> None:
+    """List recorded clicks on tracked links, newest first, with their verdict."""
+    with store(load_settings()) as conn:
+        rows = analytics.list_clicks(conn, campaign=campaign, message_id=message_id, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("No clicks recorded yet.")
+        return
+    for row in rows:
+        who = row["recipient"] or row["message_id"]
+        click.echo(
+            f"{row['at']}  {who:<32}  {row['kind'] or '-':<8}  {row['method']:<4}  {row['url'] or '-'}"
+        )
 
 
 @main.command()
@@ -205,8 +235,10 @@ def reclassify() -> None:
     """Rerun enrichment and verdicts over every stored open with the current rules, and rebuild counts."""
     settings = load_settings()
     with store(settings) as conn:
-        n = maintenance.reclassify(conn, OpenClassifier(enricher_from_settings(settings), settings.ip_mode))
-    click.echo(f"Reclassified {n} opens.")
+        classifier = OpenClassifier(enricher_from_settings(settings), settings.ip_mode)
+        n = maintenance.reclassify(conn, classifier)
+        n_clicks = reclassify_clicks(conn, classifier)
+    click.echo(f"Reclassified {n} opens and {n_clicks} clicks.")
 
 
 @main.command()
@@ -230,7 +262,11 @@ def purge() -> None:
         return
     with store(settings) as conn:
         n = maintenance.purge_raw_detail(conn, settings.retention_days)
-    click.echo(f"Dropped raw detail of {n} open(s) older than {settings.retention_days} days.")
+        n_clicks = purge_click_detail(conn, settings.retention_days)
+    click.echo(
+        f"Dropped raw detail of {n} open(s) older than {settings.retention_days} days"
+        f" and of {n_clicks} click(s)."
+    )
 
 
 @main.group()

@@ -44,6 +44,14 @@ class Settings:
     geoip_database: Path | None = None
     retention_days: int = 0
     enrichment: bool = True
+    # Outgoing mail (``deadpixel send``, ``campaign send``); nothing else needs these.
+    smtp_host: str | None = None
+    smtp_port: int | None = None  # None: 465 for ssl, 587 otherwise
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_tls: str = "starttls"
+    smtp_helo: str | None = None
+    mail_from: str | None = None
 
     @property
     def keys_file(self) -> Path:
@@ -51,6 +59,9 @@ class Settings:
 
     def pixel_url(self, token: str) -> str:
         return f"{self.base_url}/o/{token}.gif"
+
+    def click_url(self, token: str) -> str:
+        return f"{self.base_url}/c/{token}"
 
 
 def _as_int(name: str, low: int, high: int) -> Callable[[Any], int]:
@@ -131,6 +142,30 @@ def _as_database_url(raw: Any) -> str:
     return url
 
 
+def _as_optional_text(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    return text or None
+
+
+def _as_mail_from(raw: Any) -> str | None:
+    """A sender like ``News <news@example.com>``: one address, with a domain, no header injection."""
+    value = _as_optional_text(raw)
+    if value is None:
+        return None
+    from email.utils import getaddresses
+
+    found = getaddresses([value])
+    address = found[0][1] if len(found) == 1 else ""
+    local, _, domain = address.rpartition("@")
+    if "\r" in value or "\n" in value or not local or "." not in domain or any(c.isspace() for c in address):
+        raise ConfigError(
+            "mail_from", f"must be one email address, e.g. 'News <news@example.com>' (got {raw!r})"
+        )
+    return value
+
+
 def _file_settings(env: Mapping[str, str], data_dir: Path) -> dict[str, Any]:
     """Read the TOML file named by DEADPIXEL_CONFIG, or ``deadpixel.toml`` in the data dir."""
     explicit = env.get(ENV_PREFIX + "CONFIG")
@@ -181,7 +216,25 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         geoip_database=_as_existing_file(value("geoip_database", None)),
         retention_days=_as_int("retention_days", 0, 100_000)(value("retention_days", 0)),
         enrichment=_as_bool("enrichment")(value("enrichment", True)),
+        **_smtp_settings(value),
     )
+
+
+def _smtp_settings(value: Callable[[str, Any], Any]) -> dict[str, Any]:
+    port = value("smtp_port", None)
+    username = _as_optional_text(value("smtp_username", None))
+    password = _as_optional_text(value("smtp_password", None))
+    if password is not None and username is None:
+        raise ConfigError("smtp_password", "is set but DEADPIXEL_SMTP_USERNAME is not")
+    return {
+        "smtp_host": _as_optional_text(value("smtp_host", None)),
+        "smtp_port": None if port in (None, "") else _as_int("smtp_port", 1, 65535)(port),
+        "smtp_username": username,
+        "smtp_password": password,
+        "smtp_tls": _as_choice("smtp_tls", ("starttls", "ssl", "none"))(value("smtp_tls", "starttls")),
+        "smtp_helo": _as_optional_text(value("smtp_helo", None)),
+        "mail_from": _as_mail_from(value("mail_from", None)),
+    }
 
 
 def ensure_data_dir(settings: Settings) -> None:

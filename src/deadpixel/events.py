@@ -1,4 +1,4 @@
-"""The raw facts of one pixel fetch, as the hot path saw them: what every other part starts from."""
+"""The raw facts of one pixel fetch or link click as the hot path saw them: what every other part uses."""
 
 from __future__ import annotations
 
@@ -12,3 +12,19 @@ class OpenEvent(NamedTuple):
     user_agent: str | None
     method: str
     purpose: str | None = None  # a speculative-load hint (Purpose / Sec-Purpose / X-Moz header)
+
+
+class ClickEvent(NamedTuple):
+    """One request for a tracked link: the same facts as an open, plus which link of the message."""
+
+    message_id: str
+    link: int  # the link's number in its message (see the links table)
+    at: float
+    ip: str | None
+    user_agent: str | None
+    method: str
+    purpose: str | None = None
+
+    def as_open(self) -> OpenEvent:
+        """The open-shaped view that enrichment and verdicts take."""
+        return OpenEvent(self.message_id, self.at, self.ip, self.user_agent, self.method, self.purpose)

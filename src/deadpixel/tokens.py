@@ -18,6 +18,9 @@ from deadpixel.keys import SigningKeys
 MAC_BYTES = 9
 MESSAGE_ID_BYTES = 10
 PIXEL = b"o"
+CLICK = b"c"
+# 10 bytes of message id + 5 of link number: with the key id and the MAC, 25 bytes, a multiple of 5.
+LINK_NUMBER_BYTES = 5
 
 
 def new_message_id() -> str:
@@ -81,3 +84,15 @@ class TokenSigner:
         if payload is None:
             return None
         return base64.b32hexencode(payload).decode().lower()
+
+    def click_token(self, message_id: str, number: int) -> str:
+        """The token of link ``number`` of a message: 40 characters, no database needed to check it."""
+        return self.sign(CLICK, message_id_bytes(message_id) + number.to_bytes(LINK_NUMBER_BYTES, "big"))
+
+    def click_target(self, token: str) -> tuple[str, int] | None:
+        """(message id, link number) of a genuine click token, or None."""
+        payload = self.verify(CLICK, token, MESSAGE_ID_BYTES + LINK_NUMBER_BYTES)
+        if payload is None:
+            return None
+        message_id = base64.b32hexencode(payload[:MESSAGE_ID_BYTES]).decode().lower()
+        return message_id, int.from_bytes(payload[MESSAGE_ID_BYTES:], "big")

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, u
 
 from deadpixel.enrich.opens import ENRICHED_FIELDS, OpenClassifier, apply_message_pattern
 from deadpixel.events import OpenEvent
-from deadpixel.store.schema import messages, opens
+from deadpixel.store.schema import clicks, messages, opens
 from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS
 
 CHUNK = 500
@@ -120,7 +120,7 @@ def purge_raw_detail(conn: Connection, retention_days: int, now: float | None = 
 
 
 def forget_recipient(conn: Connection, address: str) -> tuple[int, int]:
-    """Erase every message to ``address`` (any case) and every event of those messages."""
+    """Erase every message to ``address`` (any case) and every event (opens, clicks) of those messages."""
     ids = list(
         conn.execute(
             select(messages.c.id).where(func.lower(messages.c.recipient) == address.strip().lower())
@@ -130,5 +130,6 @@ def forget_recipient(conn: Connection, address: str) -> tuple[int, int]:
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         erased_opens += int(conn.execute(delete(opens).where(opens.c.message_id.in_(chunk))).rowcount or 0)
+        conn.execute(delete(clicks).where(clicks.c.message_id.in_(chunk)))  # links go with their message
         conn.execute(delete(messages).where(and_(messages.c.id.in_(chunk))))
     return len(ids), erased_opens

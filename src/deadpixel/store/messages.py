@@ -33,8 +33,13 @@ def create_message(
     subject: str | None = None,
     campaign: str | None = None,
     sent_at: float | None = None,
+    status: str = "sent",
 ) -> str:
-    """Insert a message and return its public id (random; retried in the astronomically rare collision)."""
+    """Insert a message and return its public id (random; retried in the astronomically rare collision).
+
+    ``status`` is ``sent`` for hand-made pixels (the user sends them), ``draft`` for a message deadpixel is
+    about to send: it becomes ``sent`` or ``failed`` when the SMTP server has answered.
+    """
     cid = campaign_id(conn, campaign, create=True) if campaign else None
     for _ in range(5):
         message_id = new_message_id()
@@ -48,6 +53,7 @@ def create_message(
                         subject=subject,
                         created_at=time.time(),
                         sent_at=sent_at,
+                        status=status,
                     )
                 )
         except IntegrityError:

@@ -52,6 +52,8 @@ messages = Table(
     Column("created_at", Float, nullable=False),
     # Known only when deadpixel sent or relayed the message itself; hand-made pixels have none.
     Column("sent_at", Float, nullable=True),
+    # draft (composed, not yet accepted by SMTP), sent, or failed; only `sent` counts in reports.
+    Column("status", String(8), nullable=False, server_default="sent"),
     Column("open_count", Integer, nullable=False, server_default="0"),
     Column("first_open_at", Float, nullable=True),
     Column("last_open_at", Float, nullable=True),
@@ -59,6 +61,13 @@ messages = Table(
     Column("human_open_count", Integer, nullable=False, server_default="0"),
     Column("machine_open_count", Integer, nullable=False, server_default="0"),
     Column("self_open_count", Integer, nullable=False, server_default="0"),
+    # Clicks on tracked links, counted like opens; a human click also proves the message was opened.
+    Column("click_count", Integer, nullable=False, server_default="0"),
+    Column("human_click_count", Integer, nullable=False, server_default="0"),
+    Column("machine_click_count", Integer, nullable=False, server_default="0"),
+    Column("self_click_count", Integer, nullable=False, server_default="0"),
+    Column("first_click_at", Float, nullable=True),
+    Column("last_click_at", Float, nullable=True),
     Index(None, "campaign_id"),
     Index(None, "recipient"),
     Index(None, "created_at"),
@@ -78,6 +87,43 @@ opens = Table(
     # A speculative-load hint the client sent (Purpose / Sec-Purpose / X-Moz), kept for reclassification.
     Column("purpose", String(32), nullable=True),
     # Enrichment, filled at ingest and rewritten by `deadpixel reclassify`.
+    Column("client", String(64), nullable=True),
+    Column("device", String(16), nullable=True),
+    Column("os", String(64), nullable=True),
+    Column("country", String(2), nullable=True),
+    Column("region", String(128), nullable=True),
+    Column("city", String(128), nullable=True),
+    Column("asn", BigInteger, nullable=True),
+    Column("network_owner", String(256), nullable=True),
+    Column("kind", String(16), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("rule", String(32), nullable=True),
+    Index(None, "message_id", "at"),
+    Index(None, "at"),
+)
+
+# The original URL of each tracked link, written when the message is composed. A click token carries only the
+# message id and the link number, so the redirect target never travels in (or can be forged into) a URL.
+links = Table(
+    "links",
+    metadata,
+    Column("message_id", String(16), ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    Column("number", Integer, primary_key=True, autoincrement=False),
+    Column("url", Text, nullable=False),
+)
+
+# Like opens: no foreign key, so a click on a message erased meanwhile cannot sink its batch.
+clicks = Table(
+    "clicks",
+    metadata,
+    Column("id", EventId, primary_key=True, autoincrement=True),
+    Column("message_id", String(16), nullable=False),
+    Column("link", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("ip", String(45), nullable=True),
+    Column("user_agent", Text, nullable=True),
+    Column("method", String(8), nullable=False),
+    Column("purpose", String(32), nullable=True),
     Column("client", String(64), nullable=True),
     Column("device", String(16), nullable=True),
     Column("os", String(64), nullable=True),

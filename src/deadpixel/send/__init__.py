@@ -1,0 +1,1 @@
+"""Sending tracked mail: one message (``deadpixel send``) or a mail-merge campaign (``campaign send``)."""

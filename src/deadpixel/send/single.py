@@ -1,0 +1,97 @@
+"""``deadpixel send``: one tracked message, stored before it goes out, marked sent or failed after.
+
+Order matters: the message row and its links are committed (as a draft) before SMTP sees the message, so
+the first pixel fetch or click, which can come within a second of delivery, always finds them. ``sent_at``
+is written only once the server has accepted the message; that is the clock the verdict timing rules use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from deadpixel.config import Settings
+from deadpixel.keys import load_or_create_keys
+from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_with_retries
+from deadpixel.send.tracked import Tracker
+from deadpixel.store.messages import create_message
+from deadpixel.store.sending import mark_failed, mark_sent
+from deadpixel.tokens import TokenSigner
+
+
+@dataclass
+class Outgoing:
+    sender: str
+    to: str
+    subject: str
+    html: str
+    text: str | None = None
+    cc: Sequence[str] = ()
+    campaign: str | None = None
+    track: bool = True
+
+
+@dataclass
+class SendResult:
+    message_id: str | None  # None for untracked mail: there is nothing to record about it
+    status: str  # sent, failed or draft (dry run)
+    links: int
+    refused: dict[str, str] = field(default_factory=dict)  # recipients refused while others got it
+    error: DeliveryError | None = None
+
+
+class SendFailed(Exception):
+    def __init__(self, result: SendResult) -> None:
+        super().__init__(str(result.error))
+        self.result = result
+
+
+def send_one(
+    settings: Settings,
+    engine: Engine,
+    mail: Outgoing,
+    *,
+    smtp: SMTPSettings | None,
+    dry_run: Path | None = None,
+    retries: int = 3,
+    backoff: float = 1.0,
+    sleep: Callable[[float], object] = time.sleep,
+) -> SendResult:
+    """Store, compose and send (or write ``dry_run``). Raises SendFailed, with the message marked failed."""
+    tracker = Tracker(settings, TokenSigner(load_or_create_keys(settings.keys_file)))
+    with engine.begin() as conn:
+        message_id = (
+            create_message(
+                conn, recipient=mail.to, subject=mail.subject, campaign=mail.campaign, status="draft"
+            )
+            if mail.track
+            else None
+        )
+        composed = tracker.compose(
+            conn, message_id, sender=mail.sender, to=[mail.to], cc=mail.cc, subject=mail.subject,
+            html=mail.html, text=mail.text,
+        )  # fmt: skip
+    links = len(composed.links)
+    if dry_run is not None:
+        dry_run.write_bytes(bytes(composed.message))
+        return SendResult(message_id, "draft", links)
+    assert smtp is not None
+    try:
+        with SMTPSender(smtp) as sender:
+            refused = send_with_retries(
+                sender, composed.message, attempts=retries + 1, backoff=backoff, sleep=sleep
+            )
+    except DeliveryError as error:
+        if message_id is not None:
+            with engine.begin() as conn:
+                mark_failed(conn, [message_id])
+        raise SendFailed(SendResult(message_id, "failed", links, error=error)) from error
+    if message_id is not None:
+        with engine.begin() as conn:
+            mark_sent(conn, [message_id], time.time())
+    details = {rcpt: f"{code} {reply.decode('utf-8', 'replace')}" for rcpt, (code, reply) in refused.items()}
+    return SendResult(message_id, "sent", links, details)

@@ -1,0 +1,66 @@
+"""Compose a message for a stored message row: its pixel, its click tokens, and the links table.
+
+The links are written in the caller's transaction, which commits before the message is handed to SMTP, so a
+recipient can never click a link whose target is not stored yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import Connection
+
+from deadpixel.config import Settings
+from deadpixel.mail.compose import Composed, compose
+from deadpixel.store.links import save_links
+from deadpixel.tokens import TokenSigner
+
+
+class Tracker:
+    """Mints the pixel and click URLs of messages, from the settings' public base URL."""
+
+    def __init__(self, settings: Settings, signer: TokenSigner) -> None:
+        self.settings = settings
+        self.signer = signer
+        # Our own endpoints (unsubscribe pages, pixels) are never wrapped in a click redirect.
+        self._own = settings.base_url + "/"
+
+    def pixel_url(self, message_id: str) -> str:
+        return self.settings.pixel_url(self.signer.pixel_token(message_id))
+
+    def compose(
+        self,
+        conn: Connection,
+        message_id: str | None,
+        *,
+        sender: str,
+        to: Sequence[str],
+        cc: Sequence[str] = (),
+        subject: str,
+        html: str,
+        text: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Composed:
+        """Compose with tracking for ``message_id`` (its links saved), or untouched when it is None."""
+        if message_id is None:
+            return compose(
+                sender=sender, to=to, cc=cc, subject=subject, html=html, text=text,
+                pixel_url=None, rewrite=None, headers=headers or {},
+            )  # fmt: skip
+        tracked_id = message_id
+        minted = 0
+
+        def rewrite(url: str) -> str | None:
+            nonlocal minted
+            if url.startswith(self._own):
+                return None
+            token = self.signer.click_token(tracked_id, minted)
+            minted += 1
+            return self.settings.click_url(token)
+
+        composed = compose(
+            sender=sender, to=to, cc=cc, subject=subject, html=html, text=text,
+            pixel_url=self.pixel_url(message_id), rewrite=rewrite, headers=headers or {},
+        )  # fmt: skip
+        save_links(conn, message_id, composed.links)
+        return composed

@@ -1,0 +1,165 @@
+"""``GET|HEAD /c/<token>``: a tracked link. Answers 302 to the link's original URL, and only that.
+
+The token names a message and a link number under an HMAC; the URL itself comes from the ``links`` table
+(through the resolver given to the endpoint, cached), never from the request. A forged, garbled or unknown
+token gets a plain 404 page: no redirect anywhere, so the endpoint cannot be used as an open redirect. The
+click is recorded through its own group-commit writer before the redirect is sent, like an open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from deadpixel.events import ClickEvent
+from deadpixel.tokens import TokenSigner
+from deadpixel.track.app import MAX_IP, request_facts
+from deadpixel.track.client_ip import ClientIPResolver
+from deadpixel.track.ingest import GroupCommitWriter
+
+CLICK_PREFIX = "/c/"
+MAX_LOCATION = 8192
+
+_NO_CACHE = (b"cache-control", b"no-store, no-cache, must-revalidate, private, max-age=0")
+_NOT_FOUND_BODY = (
+    b"<!doctype html>\n<html lang=en><meta charset=utf-8><title>Link not found</title>\n"
+    b"<h1>Link not found</h1>\n<p>This link is not valid, or it has expired.</p>\n</html>\n"
+)
+_NOT_FOUND = {
+    "type": "http.response.start",
+    "status": 404,
+    "headers": [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(_NOT_FOUND_BODY)).encode()),
+        _NO_CACHE,
+        (b"x-content-type-options", b"nosniff"),
+    ],
+}
+_NOT_ALLOWED = {
+    "type": "http.response.start",
+    "status": 405,
+    "headers": [(b"allow", b"GET, HEAD"), (b"content-length", b"0")],
+}
+_EMPTY_BODY = {"type": "http.response.body", "body": b""}
+
+
+class Links(Protocol):
+    """Where a link number of a message points (``deadpixel.store.links.LinkResolver``)."""
+
+    def cached(self, message_id: str, number: int) -> str | None: ...
+
+    def load(self, message_id: str, number: int) -> str | None: ...
+
+
+@dataclass(slots=True)
+class ClickStats:
+    requests: int = 0
+    invalid_tokens: int = 0
+    unknown_links: int = 0
+
+
+# Printable ASCII that may stand in a Location header as it is; everything else is percent-encoded.
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"<>\\^`{|}')
+
+
+def location(url: str) -> bytes | None:
+    """The stored URL as an ASCII header value (IDNA host, UTF-8 percent-encoding), or None if unusable."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None  # compose only ever stores http(s) links; anything else is not ours to follow
+    if url.isascii() and all(c in _SAFE for c in url):
+        return url.encode("ascii") if len(url) <= MAX_LOCATION else None
+    netloc = parts.netloc
+    if not netloc.isascii():
+        host = parts.hostname or ""
+        try:
+            ascii_host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+        netloc = netloc.replace(host, ascii_host) if host in netloc else ascii_host
+    rest = urlunsplit(("", "", parts.path, parts.query, parts.fragment))
+    value = f"{parts.scheme}://{quote(netloc, safe=_SAFE)}{quote(rest, safe=_SAFE)}"
+    if len(value) > MAX_LOCATION:
+        return None
+    return value.encode("ascii")
+
+
+def _redirect(target: bytes) -> list[dict[str, Any]]:
+    body = b'<!doctype html>\n<a href="' + target.replace(b'"', b"%22") + b'">Continue</a>\n'
+    return [
+        {
+            "type": "http.response.start",
+            "status": 302,
+            "headers": [
+                (b"location", target),
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                _NO_CACHE,
+                (b"referrer-policy", b"no-referrer"),
+            ],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+class ClickEndpoint:
+    def __init__(
+        self,
+        signer: TokenSigner,
+        links: Links,
+        writer: GroupCommitWriter[ClickEvent],
+        client_ip: ClientIPResolver,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._signer = signer
+        self._links = links
+        self._writer = writer
+        self._client_ip = client_ip
+        self._clock = clock
+        self.stats = ClickStats()
+
+    async def __call__(self, scope: dict[str, Any], send: Any) -> None:
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            await send(_NOT_ALLOWED)
+            await send(_EMPTY_BODY)
+            return
+        self.stats.requests += 1
+        at = self._clock()
+        token = scope["path"][len(CLICK_PREFIX) :].rstrip("/")
+        target = self._signer.click_target(token)
+        if target is None:
+            self.stats.invalid_tokens += 1
+            await self._not_found(send, method)
+            return
+        message_id, number = target
+        url = self._links.cached(message_id, number)
+        if url is None:
+            url = await asyncio.to_thread(self._links.load, message_id, number)
+        header = location(url) if url is not None else None
+        if header is None:
+            self.stats.unknown_links += 1  # an erased message, or a link that was never stored
+            await self._not_found(send, method)
+            return
+        headers = scope["headers"]
+        client = scope.get("client")
+        ip = self._client_ip.resolve(client[0] if client else None, headers)
+        user_agent, purpose = request_facts(headers)
+        await self._writer.record(
+            ClickEvent(message_id, number, at, ip[:MAX_IP] if ip else None, user_agent, method, purpose)
+        )
+        start, body = _redirect(header)
+        await send(start)
+        await send(body if method == "GET" else _EMPTY_BODY)
+
+    @staticmethod
+    async def _not_found(send: Any, method: str) -> None:
+        await send(_NOT_FOUND)
+        await send({"type": "http.response.body", "body": _NOT_FOUND_BODY if method == "GET" else b""})

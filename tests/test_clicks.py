@@ -1,0 +1,339 @@
+"""Click tracking through a real ``deadpixel serve``, on SQLite and PostgreSQL: redirects, no open redirect,
+verdicts, counters and the report's click figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from email import policy
+from email.parser import BytesParser
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from deadpixel.config import Settings
+from deadpixel.keys import load_or_create_keys
+from deadpixel.send.tracked import Tracker
+from deadpixel.store import migrate
+from deadpixel.store.db import create_engine
+from deadpixel.store.links import LinkResolver, link_url
+from deadpixel.store.messages import create_message
+from deadpixel.store.schema import clicks, links, messages
+from deadpixel.tokens import TokenSigner
+from deadpixel.track.click import location
+
+from .conftest import Server
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+HOME = "81.2.69.142"
+HTML = (
+    "<html><body><p>Hello</p>"
+    '<a href="https://shop.example/sale?x=1&amp;y=2">Sale</a> '
+    '<a href="mailto:help@example.com">help</a> '
+    '<a href="https://docs.example/caf\u00e9 menu">Caf\u00e9</a> '
+    '<a href="https://shop.example/sale?x=1&amp;y=2">again</a>'
+    "</body></html>"
+)
+
+
+def deadpixel(*args: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-m", "deadpixel", *args, "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out)
+
+
+def signer_for(settings: Settings) -> TokenSigner:
+    return TokenSigner(load_or_create_keys(settings.keys_file))
+
+
+def tracked_message(
+    settings: Settings, recipient: str, campaign: str | None = "clicks", sent_ago: float = 3600
+) -> tuple[str, list[str]]:
+    """Store and compose a tracked message as sending does; return its id and its rewritten hrefs."""
+    engine = create_engine(settings.database_url)
+    tracker = Tracker(settings, signer_for(settings))
+    with engine.begin() as conn:
+        mid = create_message(conn, recipient=recipient, campaign=campaign, sent_at=time.time() - sent_ago)
+        composed = tracker.compose(
+            conn, mid, sender="me@example.com", to=[recipient], subject="Hi", html=HTML
+        )
+    engine.dispose()
+    parsed = BytesParser(policy=policy.default).parsebytes(bytes(composed.message))
+    html = parsed.get_body(("html",)).get_content()
+    hrefs = [part.split('"', 1)[0] for part in html.split('href="')[1:]]
+    return mid, hrefs
+
+
+def click_rows(settings: Settings, message_id: str) -> list[Any]:
+    engine = create_engine(settings.database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(clicks).where(clicks.c.message_id == message_id).order_by(clicks.c.at)
+        ).all()
+    engine.dispose()
+    return list(rows)
+
+
+def counters(settings: Settings, message_id: str) -> Any:
+    engine = create_engine(settings.database_url)
+    with engine.connect() as conn:
+        row = conn.execute(select(messages).where(messages.c.id == message_id)).one()
+    engine.dispose()
+    return row
+
+
+def local(server: Server, settings: Settings, url: str) -> str:
+    assert url.startswith(settings.base_url + "/c/")
+    return server.url + url[len(settings.base_url) :]
+
+
+@pytest.fixture
+def proxied(server_factory: type[Server], env: dict[str, str]) -> Server:
+    """A server that believes X-Forwarded-For from loopback, so tests can click from anywhere."""
+    return server_factory(
+        env={**env, "DEADPIXEL_TRUSTED_PROXIES": "127.0.0.1", "DEADPIXEL_IP_MODE": "full"}
+    ).start()
+
+
+def test_composing_stores_each_tracked_link(settings: Settings) -> None:
+    mid, hrefs = tracked_message(settings, "a@example.com")
+    assert hrefs[1] == "mailto:help@example.com"  # left alone
+    tracked = [hrefs[0], hrefs[2], hrefs[3]]
+    assert all(h.startswith(settings.base_url + "/c/") for h in tracked)
+    assert len(set(tracked)) == 3  # the same URL twice is two links: each position counts
+    engine = create_engine(settings.database_url)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(links.c.number, links.c.url).where(links.c.message_id == mid).order_by(links.c.number)
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in stored] == [
+        (0, "https://shop.example/sale?x=1&y=2"),
+        (1, "https://docs.example/caf\u00e9 menu"),
+        (2, "https://shop.example/sale?x=1&y=2"),
+    ]
+    signer = signer_for(settings)
+    assert [signer.click_target(h.rsplit("/", 1)[1]) for h in tracked] == [(mid, 0), (mid, 1), (mid, 2)]
+
+
+def test_a_click_redirects_to_the_original_url_and_is_recorded(proxied: Server, settings: Settings) -> None:
+    mid, hrefs = tracked_message(settings, "a@example.com")
+    response = httpx.get(
+        local(proxied, settings, hrefs[0]), headers={"user-agent": CHROME, "x-forwarded-for": HOME}
+    )
+    assert response.status_code == 302
+    assert response.headers["location"] == "https://shop.example/sale?x=1&y=2"
+    assert "no-store" in response.headers["cache-control"]
+    [row] = click_rows(settings, mid)
+    assert (row.link, row.method, row.kind, row.ip, row.country) == (0, "GET", "human", HOME, "GB")
+    assert row.user_agent == CHROME
+    m = counters(settings, mid)
+    assert (m.click_count, m.human_click_count, m.machine_click_count) == (1, 1, 0)
+    assert m.first_click_at == m.last_click_at == row.at
+
+    # Non-ASCII paths are percent-encoded as browsers do; the upper-cased token still verifies.
+    token = hrefs[2].rsplit("/", 1)[1]
+    response = httpx.get(f"{proxied.url}/c/{token.upper()}", headers={"user-agent": CHROME})
+    assert response.status_code == 302
+    assert response.headers["location"] == "https://docs.example/caf%C3%A9%20menu"
+    assert [r.link for r in click_rows(settings, mid)] == [0, 1]
+    assert counters(settings, mid).click_count == 2
+
+
+def test_head_and_scanner_clicks_are_recorded_but_not_counted(proxied: Server, settings: Settings) -> None:
+    mid, hrefs = tracked_message(settings, "a@example.com")
+    head = httpx.head(local(proxied, settings, hrefs[0]), headers={"x-forwarded-for": HOME})
+    assert head.status_code == 302 and head.content == b""
+    # Microsoft Safe Links checks links from a listed EOP range, dressed as Chrome.
+    scan = httpx.get(
+        local(proxied, settings, hrefs[0]), headers={"user-agent": CHROME, "x-forwarded-for": "40.107.3.9"}
+    )
+    assert scan.status_code == 302
+    kinds = [(r.method, r.kind) for r in click_rows(settings, mid)]
+    assert kinds == [("HEAD", "scanner"), ("GET", "scanner")]
+    m = counters(settings, mid)
+    assert (m.click_count, m.human_click_count, m.machine_click_count) == (2, 0, 2)
+    report = deadpixel("report", "clicks")
+    assert (report["unique_clicks"], report["total_clicks"], report["click_rate"]) == (0, 2, 0.0)
+    assert report["unique_opens"] == 0  # a scanner's click proves nothing
+
+    fast, fast_hrefs = tracked_message(settings, "fast@example.com", sent_ago=0.5)
+    httpx.get(
+        local(proxied, settings, fast_hrefs[0]), headers={"user-agent": CHROME, "x-forwarded-for": HOME}
+    )
+    [row] = click_rows(settings, fast)
+    assert row.kind == "scanner" and "after send" in row.reason
+
+
+BAD_SUFFIXES = [
+    "",
+    "garbage",
+    "0" * 40,
+    "z" * 40,
+    "a" * 5000,
+    "%00%0d%0aLocation:%20https://evil.example",
+    "https://evil.example",
+    "//evil.example",
+    "..%2F..%2Fetc%2Fpasswd",
+]
+
+
+def test_bad_tokens_get_a_plain_404_and_never_a_redirect(server: Server, settings: Settings) -> None:
+    for suffix in BAD_SUFFIXES:
+        response = httpx.get(f"{server.url}/c/{suffix}")
+        assert response.status_code == 404, suffix
+        assert "location" not in response.headers
+        assert response.headers["content-type"] == "text/html; charset=utf-8"
+        assert b"Link not found" in response.content
+
+    mid, hrefs = tracked_message(settings, "a@example.com")
+    signer = signer_for(settings)
+    token = hrefs[0].rsplit("/", 1)[1]
+    pixel = signer.pixel_token(mid)
+    assert httpx.get(f"{server.url}/c/{pixel}").status_code == 404  # a pixel token is not a link
+    tampered = token[:-1] + ("0" if token[-1] != "0" else "1")
+    assert httpx.get(f"{server.url}/c/{tampered}").status_code == 404
+    # Correctly signed, but no such link in the message: still no redirect.
+    assert httpx.get(f"{server.url}/c/{signer.click_token(mid, 99)}").status_code == 404
+    assert httpx.post(local(server, settings, hrefs[0])).status_code == 405
+    assert click_rows(settings, mid) == []
+
+    # A genuine link of a message erased meanwhile leads nowhere either.
+    mid, hrefs = tracked_message(settings, "gone@example.com")
+    subprocess.run([sys.executable, "-m", "deadpixel", "forget", "gone@example.com", "--yes"], check=True)
+    response = httpx.get(local(server, settings, hrefs[0]))
+    assert response.status_code == 404 and "location" not in response.headers
+    assert click_rows(settings, mid) == []
+
+
+def test_a_human_click_counts_the_message_as_opened(proxied: Server, settings: Settings) -> None:
+    """Click-to-open can never exceed 1: a click without a recorded open (images blocked) is an open."""
+    opened_and_clicked, hrefs_a = tracked_message(settings, "a@example.com")
+    clicked_only, hrefs_b = tracked_message(settings, "b@example.com")
+    opened_only, _ = tracked_message(settings, "c@example.com")
+    tracked_message(settings, "d@example.com")  # nothing happens
+    signer = signer_for(settings)
+    for mid in (opened_and_clicked, opened_only):
+        httpx.get(
+            f"{proxied.url}/o/{signer.pixel_token(mid)}.gif",
+            headers={"user-agent": CHROME, "x-forwarded-for": HOME},
+        )
+    for hrefs in (hrefs_a, hrefs_a, hrefs_b):  # a clicks twice: one unique click
+        httpx.get(local(proxied, settings, hrefs[0]), headers={"user-agent": CHROME, "x-forwarded-for": HOME})
+
+    report = deadpixel("report", "clicks")
+    assert report["sent"] == 4
+    assert report["unique_opens"] == 3 and report["human_opens"] == 3 and report["machine_opens"] == 0
+    assert report["unique_clicks"] == 2 and report["total_clicks"] == 3
+    assert report["click_rate"] == 2 / 4
+    assert report["click_to_open_rate"] == 2 / 3
+    assert report["total_opens"] == 2  # opens are still only the recorded fetches
+    assert "click proves" in report["definitions"]["unique_opens"]
+    assert "never above 1" in report["definitions"]["click_to_open_rate"]
+
+    listed = deadpixel("clicks", "--campaign", "clicks")
+    assert len(listed) == 3
+    assert {c["url"] for c in listed} == {"https://shop.example/sale?x=1&y=2"}
+    assert {c["recipient"] for c in listed} == {"a@example.com", "b@example.com"}
+    assert (
+        "unique clicks"
+        in subprocess.run(
+            [sys.executable, "-m", "deadpixel", "report", "clicks"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+
+    # Reclassify reruns the rules over clicks too, and forget erases them with their links.
+    mid = clicked_only
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:  # as if an older rule had judged it differently
+        conn.execute(clicks.update().values(kind="scanner"))
+        conn.execute(messages.update().values(human_click_count=0, machine_click_count=1))
+    out = subprocess.run(
+        [sys.executable, "-m", "deadpixel", "reclassify"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "and 3 clicks" in out
+    assert [r.kind for r in click_rows(settings, mid)] == ["human"]
+    assert (counters(settings, mid).human_click_count, counters(settings, mid).machine_click_count) == (1, 0)
+    subprocess.run([sys.executable, "-m", "deadpixel", "forget", "b@example.com", "--yes"], check=True)
+    assert click_rows(settings, mid) == []
+    assert len(click_rows(settings, opened_and_clicked)) == 2
+    with engine.connect() as conn:
+        assert conn.execute(select(links).where(links.c.message_id == mid)).all() == []
+    engine.dispose()
+
+
+def test_the_resolver_caches_found_links_only(settings: Settings) -> None:
+    mid, _ = tracked_message(settings, "a@example.com")
+    engine = create_engine(settings.database_url)
+    resolver = LinkResolver(engine, size=2)
+    assert resolver.cached(mid, 0) is None
+    assert resolver.load(mid, 0) == "https://shop.example/sale?x=1&y=2"
+    assert resolver.cached(mid, 0) == "https://shop.example/sale?x=1&y=2"
+    assert resolver.load(mid, 9) is None and resolver.cached(mid, 9) is None
+    resolver.load(mid, 1)
+    resolver.load(mid, 2)
+    assert resolver.cached(mid, 0) is None  # evicted: the least recently used of three
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "header"),
+    [
+        ("https://a.example/x?y=1#z", b"https://a.example/x?y=1#z"),
+        ("https://a.example/a b", b"https://a.example/a%20b"),
+        ("https://b\u00fccher.example/\u00fc", b"https://xn--bcher-kva.example/%C3%BC"),
+        ("https://a.example/%41", b"https://a.example/%41"),
+        ("javascript:alert(1)", None),
+        ("https:///nohost", None),
+    ],
+)
+def test_location_headers_are_ascii_and_only_http(url: str, header: bytes | None) -> None:
+    assert location(url) == header
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    paths=st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=20),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_every_rewritten_link_resolves_to_its_original(
+    tmp_path_factory: pytest.TempPathFactory, paths: list[str]
+) -> None:
+    """For generated links, each token verifies, names its position, and the store gives back the URL."""
+    folder = tmp_path_factory.mktemp("prop")
+    engine = create_engine(f"sqlite:///{folder / 's.db'}")
+    migrate.upgrade(engine)
+    settings = Settings(data_dir=folder, database_url="", base_url="https://t.example")
+    signer = TokenSigner(load_or_create_keys(folder / "keys.json"))
+    urls = [f"https://site.example/{p}".strip() for p in paths]
+    html = "".join(f'<a href="{u.replace("&", "&amp;").replace(chr(34), "&quot;")}">x</a>' for u in urls)
+    with engine.begin() as conn:
+        mid = create_message(conn, recipient="p@example.com")
+        composed = Tracker(settings, signer).compose(
+            conn, mid, sender="me@example.com", to=["p@example.com"], subject="s", html=html
+        )
+        body = composed.message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        hrefs = [part.split('"', 1)[0] for part in body.split('href="')[1:]]
+        assert len(hrefs) == len(composed.links)
+        for number, href in enumerate(hrefs):
+            target = signer.click_target(href.rsplit("/", 1)[1])
+            assert target == (mid, number)
+            assert link_url(conn, mid, number) == composed.links[number]
+    engine.dispose()
