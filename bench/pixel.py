@@ -87,7 +87,8 @@ NGINX_RATIO_TARGET = 0.25
 NGINX_RATIO_STRETCH = 0.30
 NAIVE_RATIO_TARGET = 30.0
 P99_TARGET_MS = 10.0
-ENRICHMENT_TOLERANCE = 0.10  # enrichment on: the ratio to nginx within 10% of the one with enrichment off
+# Enrichment on may cost at most 10% of the ratio to nginx with it off (being faster is noise, not a failure).
+ENRICHMENT_TOLERANCE = 0.10
 
 # --mix realistic: the user agents of the mail user-agent data file (the shared copy when there is one),
 # and client addresses that deadpixel believes because they come from a trusted proxy on loopback.
@@ -1200,7 +1201,7 @@ class EnrichmentComparison:
 
     @property
     def passed(self) -> bool:
-        return abs(self.difference) <= ENRICHMENT_TOLERANCE
+        return self.difference >= -ENRICHMENT_TOLERANCE
 
     def ratio(self, rps: float) -> float | None:
         return rps / self.nginx_rps if self.nginx_rps else None
@@ -1270,7 +1271,7 @@ def comparison_check(comparison: EnrichmentComparison) -> Check:
         value += f" ({on_ratio:.3f} vs {off_ratio:.3f})"
     else:
         value += f" ({comparison.on_rps:,.0f}/s vs {comparison.off_rps:,.0f}/s)"
-    target = f"within {ENRICHMENT_TOLERANCE:.0%}"
+    target = f"at most {ENRICHMENT_TOLERANCE:.0%} slower"
     return Check("enrichment on vs off, ratio to nginx", value, target, comparison.passed, correctness=False)
 
 
@@ -1437,8 +1438,12 @@ def comparison_text(comparison: EnrichmentComparison) -> str:
     verdict = "PASS" if comparison.passed else "FAIL"
     lines.append(
         f"  on vs off: {comparison.difference:+.1%} (round by round: {rounds}); "
-        f"within {ENRICHMENT_TOLERANCE:.0%}: {verdict}"
+        f"at most {ENRICHMENT_TOLERANCE:.0%} slower: {verdict}"
     )
+    # CPU per request moves far less with other load on the machine than throughput does.
+    off_cpu, on_cpu = mean_cpu_us(comparison.off), mean_cpu_us(comparison.on)
+    if off_cpu:
+        lines.append(f"  server CPU per request, on vs off: {on_cpu / off_cpu - 1:+.1%}")
     return "\n".join(lines)
 
 
