@@ -41,6 +41,7 @@ from deadpixel.tokens import new_message_id
 log = logging.getLogger(__name__)
 
 CHUNK = 50
+_NONE = state.Known("", 0, "", None, "")
 AUTH_CODES = frozenset({530, 534, 535, 538})
 
 
@@ -88,7 +89,7 @@ class CampaignSpec:
     retries: int = 3
     backoff: float = 1.0
     retry_uncertain: bool = False
-    # Extra headers and template variables per recipient (the unsubscribe link), from (key, message id).
+    # Extra headers and template variables per recipient (the unsubscribe link), from its unsubscribe id.
     extras: Callable[[str], tuple[dict[str, str], dict[str, str]]] | None = None
     suppressed: Callable[[Connection, list[str]], set[str]] | None = None
 
@@ -287,7 +288,8 @@ class CampaignRunner:
             )  # fmt: skip
             return None
         message_id = new_message_id() if row.track else None
-        headers, variables = self.spec.extras(key) if self.spec.extras else ({}, {})
+        unsubscribe_id = (previous.unsubscribe_id if previous else None) or new_message_id()
+        headers, variables = self.spec.extras(unsubscribe_id) if self.spec.extras else ({}, {})
         try:
             rendered = self.spec.templates.render({**variables, **row.values})
         except TemplateProblem as exc:
@@ -299,7 +301,7 @@ class CampaignRunner:
                     state.drop_unsent_message(conn, previous.message_id)
                 if not state.claim(
                     conn, cid, key, line=row.line, run_id=run_id, message_id=message_id, status="sending",
-                    previous=previous,
+                    previous=previous, unsubscribe_id=unsubscribe_id,
                 ):  # fmt: skip
                     self.summary.busy += 1
                     self._problem(row.line, row.email, "being sent by another run right now: skipped", "busy")
@@ -318,7 +320,7 @@ class CampaignRunner:
         except ValueError as exc:  # compose() refuses a header (a line break from the data, say)
             self._refuse(conn, cid, run_id, row, key, seen, f"cannot compose: {exc}")
             return None
-        seen[key] = state.Known(key, row.line, run_id, message_id, "sending")
+        seen[key] = state.Known(key, row.line, run_id, message_id, "sending", unsubscribe_id)
         return _Job(key, row.line, row.email, recipient.address, message_id, composed.message)
 
     @staticmethod
@@ -327,7 +329,7 @@ class CampaignRunner:
     ) -> None:
         state.touch(conn, cid, previous.address, line=row.line, run_id=run_id)
         seen[previous.address] = state.Known(
-            previous.address, row.line, run_id, previous.message_id, previous.status
+            previous.address, row.line, run_id, previous.message_id, previous.status, previous.unsubscribe_id
         )
 
     def _refuse(
@@ -345,7 +347,9 @@ class CampaignRunner:
             conn, cid, key, line=row.line, run_id=run_id, message_id=None, status="failed", error=why,
             previous=seen.get(key),
         ):  # fmt: skip
-            seen[key] = state.Known(key, row.line, run_id, None, "failed")
+            seen[key] = state.Known(
+                key, row.line, run_id, None, "failed", (seen.get(key) or _NONE).unsubscribe_id
+            )
         self.summary.failed += 1
         self._problem(row.line, row.email, why, "failed")
 

@@ -5,6 +5,7 @@ Kept apart from ``deadpixel.cli`` so that commands which never send mail do not 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -232,6 +233,8 @@ def campaign_send(
     from deadpixel.send.recipients import ListProblem, RecipientList
     from deadpixel.send.smtp_config import sender_address, smtp_settings
     from deadpixel.send.tracked import Tracker
+    from deadpixel.send.unsubscribe import https_warning, unsubscribe_extras
+    from deadpixel.store.suppressions import suppressed
     from deadpixel.tokens import TokenSigner
 
     try:
@@ -250,14 +253,19 @@ def campaign_send(
         recipients = RecipientList(recipients_file)
     except (TemplateProblem, ListProblem) as exc:
         raise click.ClickException(str(exc)) from None
+    signer = TokenSigner(load_or_create_keys(settings.keys_file))
     spec = CampaignSpec(
         name=name, sender=from_address, templates=templates, rate=per_second, concurrency=concurrency,
         retries=retries, backoff=retry_backoff, retry_uncertain=retry_uncertain,
+        extras=functools.partial(unsubscribe_extras, settings, signer), suppressed=suppressed,
     )  # fmt: skip
+    warning = https_warning(settings)
+    if warning:
+        click.echo(warning, err=True)
     total = recipients.count()
     problems: list[dict[str, Any]] | None = [] if as_json else None
     with migrated_engine(settings) as engine:
-        tracker = Tracker(settings, TokenSigner(load_or_create_keys(settings.keys_file)))
+        tracker = Tracker(settings, signer)
         if sys.stderr.isatty() and not as_json:
             with click.progressbar(
                 length=total, label=f"Sending {name}", file=sys.stderr, show_pos=True
@@ -276,3 +284,57 @@ def campaign_send(
             click.echo(line)
     if not summary.ok:
         sys.exit(1)
+
+
+@click.group("suppression")
+def suppression() -> None:
+    """The suppression list: addresses that unsubscribed; campaign sends skip them."""
+
+
+@suppression.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def suppression_list(as_json: bool) -> None:
+    """Show every suppressed address, oldest first, with how and from which campaign it left."""
+    from deadpixel.analytics import iso
+    from deadpixel.store.suppressions import list_suppressions
+
+    with migrated_engine(load_settings()) as engine, engine.connect() as conn:
+        rows = [{**row, "created_at": iso(row["created_at"])} for row in list_suppressions(conn)]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("Nobody has unsubscribed.")
+    for row in rows:
+        click.echo(
+            f"{row['created_at']}  {row['address']:<40}  {row['source']:<16}  {row['campaign'] or '-'}"
+        )
+
+
+@suppression.command("add")
+@click.argument("address")
+def suppression_add(address: str) -> None:
+    """Stop all campaign mail to ADDRESS (as if they had unsubscribed)."""
+    from deadpixel.send.addresses import BadAddress, parse_recipient
+    from deadpixel.store.suppressions import suppress
+
+    try:
+        key = parse_recipient(address).key
+    except BadAddress as exc:
+        raise click.BadParameter(f"{address!r}: {exc}", param_hint="ADDRESS") from None
+    with migrated_engine(load_settings()) as engine, engine.begin() as conn:
+        added = suppress(conn, key, "cli")
+    click.echo(f"{key} {'added to' if added else 'was already on'} the suppression list.")
+
+
+@suppression.command("remove")
+@click.argument("address")
+def suppression_remove(address: str) -> None:
+    """Allow campaign mail to ADDRESS again (only when they asked for it)."""
+    from deadpixel.store.suppressions import unsuppress
+
+    with migrated_engine(load_settings()) as engine, engine.begin() as conn:
+        removed = unsuppress(conn, address)
+    click.echo(
+        f"{address.strip().lower()} {'removed from' if removed else 'is not on'} the suppression list."
+    )

@@ -27,15 +27,16 @@ class Known:
     run_id: str
     message_id: str | None
     status: str
+    unsubscribe_id: str | None = None
 
 
 def known(conn: Connection, campaign_id: int, keys: Iterable[str]) -> dict[str, Known]:
     wanted = sorted(set(keys))
     found: dict[str, Known] = {}
     for start in range(0, len(wanted), 500):
-        query = select(cr.c.address, cr.c.line, cr.c.run_id, cr.c.message_id, cr.c.status).where(
-            cr.c.campaign_id == campaign_id, cr.c.address.in_(wanted[start : start + 500])
-        )
+        query = select(
+            cr.c.address, cr.c.line, cr.c.run_id, cr.c.message_id, cr.c.status, cr.c.unsubscribe_id
+        ).where(cr.c.campaign_id == campaign_id, cr.c.address.in_(wanted[start : start + 500]))
         found.update({row.address: Known(*row) for row in conn.execute(query)})
     return found
 
@@ -51,12 +52,15 @@ def claim(
     status: str,
     error: str | None = None,
     previous: Known | None,
+    unsubscribe_id: str | None = None,
 ) -> bool:
     """Record this run's intent for ``key``; False when another run took it meanwhile."""
     values = {
         "line": line, "run_id": run_id, "message_id": message_id, "status": status, "error": error,
         "updated_at": time.time(),
     }  # fmt: skip
+    if unsubscribe_id is not None:
+        values["unsubscribe_id"] = unsubscribe_id
     if previous is None:
         try:
             with conn.begin_nested():

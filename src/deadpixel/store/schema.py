@@ -154,5 +154,18 @@ campaign_recipients = Table(
     Column("status", String(12), nullable=False),
     Column("error", Text, nullable=True),
     Column("updated_at", Float, nullable=False),
+    # The random id inside this recipient's unsubscribe link; kept across re-runs.
+    Column("unsubscribe_id", String(16), nullable=True, unique=True),
     Index(None, "campaign_id", "status"),
+)
+
+# Addresses that asked for no more campaign mail (lower-cased). Campaign sends skip them; `forget` keeps
+# them, since the wish to receive nothing outlives the data about a person.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("address", String(320), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("source", String(32), nullable=False),  # one-click, unsubscribe-page, cli
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
 )
