@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ class Sink:
     busy: dict[str, int] = field(default_factory=dict)  # 451 at RCPT, this many times
     hang_up_after: int | None = None  # accept this many messages in all, then hang up on every DATA
     drop_in_data: int = 0  # hang up after receiving a message, without answering, this many times
+    down_after: int | None = None  # after this many messages: hang up, then answer 421 to every MAIL
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def by_recipient(self) -> dict[str, list[Received]]:
@@ -51,6 +53,16 @@ class Sink:
             for rcpt in message.rcpt_tos:
                 found.setdefault(rcpt, []).append(message)
         return found
+
+    async def handle_MAIL(
+        self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        with self.lock:
+            if self.down_after is not None and len(self.messages) >= self.down_after:
+                return "421 4.3.2 service shutting down"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -75,6 +87,8 @@ class Sink:
                 return "250 never seen"
             assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            if self.down_after is not None and len(self.messages) >= self.down_after:
+                asyncio.get_running_loop().call_soon(server.transport.close)  # after the 250 goes out
         return "250 2.0.0 queued"
 
 

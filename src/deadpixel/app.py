@@ -32,11 +32,12 @@ from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
 from deadpixel.track.click import CLICK_PREFIX, ClickEndpoint
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter
+from deadpixel.web.unsubscribe import unsubscribe_routes
 
 log = logging.getLogger(__name__)
 
 
-def build_web(engine: Engine) -> Starlette:
+def build_web(engine: Engine, signer: TokenSigner | None = None) -> Starlette:
     async def healthz(_: Request) -> PlainTextResponse:
         return PlainTextResponse("ok\n")
 
@@ -54,7 +55,10 @@ def build_web(engine: Engine) -> Starlette:
             return PlainTextResponse("ready\n")
         return PlainTextResponse("database unreachable\n", status_code=503)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    if signer is not None:
+        routes += unsubscribe_routes(engine, signer)
+    return Starlette(routes=routes)
 
 
 class Deadpixel:
@@ -84,7 +88,7 @@ class Deadpixel:
         client_ip = ClientIPResolver(settings.trusted_proxies)
         self.pixel = PixelEndpoint(signer, self.writer, client_ip)
         self.click = ClickEndpoint(signer, LinkResolver(self.engine), self.click_writer, client_ip)
-        self.web = build_web(self.engine)
+        self.web = build_web(self.engine, signer)
         self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)
 
     def snapshot(self) -> Snapshot:

@@ -17,7 +17,7 @@ from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settin
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
 from deadpixel.metrics import metrics_dir, read_metrics
-from deadpixel.send.commands import send
+from deadpixel.send.commands import campaign, send, suppression
 from deadpixel.store import maintenance
 from deadpixel.store.clicks import purge_click_detail, reclassify_clicks
 from deadpixel.store.db import create_engine
@@ -88,6 +88,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
 
 main.add_command(send)
+main.add_command(campaign)
+main.add_command(suppression)
 
 
 @main.group()

@@ -63,6 +63,9 @@ class Settings:
     def click_url(self, token: str) -> str:
         return f"{self.base_url}/c/{token}"
 
+    def unsubscribe_url(self, token: str) -> str:
+        return f"{self.base_url}/u/{token}"
+
 
 def _as_int(name: str, low: int, high: int) -> Callable[[Any], int]:
     def parse(raw: Any) -> int:

@@ -19,6 +19,7 @@ MAC_BYTES = 9
 MESSAGE_ID_BYTES = 10
 PIXEL = b"o"
 CLICK = b"c"
+UNSUBSCRIBE = b"u"
 # 10 bytes of message id + 5 of link number: with the key id and the MAC, 25 bytes, a multiple of 5.
 LINK_NUMBER_BYTES = 5
 
@@ -96,3 +97,13 @@ class TokenSigner:
             return None
         message_id = base64.b32hexencode(payload[:MESSAGE_ID_BYTES]).decode().lower()
         return message_id, int.from_bytes(payload[MESSAGE_ID_BYTES:], "big")
+
+    def unsubscribe_token(self, recipient_id: str) -> str:
+        """The token of a campaign recipient's unsubscribe link (a random id, like a message id)."""
+        return self.sign(UNSUBSCRIBE, message_id_bytes(recipient_id))
+
+    def unsubscribe_id(self, token: str) -> str | None:
+        payload = self.verify(UNSUBSCRIBE, token, MESSAGE_ID_BYTES)
+        if payload is None:
+            return None
+        return base64.b32hexencode(payload).decode().lower()

@@ -5,6 +5,7 @@ Kept apart from ``deadpixel.cli`` so that commands which never send mail do not 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,3 +133,208 @@ def send(
         click.echo(f"Sent {what} to {to} ({result.links} tracked links).")
     for rcpt, reply in result.refused.items():
         click.echo(f"Warning: the server refused {rcpt}: {reply}", err=True)
+
+
+class _PlainReporter:
+    """Lines for logs and pipes: every problem as it happens, and the count every few seconds."""
+
+    def __init__(self, total: int, collect: list[dict[str, Any]] | None, quiet: bool) -> None:
+        import time
+
+        self._total, self._done, self._clock = total, 0, time.monotonic
+        self._last = self._clock()
+        self._collect = collect
+        self._quiet = quiet
+
+    def problem(self, problem: Any) -> None:
+        if self._collect is not None:
+            self._collect.append(
+                {"line": problem.line, "value": problem.value, "reason": problem.reason, "kind": problem.kind}
+            )
+        if not self._quiet:
+            click.echo(f"line {problem.line}: {problem.value!r}: {problem.reason}", err=True)
+
+    def advance(self, rows: int) -> None:
+        self._done += rows
+        if not self._quiet and self._clock() - self._last >= 5:
+            self._last = self._clock()
+            click.echo(f"progress: {self._done}/{self._total} rows", err=True)
+
+
+class _BarReporter(_PlainReporter):
+    """On a terminal: a progress bar with counts and an ETA; problems scroll above it."""
+
+    def __init__(self, bar: Any, total: int, collect: list[dict[str, Any]] | None) -> None:
+        super().__init__(total, collect, quiet=False)
+        self._bar = bar
+
+    def problem(self, problem: Any) -> None:
+        click.echo("\r\033[K", nl=False, err=True)
+        super().problem(problem)
+
+    def advance(self, rows: int) -> None:
+        self._bar.update(rows)
+
+
+@click.group("campaign")
+def campaign() -> None:
+    """Mail merges to a list: personalised, tracked, resumable."""
+
+
+@campaign.command("send")
+@click.argument("name")
+@click.option("--recipients", "recipients_file", required=True, type=FILE,
+              help="CSV with an 'email' column; other columns are template variables.")  # fmt: skip
+@click.option("--subject", required=True, help="Subject template, e.g. 'Hi {{ first_name }}'.")
+@click.option("--html", "html_file", required=True, type=FILE, help="HTML template (Jinja2, UTF-8).")
+@click.option("--text", "text_file", type=FILE, help="Plain-text template; derived from the HTML if omitted.")
+@click.option("--from", "sender", help="Sender (default DEADPIXEL_MAIL_FROM).")
+@click.option(
+    "--rate", default="off", show_default=True, help="Most messages per second, e.g. 10/s or 600/m."
+)
+@click.option("--concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="SMTP connections used at once.")  # fmt: skip
+@RETRIES
+@click.option("--retry-backoff", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
+              help="Seconds before the first retry; doubled for each next one.")  # fmt: skip
+@click.option(
+    "--retry-uncertain",
+    is_flag=True,
+    help="Also send to recipients an earlier run may have reached (the connection broke after sending).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary and every problem as JSON.")
+def campaign_send(
+    name: str,
+    recipients_file: Path,
+    subject: str,
+    html_file: Path,
+    text_file: Path | None,
+    sender: str | None,
+    rate: str,
+    concurrency: int,
+    retries: int,
+    retry_backoff: float,
+    retry_uncertain: bool,
+    as_json: bool,
+) -> None:
+    """Send the campaign NAME to every row of the recipient list; run it again to finish an interrupted run.
+
+    Recipients already sent to are skipped, so a re-run after Ctrl-C, a crash or SMTP trouble sends only
+    what was not sent. Problems are reported per row (line, value, reason) without stopping the rest; the
+    exit status is 1 when any row was not sent.
+    """
+    import sys
+    from dataclasses import asdict
+
+    from deadpixel.keys import load_or_create_keys
+    from deadpixel.send.campaign import CampaignRunner, CampaignSpec, summary_lines
+    from deadpixel.send.merge import TemplateProblem, Templates
+    from deadpixel.send.ratelimit import parse_rate
+    from deadpixel.send.recipients import ListProblem, RecipientList
+    from deadpixel.send.smtp_config import sender_address, smtp_settings
+    from deadpixel.send.tracked import Tracker
+    from deadpixel.send.unsubscribe import https_warning, unsubscribe_extras
+    from deadpixel.store.suppressions import suppressed
+    from deadpixel.tokens import TokenSigner
+
+    try:
+        per_second = parse_rate(rate)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rate") from None
+    settings = load_settings()
+    smtp = smtp_settings(settings)
+    from_address = sender_address(settings, sender)
+    try:
+        templates = Templates(
+            subject,
+            read_text(html_file, "HTML template"),
+            read_text(text_file, "text template") if text_file else None,
+        )
+        recipients = RecipientList(recipients_file)
+    except (TemplateProblem, ListProblem) as exc:
+        raise click.ClickException(str(exc)) from None
+    signer = TokenSigner(load_or_create_keys(settings.keys_file))
+    spec = CampaignSpec(
+        name=name, sender=from_address, templates=templates, rate=per_second, concurrency=concurrency,
+        retries=retries, backoff=retry_backoff, retry_uncertain=retry_uncertain,
+        extras=functools.partial(unsubscribe_extras, settings, signer), suppressed=suppressed,
+    )  # fmt: skip
+    warning = https_warning(settings)
+    if warning:
+        click.echo(warning, err=True)
+    total = recipients.count()
+    problems: list[dict[str, Any]] | None = [] if as_json else None
+    with migrated_engine(settings) as engine:
+        tracker = Tracker(settings, signer)
+        if sys.stderr.isatty() and not as_json:
+            with click.progressbar(
+                length=total, label=f"Sending {name}", file=sys.stderr, show_pos=True
+            ) as bar:
+                runner = CampaignRunner(
+                    settings, engine, smtp, spec, tracker, _BarReporter(bar, total, problems)
+                )
+                summary = runner.run(recipients)
+        else:
+            reporter = _PlainReporter(total, problems, quiet=as_json)
+            summary = CampaignRunner(settings, engine, smtp, spec, tracker, reporter).run(recipients)
+    if as_json:
+        print_json({"campaign": name, **asdict(summary), "ok": summary.ok, "problems": problems})
+    else:
+        for line in summary_lines(name, summary):
+            click.echo(line)
+    if not summary.ok:
+        sys.exit(1)
+
+
+@click.group("suppression")
+def suppression() -> None:
+    """The suppression list: addresses that unsubscribed; campaign sends skip them."""
+
+
+@suppression.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def suppression_list(as_json: bool) -> None:
+    """Show every suppressed address, oldest first, with how and from which campaign it left."""
+    from deadpixel.analytics import iso
+    from deadpixel.store.suppressions import list_suppressions
+
+    with migrated_engine(load_settings()) as engine, engine.connect() as conn:
+        rows = [{**row, "created_at": iso(row["created_at"])} for row in list_suppressions(conn)]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("Nobody has unsubscribed.")
+    for row in rows:
+        click.echo(
+            f"{row['created_at']}  {row['address']:<40}  {row['source']:<16}  {row['campaign'] or '-'}"
+        )
+
+
+@suppression.command("add")
+@click.argument("address")
+def suppression_add(address: str) -> None:
+    """Stop all campaign mail to ADDRESS (as if they had unsubscribed)."""
+    from deadpixel.send.addresses import BadAddress, parse_recipient
+    from deadpixel.store.suppressions import suppress
+
+    try:
+        key = parse_recipient(address).key
+    except BadAddress as exc:
+        raise click.BadParameter(f"{address!r}: {exc}", param_hint="ADDRESS") from None
+    with migrated_engine(load_settings()) as engine, engine.begin() as conn:
+        added = suppress(conn, key, "cli")
+    click.echo(f"{key} {'added to' if added else 'was already on'} the suppression list.")
+
+
+@suppression.command("remove")
+@click.argument("address")
+def suppression_remove(address: str) -> None:
+    """Allow campaign mail to ADDRESS again (only when they asked for it)."""
+    from deadpixel.store.suppressions import unsuppress
+
+    with migrated_engine(load_settings()) as engine, engine.begin() as conn:
+        removed = unsuppress(conn, address)
+    click.echo(
+        f"{address.strip().lower()} {'removed from' if removed else 'is not on'} the suppression list."
+    )

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from deadpixel.config import Settings
 from deadpixel.keys import load_or_create_keys
 from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_with_retries
+from deadpixel.send.addresses import BadAddress, parse_recipient
 from deadpixel.send.tracked import Tracker
 from deadpixel.store.messages import create_message
 from deadpixel.store.sending import mark_failed, mark_sent
@@ -63,10 +64,18 @@ def send_one(
 ) -> SendResult:
     """Store, compose and send (or write ``dry_run``). Raises SendFailed, with the message marked failed."""
     tracker = Tracker(settings, TokenSigner(load_or_create_keys(settings.keys_file)))
+    try:
+        recipient = parse_recipient(mail.to)
+    except BadAddress as exc:
+        raise ValueError(f"--to {mail.to!r}: {exc}") from None
     with engine.begin() as conn:
         message_id = (
             create_message(
-                conn, recipient=mail.to, subject=mail.subject, campaign=mail.campaign, status="draft"
+                conn,
+                recipient=recipient.address,
+                subject=mail.subject,
+                campaign=mail.campaign,
+                status="draft",
             )
             if mail.track
             else None

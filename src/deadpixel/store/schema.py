@@ -138,3 +138,34 @@ clicks = Table(
     Index(None, "message_id", "at"),
     Index(None, "at"),
 )
+
+# One row per campaign and mailbox, written before the message is handed to SMTP and updated after, so that
+# a campaign can be run again after a crash, Ctrl-C or SMTP trouble and sends only what was not sent.
+# status: sending (recorded, handed to SMTP), sent, failed (not delivered: a re-run tries again), pending
+# (recorded but never attempted), uncertain (the connection broke after the message was transmitted).
+campaign_recipients = Table(
+    "campaign_recipients",
+    metadata,
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("address", String(320), primary_key=True),  # lower-cased: one row per mailbox
+    Column("line", Integer, nullable=False),  # the CSV line it came from in the run that last touched it
+    Column("run_id", String(16), nullable=False),
+    Column("message_id", String(16), nullable=True),  # None for an untracked copy
+    Column("status", String(12), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("updated_at", Float, nullable=False),
+    # The random id inside this recipient's unsubscribe link; kept across re-runs.
+    Column("unsubscribe_id", String(16), nullable=True, unique=True),
+    Index(None, "campaign_id", "status"),
+)
+
+# Addresses that asked for no more campaign mail (lower-cased). Campaign sends skip them; `forget` keeps
+# them, since the wish to receive nothing outlives the data about a person.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("address", String(320), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("source", String(32), nullable=False),  # one-click, unsubscribe-page, cli
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
+)

@@ -1,0 +1,1 @@
+"""Pages and endpoints served through Starlette: everything off the pixel and click hot paths."""
