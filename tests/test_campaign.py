@@ -142,7 +142,7 @@ def test_a_campaign_with_problem_rows(smtp: SMTPServerHandle, settings: Settings
 
 @SQLITE_ONLY
 def test_plain_output_names_line_value_and_reason(
-    smtp: SMTPServerHandle, settings: Settings, tmp_path: Path
+    smtp: SMTPServerHandle, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = campaign(tmp_path, "plain", "email,first_name,vip\nok@example.org,Ok,no\nbad@,Bad,no\n")
     assert result.returncode == 1
@@ -151,6 +151,9 @@ def test_plain_output_names_line_value_and_reason(
     assert lines[0] == "Campaign 'plain': 2 rows read"
     assert any(line.split()[:2] == ["sent", "1"] for line in lines)
     assert any(line.split()[:2] == ["invalid", "1"] for line in lines)
+    # The first command on a new machine: no data dir, no keys, no store yet.
+    monkeypatch.setenv("DEADPIXEL_DATA_DIR", str(tmp_path / "fresh"))
+    monkeypatch.setenv("DEADPIXEL_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
     clean = campaign(tmp_path, "plain2", "email,first_name,vip\nok@example.org,Ok,no\n")
     assert clean.returncode == 0
     assert [

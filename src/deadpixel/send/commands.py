@@ -253,6 +253,7 @@ def campaign_send(
         recipients = RecipientList(recipients_file)
     except (TemplateProblem, ListProblem) as exc:
         raise click.ClickException(str(exc)) from None
+    ensure_data_dir(settings)  # a first command on a new machine creates the keys there
     signer = TokenSigner(load_or_create_keys(settings.keys_file))
     spec = CampaignSpec(
         name=name, sender=from_address, templates=templates, rate=per_second, concurrency=concurrency,
