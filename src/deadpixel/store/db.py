@@ -7,7 +7,9 @@ answered open survives a crash or a power cut, while readers never block the wri
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -48,9 +50,9 @@ def create_engine(url: str, *, writer: bool = False, background_checkpoints: boo
         # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cursor)
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         if background_checkpoints:
             cursor.execute("PRAGMA wal_autocheckpoint=0")
@@ -63,6 +65,23 @@ def create_engine(url: str, *, writer: bool = False, background_checkpoints: boo
         conn.exec_driver_sql(begin)
 
     return engine
+
+
+def _enable_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch a new file to WAL, waiting while another connection does the same.
+
+    Changing the journal mode needs an exclusive lock and SQLite does not call the busy handler for it, so
+    several processes opening a fresh store at once would otherwise fail with "database is locked".
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 class WalCheckpointer:
