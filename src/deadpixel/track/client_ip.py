@@ -7,6 +7,7 @@ the last trustworthy address rather than failing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -39,8 +40,12 @@ def _forwarded_for(value: str) -> list[str]:
 
 
 class ClientIPResolver:
-    def __init__(self, trusted_proxies: Sequence[Network]) -> None:
+    """Resolved chains are cached: behind a proxy the same few thousand readers and image proxies come back
+    again and again, and parsing a chain costs several microseconds on the hot path."""
+
+    def __init__(self, trusted_proxies: Sequence[Network], cache_size: int = 65536) -> None:
         self._trusted = tuple(trusted_proxies)
+        self._chain = functools.lru_cache(maxsize=cache_size)(self._resolve_chain)
 
     def _is_trusted(self, ip: IPAddress) -> bool:
         return any(ip in network for network in self._trusted)
@@ -49,19 +54,24 @@ class ClientIPResolver:
         """Return the client address as text, given the socket peer and the raw request headers."""
         if peer is None or not self._trusted:
             return peer
-        peer_ip = _parse_ip(peer)
-        if peer_ip is None or not self._is_trusted(peer_ip):
-            return peer
-        hops: list[str] = []
-        xff: list[str] = []
+        forwarded = xff = b""
         for name, value in headers:
             lname = name.lower()
             if lname == b"forwarded":
-                hops.extend(_forwarded_for(value.decode("latin-1")))
+                forwarded = forwarded + b"," + value if forwarded else value
             elif lname == b"x-forwarded-for":
-                xff.extend(value.decode("latin-1").split(","))
+                xff = xff + b"," + value if xff else value
+        result: str = self._chain(peer, forwarded, xff)
+        return result
+
+    def _resolve_chain(self, peer: str, forwarded: bytes, xff: bytes) -> str:
+        peer_ip = _parse_ip(peer)
+        if peer_ip is None or not self._is_trusted(peer_ip):
+            return peer
         # Forwarded (the standard) wins over the de-facto X-Forwarded-For when both are present.
-        chain = hops or xff
+        chain = _forwarded_for(forwarded.decode("latin-1")) if forwarded else []
+        if not chain and xff:
+            chain = xff.decode("latin-1").split(",")
         client = peer_ip
         for hop in reversed(chain):
             ip = _parse_ip(hop)
