@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -345,6 +346,25 @@ def db_current() -> None:
         click.echo(f"store: {current_revision(engine) or 'empty'}; newest: {head_revision()}")
     finally:
         engine.dispose()
+
+
+@main.command("backup")
+@click.argument("into", type=click.Path(file_okay=False, path_type=Path))
+def backup_command(into: Path) -> None:
+    """Copy the store and the signing keys into a new directory under INTO, while the server runs."""
+    from deadpixel.store.backup import BackupError, backup
+
+    settings = load_settings()
+    try:
+        made = backup(settings, into)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Backup written to {made.directory}")
+    if made.database is None:
+        click.echo(
+            "The store is PostgreSQL: the backup holds the signing keys; back the database up with pg_dump"
+            " (see docs/deploy.md)."
+        )
 
 
 @main.group()
