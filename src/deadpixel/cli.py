@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -24,6 +25,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.migrate import current_revision, ensure_current, head_revision, upgrade
 from deadpixel.tokens import TokenSigner
+from deadpixel.users import UserError, create_user, delete_user, list_users
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -345,6 +347,61 @@ def db_current() -> None:
         click.echo(f"store: {current_revision(engine) or 'empty'}; newest: {head_revision()}")
     finally:
         engine.dispose()
+
+
+@main.group()
+def user() -> None:
+    """Accounts that may log in to the SMTP relay."""
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    if not password:
+        raise click.ClickException("the password is empty")
+    return password
+
+
+@user.command("create")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def user_create(name: str, password_stdin: bool) -> None:
+    """Create an account; the password is asked for twice (or read from stdin)."""
+    settings = load_settings()
+    password = _new_password(password_stdin)
+    try:
+        with store(settings) as conn:
+            create_user(conn, name, password)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"User {name} created.")
+
+
+@user.command("list")
+@json_option
+def user_list(as_json: bool) -> None:
+    """The accounts, by name."""
+    with store(load_settings()) as conn:
+        found = list_users(conn)
+    if as_json:
+        print_json([{"name": u.name, "created_at": analytics.iso(u.created_at)} for u in found])
+        return
+    for u in found:
+        click.echo(f"{u.name}\t{analytics.iso(u.created_at)}")
+
+
+@user.command("delete")
+@click.argument("name")
+def user_delete(name: str) -> None:
+    """Delete an account; it can no longer log in."""
+    try:
+        with store(load_settings()) as conn:
+            delete_user(conn, name)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"User {name} deleted.")
 
 
 @main.group()

@@ -169,3 +169,13 @@ suppressions = Table(
     Column("source", String(32), nullable=False),  # one-click, unsubscribe-page, cli
     Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
 )
+
+# Accounts that may log in (the relay's AUTH); see deadpixel.users for the password hashing.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
