@@ -89,6 +89,25 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     run_server(settings)
 
 
+@main.command()
+@click.option("--host", help="Address to listen on (DEADPIXEL_RELAY_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (DEADPIXEL_RELAY_PORT, default 2525).")
+def relay(host: str | None, port: int | None) -> None:
+    """Run the SMTP relay: point your mail client's outgoing server here."""
+    from deadpixel.relay.server import run
+    from deadpixel.send.smtp_config import smtp_settings
+
+    settings = load_settings(relay_host=host, relay_port=port)
+    upstream = smtp_settings(settings)
+    click.echo(f"deadpixel: data in {settings.data_dir}", err=True)
+    click.echo(
+        f"deadpixel: relay listening on {settings.relay_host}:{settings.relay_port}, "
+        f"passing mail to {upstream.host}:{upstream.port}",
+        err=True,
+    )
+    run(settings, upstream, host=settings.relay_host, port=settings.relay_port)
+
+
 main.add_command(send)
 main.add_command(campaign)
 main.add_command(suppression)

@@ -1,4 +1,4 @@
-"""Accounts for the SMTP relay (and later the dashboard).
+"""The SMTP relay: accounts (shared with the dashboard later) and what was relayed to whom.
 
 Revision ID: 0007
 Revises: 0006
@@ -26,7 +26,27 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_users"),
         sa.UniqueConstraint("name", name="uq_users_name"),
     )
+    op.create_table(
+        "relayed",
+        sa.Column("message_key", sa.String(64), nullable=False),
+        sa.Column("recipient", sa.String(320), nullable=False),
+        sa.Column("account", sa.String(64), nullable=False),
+        sa.Column("message_id", sa.String(16), nullable=True),
+        sa.Column("campaign_id", sa.Integer, nullable=True),
+        sa.Column("status", sa.String(8), nullable=False),
+        sa.Column("untracked", sa.Text, nullable=True),
+        sa.Column("updated_at", sa.Float, nullable=False),
+        sa.PrimaryKeyConstraint("message_key", "recipient", name="pk_relayed"),
+        sa.ForeignKeyConstraint(
+            ["message_id"], ["messages.id"], name="fk_relayed_message_id_messages", ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"], ["campaigns.id"], name="fk_relayed_campaign_id_campaigns", ondelete="SET NULL"
+        ),
+    )
+    op.create_index("ix_relayed_campaign_id", "relayed", ["campaign_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("relayed")
     op.drop_table("users")
