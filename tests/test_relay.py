@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from deadpixel import analytics
 from deadpixel.config import Settings
 from deadpixel.mail.compose import PIXEL_TEMPLATE
 from deadpixel.mail.smtp import SMTPSettings
@@ -26,6 +27,7 @@ from deadpixel.relay.server import Relay
 from deadpixel.relay.tls import GENERATED_NAME
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import link_url
+from deadpixel.store.maintenance import forget_recipient
 from deadpixel.store.schema import campaigns, messages, relayed
 from deadpixel.users import create_user
 
@@ -114,6 +116,14 @@ def submit(
         client.starttls(context=client_tls(settings))
         client.login("alice", password)
         client.sendmail(sender, recipients, raw)
+
+
+def report(settings: Settings, campaign: str | None = None) -> dict[str, Any]:
+    engine = create_engine(settings.database_url)
+    with engine.connect() as conn:
+        figures = analytics.report(conn, campaign)
+    engine.dispose()
+    return figures
 
 
 def rows(settings: Settings, table: Any) -> list[Any]:
@@ -228,6 +238,8 @@ def test_each_recipient_gets_its_own_copy_with_its_own_pixel(
     assert {(row.status, row.untracked, row.account) for row in rows(settings, relayed)} == {
         ("sent", None, "alice")
     }
+    figures = report(settings, "Q3 outreach")
+    assert (figures["sent"], figures["untracked"]) == (len(RECIPIENTS), 0)
 
 
 @SQLITE_ONLY
@@ -317,6 +329,8 @@ def test_untrackable_mail_passes_through_byte_for_byte(
     assert {(row.status, row.untracked, row.message_id) for row in rows(settings, relayed)} == {
         ("sent", reason, None)
     }
+    figures = report(settings)
+    assert (figures["sent"], figures["untracked"]) == (0, 2)
 
 
 @SQLITE_ONLY
@@ -330,6 +344,11 @@ def test_track_no_sends_untracked_without_our_headers(
     assert b"X-Deadpixel" not in copy.content
     assert rows(settings, messages) == []
     assert [row.untracked for row in rows(settings, relayed)] == ["X-Deadpixel-Track: no"]
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        forget_recipient(conn, "BOB@example.org")
+    engine.dispose()
+    assert rows(settings, relayed) == []
 
 
 @SQLITE_ONLY
@@ -460,7 +479,13 @@ def test_a_resubmission_after_a_lost_reply_sends_nothing_twice(
     relay: RunningRelay, upstream: SMTPServerHandle, settings: Settings
 ) -> None:
     submit(settings, relay.port, message(), RECIPIENTS)
-    submit(settings, relay.port, message(), RECIPIENTS)  # the client never saw the 250 and sends again
+    with smtplib.SMTP(HOST, relay.port, timeout=10) as client:  # the client never saw the 250: sends again
+        client.starttls(context=client_tls(settings))
+        client.login("alice", PASSWORD)
+        client.mail("alice@example.com")
+        for rcpt in RECIPIENTS:
+            client.rcpt(rcpt)
+        assert client.data(message()) == (250, b"2.0.0 OK: sent to 4 recipient(s)")
     assert len(upstream.sink.messages) == len(RECIPIENTS)
     assert len(rows(settings, messages)) == len(RECIPIENTS)
 

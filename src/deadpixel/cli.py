@@ -196,6 +196,8 @@ def report(campaign: str | None, as_json: bool) -> None:
         return
     click.echo(f"Campaign: {campaign or '(all messages)'}")
     click.echo(f"  sent             {figures['sent']}")
+    if figures["untracked"]:
+        click.echo(f"  untracked        {figures['untracked']}  (relayed without a pixel; not in sent)")
     click.echo(f"  unique opens     {figures['unique_opens']}  ({figures['open_rate']:.1%} of sent)")
     click.echo(f"    human          {figures['human_opens']}  ({figures['human_open_rate']:.1%} of sent)")
     click.echo(f"    machine only   {figures['machine_opens']}  (Apple prefetch, security scanners)")

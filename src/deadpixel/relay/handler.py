@@ -53,7 +53,9 @@ class RelayHandler:
         assert isinstance(envelope.original_content, bytes) and envelope.mail_from is not None
         submitted = parse(envelope.original_content)
         try:
-            copies = await asyncio.to_thread(self._prepare, submitted, account, list(envelope.rcpt_tos))
+            copies, recipients = await asyncio.to_thread(
+                self._prepare, submitted, account, list(envelope.rcpt_tos)
+            )
         except InFlight:
             return "451 4.4.0 this message is being relayed by another connection right now; try again"
         except SQLAlchemyError:
@@ -66,10 +68,10 @@ class RelayHandler:
         except SQLAlchemyError:  # the upstream has the copies: say so, even if the books are behind
             log.exception("relay: could not record the upstream's answer")
         failures = {rcpt: f for outcome in outcomes for rcpt, f in outcome.failures.items()}
-        delivered = sum(len(o.copy.claims) for o in outcomes) - len(failures)
-        return client_reply(failures, delivered)
+        return client_reply(failures, recipients - len(failures))
 
-    def _prepare(self, submitted: Submitted, account: str, addresses: list[str]) -> list[_Copy]:
+    def _prepare(self, submitted: Submitted, account: str, addresses: list[str]) -> tuple[list[_Copy], int]:
+        """The copies still to send (those an earlier submission sent are skipped) and how many recipients."""
         with self._engine.begin() as conn:
             claims = claim(
                 conn, key=submitted.key, account=account, addresses=addresses,
@@ -90,7 +92,7 @@ class RelayHandler:
                 copies.append(_Copy([c], submitted.copy_with(html)))
         if untracked:
             copies.append(_Copy(untracked, submitted.outgoing))
-        return copies
+        return copies, len(claims)
 
     async def _send(self, copy: _Copy, envelope_from: str, smtputf8: bool) -> _Outcome:
         addresses = [c.address for c in copy.claims]
