@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
+import signal
 import smtplib
+import socket
 import ssl
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -31,7 +37,8 @@ from deadpixel.store.maintenance import forget_recipient
 from deadpixel.store.schema import campaigns, messages, relayed
 from deadpixel.users import create_user
 
-from .smtp_sink import HOST, Sink, SMTPServerHandle
+from .conftest import Server, free_port
+from .smtp_sink import HOST, Sink, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 
 PASSWORD = "correct horse battery"
 PIXEL = re.compile(r'<img src="([^"]+/o/([0-9a-v]{32})\.gif)"[^>]*>')
@@ -534,3 +541,42 @@ def test_swaks_as_an_independent_client(
 
 def test_pixel_template_is_what_the_tests_look_for() -> None:
     assert PIXEL.fullmatch(PIXEL_TEMPLATE.format(src="https://t.example/o/" + "0" * 32 + ".gif"))
+
+
+@SQLITE_ONLY
+def test_deadpixel_relay_end_to_end(
+    smtp: SMTPServerHandle, server: Server, settings: Settings, env: dict[str, str]
+) -> None:
+    """The commands as a user runs them: `user create`, `relay`, `serve`; a recipient's open comes back."""
+    subprocess.run(
+        [sys.executable, "-m", "deadpixel", "user", "create", "alice", "--password-stdin"],
+        input=PASSWORD + "\n", text=True, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deadpixel", "relay", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the relay did not start"
+                time.sleep(0.05)
+        submit(settings, port, message(), ["bob@example.org", "carol@example.net"])
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(20) == 0
+    copies = {copy.rcpt_tos[0]: copy for copy in smtp.sink.messages}
+    assert sorted(copies) == ["bob@example.org", "carol@example.net"]
+    pixel_url = PIXEL.findall(decoded_parts(copies["carol@example.net"].content)[1][1])[0][0]
+    path = "/o/" + pixel_url.split("/o/", 1)[1]
+    fetched = httpx.get(server.url + path, headers={"user-agent": "Thunderbird"})
+    assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/gif"
+    # The GIF is answered only after the open is committed.
+    opened = {row.recipient: row.open_count for row in rows(settings, messages)}
+    assert opened == {"bob@example.org": 0, "carol@example.net": 1}
