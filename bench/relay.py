@@ -23,6 +23,7 @@ is the client's socket setting, not work the relay does, so it is measured apart
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -34,9 +35,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,13 +161,36 @@ def summary(latencies: list[float], seconds: float) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def store_url(database_url: str | None, data_dir: Path) -> Iterator[str]:
+    """A fresh SQLite file, or a fresh PostgreSQL schema that is dropped afterwards."""
+    if not database_url:
+        yield f"sqlite:///{data_dir / 'deadpixel.db'}"
+        return
+    import psycopg
+
+    schema = f"deadpixel_bench_relay_{os.getpid()}"
+    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    parts = urlsplit(database_url)
+    query = dict(parse_qsl(parts.query)) | {"options": f"-csearch_path={schema}"}
+    try:
+        yield urlunsplit(parts._replace(query=urlencode(query)))
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--size", type=int, default=50_000, help="bytes per message (about)")
-    parser.add_argument("--database-url", help="a PostgreSQL URL; default a fresh SQLite file")
+    parser.add_argument(
+        "--database-url", help="PostgreSQL (the run gets a fresh schema, dropped afterwards); default SQLite"
+    )
     parser.add_argument(
         "--nagle",
         action="store_true",
@@ -177,13 +203,16 @@ def main() -> int:
         run_sink(args.sink)
         return 0
 
-    with tempfile.TemporaryDirectory(prefix="deadpixel-bench-relay-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="deadpixel-bench-relay-") as tmp,
+        store_url(args.database_url, Path(tmp) / "data") as database_url,
+    ):
         data_dir = Path(tmp) / "data"
         sink_port, relay_port = free_port(), free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("DEADPIXEL_")},
             "DEADPIXEL_DATA_DIR": str(data_dir),
-            "DEADPIXEL_DATABASE_URL": args.database_url or f"sqlite:///{data_dir / 'deadpixel.db'}",
+            "DEADPIXEL_DATABASE_URL": database_url,
             "DEADPIXEL_SMTP_HOST": HOST,
             "DEADPIXEL_SMTP_PORT": str(sink_port),
             "DEADPIXEL_SMTP_TLS": "none",
