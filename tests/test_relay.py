@@ -29,7 +29,7 @@ from deadpixel.config import Settings
 from deadpixel.mail.compose import PIXEL_TEMPLATE
 from deadpixel.mail.smtp import SMTPSettings
 from deadpixel.relay.auth import is_loopback
-from deadpixel.relay.server import Relay
+from deadpixel.relay.server import AUTH_TRIES, Relay
 from deadpixel.relay.tls import GENERATED_NAME
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import link_url
@@ -395,6 +395,11 @@ def test_unauthenticated_clients_cannot_relay(
         with pytest.raises(smtplib.SMTPAuthenticationError) as unknown:
             client.auth("LOGIN", client.auth_login, initial_response_ok=False)
         assert unknown.value.smtp_code == 535
+    with smtplib.SMTP(HOST, relay.port, timeout=10) as client:  # guessing: a few tries per connection
+        client.starttls(context=client_tls(settings))
+        client.ehlo()
+        answers = [client.docmd("AUTH", "PLAIN AGFsaWNlAGd1ZXNz")[0] for _ in range(AUTH_TRIES + 1)]
+        assert answers == [535] * AUTH_TRIES + [421]
     assert upstream.sink.messages == [] and rows(settings, messages) == []
 
 

@@ -25,7 +25,7 @@ class AccountAuthenticator:
     """aiosmtpd's authenticator hook: the session's ``auth_data`` becomes the account name on success.
 
     aiosmtpd calls this synchronously on the event loop, so a login costs one scrypt (about 40 ms) of loop
-    time; fine for the handful of logins a relay for people sees, and the per-session AUTH limit bounds it.
+    time: fine for the handful of logins a relay for people sees. The server allows few tries per connection.
     """
 
     def __init__(self, engine: Engine) -> None:

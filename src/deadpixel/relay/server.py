@@ -24,6 +24,8 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.migrate import ensure_current
 from deadpixel.tokens import TokenSigner
 
+AUTH_TRIES = 3  # per connection; each costs a scrypt hash
+
 
 def _quiet_loopback_auth(record: logging.LogRecord) -> bool:
     return "auth_require_tls == False" not in record.getMessage()
@@ -90,6 +92,7 @@ class Relay:
             auth_required=True,
             auth_require_tls=not self.loopback,
             authenticator=authenticator,
+            command_call_limit={"AUTH": AUTH_TRIES, "*": 2**31 - 1},  # guessing needs new connections
         )
 
     async def stop(self) -> None:
