@@ -134,6 +134,11 @@ def test_what_is_not_tracked_and_why() -> None:
     assert parse(HEADERS + nested_signed).untracked == "signed (multipart/signed)"
 
 
+def test_a_campaign_name_fits_its_column() -> None:
+    raw = HEADERS.replace(b"X-Deadpixel-Campaign: c", b"X-Deadpixel-Campaign: " + b"x" * 300)
+    assert parse(raw + _leaf("text/html", "<p>hi</p>", "utf-8", "7bit")).campaign == "x" * 200
+
+
 def test_the_resubmission_key_is_the_message_id_or_else_the_content() -> None:
     one = HEADERS + _leaf("text/html", "<p>1</p>", "utf-8", "7bit")
     two = HEADERS + _leaf("text/html", "<p>2</p>", "utf-8", "7bit")

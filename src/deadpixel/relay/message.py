@@ -30,6 +30,7 @@ _SEALED = {
     "application/pkcs7-mime": "S/MIME (application/pkcs7-mime)",
     "application/x-pkcs7-mime": "S/MIME (application/x-pkcs7-mime)",
 }
+CAMPAIGN_NAME_MAX = 200  # the campaigns.name column
 _NO = ("no", "false", "0", "off")
 _YES = ("yes", "true", "1", "on")
 
@@ -177,7 +178,7 @@ def parse(raw: bytes) -> Submitted:
         outgoing=kept + body,
         key=hashlib.sha256(message_id.encode("utf-8", "surrogateescape") if message_id else raw).hexdigest(),
         subject=_header(headers, "Subject"),
-        campaign=_header(headers, "X-Deadpixel-Campaign") or None,
+        campaign=(_header(headers, "X-Deadpixel-Campaign") or "")[:CAMPAIGN_NAME_MAX] or None,
         track_links=(_header(headers, "X-Deadpixel-Track-Links") or "no").lower() in _YES,
     )
     if (_header(headers, "X-Deadpixel-Track") or "yes").lower() in _NO:
