@@ -134,6 +134,25 @@ def test_what_is_not_tracked_and_why() -> None:
     assert parse(HEADERS + nested_signed).untracked == "signed (multipart/signed)"
 
 
+def test_a_line_pushed_past_998_octets_makes_that_part_quoted_printable() -> None:
+    html = "<html><body><p>" + "x" * 950 + "</p></body></html>"
+    alternative = _multipart(
+        "alternative",
+        "b",
+        [_leaf("text/plain", "y" * 990, "utf-8", "7bit"), _leaf("text/html", html, "utf-8", "7bit")],
+    )
+    raw = HEADERS + alternative
+    submitted = parse(raw)
+    tracked, _ = track_html(html, PIXEL, None)
+    copy = submitted.copy_with(tracked)
+    assert max(map(len, copy.splitlines())) == 990  # the text part's line, untouched
+    assert copy.count(b"Content-Transfer-Encoding: quoted-printable") == 1
+    assert _parts(copy)[1] == ("text/html", None, tracked)
+    assert copy.split(b"--b\r\n")[1] == raw.split(b"--b\r\n")[1]
+    short = submitted.copy_with(html.replace("x" * 950, "x"))
+    assert b"quoted-printable" not in short  # a short line keeps the part as it was
+
+
 def test_a_campaign_name_fits_its_column() -> None:
     raw = HEADERS.replace(b"X-Deadpixel-Campaign: c", b"X-Deadpixel-Campaign: " + b"x" * 300)
     assert parse(raw + _leaf("text/html", "<p>hi</p>", "utf-8", "7bit")).campaign == "x" * 200

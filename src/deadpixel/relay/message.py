@@ -84,12 +84,13 @@ class _Sealed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _HTMLPart:
-    start: int  # the part's body in the whole message
+    head_start: int  # the part's header block in the whole message
+    start: int  # the part's body
     end: int
     headers: Message
 
 
-def _find_html(headers: Message, body: bytes, base: int) -> _HTMLPart | None:
+def _find_html(headers: Message, body: bytes, head_start: int, base: int) -> _HTMLPart | None:
     """The first inline text/html part, depth first; raises _Sealed if any part is signed or encrypted."""
     ctype = headers.get_content_type()
     if ctype in _SEALED:
@@ -101,11 +102,11 @@ def _find_html(headers: Message, body: bytes, base: int) -> _HTMLPart | None:
         found: _HTMLPart | None = None
         for start, end in _parts(body, boundary):
             head, sub = _split_head(body[start:end])
-            inner = _find_html(_HEADERS.parsebytes(head), sub, base + start + len(head))
+            inner = _find_html(_HEADERS.parsebytes(head), sub, base + start, base + start + len(head))
             found = found or inner
         return found
     if ctype == "text/html" and headers.get_content_disposition() != "attachment":
-        return _HTMLPart(base, base + len(body), headers)
+        return _HTMLPart(head_start, base, base + len(body), headers)
     return None
 
 
@@ -134,6 +135,18 @@ def _encode(data: bytes, cte: str, original: bytes) -> bytes:
     return encoded
 
 
+def _too_long(data: bytes) -> bool:
+    """SMTP allows 998 octets per line; a pixel or a click URL can push an unencoded line past that."""
+    return any(len(line) > 998 for line in data.splitlines())
+
+
+def _with_encoding(head: bytes, encoding: bytes) -> bytes:
+    """A part's header block with its Content-Transfer-Encoding replaced by ``encoding``."""
+    fields = _without_fields(head, (b"content-transfer-encoding:",))
+    blank = b"\r\n" if fields.endswith(b"\r\n\r\n") else b"\n"
+    return fields[: -len(blank)] + b"Content-Transfer-Encoding: " + encoding + b"\r\n" + blank
+
+
 def _header(headers: Message, name: str) -> str | None:
     """A header's decoded value on one line (folding and runs of whitespace collapsed)."""
     value = headers.get(name)
@@ -155,15 +168,21 @@ class Submitted:
     track_links: bool
     untracked: str | None = None
     html: str | None = None
-    html_start: int = 0  # the HTML part's body in ``outgoing``
+    html_head_start: int = 0  # the HTML part's header block in ``outgoing``
+    html_start: int = 0  # its body
     html_end: int = 0
     charset: str = "ascii"
     encoding: str = "7bit"  # its Content-Transfer-Encoding
 
     def copy_with(self, html: str) -> bytes:
-        """The outgoing message with its HTML part's body replaced by ``html`` (same charset and encoding)."""
-        body = self.outgoing[self.html_start : self.html_end]
-        new = _encode(html.encode(self.charset), self.encoding, body)
+        """The outgoing message with its HTML part's body replaced by ``html`` (same charset and encoding,
+        unless a line grew past SMTP's limit: then that part alone becomes quoted-printable)."""
+        data = html.encode(self.charset)
+        if self.encoding in ("7bit", "8bit", "binary") and _too_long(data):
+            head = _with_encoding(self.outgoing[self.html_head_start : self.html_start], b"quoted-printable")
+            new = head + binascii.b2a_qp(data, istext=True)
+            return self.outgoing[: self.html_head_start] + new + self.outgoing[self.html_end :]
+        new = _encode(data, self.encoding, self.outgoing[self.html_start : self.html_end])
         return self.outgoing[: self.html_start] + new + self.outgoing[self.html_end :]
 
 
@@ -186,7 +205,7 @@ def parse(raw: bytes) -> Submitted:
     if "DKIM-Signature" in headers:
         return replace(submitted, untracked="DKIM-signed by the client")
     try:
-        part = _find_html(headers, body, len(kept))
+        part = _find_html(headers, body, 0, len(kept))
     except _Sealed as sealed:
         return replace(submitted, untracked=str(sealed))
     if part is None:
@@ -202,5 +221,6 @@ def parse(raw: bytes) -> Submitted:
     except (LookupError, UnicodeDecodeError):
         return replace(submitted, untracked=f"HTML part not readable as {charset}")
     return replace(
-        submitted, html=html, html_start=part.start, html_end=part.end, charset=codec, encoding=encoding
-    )
+        submitted, html=html, html_head_start=part.head_start, html_start=part.start, html_end=part.end,
+        charset=codec, encoding=encoding,
+    )  # fmt: skip
