@@ -29,6 +29,7 @@ from deadpixel.config import Settings
 from deadpixel.mail.compose import PIXEL_TEMPLATE
 from deadpixel.mail.smtp import SMTPSettings
 from deadpixel.relay.auth import is_loopback
+from deadpixel.relay.reply import Failure, client_reply
 from deadpixel.relay.server import AUTH_TRIES, Relay
 from deadpixel.relay.tls import GENERATED_NAME
 from deadpixel.store.db import create_engine
@@ -413,6 +414,22 @@ def test_auth_login_works_too(relay: RunningRelay, upstream: SMTPServerHandle, s
         assert code == 235
         client.sendmail("alice@example.com", ["bob@example.org"], message())
     assert len(upstream.sink.messages) == 1
+
+
+def test_one_reply_for_all_copies() -> None:
+    assert client_reply({}, 3) == "250 2.0.0 OK: sent to 3 recipient(s)"
+    mixed = client_reply({"a@x.org": Failure(550, "5.1.1 no such user"), "b@x.org": Failure(451, "busy")}, 1)
+    assert mixed.startswith("550 5.0.0 upstream refused a@x.org: 550 5.1.1 no such user")
+    assert "b@x.org" not in mixed and mixed.endswith("(sent to the 1 other recipient(s))")
+    assert client_reply({"a@x.org": Failure(552, "full"), "b@x.org": Failure(550, "no")}, 0).startswith(
+        "554 "
+    )
+    down = client_reply({"a@x.org": Failure(None, "connection failed: refused")}, 0)
+    assert down == "451 4.4.0 upstream did not take it, try again later: a@x.org: connection failed: refused"
+    assert client_reply({"a@x.org": Failure(421, "closing")}, 0).startswith("451 ")
+    assert client_reply({"a@x.org": Failure(452, "too many")}, 0).startswith("452 ")
+    long = client_reply({"a@x.org": Failure(550, "line one\r\nline two " + "x" * 1000)}, 0)
+    assert "\r" not in long and "\n" not in long and len(long) <= 400 and "line one line two" in long
 
 
 def test_loopback_policy() -> None:
