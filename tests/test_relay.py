@@ -519,6 +519,41 @@ def test_a_resubmission_after_a_lost_reply_sends_nothing_twice(
     assert len(rows(settings, messages)) == len(RECIPIENTS)
 
 
+class SlowSink(Sink):
+    """An upstream that takes its time over each message, so a client can hang up meanwhile."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(0.5)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_client_that_hangs_up_during_relaying_can_retry_without_duplicates(
+    settings: Settings, account: str
+) -> None:
+    handle = SMTPServerHandle(SlowSink()).start()
+    running = start_relay(settings, handle.port)
+    try:
+        with smtplib.SMTP(HOST, running.port, timeout=10) as client:
+            client.starttls(context=client_tls(settings))
+            client.login("alice", PASSWORD)
+            client.mail("alice@example.com")
+            for rcpt in RECIPIENTS:
+                client.rcpt(rcpt)
+            assert client.putcmd("DATA") is None and client.getreply()[0] == 354
+            client.send(message() + b".\r\n")
+            client.close()  # gone before the relay could answer
+        deadline = time.monotonic() + 10
+        while {row.status for row in rows(settings, messages)} != {"sent"}:
+            assert time.monotonic() < deadline, "the copies were not relayed to the end"
+            time.sleep(0.05)
+        submit(settings, running.port, message(), RECIPIENTS)  # the client's retry
+    finally:
+        running.stop()
+        handle.stop()
+    assert len(handle.sink.messages) == len(RECIPIENTS)
+    assert len(rows(settings, messages)) == len(RECIPIENTS)
+
+
 @SQLITE_ONLY
 def test_utf8_headers_and_addresses_go_through_with_smtputf8(
     relay: RunningRelay, upstream: SMTPServerHandle, settings: Settings

@@ -45,24 +45,42 @@ class RelayHandler:
         self._engine = engine
         self._tracker = tracker
         self._upstream = upstream
+        self._running: set[asyncio.Future[str]] = set()  # kept referenced until done, even if the client left
+
+    async def drain(self) -> None:
+        """Wait for messages still being relayed (their clients may have gone)."""
+        if self._running:
+            await asyncio.wait(set(self._running))
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         account = session.auth_data if session.authenticated else None
         if not isinstance(account, str):  # aiosmtpd already refuses MAIL before AUTH; never rely on one check
             return "530 5.7.0 Authentication required"
         assert isinstance(envelope.original_content, bytes) and envelope.mail_from is not None
-        submitted = parse(envelope.original_content)
-        try:
-            copies, recipients = await asyncio.to_thread(
-                self._prepare, submitted, account, list(envelope.rcpt_tos)
+        # A client that hangs up now cancels this coroutine; the relaying goes on regardless, so what reached
+        # the upstream is recorded as sent and the client's retry does not send it twice.
+        relaying = asyncio.ensure_future(
+            self._relay(
+                account, envelope.original_content, envelope.mail_from, list(envelope.rcpt_tos),
+                any(option.upper() == "SMTPUTF8" for option in envelope.mail_options),
             )
+        )  # fmt: skip
+        self._running.add(relaying)
+        relaying.add_done_callback(self._running.discard)
+        return await asyncio.shield(relaying)
+
+    async def _relay(
+        self, account: str, raw: bytes, envelope_from: str, addresses: list[str], smtputf8: bool
+    ) -> str:
+        submitted = parse(raw)
+        try:
+            copies, recipients = await asyncio.to_thread(self._prepare, submitted, account, addresses)
         except InFlight:
             return "451 4.4.0 this message is being relayed by another connection right now; try again"
         except SQLAlchemyError:
             log.exception("relay: cannot record a message")
             return "451 4.3.0 cannot record the message right now; try again later"
-        smtputf8 = any(option.upper() == "SMTPUTF8" for option in envelope.mail_options)
-        outcomes = await asyncio.gather(*(self._send(c, envelope.mail_from, smtputf8) for c in copies))
+        outcomes = await asyncio.gather(*(self._send(c, envelope_from, smtputf8) for c in copies))
         try:
             await asyncio.to_thread(self._settle, submitted.key, outcomes)
         except SQLAlchemyError:  # the upstream has the copies: say so, even if the books are behind

@@ -54,6 +54,7 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._upstream: Upstream | None = None
         self._engine: Engine | None = None
+        self._handler: RelayHandler | None = None
 
     async def start(self) -> None:
         ensure_data_dir(self.settings)
@@ -62,7 +63,7 @@ class Relay:
         tls = server_context(self.settings)
         tracker = Tracker(self.settings, TokenSigner(load_or_create_keys(self.settings.keys_file)))
         self._upstream = Upstream(self._upstream_settings, ssl_context=self._upstream_tls)
-        handler = RelayHandler(self._engine, tracker, self._upstream)
+        self._handler = handler = RelayHandler(self._engine, tracker, self._upstream)
         authenticator = AccountAuthenticator(self._engine)
         hostname = self.settings.smtp_helo or socket.gethostname()  # getfqdn() can stall on DNS
 
@@ -99,6 +100,8 @@ class Relay:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._handler is not None:
+            await self._handler.drain()
         if self._upstream is not None:
             await asyncio.to_thread(self._upstream.close)
         if self._engine is not None:
