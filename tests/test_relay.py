@@ -542,6 +542,9 @@ def test_a_client_that_hangs_up_during_relaying_can_retry_without_duplicates(
             assert client.putcmd("DATA") is None and client.getreply()[0] == 354
             client.send(message() + b".\r\n")
             client.close()  # gone before the relay could answer
+        with pytest.raises(smtplib.SMTPDataError) as meanwhile:  # a retry while it is still under way
+            submit(settings, running.port, message(), RECIPIENTS)
+        assert meanwhile.value.smtp_code == 451
         deadline = time.monotonic() + 10
         while {row.status for row in rows(settings, messages)} != {"sent"}:
             assert time.monotonic() < deadline, "the copies were not relayed to the end"

@@ -18,8 +18,10 @@ from deadpixel.store.messages import campaign_id, create_message
 from deadpixel.store.schema import links, relayed
 from deadpixel.store.sending import mark_failed, mark_sent
 
+# A copy still marked as being sent after this long was left behind by a relay that stopped mid-way.
+IN_FLIGHT_SECONDS = 600.0
 
-@dataclass(frozen=True, slots=True)
+
 class InFlight(Exception):
     """The same message is being relayed to this recipient by another submission right now."""
 
@@ -66,8 +68,11 @@ def _claim_one(
     untracked: str | None,
 ) -> Claim:
     where = (relayed.c.message_key == key, relayed.c.recipient == lowered)
-    row = conn.execute(select(relayed.c.message_id, relayed.c.status).where(*where)).first()
+    columns = (relayed.c.message_id, relayed.c.status, relayed.c.updated_at)
+    row = conn.execute(select(*columns).where(*where)).first()
     if row is not None:
+        if row.status == "sending" and row.updated_at > time.time() - IN_FLIGHT_SECONDS:
+            raise InFlight(address)
         if row.status != "sent":
             conn.execute(update(relayed).where(*where).values(status="sending", updated_at=time.time()))
         return Claim(address, row.message_id, row.status == "sent")
