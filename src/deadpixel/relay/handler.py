@@ -86,7 +86,12 @@ class RelayHandler:
         except SQLAlchemyError:  # the upstream has the copies: say so, even if the books are behind
             log.exception("relay: could not record the upstream's answer")
         failures = {rcpt: f for outcome in outcomes for rcpt, f in outcome.failures.items()}
-        return client_reply(failures, recipients - len(failures))
+        reply = client_reply(failures, recipients - len(failures))
+        log.info(
+            "%s: %d recipient(s), %d copies sent now, %s: %s",
+            account, recipients, len(copies), submitted.untracked or "tracked", reply,
+        )  # fmt: skip
+        return reply
 
     def _prepare(self, submitted: Submitted, account: str, addresses: list[str]) -> tuple[list[_Copy], int]:
         """The copies still to send (those an earlier submission sent are skipped) and how many recipients."""

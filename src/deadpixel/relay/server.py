@@ -109,7 +109,12 @@ class Relay:
 
 
 def run(settings: Settings, upstream: SMTPSettings, *, host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM."""
+    """Serve until SIGINT or SIGTERM, with a line on stderr per message relayed."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s deadpixel relay: %(message)s"))
+    relay_log = logging.getLogger("deadpixel.relay")
+    relay_log.addHandler(handler)
+    relay_log.setLevel(logging.INFO)
 
     async def main() -> None:
         relay = Relay(settings, upstream, host=host, port=port)
