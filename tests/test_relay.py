@@ -15,9 +15,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,7 +37,7 @@ from deadpixel.relay.tls import GENERATED_NAME
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import link_url
 from deadpixel.store.maintenance import forget_recipient
-from deadpixel.store.schema import campaigns, messages, relayed
+from deadpixel.store.schema import campaigns, messages, opens, relayed
 from deadpixel.users import create_user
 
 from .conftest import Server, free_port
@@ -640,3 +642,34 @@ def test_deadpixel_relay_end_to_end(
     # The GIF is answered only after the open is committed.
     opened = {row.recipient: row.open_count for row in rows(settings, messages)}
     assert opened == {"bob@example.org": 0, "carol@example.net": 1}
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@SQLITE_ONLY
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_a_reader_opens_a_relayed_copy_in_chromium(
+    server: Server, settings: Settings, account: str, upstream: SMTPServerHandle
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+    running = start_relay(replace(settings, base_url=server.url), upstream.port)
+    try:
+        submit(settings, running.port, message(), ["bob@example.org", "carol@example.net"])
+    finally:
+        running.stop()
+    copies = {copy.rcpt_tos[0]: copy for copy in upstream.sink.messages}
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.set_content(copies["bob@example.org"].html(), wait_until="load")  # the pixel too
+        finally:
+            browser.close()
+    ids = {row.recipient: row.id for row in rows(settings, messages)}
+    (opened,) = rows(settings, opens)
+    assert opened.message_id == ids["bob@example.org"] and "Chrome" in opened.user_agent
+    figures = report(settings, "Q3 outreach")
+    assert (figures["sent"], figures["unique_opens"]) == (2, 1)
