@@ -18,7 +18,7 @@ from deadpixel.config import Settings
 from deadpixel.send.merge import TemplateProblem, Templates
 from deadpixel.send.ratelimit import RateLimiter, parse_rate
 from deadpixel.store.db import create_engine
-from deadpixel.store.schema import campaign_recipients, messages
+from deadpixel.store.schema import campaign_recipients, campaigns, messages
 
 from .smtp_sink import SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 
@@ -294,3 +294,60 @@ def test_rates_and_the_limiter() -> None:
     assert slept == [0.25, 0.5]  # evenly spaced, never a burst
     RateLimiter(None, sleep=sleep).acquire()
     assert len(slept) == 2
+
+
+def test_a_recipient_another_run_takes_meanwhile_is_skipped_not_sent_twice(
+    smtp: SMTPServerHandle, settings: Settings, tmp_path: Path
+) -> None:
+    """Another run of the same campaign claims a recipient between this run's read and its claim: the
+    chunk's one-statement claim fails, every row is claimed on its own, and only the taken one is skipped."""
+    from sqlalchemy import Connection, insert
+
+    from deadpixel.keys import load_or_create_keys
+    from deadpixel.send.campaign import CampaignRunner, CampaignSpec, Problem
+    from deadpixel.send.recipients import RecipientList
+    from deadpixel.send.smtp_config import smtp_settings
+    from deadpixel.send.tracked import Tracker
+    from deadpixel.tokens import TokenSigner
+
+    def taken_meanwhile(conn: Connection, keys: list[str]) -> set[str]:
+        # Runs in the chunk's transaction after this run read the recipients' state: the other run wins.
+        race = conn.execute(select(campaigns.c.id).where(campaigns.c.name == "race")).scalar_one()
+        conn.execute(
+            insert(campaign_recipients).values(
+                campaign_id=race, address="r1@example.org", line=2, run_id="otherrun", status="sending",
+                updated_at=time.time(),
+            )
+        )  # fmt: skip
+        return set()
+
+    class Problems:
+        def __init__(self) -> None:
+            self.found: list[Problem] = []
+
+        def problem(self, problem: Problem) -> None:
+            self.found.append(problem)
+
+        def advance(self, rows: int) -> None:
+            pass
+
+    recipients = write(tmp_path / "race.csv", "email\n" + "".join(f"r{i}@example.org\n" for i in range(3)))
+    spec = CampaignSpec(
+        name="race", sender="news@example.com", templates=Templates("Hi", "<p>Hello</p>", None),
+        suppressed=taken_meanwhile,
+    )  # fmt: skip
+    engine = create_engine(settings.database_url)
+    reporter = Problems()
+    tracker = Tracker(settings, TokenSigner(load_or_create_keys(settings.keys_file)))
+    summary = CampaignRunner(settings, engine, smtp_settings(settings), spec, tracker, reporter).run(
+        RecipientList(recipients)
+    )
+    assert (summary.sent, summary.busy) == (2, 1)
+    assert [(p.line, p.kind) for p in reporter.found] == [(3, "busy")]
+    assert sorted(smtp.sink.by_recipient()) == ["r0@example.org", "r2@example.org"]
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(campaign_recipients.c.address, campaign_recipients.c.run_id)).all())
+        stored = conn.execute(select(messages.c.recipient).order_by(messages.c.recipient)).scalars().all()
+    engine.dispose()
+    assert rows["r1@example.org"] == "otherrun"
+    assert stored == ["r0@example.org", "r2@example.org"]  # no message row for the one not sent

@@ -23,7 +23,7 @@ from deadpixel.keys import load_or_create_keys
 from deadpixel.send.tracked import Tracker
 from deadpixel.store import migrate
 from deadpixel.store.db import create_engine
-from deadpixel.store.links import LinkResolver, link_url
+from deadpixel.store.links import LinkResolver, link_url, save_links
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import clicks, links, messages
 from deadpixel.tokens import TokenSigner
@@ -65,9 +65,8 @@ def tracked_message(
     tracker = Tracker(settings, signer_for(settings))
     with engine.begin() as conn:
         mid = create_message(conn, recipient=recipient, campaign=campaign, sent_at=time.time() - sent_ago)
-        composed = tracker.compose(
-            conn, mid, sender="me@example.com", to=[recipient], subject="Hi", html=HTML
-        )
+        composed = tracker.compose(mid, sender="me@example.com", to=[recipient], subject="Hi", html=HTML)
+        save_links(conn, [(mid, composed.links)])
     engine.dispose()
     parsed = BytesParser(policy=policy.default).parsebytes(bytes(composed.message))
     html = parsed.get_body(("html",)).get_content()
@@ -327,8 +326,9 @@ def test_every_rewritten_link_resolves_to_its_original(
     with engine.begin() as conn:
         mid = create_message(conn, recipient="p@example.com")
         composed = Tracker(settings, signer).compose(
-            conn, mid, sender="me@example.com", to=["p@example.com"], subject="s", html=html
+            mid, sender="me@example.com", to=["p@example.com"], subject="s", html=html
         )
+        save_links(conn, [(mid, composed.links)])
         body = composed.message.get_body(("html",)).get_content()  # type: ignore[union-attr]
         hrefs = [part.split('"', 1)[0] for part in body.split('href="')[1:]]
         assert len(hrefs) == len(composed.links)

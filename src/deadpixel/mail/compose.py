@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from email import policy as email_policy
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import make_msgid
 from html import escape as _escape
 from html import unescape as _unescape
 from html.entities import html5 as _HTML5_ENTITIES
@@ -520,7 +520,10 @@ class Composed:
 
 
 def _address(value: str, header: str) -> Address:
-    parsed = MAIL_POLICY.header_factory(header, value)
+    return _checked(_header(header, value), value, header)
+
+
+def _checked(parsed: BaseHeader, value: str, header: str) -> Address:
     addresses: tuple[Address, ...] = getattr(parsed, "addresses", ())
     if len(addresses) != 1 or parsed.defects or not addresses[0].domain or not addresses[0].username:
         raise ValueError(f"{header}: not one valid address: {value!r}")
@@ -531,6 +534,35 @@ def _address(value: str, header: str) -> Address:
     if not domain.isascii():
         domain = domain.encode("idna").decode("ascii")
     return Address(display_name=address.display_name, username=address.username, domain=domain)
+
+
+def _header(name: str, value: object) -> BaseHeader:
+    header: BaseHeader = MAIL_POLICY.header_factory(name, value)
+    return header
+
+
+def _address_header(header: str, values: Sequence[str]) -> BaseHeader:
+    """The checked header for these addresses, parsed once when it holds one ASCII-domain address."""
+    if len(values) == 1:
+        parsed = _header(header, values[0])
+        address = _checked(parsed, values[0], header)
+        if address.domain == parsed.addresses[0].domain:  # type: ignore[attr-defined]
+            return parsed
+        return _header(header, [address])
+    return _header(header, [_address(value, header) for value in values])
+
+
+@functools.lru_cache(maxsize=64)
+def _sender_header(sender: str) -> tuple[BaseHeader, Address]:
+    """A campaign sends thousands of messages from one sender: parse it once."""
+    address = _address(sender, "From")
+    return _header("From", [address]), address
+
+
+@functools.cache
+def _constant_header(name: str, value: str) -> BaseHeader:
+    """Headers whose value never changes, parsed once; header objects are immutable, so sharing is safe."""
+    return _header(name, value)
 
 
 def compose(
@@ -553,9 +585,9 @@ def compose(
     """
     if not to:
         raise ValueError("compose() needs at least one To address")
-    from_address = _address(sender, "From")
-    to_addresses = [_address(value, "To") for value in to]
-    cc_addresses = [_address(value, "Cc") for value in cc]
+    from_header, from_address = _sender_header(sender)
+    to_header = _address_header("To", to)
+    cc_header = _address_header("Cc", cc) if cc else None
     for name in headers:
         if name.lower() in _RESERVED_HEADERS:
             raise ValueError(f"header {name!r} is set by compose() itself")
@@ -567,15 +599,15 @@ def compose(
     body, links = _transform(html, scan, pixel_url, rewrite) if tracked and scan is not None else (html, [])
 
     message = EmailMessage(policy=MAIL_POLICY)
-    message["MIME-Version"] = "1.0"
-    message["From"] = from_address
-    message["To"] = to_addresses
-    if cc_addresses:
-        message["Cc"] = cc_addresses
+    message["MIME-Version"] = _constant_header("MIME-Version", "1.0")
+    message["From"] = from_header
+    message["To"] = to_header
+    if cc_header is not None:
+        message["Cc"] = cc_header
     message["Subject"] = subject
     lowered = {name.lower() for name in headers}
     if "date" not in lowered:
-        message["Date"] = format_datetime(datetime.now(UTC))
+        message["Date"] = datetime.now(UTC)
     if "message-id" not in lowered:
         message["Message-ID"] = make_msgid(domain=message_id_domain or from_address.domain)
     for name, value in headers.items():
@@ -604,7 +636,7 @@ def _text_part(content: str, subtype: str) -> EmailMessage:
     else:
         cte, payload = "quoted-printable", binascii.b2a_qp(data, istext=True).decode("ascii")
     part = EmailMessage(policy=MAIL_POLICY)
-    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
-    part["Content-Transfer-Encoding"] = cte
+    part["Content-Type"] = _constant_header("Content-Type", f'text/{subtype}; charset="utf-8"')
+    part["Content-Transfer-Encoding"] = _constant_header("Content-Transfer-Encoding", cte)
     part.set_payload(payload)
     return part

@@ -27,6 +27,7 @@ from typing import Protocol
 from sqlalchemy import Connection, Engine, insert
 
 from deadpixel.config import Settings
+from deadpixel.mail.compose import Composed
 from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_with_retries
 from deadpixel.send.addresses import BadAddress, Recipient, parse_recipient
 from deadpixel.send.merge import TemplateProblem, Templates
@@ -34,6 +35,7 @@ from deadpixel.send.ratelimit import RateLimiter
 from deadpixel.send.recipients import BadRow, ListProblem, RecipientList, Row
 from deadpixel.send.tracked import Tracker
 from deadpixel.store import campaign_recipients as state
+from deadpixel.store.links import save_links
 from deadpixel.store.messages import campaign_id as find_campaign
 from deadpixel.store.schema import messages
 from deadpixel.tokens import new_message_id
@@ -102,6 +104,19 @@ class _Job:
     address: str
     message_id: str | None
     message: EmailMessage
+
+
+@dataclass
+class _Draft:
+    """A row that will be sent, composed but not yet stored."""
+
+    row: Row
+    recipient: Recipient
+    previous: state.Known | None
+    message_id: str | None
+    unsubscribe_id: str
+    subject: str
+    composed: Composed
 
 
 @dataclass
@@ -237,19 +252,19 @@ class CampaignRunner:
             except BadAddress as exc:
                 s.invalid += 1
                 self._problem(row.line, row.email, f"invalid address: {exc}", "invalid")
-        jobs: list[_Job] = []
         with self.engine.begin() as conn:
             seen = state.known(conn, cid, (recipient.key for _, recipient in parsed))
             blocked = (
                 self.spec.suppressed(conn, [r.key for _, r in parsed]) if self.spec.suppressed else set()
             )
-            for row, recipient in parsed:
-                job = self._prepare_one(conn, cid, run_id, row, recipient, seen, blocked)
-                if job is not None:
-                    jobs.append(job)
-        return jobs
+            drafts = [
+                draft
+                for row, recipient in parsed
+                if (draft := self._draft(conn, cid, run_id, row, recipient, seen, blocked)) is not None
+            ]
+            return self._record(conn, cid, run_id, drafts, seen)
 
-    def _prepare_one(
+    def _draft(
         self,
         conn: Connection,
         cid: int,
@@ -258,7 +273,8 @@ class CampaignRunner:
         recipient: Recipient,
         seen: dict[str, state.Known],
         blocked: set[str],
-    ) -> _Job | None:
+    ) -> _Draft | None:
+        """Decide whether this row is sent and compose its mail; nothing is stored for it yet."""
         s, key = self.summary, recipient.key
         previous = seen.get(key)
         if previous is not None and previous.run_id == run_id:
@@ -292,36 +308,66 @@ class CampaignRunner:
         headers, variables = self.spec.extras(unsubscribe_id) if self.spec.extras else ({}, {})
         try:
             rendered = self.spec.templates.render({**variables, **row.values})
+            composed = self.tracker.compose(
+                message_id, sender=self.spec.sender, to=[recipient.header], subject=rendered.subject,
+                html=rendered.html, text=rendered.text, headers=headers,
+            )  # fmt: skip
         except TemplateProblem as exc:
             self._refuse(conn, cid, run_id, row, key, seen, f"cannot render: {exc}")
             return None
-        try:
-            with conn.begin_nested():
-                if previous is not None and previous.message_id and previous.status in state.RESENDABLE:
-                    state.drop_unsent_message(conn, previous.message_id)
-                if not state.claim(
-                    conn, cid, key, line=row.line, run_id=run_id, message_id=message_id, status="sending",
-                    previous=previous, unsubscribe_id=unsubscribe_id,
-                ):  # fmt: skip
-                    self.summary.busy += 1
-                    self._problem(row.line, row.email, "being sent by another run right now: skipped", "busy")
-                    return None
-                if message_id is not None:
-                    conn.execute(
-                        insert(messages).values(
-                            id=message_id, campaign_id=cid, recipient=recipient.address,
-                            subject=rendered.subject, created_at=time.time(), status="draft",
-                        )
-                    )  # fmt: skip
-                composed = self.tracker.compose(
-                    conn, message_id, sender=self.spec.sender, to=[recipient.header],
-                    subject=rendered.subject, html=rendered.html, text=rendered.text, headers=headers,
-                )  # fmt: skip
         except ValueError as exc:  # compose() refuses a header (a line break from the data, say)
             self._refuse(conn, cid, run_id, row, key, seen, f"cannot compose: {exc}")
             return None
+        # Taken now, so a later row of the same chunk with this address is a duplicate.
         seen[key] = state.Known(key, row.line, run_id, message_id, "sending", unsubscribe_id)
-        return _Job(key, row.line, row.email, recipient.address, message_id, composed.message)
+        return _Draft(row, recipient, previous, message_id, unsubscribe_id, rendered.subject, composed)
+
+    def _record(
+        self, conn: Connection, cid: int, run_id: str, drafts: list[_Draft], seen: dict[str, state.Known]
+    ) -> list[_Job]:
+        """Claim the chunk's recipients and store their messages and links: a few statements per chunk.
+
+        New recipients are claimed with one multi-row insert; when another run took one of them meanwhile
+        (the insert fails on its key), each is claimed on its own and the taken ones are skipped.
+        """
+        for draft in drafts:
+            previous = draft.previous
+            if previous is not None and previous.message_id and previous.status in state.RESENDABLE:
+                state.drop_unsent_message(conn, previous.message_id)
+        fresh = [d for d in drafts if d.previous is None]
+        claims = [state.Claim(d.recipient.key, d.row.line, d.message_id, d.unsubscribe_id) for d in fresh]
+        claimed = fresh if state.claim_new(conn, cid, run_id, claims) else []
+        for draft in drafts if not claimed else [d for d in drafts if d.previous is not None]:
+            if state.claim(
+                conn, cid, draft.recipient.key, line=draft.row.line, run_id=run_id,
+                message_id=draft.message_id, status="sending", previous=draft.previous,
+                unsubscribe_id=draft.unsubscribe_id,
+            ):  # fmt: skip
+                claimed.append(draft)
+            else:
+                if draft.previous is None:
+                    del seen[draft.recipient.key]
+                else:
+                    seen[draft.recipient.key] = draft.previous
+                self.summary.busy += 1
+                self._problem(
+                    draft.row.line, draft.row.email, "being sent by another run right now: skipped", "busy"
+                )
+        tracked = [d for d in claimed if d.message_id is not None]
+        if tracked:
+            now = time.time()
+            rows = [
+                dict(id=d.message_id, campaign_id=cid, recipient=d.recipient.address, subject=d.subject,
+                     created_at=now, status="draft")
+                for d in tracked
+            ]  # fmt: skip
+            conn.execute(insert(messages), rows)
+            save_links(conn, [(d.message_id, d.composed.links) for d in tracked if d.message_id])
+        return [
+            _Job(d.recipient.key, d.row.line, d.row.email, d.recipient.address, d.message_id,
+                 d.composed.message)
+            for d in sorted(claimed, key=lambda d: d.row.line)
+        ]  # fmt: skip
 
     @staticmethod
     def _met(

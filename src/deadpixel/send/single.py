@@ -19,6 +19,7 @@ from deadpixel.keys import load_or_create_keys
 from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_with_retries
 from deadpixel.send.addresses import BadAddress, parse_recipient
 from deadpixel.send.tracked import Tracker
+from deadpixel.store.links import save_links
 from deadpixel.store.messages import create_message
 from deadpixel.store.sending import mark_failed, mark_sent
 from deadpixel.tokens import TokenSigner
@@ -81,9 +82,11 @@ def send_one(
             else None
         )
         composed = tracker.compose(
-            conn, message_id, sender=mail.sender, to=[mail.to], cc=mail.cc, subject=mail.subject,
+            message_id, sender=mail.sender, to=[mail.to], cc=mail.cc, subject=mail.subject,
             html=mail.html, text=mail.text,
         )  # fmt: skip
+        if message_id is not None:
+            save_links(conn, [(message_id, composed.links)])
     links = len(composed.links)
     if dry_run is not None:
         dry_run.write_bytes(bytes(composed.message))

@@ -1,18 +1,16 @@
-"""Compose a message for a stored message row: its pixel, its click tokens, and the links table.
+"""Compose a message for a stored message row: its pixel and its click tokens.
 
-The links are written in the caller's transaction, which commits before the message is handed to SMTP, so a
-recipient can never click a link whose target is not stored yet.
+Composing touches no database, so a campaign can compose a whole chunk and then store the chunk's rows in a
+few statements. The caller stores ``Composed.links`` in the transaction that commits before the message is
+handed to SMTP, so a recipient can never click a link whose target is not stored yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Connection
-
 from deadpixel.config import Settings
 from deadpixel.mail.compose import Composed, Rewrite, compose
-from deadpixel.store.links import save_links
 from deadpixel.tokens import TokenSigner
 
 
@@ -44,7 +42,6 @@ class Tracker:
 
     def compose(
         self,
-        conn: Connection,
         message_id: str | None,
         *,
         sender: str,
@@ -55,15 +52,13 @@ class Tracker:
         text: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Composed:
-        """Compose with tracking for ``message_id`` (its links saved), or untouched when it is None."""
+        """Compose with tracking for ``message_id``, or untouched when it is None."""
         if message_id is None:
             return compose(
                 sender=sender, to=to, cc=cc, subject=subject, html=html, text=text,
                 pixel_url=None, rewrite=None, headers=headers or {},
             )  # fmt: skip
-        composed = compose(
+        return compose(
             sender=sender, to=to, cc=cc, subject=subject, html=html, text=text,
             pixel_url=self.pixel_url(message_id), rewrite=self.rewriter(message_id), headers=headers or {},
         )  # fmt: skip
-        save_links(conn, message_id, composed.links)
-        return composed

@@ -41,6 +41,33 @@ def known(conn: Connection, campaign_id: int, keys: Iterable[str]) -> dict[str, 
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    address: str
+    line: int
+    message_id: str | None
+    unsubscribe_id: str
+
+
+def claim_new(conn: Connection, campaign_id: int, run_id: str, claims: Sequence[Claim]) -> bool:
+    """Claim recipients no run has met yet, all in one statement; False (and nothing claimed) when another
+    run took any of them meanwhile: the caller then claims them one by one."""
+    if not claims:
+        return False
+    now = time.time()
+    rows = [
+        dict(campaign_id=campaign_id, address=c.address, line=c.line, run_id=run_id, message_id=c.message_id,
+             status="sending", error=None, updated_at=now, unsubscribe_id=c.unsubscribe_id)
+        for c in claims
+    ]  # fmt: skip
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(cr), rows)
+    except IntegrityError:
+        return False
+    return True
+
+
 def claim(
     conn: Connection,
     campaign_id: int,

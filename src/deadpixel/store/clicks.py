@@ -7,7 +7,7 @@ message row next to the open counters, updated in the same transaction as the ev
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, update
@@ -15,7 +15,7 @@ from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, u
 from deadpixel.enrich.opens import ENRICHED_FIELDS, OpenClassifier, apply_message_pattern
 from deadpixel.events import ClickEvent, OpenEvent
 from deadpixel.store.schema import clicks, messages
-from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS, RowBuilder
+from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS, RowBuilder, existing_messages
 
 
 def _earlier(column: Any, param: str) -> Any:
@@ -40,15 +40,6 @@ _bump_click_counters = (
         last_click_at=_later(messages.c.last_click_at, "last"),
     )
 )
-
-
-def _send_times(conn: Connection, message_ids: Iterable[str]) -> dict[str, float | None]:
-    ids = sorted(set(message_ids))
-    found: dict[str, float | None] = {}
-    for start in range(0, len(ids), 500):
-        query = select(messages.c.id, messages.c.sent_at).where(messages.c.id.in_(ids[start : start + 500]))
-        found.update({mid: sent for mid, sent in conn.execute(query)})
-    return found
 
 
 def click_counter_updates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,7 +75,7 @@ def write_clicks(conn: Connection, events: Sequence[ClickEvent], builder: RowBui
 
     Returns how many clicks were dropped because their message was erased meanwhile.
     """
-    known = _send_times(conn, (event.message_id for event in events))
+    known = existing_messages(conn, (event.message_id for event in events))
     kept = [event for event in events if event.message_id in known]
     if kept:
         sent_at = {mid: sent for mid, sent in known.items() if sent is not None}

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, Engine, insert, select
 
 from deadpixel.store.schema import links
 
 
-def save_links(conn: Connection, message_id: str, urls: Sequence[str]) -> None:
-    """Store the URLs of a message's tracked links; ``urls[i]`` is link number ``i``."""
-    if urls:
-        conn.execute(
-            insert(links), [{"message_id": message_id, "number": i, "url": url} for i, url in enumerate(urls)]
-        )
+def save_links(conn: Connection, messages: Iterable[tuple[str, Sequence[str]]]) -> None:
+    """Store the tracked links of (message id, URLs) pairs in one statement; ``urls[i]`` is link ``i``."""
+    rows = [
+        {"message_id": message_id, "number": i, "url": url}
+        for message_id, urls in messages
+        for i, url in enumerate(urls)
+    ]
+    if rows:
+        conn.execute(insert(links), rows)
 
 
 def link_url(conn: Connection, message_id: str, number: int) -> str | None:

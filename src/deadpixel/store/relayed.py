@@ -97,7 +97,7 @@ def _claim_one(
 def replace_links(conn: Connection, message_id: str, urls: Sequence[str]) -> None:
     """A resubmitted copy's links, minted again from the same HTML, replace those of its first try."""
     conn.execute(delete(links).where(links.c.message_id == message_id))
-    save_links(conn, message_id, urls)
+    save_links(conn, [(message_id, urls)])
 
 
 def settle(conn: Connection, key: str, claims: Sequence[Claim], *, sent: bool, at: float) -> None:
