@@ -11,12 +11,16 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, select
 
-from deadpixel.store.schema import campaigns, clicks, links, messages, opens
+from deadpixel.store.schema import campaigns, clicks, links, messages, opens, relayed
 
 DEFINITIONS = {
     "sent": (
         "messages the SMTP server accepted from deadpixel, plus pixels made by hand with `pixel new` (sent"
         " from your own client); failed sends and drafts (`--dry-run`) are not counted"
+    ),
+    "untracked": (
+        "copies the relay delivered without a pixel (plain text only, signed or encrypted, or asked not to"
+        " track); not part of sent, since nobody could have been seen opening them"
     ),
     "unique_opens": (
         "messages with at least one open that is not your own (kind `self`), or with a human click: a click"
@@ -83,9 +87,12 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
         func.min(m.first_open_at),
         func.max(m.last_open_at),
     )
+    untracked = select(func.count()).where(relayed.c.status == "sent", relayed.c.untracked.is_not(None))
     query = query.where(m.status == "sent")
     if campaign is not None:
-        query = query.where(m.campaign_id == _campaign_id(conn, campaign))
+        cid = _campaign_id(conn, campaign)
+        query = query.where(m.campaign_id == cid)
+        untracked = untracked.where(relayed.c.campaign_id == cid)
     row = conn.execute(query).one()
     sent, unique_opens, human, machine, total_opens, unique_clicks, total_clicks = (
         int(value) for value in row[:7]
@@ -94,6 +101,7 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
     return {
         "campaign": campaign,
         "sent": sent,
+        "untracked": int(conn.execute(untracked).scalar_one()),
         "unique_opens": unique_opens,
         "human_opens": human,
         "machine_opens": machine,

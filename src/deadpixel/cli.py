@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -25,6 +26,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.migrate import current_revision, ensure_current, head_revision, upgrade
 from deadpixel.tokens import TokenSigner
+from deadpixel.users import UserError, create_user, delete_user, list_users
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,6 +88,25 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         err=True,
     )
     run_server(settings)
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (DEADPIXEL_RELAY_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (DEADPIXEL_RELAY_PORT, default 2525).")
+def relay(host: str | None, port: int | None) -> None:
+    """Run the SMTP relay: point your mail client's outgoing server here."""
+    from deadpixel.relay.server import run
+    from deadpixel.send.smtp_config import smtp_settings
+
+    settings = load_settings(relay_host=host, relay_port=port)
+    upstream = smtp_settings(settings)
+    click.echo(f"deadpixel: data in {settings.data_dir}", err=True)
+    click.echo(
+        f"deadpixel: relay listening on {settings.relay_host}:{settings.relay_port}, "
+        f"passing mail to {upstream.host}:{upstream.port}",
+        err=True,
+    )
+    run(settings, upstream, host=settings.relay_host, port=settings.relay_port)
 
 
 main.add_command(send)
@@ -176,6 +197,8 @@ def report(campaign: str | None, as_json: bool) -> None:
         return
     click.echo(f"Campaign: {campaign or '(all messages)'}")
     click.echo(f"  sent             {figures['sent']}")
+    if figures["untracked"]:
+        click.echo(f"  untracked        {figures['untracked']}  (relayed without a pixel; not in sent)")
     click.echo(f"  unique opens     {figures['unique_opens']}  ({figures['open_rate']:.1%} of sent)")
     click.echo(f"    human          {figures['human_opens']}  ({figures['human_open_rate']:.1%} of sent)")
     click.echo(f"    machine only   {figures['machine_opens']}  (Apple prefetch, security scanners)")
@@ -365,6 +388,61 @@ def backup_command(into: Path) -> None:
             "The store is PostgreSQL: the backup holds the signing keys; back the database up with pg_dump"
             " (see docs/deploy.md)."
         )
+
+
+@main.group()
+def user() -> None:
+    """Accounts that may log in to the SMTP relay."""
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    if not password:
+        raise click.ClickException("the password is empty")
+    return password
+
+
+@user.command("create")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def user_create(name: str, password_stdin: bool) -> None:
+    """Create an account; the password is asked for twice (or read from stdin)."""
+    settings = load_settings()
+    password = _new_password(password_stdin)
+    try:
+        with store(settings) as conn:
+            create_user(conn, name, password)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"User {name} created.")
+
+
+@user.command("list")
+@json_option
+def user_list(as_json: bool) -> None:
+    """The accounts, by name."""
+    with store(load_settings()) as conn:
+        found = list_users(conn)
+    if as_json:
+        print_json([{"name": u.name, "created_at": analytics.iso(u.created_at)} for u in found])
+        return
+    for u in found:
+        click.echo(f"{u.name}\t{analytics.iso(u.created_at)}")
+
+
+@user.command("delete")
+@click.argument("name")
+def user_delete(name: str) -> None:
+    """Delete an account; it can no longer log in."""
+    try:
+        with store(load_settings()) as conn:
+            delete_user(conn, name)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"User {name} deleted.")
 
 
 @main.group()

@@ -52,6 +52,12 @@ class Settings:
     smtp_tls: str = "starttls"
     smtp_helo: str | None = None
     mail_from: str | None = None
+    # The SMTP relay (``deadpixel relay``); it hands mail on to the smtp_* server above.
+    relay_host: str = "127.0.0.1"
+    relay_port: int = 2525
+    relay_tls_cert: Path | None = None  # None: a self-signed certificate made on first start
+    relay_tls_key: Path | None = None
+    relay_max_size: int = 50 * 1024 * 1024  # bytes, announced with SIZE
 
     @property
     def keys_file(self) -> Path:
@@ -220,6 +226,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         retention_days=_as_int("retention_days", 0, 100_000)(value("retention_days", 0)),
         enrichment=_as_bool("enrichment")(value("enrichment", True)),
         **_smtp_settings(value),
+        **_relay_settings(value),
     )
 
 
@@ -237,6 +244,34 @@ def _smtp_settings(value: Callable[[str, Any], Any]) -> dict[str, Any]:
         "smtp_tls": _as_choice("smtp_tls", ("starttls", "ssl", "none"))(value("smtp_tls", "starttls")),
         "smtp_helo": _as_optional_text(value("smtp_helo", None)),
         "mail_from": _as_mail_from(value("mail_from", None)),
+    }
+
+
+def _as_path(name: str) -> Callable[[Any], Path | None]:
+    def parse(raw: Any) -> Path | None:
+        if raw in (None, ""):
+            return None
+        path = Path(str(raw)).expanduser()
+        if not path.is_file():
+            raise ConfigError(name, f"file {path} does not exist")
+        return path
+
+    return parse
+
+
+def _relay_settings(value: Callable[[str, Any], Any]) -> dict[str, Any]:
+    cert = _as_path("relay_tls_cert")(value("relay_tls_cert", None))
+    key = _as_path("relay_tls_key")(value("relay_tls_key", None))
+    if (cert is None) != (key is None):
+        raise ConfigError("relay_tls_cert", "and DEADPIXEL_RELAY_TLS_KEY must be set together")
+    return {
+        "relay_host": str(value("relay_host", "127.0.0.1")),
+        "relay_port": _as_int("relay_port", 1, 65535)(value("relay_port", 2525)),
+        "relay_tls_cert": cert,
+        "relay_tls_key": key,
+        "relay_max_size": _as_int("relay_max_size", 1024, 2**31 - 1)(
+            value("relay_max_size", 50 * 1024 * 1024)
+        ),
     }
 
 

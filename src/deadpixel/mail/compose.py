@@ -24,7 +24,7 @@ from html.entities import html5 as _HTML5_ENTITIES
 from html.parser import HTMLParser
 from types import MappingProxyType
 
-__all__ = ["Composed", "compose", "html_to_text", "inject_pixel", "rewrite_links"]
+__all__ = ["Composed", "compose", "html_to_text", "inject_pixel", "rewrite_links", "track_html"]
 
 Rewrite = Callable[[str], str | None]
 
@@ -346,6 +346,14 @@ def rewrite_links(html: str, rewrite: Rewrite) -> tuple[str, list[str]]:
     them; plain comments are never rendered and are left as they are.
     """
     return _transform(html, _scan(html, want_text=False), None, rewrite)
+
+
+def track_html(html: str, pixel_url: str | None, rewrite: Rewrite | None) -> tuple[str, list[str]]:
+    """Pixel and link rewriting in one pass (either may be None), as compose() does to its HTML.
+
+    The scan is cached, so a document copied for several recipients is parsed once.
+    """
+    return _transform(html, _scan(html, want_text=False), pixel_url, rewrite)
 
 
 def html_to_text(html: str) -> str:

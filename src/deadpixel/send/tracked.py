@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from deadpixel.config import Settings
-from deadpixel.mail.compose import Composed, compose
+from deadpixel.mail.compose import Composed, Rewrite, compose
 from deadpixel.tokens import TokenSigner
 
 
@@ -25,6 +25,20 @@ class Tracker:
 
     def pixel_url(self, message_id: str) -> str:
         return self.settings.pixel_url(self.signer.pixel_token(message_id))
+
+    def rewriter(self, message_id: str) -> Rewrite:
+        """Mints click URLs for one message's links, numbered in document order."""
+        minted = 0
+
+        def rewrite(url: str) -> str | None:
+            nonlocal minted
+            if url.startswith(self._own):
+                return None
+            token = self.signer.click_token(message_id, minted)
+            minted += 1
+            return self.settings.click_url(token)
+
+        return rewrite
 
     def compose(
         self,
@@ -44,18 +58,7 @@ class Tracker:
                 sender=sender, to=to, cc=cc, subject=subject, html=html, text=text,
                 pixel_url=None, rewrite=None, headers=headers or {},
             )  # fmt: skip
-        tracked_id = message_id
-        minted = 0
-
-        def rewrite(url: str) -> str | None:
-            nonlocal minted
-            if url.startswith(self._own):
-                return None
-            token = self.signer.click_token(tracked_id, minted)
-            minted += 1
-            return self.settings.click_url(token)
-
         return compose(
             sender=sender, to=to, cc=cc, subject=subject, html=html, text=text,
-            pixel_url=self.pixel_url(message_id), rewrite=rewrite, headers=headers or {},
+            pixel_url=self.pixel_url(message_id), rewrite=self.rewriter(message_id), headers=headers or {},
         )  # fmt: skip

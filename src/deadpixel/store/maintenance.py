@@ -10,7 +10,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, u
 
 from deadpixel.enrich.opens import ENRICHED_FIELDS, OpenClassifier, apply_message_pattern
 from deadpixel.events import OpenEvent
-from deadpixel.store.schema import campaign_recipients, clicks, messages, opens
+from deadpixel.store.schema import campaign_recipients, clicks, messages, opens, relayed
 from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS
 
 CHUNK = 500
@@ -121,8 +121,10 @@ def purge_raw_detail(conn: Connection, retention_days: int, now: float | None = 
 
 def forget_recipient(conn: Connection, address: str) -> tuple[int, int]:
     """Erase every message to ``address`` (any case), every event (opens, clicks) of those messages, and the
-    campaign records of the address. (An unsubscribe on the suppression list stays: it is their wish.)"""
+    campaign and relay records of the address. (An unsubscribe on the suppression list stays: it is their
+    wish.)"""
     conn.execute(delete(campaign_recipients).where(campaign_recipients.c.address == address.strip().lower()))
+    conn.execute(delete(relayed).where(relayed.c.recipient == address.strip().lower()))
     ids = list(
         conn.execute(
             select(messages.c.id).where(func.lower(messages.c.recipient) == address.strip().lower())

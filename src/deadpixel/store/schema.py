@@ -169,3 +169,32 @@ suppressions = Table(
     Column("source", String(32), nullable=False),  # one-click, unsubscribe-page, cli
     Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
 )
+
+# Accounts that may log in (the relay's AUTH); see deadpixel.users for the password hashing.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# One row per message submitted to the relay and recipient: the tracked message made for that copy (None when
+# the copy went out untracked, with the reason) and whether the upstream server took it. A client that
+# resubmits after a dropped connection finds its rows here, so no copy gets a second message row and no
+# copy the upstream already took is sent twice.
+relayed = Table(
+    "relayed",
+    metadata,
+    # SHA-256 of the Message-ID header (or of the whole message when it has none)
+    Column("message_key", String(64), primary_key=True),
+    Column("recipient", String(320), primary_key=True),  # lower-cased
+    Column("account", String(64), nullable=False),
+    Column("message_id", String(16), ForeignKey("messages.id", ondelete="SET NULL"), nullable=True),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
+    Column("status", String(8), nullable=False),  # sending, sent or failed
+    Column("untracked", Text, nullable=True),  # why the copy went out without a pixel
+    Column("updated_at", Float, nullable=False),
+    Index(None, "campaign_id"),
+)

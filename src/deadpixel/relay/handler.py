@@ -1,0 +1,146 @@
+"""One submitted message: record a copy per recipient, give each its pixel, hand them upstream, answer once.
+
+The copies' message rows (and links) are committed before anything goes upstream, so the first pixel fetch
+finds them; they become ``sent`` only once the upstream took them. The client hears 250 only when every copy
+was taken (see reply.py), so a message is never lost between the relay and the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from deadpixel.mail.compose import track_html
+from deadpixel.mail.smtp import DeliveryError
+from deadpixel.relay.message import Submitted, parse
+from deadpixel.relay.reply import Failure, client_reply
+from deadpixel.relay.upstream import Upstream
+from deadpixel.send.tracked import Tracker
+from deadpixel.store.relayed import Claim, InFlight, claim, replace_links, settle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    claims: list[Claim]  # one for a tracked copy; every recipient for an untracked one
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    copy: _Copy
+    failures: dict[str, Failure]  # by address; a recipient not here was accepted
+    at: float
+
+
+class RelayHandler:
+    def __init__(self, engine: Engine, tracker: Tracker, upstream: Upstream) -> None:
+        self._engine = engine
+        self._tracker = tracker
+        self._upstream = upstream
+        self._running: set[asyncio.Future[str]] = set()  # kept referenced until done, even if the client left
+
+    async def drain(self) -> None:
+        """Wait for messages still being relayed (their clients may have gone)."""
+        if self._running:
+            await asyncio.wait(set(self._running))
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        account = session.auth_data if session.authenticated else None
+        if not isinstance(account, str):  # aiosmtpd already refuses MAIL before AUTH; never rely on one check
+            return "530 5.7.0 Authentication required"
+        assert isinstance(envelope.original_content, bytes) and envelope.mail_from is not None
+        # A client that hangs up now cancels this coroutine; the relaying goes on regardless, so what reached
+        # the upstream is recorded as sent and the client's retry does not send it twice.
+        relaying = asyncio.ensure_future(
+            self._relay(
+                account, envelope.original_content, envelope.mail_from, list(envelope.rcpt_tos),
+                any(option.upper() == "SMTPUTF8" for option in envelope.mail_options),
+            )
+        )  # fmt: skip
+        self._running.add(relaying)
+        relaying.add_done_callback(self._running.discard)
+        return await asyncio.shield(relaying)
+
+    async def _relay(
+        self, account: str, raw: bytes, envelope_from: str, addresses: list[str], smtputf8: bool
+    ) -> str:
+        submitted = parse(raw)
+        try:
+            copies, recipients = await asyncio.to_thread(self._prepare, submitted, account, addresses)
+        except InFlight:
+            return "451 4.4.0 this message is being relayed by another connection right now; try again"
+        except SQLAlchemyError:
+            log.exception("relay: cannot record a message")
+            return "451 4.3.0 cannot record the message right now; try again later"
+        outcomes = await asyncio.gather(*(self._send(c, envelope_from, smtputf8) for c in copies))
+        try:
+            await asyncio.to_thread(self._settle, submitted.key, outcomes)
+        except SQLAlchemyError:  # the upstream has the copies: say so, even if the books are behind
+            log.exception("relay: could not record the upstream's answer")
+        failures = {rcpt: f for outcome in outcomes for rcpt, f in outcome.failures.items()}
+        reply = client_reply(failures, recipients - len(failures))
+        log.info(
+            "%s: %d recipient(s), %d copies sent now, %s: %s",
+            account, recipients, len(copies), submitted.untracked or "tracked", reply,
+        )  # fmt: skip
+        return reply
+
+    def _prepare(self, submitted: Submitted, account: str, addresses: list[str]) -> tuple[list[_Copy], int]:
+        """The copies still to send (those an earlier submission sent are skipped) and how many recipients."""
+        with self._engine.begin() as conn:
+            claims = claim(
+                conn, key=submitted.key, account=account, addresses=addresses,
+                campaign=submitted.campaign or account, subject=submitted.subject,
+                untracked=submitted.untracked,
+            )  # fmt: skip
+            copies: list[_Copy] = []
+            untracked: list[Claim] = []
+            for c in claims:
+                if c.already_sent:
+                    continue
+                if c.message_id is None or submitted.html is None:
+                    untracked.append(c)  # one copy for all of them: it is the same for everyone
+                    continue
+                rewrite = self._tracker.rewriter(c.message_id) if submitted.track_links else None
+                html, urls = track_html(submitted.html, self._tracker.pixel_url(c.message_id), rewrite)
+                replace_links(conn, c.message_id, urls)
+                copies.append(_Copy([c], submitted.copy_with(html)))
+        if untracked:
+            copies.append(_Copy(untracked, submitted.outgoing))
+        return copies, len(claims)
+
+    async def _send(self, copy: _Copy, envelope_from: str, smtputf8: bool) -> _Outcome:
+        addresses = [c.address for c in copy.claims]
+        try:
+            refused = await self._upstream.send(
+                copy.data, envelope_from=envelope_from, recipients=addresses, smtputf8=smtputf8
+            )
+        except DeliveryError as error:
+            if error.recipients:
+                failures = {
+                    rcpt: Failure(code, reply.decode("utf-8", "replace"))
+                    for rcpt, (code, reply) in error.recipients.items()
+                }
+            else:
+                failures = {rcpt: Failure(error.code, error.reason) for rcpt in addresses}
+            return _Outcome(copy, failures, time.time())
+        failures = {
+            rcpt: Failure(code, reply.decode("utf-8", "replace")) for rcpt, (code, reply) in refused.items()
+        }
+        return _Outcome(copy, failures, time.time())
+
+    def _settle(self, key: str, outcomes: list[_Outcome]) -> None:
+        with self._engine.begin() as conn:
+            for outcome in outcomes:
+                accepted = [c for c in outcome.copy.claims if c.address not in outcome.failures]
+                failed = [c for c in outcome.copy.claims if c.address in outcome.failures]
+                settle(conn, key, accepted, sent=True, at=outcome.at)
+                settle(conn, key, failed, sent=False, at=outcome.at)

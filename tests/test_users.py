@@ -1,0 +1,77 @@
+"""Accounts: scrypt hashes, and the ``deadpixel user`` commands as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from deadpixel.config import Settings
+from deadpixel.store.db import create_engine
+from deadpixel.store.migrate import ensure_current
+from deadpixel.store.schema import users
+from deadpixel.users import UserError, authenticate, check_password, create_user, delete_user, hash_password
+
+
+def deadpixel(*args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deadpixel", *args],
+        input=stdin, capture_output=True, text=True, timeout=60, check=check,
+    )  # fmt: skip
+
+
+def test_a_hash_is_salted_and_carries_its_parameters() -> None:
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first != second
+    assert first.startswith("scrypt$16384$8$1$")
+    assert check_password("correct horse", first) and check_password("correct horse", second)
+    assert not check_password("correct horsE", first)
+    assert not check_password("correct horse", "md5$whatever") and not check_password("x", "garbage")
+
+
+def test_accounts_in_the_store(database_url: str) -> None:
+    engine = create_engine(database_url)
+    ensure_current(engine)
+    with engine.begin() as conn:
+        create_user(conn, "alice", "s3cret pässword")
+        with pytest.raises(UserError, match="already exists"):
+            create_user(conn, "alice", "other")
+        with pytest.raises(UserError, match="not a usable name"):
+            create_user(conn, "bad name", "x")
+        stored = conn.execute(select(users.c.password_hash)).scalar_one()
+        assert "s3cret" not in stored
+        assert authenticate(conn, "alice", "s3cret pässword")
+        assert not authenticate(conn, "alice", "s3cret password")
+        assert not authenticate(conn, "bob", "s3cret pässword")
+        delete_user(conn, "alice")
+        assert not authenticate(conn, "alice", "s3cret pässword")
+        with pytest.raises(UserError, match="no user"):
+            delete_user(conn, "alice")
+    engine.dispose()
+
+
+def test_user_commands(settings: Settings) -> None:
+    created = deadpixel("user", "create", "alice", "--password-stdin", stdin="pw1\n")
+    assert "User alice created." in created.stdout
+    deadpixel("user", "create", "bob", "--password-stdin", stdin="pw2\n")
+    again = deadpixel("user", "create", "bob", "--password-stdin", stdin="pw3\n", check=False)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    empty = deadpixel("user", "create", "carol", "--password-stdin", stdin="\n", check=False)
+    assert empty.returncode == 1 and "empty" in empty.stderr
+    assert [u["name"] for u in json.loads(deadpixel("user", "list", "--json").stdout)] == ["alice", "bob"]
+    deadpixel("user", "delete", "alice")
+    assert deadpixel("user", "list").stdout.split("\t")[0] == "bob"
+    assert deadpixel("user", "delete", "alice", check=False).returncode == 1
+
+
+def test_user_create_asks_for_the_password_twice(settings: Settings) -> None:
+    typo = deadpixel("user", "create", "dave", stdin="one\ntwo\n", check=False)
+    assert typo.returncode != 0
+    deadpixel("user", "create", "dave", stdin="same\nsame\n")
+    engine = create_engine(settings.database_url)
+    with engine.connect() as conn:
+        assert authenticate(conn, "dave", "same")
+    engine.dispose()
