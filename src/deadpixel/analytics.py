@@ -32,6 +32,10 @@ DEFINITIONS = {
     ),
     "machine_opens": "messages opened only by `prefetch` or `scanner` fetches, so unique = human + machine",
     "total_opens": "every recorded open event, whatever its verdict",
+    "capped_opens": (
+        "opens answered but not stored as events because one message had more than DEADPIXEL_OPEN_CAP"
+        " in a minute on one server (a flood); not in total_opens"
+    ),
     "open_rate": "unique_opens / sent (0 when nothing was sent)",
     "human_open_rate": "human_opens / sent: the honest open rate",
     "unique_clicks": (
@@ -86,6 +90,7 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
         func.coalesce(func.sum(m.click_count), 0),
         func.min(m.first_open_at),
         func.max(m.last_open_at),
+        func.coalesce(func.sum(m.capped_open_count), 0),
     )
     untracked = select(func.count()).where(relayed.c.status == "sent", relayed.c.untracked.is_not(None))
     query = query.where(m.status == "sent")
@@ -106,6 +111,7 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
         "human_opens": human,
         "machine_opens": machine,
         "total_opens": total_opens,
+        "capped_opens": int(row[9]),
         "open_rate": rate(unique_opens, sent),
         "human_open_rate": rate(human, sent),
         "unique_clicks": unique_clicks,

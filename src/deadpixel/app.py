@@ -29,6 +29,7 @@ from deadpixel.store.maintenance import purge_raw_detail
 from deadpixel.store.writes import write_opens
 from deadpixel.tokens import TokenSigner
 from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
+from deadpixel.track.cap import OpenCap
 from deadpixel.track.click import CLICK_PREFIX, ClickEndpoint
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter
@@ -70,9 +71,10 @@ class Deadpixel:
         classifier = OpenClassifier.from_settings(settings)
         writer_engine = create_engine(settings.database_url, writer=True, background_checkpoints=True)
         self.checkpointer = WalCheckpointer(settings.database_url) if is_sqlite(writer_engine) else None
+        self.cap = OpenCap(settings.open_cap) if settings.open_cap else None
         self.writer: GroupCommitWriter[OpenEvent] = GroupCommitWriter(
             writer_engine,
-            functools.partial(write_opens, builder=classifier),
+            functools.partial(write_opens, builder=classifier, cap=self.cap),
             batch_size=settings.batch_size,
         )
         # Clicks are rare next to opens: a writer of their own keeps them off the pixel's batches.
@@ -93,10 +95,12 @@ class Deadpixel:
 
     def snapshot(self) -> Snapshot:
         track, ingest = self.pixel.stats, self.writer.stats
+        capped = self.cap.capped_total if self.cap else 0
         return {
             "pixel_requests_total": track.requests,
             "invalid_tokens_total": track.invalid_tokens,
-            "opens_recorded_total": ingest.events_written,
+            "opens_recorded_total": ingest.events_written - capped,
+            "opens_capped_total": capped,
             "opens_dropped_total": ingest.events_dropped,
             "opens_for_erased_messages_total": ingest.events_for_erased_messages,
             "batches_total": ingest.batches,

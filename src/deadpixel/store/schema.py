@@ -61,6 +61,8 @@ messages = Table(
     Column("human_open_count", Integer, nullable=False, server_default="0"),
     Column("machine_open_count", Integer, nullable=False, server_default="0"),
     Column("self_open_count", Integer, nullable=False, server_default="0"),
+    # Opens past DEADPIXEL_OPEN_CAP in one minute: answered and counted here, not stored as events.
+    Column("capped_open_count", Integer, nullable=False, server_default="0"),
     # Clicks on tracked links, counted like opens; a human click also proves the message was opened.
     Column("click_count", Integer, nullable=False, server_default="0"),
     Column("human_click_count", Integer, nullable=False, server_default="0"),

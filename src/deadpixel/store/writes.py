@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Dialect, bindparam, case, insert, update
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from deadpixel.events import OpenEvent
 from deadpixel.store.schema import messages, opens
+
+if TYPE_CHECKING:
+    from deadpixel.track.cap import OpenCap
 
 HUMAN_KINDS = frozenset({"human", "proxy"})
 MACHINE_KINDS = frozenset({"prefetch", "scanner"})
@@ -90,14 +93,28 @@ def counter_updates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [per_message[mid] for mid in sorted(per_message)]
 
 
-def write_opens(conn: Connection, events: Sequence[OpenEvent], builder: RowBuilder) -> int:
+_count_capped = (
+    update(messages)
+    .where(messages.c.id == bindparam("mid"))
+    .values(capped_open_count=messages.c.capped_open_count + bindparam("n"))
+)
+
+
+def write_opens(
+    conn: Connection, events: Sequence[OpenEvent], builder: RowBuilder, cap: OpenCap | None = None
+) -> int:
     """Insert a batch of opens and bump the message counters, in the caller's transaction.
 
     Opens of messages erased meanwhile (``deadpixel forget``) are answered but not stored: a pixel still
     sitting in an inbox must not bring a forgotten person back. Returns how many were dropped that way.
+    Opens over the ``cap`` are counted on their message instead of stored.
     """
     known = existing_messages(conn, (e.message_id for e in events))
     kept = [e for e in events if e.message_id in known]
+    if cap is not None:
+        kept, capped = cap.split(kept)
+        if capped:
+            execute_many(conn, _count_capped, [{"mid": mid, "n": capped[mid]} for mid in sorted(capped)])
     if kept:
         sent_at = {mid: sent for mid, sent in known.items() if sent is not None}
         rows = builder.rows(kept, sent_at)
