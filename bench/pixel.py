@@ -803,6 +803,9 @@ def start_deadpixel(
     env = child_env() | {
         "DEADPIXEL_DATA_DIR": str(run_store.data_dir),
         "DEADPIXEL_DATABASE_URL": run_store.url,
+        # Every answered open is stored, as the exactness check expects: the load sends each of its 1,000
+        # pixels hundreds of times a minute, which the default cap would mostly count instead of store.
+        "DEADPIXEL_OPEN_CAP": "0",
     }
     if opts.mix == "realistic":
         env["DEADPIXEL_TRUSTED_PROXIES"] = TRUSTED_PROXY  # believe the load's X-Forwarded-For
