@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -33,6 +34,7 @@ from deadpixel.track.cap import OpenCap
 from deadpixel.track.click import CLICK_PREFIX, ClickEndpoint
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter
+from deadpixel.track.spool import Spool
 from deadpixel.web.unsubscribe import unsubscribe_routes
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class Deadpixel:
             writer_engine,
             functools.partial(write_opens, builder=classifier, cap=self.cap),
             batch_size=settings.batch_size,
+            spool=Spool(spool_dir(settings) / "opens", OpenEvent),
         )
         # Clicks are rare next to opens: a writer of their own keeps them off the pixel's batches.
         self.click_writer: GroupCommitWriter[ClickEvent] = GroupCommitWriter(
@@ -83,6 +86,7 @@ class Deadpixel:
             functools.partial(write_clicks, builder=classifier),
             batch_size=settings.batch_size,
             name="deadpixel-click-writer",
+            spool=Spool(spool_dir(settings) / "clicks", ClickEvent),
         )
         signer = TokenSigner(
             load_or_create_keys(settings.keys_file), reload=KeyFileReloader(settings.keys_file)
@@ -107,6 +111,9 @@ class Deadpixel:
             "batch_size_max": ingest.largest_batch,
             "commit_seconds_total": ingest.commit_seconds,
             "commit_failures_total": ingest.commit_failures,
+            "opens_spooled_total": ingest.events_spooled,
+            "opens_replayed_total": ingest.events_replayed,
+            "spool_failures_total": ingest.spool_failures + self.click_writer.stats.spool_failures,
             "queue_depth": self.writer.queue_depth,
             "click_requests_total": self.click.stats.requests,
             "invalid_click_tokens_total": self.click.stats.invalid_tokens + self.click.stats.unknown_links,
@@ -166,6 +173,11 @@ class Deadpixel:
                 self.engine.dispose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def spool_dir(settings: Settings) -> Path:
+    """Where batches wait while the database is unreachable: local to this node, like its data dir."""
+    return settings.data_dir / "spool"
 
 
 def create_app() -> Deadpixel:

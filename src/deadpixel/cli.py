@@ -324,8 +324,18 @@ def networks_update() -> None:
 @json_option
 def metrics(as_json: bool) -> None:
     """Counters of the running server's processes, summed (pixel requests, invalid tokens, opens, batches)."""
+    from deadpixel.app import spool_dir
+    from deadpixel.events import ClickEvent, OpenEvent
+    from deadpixel.track.spool import Spool
+
     settings = load_settings()
     totals, processes = read_metrics(metrics_dir(settings.data_dir))
+    spool = spool_dir(settings)
+    if spool.exists():  # the node's spool, whatever process wrote it: events waiting for the database
+        waiting = Spool(spool / "opens", OpenEvent).events_waiting()
+        waiting += Spool(spool / "clicks", ClickEvent).events_waiting()
+        if processes or waiting:
+            totals["spool_events"] = waiting
     if as_json:
         print_json({"processes": processes, **totals})
         return

@@ -200,3 +200,12 @@ relayed = Table(
     Column("updated_at", Float, nullable=False),
     Index(None, "campaign_id"),
 )
+
+# Spooled batches already replayed into the store (see deadpixel.track.spool): the marker is written in the
+# batch's own transaction, so a batch is stored once even when its file outlives the commit.
+spool_replays = Table(
+    "spool_replays",
+    metadata,
+    Column("id", String(80), primary_key=True),
+    Column("replayed_at", Float, nullable=False),
+)

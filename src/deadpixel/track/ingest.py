@@ -6,6 +6,12 @@ per request). The writer takes everything handed over (up to about ``batch_size`
 transaction, then releases the waiting requests, which only then send the GIF. Under load batches grow by
 themselves, so throughput comes from batching while every answered open is already durable. Stopping the
 writer drains the queue first. A writer serves the one event loop of its worker process.
+
+When the database is unreachable, a writer with a spool puts each batch there instead (durable on local
+disk) and releases its requests at once, then tries the database every ``probe_interval`` seconds. Once it
+answers, the spooled batches are replayed oldest first, each in one transaction with a marker row
+(``spool_replays``), so a batch is stored exactly once even if the process dies between its commit and the
+removal of its file, or two workers replay it at the same time.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, TypeVar, cast
 
 from sqlalchemy import Connection, Engine
@@ -29,6 +36,9 @@ from sqlalchemy.exc import (
     OperationalError,
     SQLAlchemyError,
 )
+
+from deadpixel.store.replays import forget_old_replays, mark_replayed
+from deadpixel.track.spool import Spool, batch_id
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,9 @@ class IngestStats:
     largest_batch: int = 0
     commit_seconds: float = 0.0
     commit_failures: int = 0
+    events_spooled: int = 0
+    events_replayed: int = 0
+    spool_failures: int = 0
 
 
 class GroupCommitWriter(Generic[E]):
@@ -58,10 +71,17 @@ class GroupCommitWriter(Generic[E]):
         write: Callable[[Connection, list[E]], int],
         batch_size: int = 2000,
         name: str = "deadpixel-writer",
+        spool: Spool[E] | None = None,
+        probe_interval: float = 1.0,
     ) -> None:
         self._engine = engine
         self._batch_size = batch_size
         self._write = write
+        self._spool = spool
+        self._probe_interval = probe_interval
+        # Down until proven otherwise when an earlier run left batches in the spool.
+        self._down = bool(spool and spool.pending())
+        self._last_probe = 0.0
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._tick: Tick[E] | None = None
@@ -111,7 +131,11 @@ class GroupCommitWriter(Generic[E]):
             while not stopping:
                 events: list[E] = []
                 futures: list[asyncio.Future[None]] = []
-                item = self._queue.get()
+                try:
+                    item = self._queue.get(timeout=self._probe_interval if self._down else None)
+                except queue.Empty:
+                    self._recover(conn)
+                    continue
                 while True:
                     if item is _STOP:
                         stopping = True
@@ -126,9 +150,68 @@ class GroupCommitWriter(Generic[E]):
                     except queue.Empty:
                         break
                 if events:
-                    self._commit(conn, events)
+                    if self._down and time.monotonic() - self._last_probe >= self._probe_interval:
+                        self._recover(conn)
+                    if not (self._down and self._spool_batch(events)):
+                        self._commit(conn, events)
                     self._settled += len(events)
                     _release(futures)
+            if self._down:
+                self._recover(conn)  # a last try, so a clean stop leaves nothing behind if it can
+
+    def _spool_batch(self, events: list[E]) -> bool:
+        """Put a batch in the spool; False when there is no spool or it cannot take the batch either."""
+        if self._spool is None:
+            return False
+        try:
+            self._spool.append(events)
+        except OSError:
+            self.stats.spool_failures += 1
+            log.exception("the spool cannot take %d opens either; holding them until the database answers",
+                          len(events))  # fmt: skip
+            return False
+        self._down = True
+        self.stats.events_spooled += len(events)
+        return True
+
+    def _recover(self, conn: Connection) -> None:
+        """Replay the spool, oldest batch first; the writer is back to normal once it is empty."""
+        assert self._spool is not None
+        self._last_probe = time.monotonic()
+        try:
+            for path in self._spool.pending():
+                with self._spool.claimed(path) as mine:
+                    if mine:
+                        self._replay(conn, path)
+            with conn.begin():
+                forget_old_replays(conn)
+        except Exception as exc:  # the writer must outlive any replay failure: requests wait on it
+            if isinstance(exc, SQLAlchemyError) and _is_transient(exc):
+                log.info("the database still does not answer; %d events wait in the spool",
+                         self._spool.events_waiting())  # fmt: skip
+            else:
+                log.exception("replaying the spool failed; trying again in %.1f s", self._probe_interval)
+            return
+        if not self._spool.pending():
+            self._down = False
+            log.info("the database answers again; the spool is empty")
+
+    def _replay(self, conn: Connection, path: Path) -> None:
+        assert self._spool is not None
+        events = self._spool.load(path)
+        try:
+            with conn.begin():
+                if mark_replayed(conn, batch_id(path)):
+                    erased = self._write(conn, events)
+                    self.stats.events_replayed += len(events)
+                    self.stats.events_for_erased_messages += erased
+        except (DataError, IntegrityError):
+            log.exception("the database refuses spooled batch %s; it is set aside in %s", path.name,
+                          self._spool.quarantine)  # fmt: skip
+            self.stats.events_dropped += len(events)
+            self._spool.refuse(path)
+            return
+        self._spool.remove(path)
 
     def _commit(self, conn: Connection, events: list[E]) -> None:
         delay = 0.05
@@ -147,6 +230,10 @@ class GroupCommitWriter(Generic[E]):
                     self._commit_one_by_one(conn, events)
                     return
                 self.stats.commit_failures += 1
+                if self._spool_batch(events):
+                    log.warning("committing %d opens failed (%s); spooled them, the pixel goes on answering",
+                                len(events), exc.__class__.__name__)  # fmt: skip
+                    return
                 log.exception("committing %d opens failed; retrying in %.2f s", len(events), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)

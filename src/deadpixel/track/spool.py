@@ -1,0 +1,116 @@
+"""A local, durable spool for the batches the database cannot take right now.
+
+When the database is unreachable (PostgreSQL restarting, a lock held past the busy timeout), the pixel must
+still answer at once and lose nothing it answered. The writer then puts each batch in a file of its own in
+the data dir (written, fsynced, renamed into place, directory fsynced) and releases the waiting requests:
+their opens are as durable there as in the database. The writer keeps trying the database and, once it
+answers, replays the files oldest first (see ``GroupCommitWriter``).
+
+A file's name carries its event count, so the spool's size is known from a directory listing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+E = TypeVar("E")
+
+SUFFIX = ".batch"
+
+
+class Spool(Generic[E]):
+    """Files of one kind of event (opens or clicks), shared by the workers of one data dir."""
+
+    def __init__(self, directory: Path, event_type: Callable[..., E]) -> None:
+        self.directory = directory
+        self.quarantine = directory / "refused"
+        self._event_type = event_type
+        self._sequence = itertools.count()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def append(self, events: Sequence[E]) -> Path:
+        """Store a batch durably; raises OSError (a full disk, say) when it cannot."""
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence)}-{len(events)}{SUFFIX}"
+        target = self.directory / name
+        partial = self.directory / f".{name}.partial"
+        data = json.dumps([list(event) for event in events]).encode()  # type: ignore[call-overload]
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(partial, target)
+            _fsync_directory(self.directory)
+        except OSError:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
+        return target
+
+    def pending(self) -> list[Path]:
+        """Spooled batches, oldest first."""
+        return sorted(self.directory.glob("*" + SUFFIX))
+
+    def events_waiting(self) -> int:
+        return sum(_count(path) for path in self.pending())
+
+    def load(self, path: Path) -> list[E]:
+        rows: list[list[Any]] = json.loads(path.read_bytes())
+        return [self._event_type(*row) for row in rows]
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        _fsync_directory(self.directory)
+
+    def refuse(self, path: Path) -> None:
+        """Set aside a batch the database refuses outright, for a person to look at; it is not retried."""
+        self.quarantine.mkdir(mode=0o700, exist_ok=True)
+        path.rename(self.quarantine / path.name)
+
+    @contextlib.contextmanager
+    def claimed(self, path: Path) -> Iterator[bool]:
+        """Whether this process may replay ``path`` now: False while another worker is replaying it."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            yield False
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield path.exists()
+        finally:
+            os.close(fd)
+
+
+def batch_id(path: Path) -> str:
+    """The name a replayed batch is remembered by in the store (``spool_replays``)."""
+    return path.name.removesuffix(SUFFIX)
+
+
+def _count(path: Path) -> int:
+    try:
+        return int(path.name.removesuffix(SUFFIX).rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

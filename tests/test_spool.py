@@ -1,0 +1,253 @@
+"""The spool: while the database cannot take a batch, the pixel still answers at once and loses nothing.
+
+The storage-layer fault is injected in the write function (real SQLite underneath); the PostgreSQL test
+stops and starts a real PostgreSQL cluster of its own under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import OperationalError
+
+from deadpixel.enrich.opens import OpenClassifier
+from deadpixel.events import OpenEvent
+from deadpixel.store import migrate
+from deadpixel.store.db import create_engine
+from deadpixel.store.messages import create_message
+from deadpixel.store.schema import messages, opens, spool_replays
+from deadpixel.store.writes import write_opens
+from deadpixel.track.ingest import GroupCommitWriter
+from deadpixel.track.spool import Spool
+
+from .conftest import Server, free_port
+from .helpers import make_pixels
+
+RAW = OpenClassifier(None, "full")
+
+
+class Outage:
+    """A database that refuses every transaction while ``down`` is set, as an unreachable server does."""
+
+    def __init__(self) -> None:
+        self.down = threading.Event()
+
+    def write(self, conn: Connection, events: list[OpenEvent]) -> int:
+        if self.down.is_set():
+            raise OperationalError("INSERT", {}, ConnectionRefusedError("the database is down"))
+        return write_opens(conn, events, RAW)
+
+
+def stored(engine_url: str) -> tuple[int, int]:
+    engine = create_engine(engine_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(func.count()).select_from(opens)).scalar_one()
+        counted = conn.execute(select(func.sum(messages.c.open_count))).scalar_one()
+    engine.dispose()
+    return int(rows), int(counted or 0)
+
+
+def test_an_outage_is_answered_from_the_spool_and_replayed_exactly_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    engine = create_engine(url, writer=True)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        message = create_message(conn, recipient="a@example.com")
+    outage = Outage()
+    spool = Spool(tmp_path / "spool", OpenEvent)
+    writer = GroupCommitWriter(engine, outage.write, spool=spool, probe_interval=0.2)
+    writer.start()
+
+    async def record(n: int, start: int) -> list[float]:
+        async def one(i: int) -> float:
+            began = time.perf_counter()
+            await asyncio.wait_for(writer.record(OpenEvent(message, float(i), None, f"ua{i}", "GET")), 5)
+            return time.perf_counter() - began
+
+        return list(await asyncio.gather(*(one(start + i) for i in range(n))))
+
+    asyncio.run(record(20, 0))
+    outage.down.set()
+    during = asyncio.run(record(50, 100)) + asyncio.run(record(50, 200))
+    assert max(during) < 0.5  # answered from the spool, not held until the database is back
+    assert spool.events_waiting() == 100 and writer.stats.events_spooled == 100
+    assert stored(url) == (20, 20)
+
+    # The process died after committing a replayed batch but before removing its file: the copy comes back.
+    first = spool.pending()[0]
+    survivor = tmp_path / "survivor"
+    shutil.copy(first, survivor)
+    outage.down.clear()
+    deadline = time.monotonic() + 5
+    while spool.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert spool.pending() == []
+    shutil.copy(survivor, first)
+    asyncio.run(record(5, 300))  # the writer meets a batch file again only if it is down: make it look down
+    writer._down = True  # the state a restart finds when the spool is not empty
+    deadline = time.monotonic() + 5
+    while spool.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer.stop()
+    assert spool.pending() == []
+    assert stored(url) == (125, 125)  # 20 + 100 + 5, the duplicated batch once
+    assert writer.stats.events_replayed == 100
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(spool_replays)).scalar_one() == 2
+    engine.dispose()
+
+
+def test_a_spool_left_by_a_stopped_process_is_replayed_by_the_next(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    engine = create_engine(url, writer=True)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        message = create_message(conn, recipient="a@example.com")
+    spool = Spool(tmp_path / "spool", OpenEvent)
+    spool.append([OpenEvent(message, 1.0, "192.0.2.1", "left over", "GET")])
+    writer = GroupCommitWriter(engine, Outage().write, spool=spool, probe_interval=0.1)
+    writer.start()
+    deadline = time.monotonic() + 5
+    while spool.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer.stop()
+    assert stored(url) == (1, 1)
+
+
+def test_a_batch_the_database_refuses_is_set_aside_not_retried_forever(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}", writer=True)
+    migrate.upgrade(engine)
+    spool = Spool(tmp_path / "spool", OpenEvent)
+    spool.append([OpenEvent("m" * 200, 1.0, None, None, "GET")])  # no such message: written as erased
+
+    def refuse(conn: Connection, events: list[OpenEvent]) -> int:
+        from sqlalchemy.exc import IntegrityError
+
+        raise IntegrityError("INSERT", {}, ValueError("refused"))
+
+    writer = GroupCommitWriter(engine, refuse, spool=spool, probe_interval=0.1)
+    writer.start()
+    deadline = time.monotonic() + 5
+    while spool.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer.stop()
+    assert spool.pending() == []
+    assert len(list(spool.quarantine.iterdir())) == 1
+    assert writer.stats.events_dropped == 1
+
+
+# --- a real PostgreSQL, stopped and started under load ----------------------------------------------------
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[object]:
+    """A PostgreSQL cluster of this test's own (initdb into a temp dir, its own port), run as postgres."""
+    pg_bin = _pg_bin()
+    if pg_bin is None or shutil.which("runuser") is None:
+        pytest.skip("needs Debian's PostgreSQL server binaries and runuser to run a cluster of its own")
+    # Under /tmp itself: pytest's own temp dirs are private to root, and the cluster runs as postgres.
+    root = Path(tempfile.mkdtemp(prefix="deadpixel-pg-"))
+    shutil.chown(root, "postgres", "postgres")
+    port = free_port()
+
+    def as_postgres(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True, text=True)
+
+    made = as_postgres(str(pg_bin / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres")
+    if made.returncode != 0:
+        pytest.skip(f"initdb cannot run here: {made.stderr.strip()[:200]}")
+
+    class Cluster:
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+        def start(self) -> None:
+            started = as_postgres(
+                str(pg_bin / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-w",
+                "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
+            )  # fmt: skip
+            assert started.returncode == 0, started.stderr
+
+        def stop(self) -> None:
+            as_postgres(str(pg_bin / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "-w", "stop")
+
+    cluster = Cluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgresql_down_under_load_the_pixel_answers_and_every_open_lands_once(
+    own_postgres: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deadpixel.config import load_settings
+    from deadpixel.server import prepare
+
+    cluster = own_postgres
+    env = {"DEADPIXEL_DATA_DIR": str(tmp_path / "data"), "DEADPIXEL_DATABASE_URL": cluster.url}  # type: ignore[attr-defined]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    prepare(settings)
+    pixels = [path for _, path in make_pixels(settings, 20)]
+    server = Server(env=env).start()
+    latencies: list[float] = []
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=server.url, timeout=5) as client:
+            i = 0
+            while not stop.is_set():
+                began = time.perf_counter()
+                statuses.append(client.get(pixels[i % len(pixels)]).status_code)
+                latencies.append(time.perf_counter() - began)
+                i += 1
+                time.sleep(0.002)
+
+    try:
+        loader = threading.Thread(target=load)
+        loader.start()
+        time.sleep(0.5)
+        cluster.stop()  # type: ignore[attr-defined]
+        down_from = len(latencies)
+        time.sleep(2.0)
+        during = sorted(latencies[down_from:])
+        cluster.start()  # type: ignore[attr-defined]
+        back = time.monotonic()
+        spool = tmp_path / "data" / "spool" / "opens"
+        while any(spool.glob("*.batch")) and time.monotonic() - back < 10:
+            time.sleep(0.05)
+        replayed_after = time.monotonic() - back
+        time.sleep(0.3)
+        stop.set()
+        loader.join()
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    assert set(statuses) == {200}
+    assert len(during) > 100
+    assert during[int(len(during) * 0.99)] < 0.05  # p99 while the database is down
+    assert replayed_after < 5
+    engine = create_engine(cluster.url)  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(opens)).scalar_one() == len(statuses)
+        assert conn.execute(select(func.sum(messages.c.open_count))).scalar_one() == len(statuses)
+    engine.dispose()
