@@ -71,7 +71,12 @@ class Deadpixel:
         self.settings = settings
         self.engine = create_engine(settings.database_url)
         classifier = OpenClassifier.from_settings(settings)
-        writer_engine = create_engine(settings.database_url, writer=True, background_checkpoints=True)
+        writer_engine = create_engine(
+            settings.database_url,
+            writer=True,
+            background_checkpoints=True,
+            lock_timeout_ms=settings.commit_deadline_ms,
+        )
         self.checkpointer = WalCheckpointer(settings.database_url) if is_sqlite(writer_engine) else None
         self.cap = OpenCap(settings.open_cap) if settings.open_cap else None
         self.writer: GroupCommitWriter[OpenEvent] = GroupCommitWriter(
@@ -82,7 +87,7 @@ class Deadpixel:
         )
         # Clicks are rare next to opens: a writer of their own keeps them off the pixel's batches.
         self.click_writer: GroupCommitWriter[ClickEvent] = GroupCommitWriter(
-            create_engine(settings.database_url, writer=True),
+            create_engine(settings.database_url, writer=True, lock_timeout_ms=settings.commit_deadline_ms),
             functools.partial(write_clicks, builder=classifier),
             batch_size=settings.batch_size,
             name="deadpixel-click-writer",
