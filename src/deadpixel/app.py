@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -34,7 +33,7 @@ from deadpixel.track.cap import OpenCap
 from deadpixel.track.click import CLICK_PREFIX, ClickEndpoint
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter
-from deadpixel.track.spool import Spool
+from deadpixel.track.spool import Spool, node_spool_dir
 from deadpixel.web.unsubscribe import unsubscribe_routes
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class Deadpixel:
             writer_engine,
             functools.partial(write_opens, builder=classifier, cap=self.cap),
             batch_size=settings.batch_size,
-            spool=Spool(spool_dir(settings) / "opens", OpenEvent),
+            spool=Spool(node_spool_dir(settings.data_dir) / "opens", OpenEvent),
         )
         # Clicks are rare next to opens: a writer of their own keeps them off the pixel's batches.
         self.click_writer: GroupCommitWriter[ClickEvent] = GroupCommitWriter(
@@ -91,7 +90,7 @@ class Deadpixel:
             functools.partial(write_clicks, builder=classifier),
             batch_size=settings.batch_size,
             name="deadpixel-click-writer",
-            spool=Spool(spool_dir(settings) / "clicks", ClickEvent),
+            spool=Spool(node_spool_dir(settings.data_dir) / "clicks", ClickEvent),
         )
         signer = TokenSigner(
             load_or_create_keys(settings.keys_file), reload=KeyFileReloader(settings.keys_file)
@@ -178,11 +177,6 @@ class Deadpixel:
                 self.engine.dispose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def spool_dir(settings: Settings) -> Path:
-    """Where batches wait while the database is unreachable: local to this node, like its data dir."""
-    return settings.data_dir / "spool"
 
 
 def create_app() -> Deadpixel:

@@ -18,7 +18,7 @@ from deadpixel import analytics
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
-from deadpixel.metrics import metrics_dir, read_metrics
+from deadpixel.metrics import node_totals, prometheus_text
 from deadpixel.send.commands import campaign, send, suppression
 from deadpixel.store import maintenance
 from deadpixel.store.clicks import purge_click_detail, reclassify_clicks
@@ -322,20 +322,14 @@ def networks_update() -> None:
 
 @main.command()
 @json_option
-def metrics(as_json: bool) -> None:
+@click.option("--prometheus", is_flag=True, help="Print the Prometheus text format instead.")
+def metrics(as_json: bool, prometheus: bool) -> None:
     """Counters of the running server's processes, summed (pixel requests, invalid tokens, opens, batches)."""
-    from deadpixel.app import spool_dir
-    from deadpixel.events import ClickEvent, OpenEvent
-    from deadpixel.track.spool import Spool
-
     settings = load_settings()
-    totals, processes = read_metrics(metrics_dir(settings.data_dir))
-    spool = spool_dir(settings)
-    if spool.exists():  # the node's spool, whatever process wrote it: events waiting for the database
-        waiting = Spool(spool / "opens", OpenEvent).events_waiting()
-        waiting += Spool(spool / "clicks", ClickEvent).events_waiting()
-        if processes or waiting:
-            totals["spool_events"] = waiting
+    totals, processes = node_totals(settings.data_dir)
+    if prometheus:
+        click.echo(prometheus_text(totals, processes), nl=False)
+        return
     if as_json:
         print_json({"processes": processes, **totals})
         return
