@@ -298,3 +298,66 @@ def test_a_lock_held_for_seconds_does_not_hold_up_the_pixel(
     assert len(latencies) >= 3
     assert max(latencies) < 1.0  # the 300 ms deadline, the spool's fsync and some slack; not 2 s
     assert stored(settings.database_url) == (1 + len(latencies), 1 + len(latencies))
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 4 MB tmpfs to fill up: a real full disk under the data dir."""
+    mount_point = Path(tempfile.mkdtemp(prefix="deadpixel-disk-"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        mount_point.rmdir()
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()[:200]}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+        mount_point.rmdir()
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        chunk = b"\0" * 65536
+        while True:
+            try:
+                out.write(chunk)
+                out.flush()
+            except OSError:
+                return filler
+
+
+def test_a_full_disk_the_pixel_still_answers_and_nothing_answered_is_lost(
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deadpixel.config import load_settings
+    from deadpixel.server import prepare
+
+    env = {"DEADPIXEL_DATA_DIR": str(small_disk / "data"), "DEADPIXEL_OPEN_CAP": "0"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DEADPIXEL_DATABASE_URL", raising=False)
+    settings = load_settings()
+    prepare(settings)
+    pixels = [path for _, path in make_pixels(settings, 5)]
+    server = Server(env=env | {"DEADPIXEL_DATABASE_URL": settings.database_url}).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            assert client.get(pixels[0]).status_code == 200
+            filler = fill(small_disk)
+            slowest = 0.0
+            for i in range(300):  # enough rows to need new pages: the WAL must grow and cannot
+                began = time.perf_counter()
+                assert client.get(pixels[i % 5]).status_code == 200
+                slowest = max(slowest, time.perf_counter() - began)
+            assert slowest < 2.0  # the commit deadline, then answered from memory
+            filler.unlink()
+            deadline = time.monotonic() + 10
+            while stored(settings.database_url)[0] < 301 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    assert stored(settings.database_url) == (301, 301)

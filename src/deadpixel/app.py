@@ -118,6 +118,8 @@ class Deadpixel:
             "opens_spooled_total": ingest.events_spooled,
             "opens_replayed_total": ingest.events_replayed,
             "spool_failures_total": ingest.spool_failures + self.click_writer.stats.spool_failures,
+            "events_held": self.writer.held + self.click_writer.held,
+            "events_lost_total": ingest.events_lost + self.click_writer.stats.events_lost,
             "queue_depth": self.writer.queue_depth,
             "click_requests_total": self.click.stats.requests,
             "invalid_click_tokens_total": self.click.stats.invalid_tokens + self.click.stats.unknown_links,

@@ -101,6 +101,8 @@ _HELP = {
     "commit_seconds_total": "Time spent committing batches.",
     "commit_failures_total": "Commits that failed and were retried or spooled.",
     "queue_depth": "Events handed to the writers and not yet committed.",
+    "events_held": "Answered events held in memory: neither the database nor the spool could take them.",
+    "events_lost_total": "Answered events kept nowhere: the disk full and the memory hold full too.",
     "spool_events": "Events waiting in the spool for the database.",
 }
 
