@@ -265,3 +265,17 @@ def test_prometheus_metrics_on_their_own_port_only(
     command = [sys.executable, "-m", "deadpixel", "metrics", "--prometheus"]
     printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     assert "deadpixel_pixel_requests_total 4" in printed
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_logs_are_json_lines_when_asked(server_factory: type[Server], env: dict[str, str]) -> None:
+    server = server_factory(env=env | {"DEADPIXEL_LOG_FORMAT": "json"}).start()
+    assert server.stop() == 0
+    assert server.process is not None and server.process.stderr is not None
+    ours = [
+        json.loads(line)
+        for line in server.process.stderr.read().decode().splitlines()
+        if line.startswith("{") and '"logger": "deadpixel' in line
+    ]
+    assert [entry["message"] for entry in ours] == ["worker ready on SQLite"]
+    assert ours[0]["level"] == "info" and ours[0]["time"].endswith("+00:00") and ours[0]["pid"] > 0

@@ -21,6 +21,7 @@ from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import ClickEvent, OpenEvent
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
+from deadpixel.logs import configure as configure_logs
 from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
 from deadpixel.store.clicks import purge_click_detail, write_clicks
 from deadpixel.store.db import WalCheckpointer, create_engine, is_sqlite
@@ -182,4 +183,8 @@ class Deadpixel:
 
 
 def create_app() -> Deadpixel:
-    return Deadpixel(load_settings())
+    settings = load_settings()
+    configure_logs(settings.log_level, settings.log_format)
+    app = Deadpixel(settings)
+    log.info("worker ready on %s", "SQLite" if is_sqlite(app.engine) else "PostgreSQL")
+    return app

@@ -18,6 +18,7 @@ from deadpixel import analytics
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
+from deadpixel.logs import configure as configure_logs
 from deadpixel.metrics import node_totals, prometheus_text
 from deadpixel.send.commands import campaign, send, suppression
 from deadpixel.store import maintenance
@@ -99,6 +100,7 @@ def relay(host: str | None, port: int | None) -> None:
     from deadpixel.send.smtp_config import smtp_settings
 
     settings = load_settings(relay_host=host, relay_port=port)
+    configure_logs(settings.log_level, settings.log_format)
     upstream = smtp_settings(settings)
     click.echo(f"deadpixel: data in {settings.data_dir}", err=True)
     click.echo(
