@@ -21,6 +21,7 @@ from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
 from deadpixel.metrics import metrics_dir, read_metrics
 from deadpixel.send.commands import campaign, send, suppression
 from deadpixel.store import maintenance
+from deadpixel.store.api_tokens import ApiToken, TokenError, create_token, list_tokens, revoke_token
 from deadpixel.store.clicks import purge_click_detail, reclassify_clicks
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
@@ -453,6 +454,62 @@ def user_delete(name: str) -> None:
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"User {name} deleted.")
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens for the JSON API (/api/v1)."""
+
+
+def _token_json(t: ApiToken) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "created_at": analytics.iso(t.created_at),
+        "last_used_at": analytics.iso(t.last_used_at),
+        "revoked_at": analytics.iso(t.revoked_at),
+    }
+
+
+@token.command("create")
+@click.argument("name")
+def token_create(name: str) -> None:
+    """Create a token and print its secret: shown this once, only a hash of it is stored."""
+    try:
+        with store(load_settings()) as conn:
+            _, secret_value = create_token(conn, name)
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Token {name} created. Its secret (shown only now):", err=True)
+    click.echo(secret_value)
+
+
+@token.command("list")
+@json_option
+def token_list(as_json: bool) -> None:
+    """The tokens: id, name, created, last used, revoked."""
+    with store(load_settings()) as conn:
+        found = [_token_json(t) for t in list_tokens(conn)]
+    if as_json:
+        print_json(found)
+        return
+    for t in found:
+        state = f"revoked {t['revoked_at']}" if t["revoked_at"] else "active"
+        click.echo(
+            f"{t['id']}\t{t['name']}\t{t['created_at']}\tlast used {t['last_used_at'] or 'never'}\t{state}"
+        )
+
+
+@token.command("revoke")
+@click.argument("name_or_id")
+def token_revoke(name_or_id: str) -> None:
+    """Revoke a token by name or id: requests with it get 401 from then on."""
+    try:
+        with store(load_settings()) as conn:
+            revoked = revoke_token(conn, name_or_id)
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Token {revoked.name} (id {revoked.id}) revoked.")
 
 
 @main.group()
