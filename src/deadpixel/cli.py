@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -19,12 +18,12 @@ from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settin
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
 from deadpixel.metrics import metrics_dir, read_metrics
+from deadpixel.pixels import new_pixel
 from deadpixel.send.commands import campaign, send, suppression
 from deadpixel.store import maintenance
 from deadpixel.store.api_tokens import ApiToken, TokenError, create_token, list_tokens, revoke_token
 from deadpixel.store.clicks import purge_click_detail, reclassify_clicks
 from deadpixel.store.db import create_engine
-from deadpixel.store.messages import create_message
 from deadpixel.store.migrate import current_revision, ensure_current, head_revision, upgrade
 from deadpixel.tokens import TokenSigner
 from deadpixel.users import UserError, create_user, delete_user, list_users
@@ -120,13 +119,6 @@ def pixel() -> None:
     """Tracking pixels to paste into mail you send yourself."""
 
 
-def img_tag(url: str) -> str:
-    return (
-        f'<img src="{html.escape(url)}" width="1" height="1" alt="" border="0" '
-        'style="border:0;width:1px;height:1px">'
-    )
-
-
 def _valid_address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     value = value.strip()
     local, at, domain = value.rpartition("@")
@@ -143,23 +135,14 @@ def _valid_address(_ctx: click.Context, _param: click.Parameter, value: str) -> 
 def pixel_new(recipient: str, subject: str | None, campaign: str | None, as_json: bool) -> None:
     """Create a tracked message and print its pixel."""
     settings = load_settings()
-    with store(settings) as conn:
-        message_id = create_message(conn, recipient=recipient, subject=subject, campaign=campaign)
-    signer = TokenSigner(load_or_create_keys(settings.keys_file))
-    url = settings.pixel_url(signer.pixel_token(message_id))
-    result = {
-        "message_id": message_id,
-        "to": recipient,
-        "subject": subject,
-        "campaign": campaign,
-        "url": url,
-        "html": img_tag(url),
-    }
+    with store(settings) as conn:  # creates the data dir the signing keys live in
+        signer = TokenSigner(load_or_create_keys(settings.keys_file))
+        result = new_pixel(conn, settings, signer, recipient=recipient, subject=subject, campaign=campaign)
     if as_json:
         print_json(result)
         return
-    click.echo(f"Tracked message {message_id} to {recipient}")
-    click.echo(f"Pixel URL: {url}")
+    click.echo(f"Tracked message {result['message_id']} to {recipient}")
+    click.echo(f"Pixel URL: {result['url']}")
     click.echo("Paste this HTML at the end of your message (it is invisible):")
     click.echo(result["html"])
 
