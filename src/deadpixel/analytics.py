@@ -6,10 +6,11 @@ campaign with millions of opens reads one row per message.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, Table, case, func, select
 
 from deadpixel.store.schema import campaigns, clicks, links, messages, opens, relayed
 
@@ -124,16 +125,53 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events to list: every field narrows; ``after_id`` is the id of the last one already seen.
+
+    Events are listed newest first by (at, id), so continuing after the last one seen pages through them
+    without skipping or repeating any while new ones arrive (an offset would shift under them).
+    """
+
+    campaign: str | None = None
+    message_id: str | None = None
+    since: float | None = None  # at >= since
+    until: float | None = None  # at < until
+    kind: str | None = None
+    after_id: int | None = None
+
+
+def _filtered(conn: Connection, query: Any, table: Table, only: EventFilter) -> Any:
+    c = table.c
+    if only.campaign is not None:
+        query = query.where(messages.c.campaign_id == _campaign_id(conn, only.campaign))
+    if only.message_id is not None:
+        query = query.where(c.message_id == only.message_id)
+    if only.since is not None:
+        query = query.where(c.at >= only.since)
+    if only.until is not None:
+        query = query.where(c.at < only.until)
+    if only.kind is not None:
+        query = query.where(c.kind == only.kind)
+    if only.after_id is not None:
+        at = select(c.at).where(c.id == only.after_id).scalar_subquery()
+        query = query.where((c.at < at) | ((c.at == at) & (c.id < only.after_id)))
+    return query.order_by(c.at.desc(), c.id.desc())
+
+
 def list_opens(
     conn: Connection,
     *,
     campaign: str | None = None,
     message_id: str | None = None,
     limit: int = 100,
+    only: EventFilter | None = None,
 ) -> list[dict[str, Any]]:
-    """Recorded opens, newest first."""
+    """Recorded opens, newest first (``only`` for the API's filters; campaign and message are shortcuts)."""
+    only = only or EventFilter(campaign=campaign, message_id=message_id)
     query = (
         select(
+            opens.c.id,
             opens.c.message_id,
             opens.c.at,
             opens.c.ip,
@@ -157,13 +195,9 @@ def list_opens(
                 campaigns, campaigns.c.id == messages.c.campaign_id
             )
         )
-        .order_by(opens.c.at.desc(), opens.c.id.desc())
         .limit(limit)
     )
-    if campaign is not None:
-        query = query.where(messages.c.campaign_id == _campaign_id(conn, campaign))
-    if message_id is not None:
-        query = query.where(opens.c.message_id == message_id)
+    query = _filtered(conn, query, opens, only)
     return [{**row._asdict(), "at": iso(row.at)} for row in conn.execute(query)]
 
 
@@ -173,10 +207,13 @@ def list_clicks(
     campaign: str | None = None,
     message_id: str | None = None,
     limit: int = 100,
+    only: EventFilter | None = None,
 ) -> list[dict[str, Any]]:
     """Recorded clicks, newest first, with the URL each one led to."""
+    only = only or EventFilter(campaign=campaign, message_id=message_id)
     query = (
         select(
+            clicks.c.id,
             clicks.c.message_id,
             clicks.c.link,
             links.c.url,
@@ -202,11 +239,80 @@ def list_clicks(
             .outerjoin(messages, messages.c.id == clicks.c.message_id)
             .outerjoin(campaigns, campaigns.c.id == messages.c.campaign_id)
         )
-        .order_by(clicks.c.at.desc(), clicks.c.id.desc())
         .limit(limit)
     )
-    if campaign is not None:
-        query = query.where(messages.c.campaign_id == _campaign_id(conn, campaign))
-    if message_id is not None:
-        query = query.where(clicks.c.message_id == message_id)
+    query = _filtered(conn, query, clicks, only)
     return [{**row._asdict(), "at": iso(row.at)} for row in conn.execute(query)]
+
+
+MESSAGE_COUNTERS = (
+    "open_count",
+    "human_open_count",
+    "machine_open_count",
+    "self_open_count",
+    "capped_open_count",
+    "click_count",
+    "human_click_count",
+    "machine_click_count",
+    "self_click_count",
+)
+_MESSAGE_TIMES = ("created_at", "sent_at", "first_open_at", "last_open_at", "first_click_at", "last_click_at")
+
+
+def _message_query() -> Any:
+    m = messages.c
+    return select(
+        m.id,
+        m.recipient,
+        m.subject,
+        campaigns.c.name.label("campaign"),
+        m.status,
+        *(m[name] for name in _MESSAGE_TIMES),
+        *(m[name] for name in MESSAGE_COUNTERS),
+    ).select_from(messages.outerjoin(campaigns, campaigns.c.id == m.campaign_id))
+
+
+def _message(row: Any) -> dict[str, Any]:
+    """One message with its counters, and whether it counts in unique_opens and human_opens."""
+    found = row._asdict()
+    clicked = found["human_click_count"] > 0
+    return {
+        **found,
+        **{name: iso(found[name]) for name in _MESSAGE_TIMES},
+        "opened": found["open_count"] - found["self_open_count"] > 0 or clicked,
+        "opened_by_human": found["human_open_count"] > 0 or clicked,
+    }
+
+
+def list_messages(
+    conn: Connection,
+    *,
+    campaign: str | None = None,
+    limit: int = 100,
+    after_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Messages, newest first by (created_at, id); ``after_id`` pages on like EventFilter.after_id."""
+    m = messages.c
+    query = _message_query().order_by(m.created_at.desc(), m.id.desc()).limit(limit)
+    if campaign is not None:
+        query = query.where(m.campaign_id == _campaign_id(conn, campaign))
+    if after_id is not None:
+        at = select(m.created_at).where(m.id == after_id).scalar_subquery()
+        query = query.where((m.created_at < at) | ((m.created_at == at) & (m.id < after_id)))
+    return [_message(row) for row in conn.execute(query)]
+
+
+def get_message(conn: Connection, message_id: str) -> dict[str, Any] | None:
+    row = conn.execute(_message_query().where(messages.c.id == message_id)).first()
+    return None if row is None else _message(row)
+
+
+def list_campaigns(conn: Connection) -> list[dict[str, Any]]:
+    """Every campaign by name, with its report's figures (one report query per campaign)."""
+    names = conn.execute(select(campaigns.c.name, campaigns.c.created_at).order_by(campaigns.c.name))
+    found = []
+    for name, created_at in names.all():
+        figures = report(conn, name)
+        del figures["definitions"], figures["campaign"]
+        found.append({"name": name, "created_at": iso(created_at), **figures})
+    return found

@@ -15,8 +15,9 @@ from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from deadpixel.api import api_mount
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import ClickEvent, OpenEvent
@@ -40,7 +41,9 @@ from deadpixel.web.unsubscribe import unsubscribe_routes
 log = logging.getLogger(__name__)
 
 
-def build_web(engine: Engine, signer: TokenSigner | None = None) -> Starlette:
+def build_web(
+    engine: Engine, signer: TokenSigner | None = None, settings: Settings | None = None
+) -> Starlette:
     async def healthz(_: Request) -> PlainTextResponse:
         return PlainTextResponse("ok\n")
 
@@ -58,9 +61,11 @@ def build_web(engine: Engine, signer: TokenSigner | None = None) -> Starlette:
             return PlainTextResponse("ready\n")
         return PlainTextResponse("database unreachable\n", status_code=503)
 
-    routes = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/readyz", readyz)]
     if signer is not None:
         routes += unsubscribe_routes(engine, signer)
+    if signer is not None and settings is not None:
+        routes.append(api_mount(engine, settings, signer))
     return Starlette(routes=routes)
 
 
@@ -99,7 +104,7 @@ class Deadpixel:
         client_ip = ClientIPResolver(settings.trusted_proxies)
         self.pixel = PixelEndpoint(signer, self.writer, client_ip)
         self.click = ClickEndpoint(signer, LinkResolver(self.engine), self.click_writer, client_ip)
-        self.web = build_web(self.engine, signer)
+        self.web = build_web(self.engine, signer, settings)
         self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)
 
     def snapshot(self) -> Snapshot:

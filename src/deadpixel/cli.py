@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -20,11 +19,12 @@ from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, netwo
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
 from deadpixel.logs import configure as configure_logs
 from deadpixel.metrics import node_totals, prometheus_text
+from deadpixel.pixels import new_pixel
 from deadpixel.send.commands import campaign, send, suppression
 from deadpixel.store import maintenance
+from deadpixel.store.api_tokens import ApiToken, TokenError, create_token, list_tokens, revoke_token
 from deadpixel.store.clicks import purge_click_detail, reclassify_clicks
 from deadpixel.store.db import create_engine
-from deadpixel.store.messages import create_message
 from deadpixel.store.migrate import current_revision, ensure_current, head_revision, upgrade
 from deadpixel.tokens import TokenSigner
 from deadpixel.users import UserError, create_user, delete_user, list_users
@@ -121,13 +121,6 @@ def pixel() -> None:
     """Tracking pixels to paste into mail you send yourself."""
 
 
-def img_tag(url: str) -> str:
-    return (
-        f'<img src="{html.escape(url)}" width="1" height="1" alt="" border="0" '
-        'style="border:0;width:1px;height:1px">'
-    )
-
-
 def _valid_address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     value = value.strip()
     local, at, domain = value.rpartition("@")
@@ -144,23 +137,14 @@ def _valid_address(_ctx: click.Context, _param: click.Parameter, value: str) -> 
 def pixel_new(recipient: str, subject: str | None, campaign: str | None, as_json: bool) -> None:
     """Create a tracked message and print its pixel."""
     settings = load_settings()
-    with store(settings) as conn:
-        message_id = create_message(conn, recipient=recipient, subject=subject, campaign=campaign)
-    signer = TokenSigner(load_or_create_keys(settings.keys_file))
-    url = settings.pixel_url(signer.pixel_token(message_id))
-    result = {
-        "message_id": message_id,
-        "to": recipient,
-        "subject": subject,
-        "campaign": campaign,
-        "url": url,
-        "html": img_tag(url),
-    }
+    with store(settings) as conn:  # creates the data dir the signing keys live in
+        signer = TokenSigner(load_or_create_keys(settings.keys_file))
+        result = new_pixel(conn, settings, signer, recipient=recipient, subject=subject, campaign=campaign)
     if as_json:
         print_json(result)
         return
-    click.echo(f"Tracked message {message_id} to {recipient}")
-    click.echo(f"Pixel URL: {url}")
+    click.echo(f"Tracked message {result['message_id']} to {recipient}")
+    click.echo(f"Pixel URL: {result['url']}")
     click.echo("Paste this HTML at the end of your message (it is invisible):")
     click.echo(result["html"])
 
@@ -449,6 +433,62 @@ def user_delete(name: str) -> None:
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"User {name} deleted.")
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens for the JSON API (/api/v1)."""
+
+
+def _token_json(t: ApiToken) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "created_at": analytics.iso(t.created_at),
+        "last_used_at": analytics.iso(t.last_used_at),
+        "revoked_at": analytics.iso(t.revoked_at),
+    }
+
+
+@token.command("create")
+@click.argument("name")
+def token_create(name: str) -> None:
+    """Create a token and print its secret: shown this once, only a hash of it is stored."""
+    try:
+        with store(load_settings()) as conn:
+            _, secret_value = create_token(conn, name)
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Token {name} created. Its secret (shown only now):", err=True)
+    click.echo(secret_value)
+
+
+@token.command("list")
+@json_option
+def token_list(as_json: bool) -> None:
+    """The tokens: id, name, created, last used, revoked."""
+    with store(load_settings()) as conn:
+        found = [_token_json(t) for t in list_tokens(conn)]
+    if as_json:
+        print_json(found)
+        return
+    for t in found:
+        state = f"revoked {t['revoked_at']}" if t["revoked_at"] else "active"
+        click.echo(
+            f"{t['id']}\t{t['name']}\t{t['created_at']}\tlast used {t['last_used_at'] or 'never'}\t{state}"
+        )
+
+
+@token.command("revoke")
+@click.argument("name_or_id")
+def token_revoke(name_or_id: str) -> None:
+    """Revoke a token by name or id: requests with it get 401 from then on."""
+    try:
+        with store(load_settings()) as conn:
+            revoked = revoke_token(conn, name_or_id)
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Token {revoked.name} (id {revoked.id}) revoked.")
 
 
 @main.group()

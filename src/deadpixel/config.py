@@ -50,6 +50,7 @@ class Settings:
     geoip_database: Path | None = None
     retention_days: int = 0
     enrichment: bool = True
+    api_rate: int = 600  # /api/v1 requests per minute per token and server process; 0: no limit
     # Outgoing mail (``deadpixel send``, ``campaign send``); nothing else needs these.
     smtp_host: str | None = None
     smtp_port: int | None = None  # None: 465 for ssl, 587 otherwise
@@ -237,6 +238,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         geoip_database=_as_existing_file(value("geoip_database", None)),
         retention_days=_as_int("retention_days", 0, 100_000)(value("retention_days", 0)),
         enrichment=_as_bool("enrichment")(value("enrichment", True)),
+        api_rate=_as_int("api_rate", 0, 10_000_000)(value("api_rate", 600)),
         **_smtp_settings(value),
         **_relay_settings(value),
     )

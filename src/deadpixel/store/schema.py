@@ -209,3 +209,17 @@ spool_replays = Table(
     Column("id", String(80), primary_key=True),
     Column("replayed_at", Float, nullable=False),
 )
+
+# Bearer tokens for /api/v1 (see deadpixel.store.api_tokens). Only a SHA-256 of each secret is kept: the
+# secrets are 256 random bits, so a fast hash is as safe as a slow one and lets a request find its row by
+# an index lookup. Revoked tokens stay, so `token list` still shows what existed and when it last worked.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+)

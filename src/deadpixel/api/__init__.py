@@ -1,0 +1,39 @@
+"""The JSON API under /api/v1: bearer tokens, JSON errors, a served OpenAPI document (see docs/api.md)."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount, Route
+
+from deadpixel.api.auth import BearerAuth
+from deadpixel.api.errors import ApiError, api_error, http_error, server_error
+from deadpixel.api.ratelimit import RateLimiter
+from deadpixel.api.routes import api_routes
+from deadpixel.config import Settings
+from deadpixel.tokens import TokenSigner
+
+PREFIX = "/api/v1"
+
+
+def _any_character(route: BaseRoute) -> BaseRoute:
+    """Let ``.*`` in a route's pattern match line breaks too, so a name with one still reaches the API
+    (and its token check) instead of falling through to a plain-text 404 outside it."""
+    assert isinstance(route, Mount | Route)
+    route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
+    return route
+
+
+def api_mount(engine: Engine, settings: Settings, signer: TokenSigner) -> Mount:
+    app = Starlette(
+        routes=[_any_character(route) for route in api_routes(engine, settings, signer)],
+        middleware=[Middleware(BearerAuth, engine=engine, limiter=RateLimiter(settings.api_rate))],
+        exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error},
+    )
+    mount = _any_character(Mount(PREFIX, app=app))
+    assert isinstance(mount, Mount)
+    return mount

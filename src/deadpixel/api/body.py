@@ -1,0 +1,82 @@
+"""The body of ``POST /api/v1/messages``: bounded in size, a JSON object, every field checked.
+
+413 for a body over MAX_BODY bytes (read no further), 422 for anything else wrong with it, naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from deadpixel.api.errors import ApiError
+from deadpixel.send.addresses import BadAddress, parse_recipient
+
+MAX_BODY = 64 * 1024
+FIELDS = {"to", "subject", "campaign"}
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    to: str
+    subject: str | None
+    campaign: str | None
+
+
+def _invalid(message: str, field: str | None = None) -> ApiError:
+    return ApiError(422, message, field)
+
+
+async def read_json(request: Request) -> Any:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise _invalid("the body is not JSON") from None
+
+
+def _storable(value: str) -> bool:
+    """No NUL (PostgreSQL refuses it) and no lone surrogates (JSON allows them, UTF-8 cannot hold them)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
+def _optional_text(body: dict[str, Any], field: str, max_length: int) -> str | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_length or not _storable(value):
+        raise _invalid(f"{field}: must be a string of 1 to {max_length} characters, without NUL", field)
+    return value
+
+
+def new_message(body: Any) -> NewMessage:
+    if not isinstance(body, dict):
+        raise _invalid("the body must be a JSON object")
+    for field in body:
+        if field not in FIELDS:
+            raise _invalid(f"{field}: unknown field (allowed: {', '.join(sorted(FIELDS))})", field)
+    to = body.get("to")
+    if not isinstance(to, str) or not _storable(to):
+        raise _invalid("to: the recipient's address is required", "to")
+    try:
+        recipient = parse_recipient(to)
+    except BadAddress as exc:
+        raise _invalid(f"to: {exc}", "to") from None
+    return NewMessage(
+        to=recipient.address,
+        subject=_optional_text(body, "subject", 998),
+        campaign=_optional_text(body, "campaign", 200),
+    )

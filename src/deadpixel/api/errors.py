@@ -1,0 +1,54 @@
+"""Every API error is JSON ``{"error": ...}`` (plus ``parameter`` when one input is to blame)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger(__name__)
+
+REASONS = {404: "not found", 405: "method not allowed"}
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, parameter: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.parameter = parameter
+        self.headers = headers
+
+
+def error_response(
+    status: int, message: str, parameter: str | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body: dict[str, str] = {"error": message}
+    if parameter is not None:
+        body["parameter"] = parameter
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def api_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, exc.parameter, exc.headers)
+
+
+async def http_error(_: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (with its Allow header), in the API's shape."""
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, REASONS.get(exc.status_code, exc.detail), headers=exc.headers)
+
+
+async def server_error(_: Request, exc: Exception) -> Response:
+    log.error("API request failed", exc_info=exc)
+    return error_response(500, "internal error")
+
+
+def bad_parameter(parameter: str, problem: str) -> ApiError:
+    return ApiError(400, f"{parameter}: {problem}", parameter)

@@ -1,0 +1,353 @@
+"""The OpenAPI 3.1 document for /api/v1, written as data rather than generated.
+
+The routes are few and plain Starlette, so a framework that derives schemas from type hints would cost a
+dependency and a second way of declaring every endpoint. Written by hand, the document says exactly what
+clients may rely on; tests/test_api.py checks it against the live routes and fuzzes the server with it. Every
+reported number's description is its definition from deadpixel.analytics, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from deadpixel.analytics import DEFINITIONS, MESSAGE_COUNTERS
+from deadpixel.api.params import DEFAULT_LIMIT, MAX_LIMIT
+from deadpixel.enrich.classify import KINDS
+
+TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
+OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time", "description": "ISO 8601, UTC"}
+OPTIONAL_TEXT = {"type": ["string", "null"]}
+COUNT = {"type": "integer", "minimum": 0}
+RATE = {"type": "number", "minimum": 0, "maximum": 1}
+RATES = ("open_rate", "human_open_rate", "click_rate", "click_to_open_rate")
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Any], description: str = "") -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": sorted(properties),
+        "additionalProperties": False,
+    }
+    if description:
+        found["description"] = description
+    return found
+
+
+def _figures() -> dict[str, Any]:
+    """The report's numbers, each described by its definition."""
+    figures: dict[str, Any] = {
+        name: {**(RATE if name in RATES else COUNT), "description": definition}
+        for name, definition in DEFINITIONS.items()
+    }
+    figures["first_open_at"] = {**OPTIONAL_TIME, "description": "the earliest open of a sent message"}
+    figures["last_open_at"] = {**OPTIONAL_TIME, "description": "the latest open of a sent message"}
+    return figures
+
+
+def _page(item: str) -> dict[str, Any]:
+    return _object(
+        {
+            "items": {"type": "array", "items": _ref(item)},
+            "next": {
+                "type": ["string", "null"],
+                "description": "the URL (path and query) of the next page, or null on the last page",
+            },
+        }
+    )
+
+
+MESSAGE_COUNTER_TEXT = {
+    "open_count": "opens recorded for this message, whatever their verdict (total_opens counts these)",
+    "human_open_count": "opens with verdict human or proxy",
+    "machine_open_count": "opens with verdict prefetch or scanner",
+    "self_open_count": "opens by the sender (verdict self)",
+    "capped_open_count": DEFINITIONS["capped_opens"],
+    "click_count": "clicks recorded for this message, whatever their verdict (total_clicks counts these)",
+    "human_click_count": "clicks with verdict human",
+    "machine_click_count": "clicks with verdict prefetch or scanner",
+    "self_click_count": "clicks by the sender (verdict self)",
+}
+
+EVENT_DETAIL = {
+    "ip": {**OPTIONAL_TEXT, "description": "as kept under DEADPIXEL_IP_MODE (truncated by default)"},
+    "user_agent": OPTIONAL_TEXT,
+    "method": {"type": "string", "enum": ["GET", "HEAD"]},
+    "kind": {"type": ["string", "null"], "enum": [*KINDS, None], "description": "the verdict"},
+    "reason": {**OPTIONAL_TEXT, "description": "why the verdict, in words"},
+    "client": OPTIONAL_TEXT,
+    "device": OPTIONAL_TEXT,
+    "os": OPTIONAL_TEXT,
+    "country": OPTIONAL_TEXT,
+    "network_owner": OPTIONAL_TEXT,
+    "recipient": OPTIONAL_TEXT,
+    "subject": OPTIONAL_TEXT,
+    "campaign": OPTIONAL_TEXT,
+}
+
+
+def _schemas() -> dict[str, Any]:
+    figures = _figures()
+    return {
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {"type": "string", "description": "what went wrong, in words"},
+                "parameter": {"type": "string", "description": "the query parameter or body field to blame"},
+            },
+            "required": ["error"],
+            "additionalProperties": False,
+        },
+        "Report": _object(
+            {
+                "campaign": {**OPTIONAL_TEXT, "description": "the campaign's name"},
+                **figures,
+                "definitions": {
+                    "type": "object",
+                    "description": "each number's definition, as in this document",
+                    "additionalProperties": {"type": "string"},
+                },
+            },
+            "Headline figures of a campaign. Only messages with status sent count.",
+        ),
+        "Campaign": _object(
+            {"name": {"type": "string"}, "created_at": TIME, **figures},
+            "A campaign with its report's figures.",
+        ),
+        "CampaignList": _object({"items": {"type": "array", "items": _ref("Campaign")}}),
+        "Message": _object(
+            {
+                "id": {"type": "string", "description": "the public message id the pixel token carries"},
+                "recipient": OPTIONAL_TEXT,
+                "subject": OPTIONAL_TEXT,
+                "campaign": OPTIONAL_TEXT,
+                "status": {
+                    "type": "string",
+                    "enum": ["draft", "sent", "failed"],
+                    "description": "only sent messages count in reports",
+                },
+                "created_at": TIME,
+                "sent_at": {**OPTIONAL_TIME, "description": "when the SMTP server took it; null for pixels"},
+                "first_open_at": OPTIONAL_TIME,
+                "last_open_at": OPTIONAL_TIME,
+                "first_click_at": OPTIONAL_TIME,
+                "last_click_at": OPTIONAL_TIME,
+                **{name: {**COUNT, "description": MESSAGE_COUNTER_TEXT[name]} for name in MESSAGE_COUNTERS},
+                "opened": {
+                    "type": "boolean",
+                    "description": "counts in unique_opens: " + DEFINITIONS["unique_opens"],
+                },
+                "opened_by_human": {
+                    "type": "boolean",
+                    "description": "counts in human_opens: " + DEFINITIONS["human_opens"],
+                },
+            }
+        ),
+        "MessagePage": _page("Message"),
+        "NewMessage": {
+            "type": "object",
+            "properties": {
+                "to": {"type": "string", "description": "the recipient: `addr` or `Name <addr>`"},
+                "subject": {"type": ["string", "null"], "maxLength": 998},
+                "campaign": {
+                    "type": ["string", "null"],
+                    "maxLength": 200,
+                    "description": "created on first use",
+                },
+            },
+            "required": ["to"],
+            "additionalProperties": False,
+        },
+        "CreatedMessage": _object(
+            {
+                "message_id": {"type": "string"},
+                "to": {"type": "string", "description": "the bare address stored"},
+                "subject": OPTIONAL_TEXT,
+                "campaign": OPTIONAL_TEXT,
+                "url": {"type": "string", "description": "the pixel URL"},
+                "html": {
+                    "type": "string",
+                    "description": "an invisible <img> to paste at the end of the HTML",
+                },
+            },
+            "A tracked message, counted as sent: send it from your own tool with the pixel in it.",
+        ),
+        "Open": _object(
+            {
+                "id": {"type": "integer", "description": "the event's id; the cursor of the next page"},
+                "message_id": {"type": "string"},
+                "at": TIME,
+                **EVENT_DETAIL,
+                "region": OPTIONAL_TEXT,
+                "city": OPTIONAL_TEXT,
+            },
+            "One recorded open. " + DEFINITIONS["total_opens"].capitalize() + " counts these.",
+        ),
+        "OpenPage": _page("Open"),
+        "Click": _object(
+            {
+                "id": {"type": "integer", "description": "the event's id; the cursor of the next page"},
+                "message_id": {"type": "string"},
+                "link": {"type": "integer", "description": "the link's number in its message"},
+                "url": {**OPTIONAL_TEXT, "description": "where the link led"},
+                "at": TIME,
+                **EVENT_DETAIL,
+            },
+            "One recorded click. " + DEFINITIONS["unique_clicks"].capitalize() + ".",
+        ),
+        "ClickPage": _page("Click"),
+    }
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+    if headers:
+        found["headers"] = headers
+    return found
+
+
+ERRORS = {
+    "400": _error("a query parameter is not valid; `parameter` names it"),
+    "401": _error(
+        "no token, or one that is unknown or revoked",
+        {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    ),
+    "429": _error(
+        "too many requests with this token (DEADPIXEL_API_RATE a minute)",
+        {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
+    ),
+}
+
+
+def _ok(schema: str, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+PAGING = [
+    _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        "items per page",
+    ),
+]
+CAMPAIGN = _query("campaign", {"type": "string", "minLength": 1, "maxLength": 200}, "only this campaign")
+MESSAGE_ID = {"type": "string", "pattern": "^[0-9a-vA-V]{16}$"}
+
+
+def _events(summary: str, schema: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "description": "Newest first. Times are ISO 8601; one without an offset is UTC.",
+            "parameters": [
+                CAMPAIGN,
+                _query("message", MESSAGE_ID, "only this message"),
+                _query("since", {"type": "string", "format": "date-time"}, "at or after this time"),
+                _query("until", {"type": "string", "format": "date-time"}, "before this time"),
+                _query("kind", {"type": "string", "enum": list(KINDS)}, "only this verdict"),
+                *PAGING,
+                _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "from a previous `next`"),
+            ],
+            "responses": {"200": _ok(schema), **ERRORS},
+        }
+    }
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "deadpixel API",
+            "version": "1",
+            "description": (
+                "Reports and tracked messages of a deadpixel server. Every request but this document needs"
+                " `Authorization: Bearer <token>` (`deadpixel token create NAME`). Rates are fractions"
+                " from 0 to 1; times are ISO 8601 in UTC."
+            ),
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": _schemas(),
+        },
+        "paths": {
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "the OpenAPI 3.1 document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+            "/campaigns": {
+                "get": {
+                    "summary": "Every campaign with its figures",
+                    "responses": {"200": _ok("CampaignList"), **ERRORS},
+                }
+            },
+            "/campaigns/{name}/stats": {
+                "get": {
+                    "summary": "A campaign's report",
+                    "parameters": [
+                        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {"200": _ok("Report"), **ERRORS, "404": _error("no campaign by that name")},
+                }
+            },
+            "/messages": {
+                "get": {
+                    "summary": "Messages, newest first",
+                    "parameters": [
+                        CAMPAIGN,
+                        *PAGING,
+                        _query("cursor", MESSAGE_ID, "from a previous `next`"),
+                    ],
+                    "responses": {"200": _ok("MessagePage"), **ERRORS},
+                },
+                "post": {
+                    "summary": "Create a tracked message and get its pixel",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("NewMessage")}},
+                    },
+                    "responses": {
+                        "201": _ok("CreatedMessage", "created; Location is the message's URL"),
+                        **ERRORS,
+                        "413": _error("the body is larger than 64 KiB"),
+                        "422": _error(
+                            "the body is not a JSON object with valid fields; `parameter` names one"
+                        ),
+                    },
+                },
+            },
+            "/messages/{id}": {
+                "get": {
+                    "summary": "One message with its counters",
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {"200": _ok("Message"), **ERRORS, "404": _error("no message with that id")},
+                }
+            },
+            "/opens": _events("Recorded opens", "OpenPage"),
+            "/clicks": _events("Recorded clicks", "ClickPage"),
+        },
+    }

@@ -1,0 +1,145 @@
+"""The /api/v1 endpoints: thin over deadpixel.analytics, so the API reports exactly what the CLI does.
+
+Database work runs in a thread (SQLAlchemy is synchronous); each request is one short transaction.
+Lists are newest first and paged by cursor: ``next`` is the URL of the following page, or null.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from sqlalchemy import Connection, Engine
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from deadpixel import analytics
+from deadpixel.api import params
+from deadpixel.api.body import new_message, read_json
+from deadpixel.api.errors import ApiError, bad_parameter
+from deadpixel.api.openapi import document
+from deadpixel.config import Settings
+from deadpixel.pixels import new_pixel
+from deadpixel.tokens import TokenSigner
+
+T = TypeVar("T")
+
+EVENT_PARAMETERS = {"campaign", "message", "since", "until", "kind", "limit", "cursor"}
+
+
+def _next(
+    request: Request, items: list[dict[str, Any]], limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Items were fetched with one extra row: if it is there, another page follows."""
+    if len(items) <= limit:
+        return items, None
+    items = items[:limit]
+    query = dict(request.query_params)
+    query["cursor"] = str(items[-1]["id"])
+    return items, f"{request.url.path}?{urlencode(query)}"
+
+
+def _list_filter(call: Callable[[], T]) -> T:
+    """An unknown campaign in a filter is a bad parameter, not a missing resource."""
+    try:
+        return call()
+    except analytics.UnknownCampaign as exc:
+        raise bad_parameter("campaign", f"no campaign named {exc.args[0]!r}") from None
+
+
+def api_routes(engine: Engine, settings: Settings, signer: TokenSigner) -> list[Route]:
+    async def db(work: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with engine.begin() as conn:
+                return work(conn)
+
+        return await asyncio.to_thread(run)
+
+    async def openapi(_: Request) -> JSONResponse:
+        return JSONResponse(document())
+
+    async def campaigns(request: Request) -> JSONResponse:
+        params.check_known(request.query_params, set())
+        return JSONResponse({"items": await db(analytics.list_campaigns)})
+
+    async def campaign_stats(request: Request) -> JSONResponse:
+        params.check_known(request.query_params, set())
+        name = request.path_params["name"]
+        if "\x00" in name:
+            raise ApiError(404, "no campaign with that name")
+
+        def stats(conn: Connection) -> dict[str, Any]:
+            try:
+                return analytics.report(conn, name)
+            except analytics.UnknownCampaign:
+                raise ApiError(404, f"no campaign named {name!r}") from None
+
+        return JSONResponse(await db(stats))
+
+    async def messages(request: Request) -> JSONResponse:
+        query = request.query_params
+        params.check_known(query, {"campaign", "limit", "cursor"})
+        campaign = params.text(query, "campaign")
+        limit = params.limit(query)
+        after = params.message_id(query, "cursor")
+        found = await db(
+            lambda conn: _list_filter(
+                lambda: analytics.list_messages(conn, campaign=campaign, limit=limit + 1, after_id=after),
+            )
+        )
+        items, next_url = _next(request, found, limit)
+        return JSONResponse({"items": items, "next": next_url})
+
+    async def create_message(request: Request) -> JSONResponse:
+        params.check_known(request.query_params, set())
+        wanted = new_message(await read_json(request))
+        made = await db(
+            lambda conn: new_pixel(
+                conn, settings, signer, recipient=wanted.to, subject=wanted.subject, campaign=wanted.campaign
+            )
+        )
+        location = f"{request.url.path}/{made['message_id']}"
+        return JSONResponse(made, status_code=201, headers={"location": location})
+
+    async def message(request: Request) -> JSONResponse:
+        params.check_known(request.query_params, set())
+        message_id = str(request.path_params["id"]).lower()
+        found = None
+        if len(message_id) == 16 and message_id.isalnum() and message_id.isascii():
+            found = await db(lambda conn: analytics.get_message(conn, message_id))
+        if found is None:
+            raise ApiError(404, "no message with that id")
+        return JSONResponse(found)
+
+    def event_list(lister: Callable[..., list[dict[str, Any]]]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> JSONResponse:
+            query = request.query_params
+            params.check_known(query, EVENT_PARAMETERS)
+            only = analytics.EventFilter(
+                campaign=params.text(query, "campaign"),
+                message_id=params.message_id(query, "message"),
+                since=params.timestamp(query, "since"),
+                until=params.timestamp(query, "until"),
+                kind=params.kind(query),
+                after_id=params.event_cursor(query),
+            )
+            limit = params.limit(query)
+            found = await db(lambda conn: _list_filter(lambda: lister(conn, only=only, limit=limit + 1)))
+            items, next_url = _next(request, found, limit)
+            return JSONResponse({"items": items, "next": next_url})
+
+        return endpoint
+
+    return [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/campaigns", campaigns, methods=["GET"]),
+        Route("/campaigns/{name:path}/stats", campaign_stats, methods=["GET"]),
+        Route("/messages", messages, methods=["GET"]),
+        Route("/messages", create_message, methods=["POST"]),
+        Route("/messages/{id}", message, methods=["GET"]),
+        Route("/opens", event_list(analytics.list_opens), methods=["GET"]),
+        Route("/clicks", event_list(analytics.list_clicks), methods=["GET"]),
+    ]

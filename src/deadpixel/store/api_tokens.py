@@ -1,0 +1,102 @@
+"""API tokens: created with a name, shown once, stored as a hash, revoked by name or id.
+
+A secret is ``dp_`` and 43 characters of URL-safe base64 (256 random bits). Since it is that long and random,
+a plain SHA-256 of it cannot be guessed back, and a request finds its token with one indexed lookup of the
+hash instead of checking a slow hash against every row. Names follow the accounts' rules (deadpixel.users).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from deadpixel.store.schema import api_tokens
+from deadpixel.users import UserError, check_name
+
+PREFIX = "dp_"
+
+
+class TokenError(Exception):
+    """A token name that cannot be used, exists already, or names no token."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    id: int
+    name: str
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def create_token(conn: Connection, name: str) -> tuple[ApiToken, str]:
+    """A new token and its secret: the only time the secret exists outside the caller's hands."""
+    try:
+        check_name(name)
+    except UserError as exc:
+        raise TokenError(str(exc)) from None
+    secret = PREFIX + secrets.token_urlsafe(32)
+    now = time.time()
+    try:
+        with conn.begin_nested():
+            token_id = conn.execute(
+                insert(api_tokens)
+                .values(name=name, secret_hash=hash_secret(secret), created_at=now)
+                .returning(api_tokens.c.id)
+            ).scalar_one()
+    except IntegrityError:
+        raise TokenError(f"a token named {name!r} already exists") from None
+    return ApiToken(int(token_id), name, now, None, None), secret
+
+
+def list_tokens(conn: Connection) -> list[ApiToken]:
+    rows = conn.execute(
+        select(
+            api_tokens.c.id,
+            api_tokens.c.name,
+            api_tokens.c.created_at,
+            api_tokens.c.last_used_at,
+            api_tokens.c.revoked_at,
+        ).order_by(api_tokens.c.id)
+    )
+    return [ApiToken(*row) for row in rows]
+
+
+def revoke_token(conn: Connection, name_or_id: str) -> ApiToken:
+    """Revoke by name, or by id when no token has that name; revoking twice keeps the first time."""
+    tokens = list_tokens(conn)
+    found = next((t for t in tokens if t.name == name_or_id), None) or next(
+        (t for t in tokens if str(t.id) == name_or_id), None
+    )
+    if found is None:
+        raise TokenError(f"no token named {name_or_id!r}")
+    if found.revoked_at is not None:
+        return found
+    now = time.time()
+    conn.execute(update(api_tokens).where(api_tokens.c.id == found.id).values(revoked_at=now))
+    return ApiToken(found.id, found.name, found.created_at, found.last_used_at, now)
+
+
+def token_for_secret(conn: Connection, secret: str) -> int | None:
+    """The id of the live (not revoked) token with this secret, or None."""
+    if not secret.startswith(PREFIX):
+        return None
+    found = conn.execute(
+        select(api_tokens.c.id).where(
+            api_tokens.c.secret_hash == hash_secret(secret), api_tokens.c.revoked_at.is_(None)
+        )
+    ).scalar()
+    return None if found is None else int(found)
+
+
+def mark_used(conn: Connection, token_id: int, at: float) -> None:
+    conn.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=at))
