@@ -36,6 +36,7 @@ from deadpixel.track.click import CLICK_PREFIX, ClickEndpoint
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter
 from deadpixel.track.spool import Spool, node_spool_dir
+from deadpixel.web.dashboard import Dashboard
 from deadpixel.web.unsubscribe import unsubscribe_routes
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def build_web(
         routes += unsubscribe_routes(engine, signer)
     if signer is not None and settings is not None:
         routes.append(api_mount(engine, settings, signer))
+        routes += Dashboard(engine, settings).routes()
     return Starlette(routes=routes)
 
 
