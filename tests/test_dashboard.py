@@ -170,3 +170,20 @@ def test_in_a_real_browser_the_page_shows_the_reports_numbers_and_its_charts(
         finally:
             browser.close()
     assert (tmp_path / "campaign.png").stat().st_size > 10_000
+
+
+@SQLITE_ONLY
+def test_a_new_pixel_from_the_dashboard_is_tracked(client: TestClient, settings: Settings) -> None:
+    assert sign_in(client) == 303
+    form = client.get("/pixels/new")
+    csrf = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    bad = client.post("/pixels/new", data={"csrf": csrf, "to": "not an address"})
+    assert bad.status_code == 400 and "recipient&#39;s address" in bad.text
+    made = client.post("/pixels/new", data={"csrf": csrf, "to": "bob@example.com", "campaign": "q3"})
+    assert made.status_code == 200
+    url = made.text.split('<code id="pixel-url">', 1)[1].split("<", 1)[0]
+    assert url.startswith(settings.base_url + "/o/") and "&lt;img src=" in made.text
+    assert client.get(url.removeprefix(settings.base_url)).status_code == 200
+    assert client.post("/pixels/new", data={"to": "x@example.com"}).status_code == 403  # no CSRF token
+    campaign = client.get("/campaigns/q3")
+    assert 'data-figure="total_opens">1<' in campaign.text and "bob@example.com" in campaign.text

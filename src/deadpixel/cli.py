@@ -88,7 +88,17 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         f"(pixels point at {settings.base_url}); {settings.workers} worker(s)",
         err=True,
     )
+    click.echo(f"deadpixel: dashboard at {settings.base_url}/", err=True)
+    if not _has_accounts(settings):
+        click.echo("deadpixel: no account yet; create one with: deadpixel user create NAME", err=True)
     run_server(settings)
+
+
+def _has_accounts(settings: Settings) -> bool:
+    from deadpixel.users import list_users
+
+    with store(settings) as conn:
+        return bool(list_users(conn))
 
 
 @main.command()

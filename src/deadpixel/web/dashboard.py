@@ -23,6 +23,8 @@ from starlette.staticfiles import StaticFiles
 
 from deadpixel import analytics
 from deadpixel.config import Settings
+from deadpixel.pixels import new_pixel
+from deadpixel.tokens import TokenSigner
 from deadpixel.users import authenticate, list_users
 from deadpixel.web import charts
 from deadpixel.web.session import LOGIN_CSRF_COOKIE, LoginBrake, Session, Sessions, load_secret, same_token
@@ -41,8 +43,10 @@ TITLES = {"kind": "Verdict", "client": "Mail client", "device": "Device", "os": 
 
 
 class Dashboard:
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: Settings, signer: TokenSigner) -> None:
         self.engine = engine
+        self.settings = settings
+        self.signer = signer
         self.sessions = Sessions(
             load_secret(settings.data_dir / "session-secret"), secure=settings.base_url.startswith("https://")
         )
@@ -63,6 +67,8 @@ class Dashboard:
             Route("/campaigns", self.signed_in(self.campaigns)),
             Route("/campaigns/{name:path}", self.signed_in(self.campaign)),
             Route("/messages/{id}", self.signed_in(self.message)),
+            Route("/pixels/new", self.signed_in(self.new_pixel_form), methods=["GET"]),
+            Route("/pixels/new", self.signed_in(self.new_pixel), methods=["POST"]),
             Mount("/static", app=static, name="static"),
         ]
 
@@ -181,6 +187,38 @@ class Dashboard:
         events = await self.read(analytics.list_opens, message_id=message_id, limit=500)
         clicks = await self.read(analytics.list_clicks, message_id=message_id, limit=500)
         return self.render("message.html", session=session, message=found, opens=events, clicks=clicks)
+
+    async def new_pixel_form(self, request: Request, session: Session) -> Response:
+        return self.render("pixel.html", session=session, made=None, error=None, form={})
+
+    async def new_pixel(self, request: Request, session: Session) -> Response:
+        """A tracked message for mail sent from Gmail, Outlook or any client: the snippet to paste."""
+        form = await request.form()
+        fields = {name: str(form.get(name) or "").strip() for name in ("to", "subject", "campaign")}
+        if not _looks_like_address(fields["to"]):
+            return self.render(
+                "pixel.html",
+                400,
+                session=session,
+                made=None,
+                form=fields,
+                error="Enter the recipient's address.",
+            )
+
+        def make() -> dict[str, Any]:
+            with self.engine.begin() as conn:
+                return new_pixel(
+                    conn, self.settings, self.signer, recipient=fields["to"],
+                    subject=fields["subject"] or None, campaign=fields["campaign"] or None,
+                )  # fmt: skip
+
+        made = await asyncio.to_thread(make)
+        return self.render("pixel.html", session=session, made=made, form={}, error=None)
+
+
+def _looks_like_address(value: str) -> bool:
+    local, at, domain = value.rpartition("@")
+    return bool(at and local and "." in domain and not any(c.isspace() for c in value)) and len(value) <= 320
 
 
 def _safe_next(target: str | None) -> str:
