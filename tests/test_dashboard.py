@@ -187,3 +187,22 @@ def test_a_new_pixel_from_the_dashboard_is_tracked(client: TestClient, settings:
     assert client.post("/pixels/new", data={"to": "x@example.com"}).status_code == 403  # no CSRF token
     campaign = client.get("/campaigns/q3")
     assert 'data-figure="total_opens">1<' in campaign.text and "bob@example.com" in campaign.text
+
+
+@SQLITE_ONLY
+def test_the_demo_campaign_has_every_kind_of_open_and_adds_up(settings: Settings) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "deadpixel", *args], capture_output=True, text=True)
+
+    seeded = run("demo", "--messages", "300")
+    assert seeded.returncode == 0, seeded.stderr
+    report = json.loads(run("report", "Demo: monthly newsletter", "--json").stdout)
+    assert report["sent"] == 300
+    assert report["unique_opens"] == report["human_opens"] + report["machine_opens"]
+    assert 0 < report["human_open_rate"] < report["open_rate"] < 1  # machines inflate the raw rate
+    assert report["unique_clicks"] > 0
+    kinds = {row["kind"] for row in json.loads(run("opens", "--campaign", "Demo: monthly newsletter",
+                                                    "--limit", "5000", "--json").stdout)}  # fmt: skip
+    assert kinds == {"human", "proxy", "prefetch", "scanner"}
+    again = run("demo")
+    assert again.returncode == 1 and "already there" in again.stderr

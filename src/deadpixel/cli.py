@@ -126,6 +126,24 @@ main.add_command(campaign)
 main.add_command(suppression)
 
 
+@main.command()
+@click.option("--messages", type=click.IntRange(10, 100_000), default=2000, show_default=True)
+def demo(messages: int) -> None:
+    """Seed a realistic demo campaign (people, Apple prefetches, scanners, proxies, clicks) to look around."""
+    from deadpixel import demo as demo_data
+    from deadpixel.store.messages import campaign_id
+
+    settings = load_settings()
+    with store(settings) as conn:
+        if campaign_id(conn, demo_data.CAMPAIGN, create=False) is not None:
+            raise click.ClickException(f"the campaign {demo_data.CAMPAIGN!r} is already there")
+        made = demo_data.seed(conn, OpenClassifier.from_settings(settings), messages)
+    click.echo(
+        f"Seeded {made.campaign!r}: {made.messages} messages, {made.opens} opens, {made.clicks} clicks."
+        f" See it at {settings.base_url}/campaigns or with: deadpixel report {made.campaign!r}"
+    )
+
+
 @main.group()
 def pixel() -> None:
     """Tracking pixels to paste into mail you send yourself."""
