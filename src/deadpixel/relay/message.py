@@ -167,7 +167,6 @@ class Submitted:
     ``html`` is the decoded HTML part when the message can carry a pixel; otherwise ``untracked`` says why.
     """
 
-    original: bytes  # what the client sent, byte for byte
     outgoing: bytes  # the same minus Bcc and X-Deadpixel-* fields: what an untracked copy is
     key: str  # what identifies a resubmission: a hash of the Message-ID, or of the whole message without one
     subject: str | None
@@ -200,7 +199,6 @@ def parse(raw: bytes) -> Submitted:
     kept = _without_fields(head, _DROPPED)
     message_id = _header(headers, "Message-ID")
     submitted = Submitted(
-        original=raw,
         outgoing=kept + body,
         key=hashlib.sha256(message_id.encode("utf-8", "surrogateescape") if message_id else raw).hexdigest(),
         subject=_header(headers, "Subject"),
