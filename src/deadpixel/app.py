@@ -67,7 +67,7 @@ def build_web(
         routes += unsubscribe_routes(engine, signer)
     if signer is not None and settings is not None:
         routes.append(api_mount(engine, settings, signer))
-        routes += Dashboard(engine, settings).routes()
+        routes += Dashboard(engine, settings, signer).routes()
     return Starlette(routes=routes)
 
 
