@@ -95,8 +95,8 @@ def test_an_outage_is_answered_from_the_spool_and_replayed_exactly_once(tmp_path
         time.sleep(0.05)
     assert spool.pending() == []
     shutil.copy(survivor, first)
-    asyncio.run(record(5, 300))  # the writer meets a batch file again only if it is down: make it look down
-    writer._down = True  # the state a restart finds when the spool is not empty
+    writer._draining = True  # the state a restart finds when the spool is not empty
+    asyncio.run(record(5, 300))  # a batch of new opens, then a chunk of the spool
     deadline = time.monotonic() + 5
     while spool.pending() and time.monotonic() < deadline:
         time.sleep(0.05)

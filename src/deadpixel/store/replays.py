@@ -22,5 +22,16 @@ def mark_replayed(conn: Connection, batch: str) -> bool:
     return True
 
 
+def mark_all_replayed(conn: Connection, batches: list[str]) -> bool:
+    """Remember every batch in one statement; False (nothing remembered) when any is already in the store."""
+    now = time.time()
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(spool_replays), [{"id": batch, "replayed_at": now} for batch in batches])
+    except IntegrityError:
+        return False
+    return True
+
+
 def forget_old_replays(conn: Connection) -> None:
     conn.execute(delete(spool_replays).where(spool_replays.c.replayed_at < time.time() - KEEP_SECONDS))

@@ -37,13 +37,14 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from deadpixel.store.replays import forget_old_replays, mark_replayed
+from deadpixel.store.replays import forget_old_replays, mark_all_replayed, mark_replayed
 from deadpixel.track.spool import Spool, batch_id
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
 HOLD_LIMIT = 100_000  # events held in memory when neither the database nor the spool can take them
+REPLAY_CHUNK = 200  # spooled events replayed per transaction, between batches of new opens
 E = TypeVar("E")
 Tick = tuple[list[E], list["asyncio.Future[None]"]]
 
@@ -82,7 +83,9 @@ class GroupCommitWriter(Generic[E]):
         self._spool = spool
         self._probe_interval = probe_interval
         # Down until proven otherwise when an earlier run left batches in the spool.
-        self._down = bool(spool and spool.pending())
+        # Draining until proven otherwise when an earlier run left batches in the spool.
+        self._down = False
+        self._draining = bool(spool and spool.pending())
         self._last_probe = 0.0
         self._held: list[E] = []
         self._last_hold_log = -10.0
@@ -136,7 +139,7 @@ class GroupCommitWriter(Generic[E]):
                 events: list[E] = []
                 futures: list[asyncio.Future[None]] = []
                 try:
-                    item = self._queue.get(timeout=self._probe_interval if self._down else None)
+                    item = self._queue.get(timeout=self._wait())
                 except queue.Empty:
                     self._recover(conn)
                     continue
@@ -160,8 +163,13 @@ class GroupCommitWriter(Generic[E]):
                         self._commit(conn, events)
                     self._settled += len(events)
                     _release(futures)
-            if self._down:
-                self._recover(conn)  # a last try, so a clean stop leaves nothing behind if it can
+                    if self._draining:
+                        self._recover(conn)  # one chunk of the spool between batches of new opens
+            while self._down or self._draining:  # a last try, so a clean stop leaves nothing behind
+                before = self._spool.events_waiting() if self._spool else 0
+                self._recover(conn)
+                if self._down or (self._spool and self._spool.events_waiting() >= before):
+                    break
             if self._held:
                 self.stats.events_lost += len(self._held)
                 log.error("stopping with %d answered events neither stored nor spooled: they are lost",
@@ -198,29 +206,70 @@ class GroupCommitWriter(Generic[E]):
         """Events answered and waiting in memory because neither the database nor the spool took them."""
         return len(self._held)
 
+    def _wait(self) -> float | None:
+        """How long to wait for new opens: a probe's interval while down, not at all while draining."""
+        if self._down:
+            return self._probe_interval
+        return 0.0 if self._draining else None
+
     def _recover(self, conn: Connection) -> None:
-        """Store what is held in memory, then replay the spool oldest first; then back to normal."""
+        """Store what is held in memory, then replay one chunk of the spool, oldest first.
+
+        While the database is down this is the probe. Once it answers, new batches are committed directly
+        again and the spool is replayed a chunk at a time between them, so a long outage's backlog does
+        not hold up the requests that arrive while it is being replayed.
+        """
         assert self._spool is not None
         self._last_probe = time.monotonic()
         try:
             if self._held:
                 self._store_held(conn)
-            for path in self._spool.pending():
-                with self._spool.claimed(path) as mine:
-                    if mine:
-                        self._replay(conn, path)
-            with conn.begin():
-                forget_old_replays(conn)
+            self._replay_chunk(conn)
         except Exception as exc:  # the writer must outlive any replay failure: requests wait on it
             if isinstance(exc, SQLAlchemyError) and _is_transient(exc):
+                self._down, self._draining = True, False
                 log.info("the database still does not answer; %d events wait in the spool, %d in memory",
                          self._spool.events_waiting(), len(self._held))  # fmt: skip
             else:
                 log.exception("replaying the spool failed; trying again in %.1f s", self._probe_interval)
+                self._down, self._draining = True, False
             return
-        if not self._held and not self._spool.pending():
-            self._down = False
-            log.info("the database answers again; the spool is empty")
+        self._down = bool(self._held)
+        was_draining, self._draining = self._draining, bool(self._spool.pending())
+        if was_draining and not self._draining:
+            with conn.begin():
+                forget_old_replays(conn)
+            log.info("the spool is replayed; every open is in the database")
+
+    def _replay_chunk(self, conn: Connection) -> None:
+        """Replay the oldest spooled batches, up to REPLAY_CHUNK events, in one transaction."""
+        assert self._spool is not None
+        with contextlib.ExitStack() as claims:
+            chosen: list[tuple[Path, list[E]]] = []
+            size = 0
+            for path in self._spool.pending():
+                if size >= REPLAY_CHUNK:
+                    break
+                if claims.enter_context(self._spool.claimed(path)):
+                    events = self._spool.load(path)
+                    chosen.append((path, events))
+                    size += len(events)
+            if not chosen:
+                return
+            replayed = [event for _, events in chosen for event in events]
+            try:
+                with conn.begin():
+                    fresh = mark_all_replayed(conn, [batch_id(path) for path, _ in chosen])
+                    if fresh:  # the usual case: one write for the whole chunk
+                        self.stats.events_for_erased_messages += self._write(conn, replayed)
+                        self.stats.events_replayed += len(replayed)
+            except (DataError, IntegrityError):
+                fresh = False
+            if not fresh:  # a batch stored before, or one the database refuses: one at a time
+                for path, _ in chosen:
+                    self._replay(conn, path)
+                return
+            self._spool.remove(*(path for path, _ in chosen))
 
     def _store_held(self, conn: Connection) -> None:
         """Into the database if it answers, else into the spool if it has room again."""

@@ -68,8 +68,9 @@ class Spool(Generic[E]):
         rows: list[list[Any]] = json.loads(path.read_bytes())
         return [self._event_type(*row) for row in rows]
 
-    def remove(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
+    def remove(self, *paths: Path) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
         _fsync_directory(self.directory)
 
     def refuse(self, path: Path) -> None:

@@ -1,0 +1,137 @@
+"""The long version of the PostgreSQL outage test: the database goes away under steady load and comes back.
+
+One run of ``python bench/faults.py``:
+
+1. starts a PostgreSQL cluster of its own (``initdb`` into a temp dir, its own port, run as ``postgres``),
+   so stopping it disturbs nothing else, and deadpixel (1 worker, CPU 0) on it;
+2. sends pixels at ``--rate`` per second for ``--seconds`` with the open-loop client of
+   bench/steady_load.py (CPU 1), while the database is stopped ``--down-after`` seconds in and started
+   again ``--down-for`` seconds later;
+3. reports p50/p99/max of every answer over the whole run, how long after the restart the spool was empty,
+   and checks that every request was answered 200 and that rows stored == 200 answers.
+
+The short version of the same test runs in the test suite (tests/test_spool.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pixel as bench
+
+P99_DOWN_MS = 50.0
+REPLAY_SECONDS = 5.0
+
+
+class Cluster:
+    def __init__(self, root: Path, port: int) -> None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not found or shutil.which("runuser") is None:
+            raise SystemExit("needs Debian's PostgreSQL server binaries and runuser")
+        self.bin = found[-1].parent
+        self.root, self.port = root, port
+        shutil.chown(root, "postgres", "postgres")
+        self._run(str(self.bin / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{args[0]} failed: {done.stderr.strip()[:300]}")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"),
+                  "-w", "-o", options, "start")  # fmt: skip
+
+    def stop(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+
+def spool_empty(data_dir: Path) -> bool:
+    return not any((data_dir / "spool").glob("*/*.batch"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=2000.0, help="Requests per second (2,000).")
+    parser.add_argument("--seconds", type=float, default=60.0, help="Length of the load (60).")
+    parser.add_argument("--down-after", type=float, default=15.0)
+    parser.add_argument("--down-for", type=float, default=30.0)
+    args = parser.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="deadpixel-faults-"))
+    cluster = Cluster(root, bench.free_port())
+    cluster.start()
+    opts = bench.parse_args(["--database-url", cluster.url, "--wait-idle", "0"])
+    try:
+        with bench.deadpixel_store(opts, root) as store, bench.Processes() as procs:
+            paths = bench.create_pixels(store.template_dir, store.url, opts.messages)
+            paths_file = root / "requests.txt"
+            paths_file.write_text("".join(r.line() + "\n" for r in bench.build_requests(paths, opts)))
+            server = bench.start_deadpixel(procs, opts, root, store)
+            bench.wait_until_ready(server.process, server.port, server.label, server.log_file)
+            assert server.data_dir is not None
+            replayed_after: list[float] = []
+
+            def outage() -> None:
+                time.sleep(args.down_after)
+                bench.log(f"stopping PostgreSQL for {args.down_for:g} s")
+                cluster.stop()
+                time.sleep(args.down_for)
+                cluster.start()
+                back = time.monotonic()
+                bench.log("PostgreSQL is back")
+                while not spool_empty(server.data_dir) and time.monotonic() - back < 60:  # type: ignore[arg-type]
+                    time.sleep(0.05)
+                replayed_after.append(time.monotonic() - back)
+
+            thread = threading.Thread(target=outage)
+            thread.start()
+            load = subprocess.run(
+                ["taskset", "-c", str(opts.load_cpu), sys.executable, str(Path(__file__).with_name(
+                    "steady_load.py")), "--port", str(server.port), "--paths", str(paths_file),
+                 "--rate", str(args.rate), "--seconds", str(args.seconds), "--connections", "64"],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            thread.join()
+            figures = json.loads(load.stdout)
+            procs.stop(server.process, signal.SIGTERM)
+            stored = server.stored_opens()
+    finally:
+        try:
+            cluster.stop()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    errors = figures["other_status"] + figures["unanswered"] + figures["lost_connections"]
+    checks = [
+        ("p99 over the whole run", f"{figures['p99_ms']:.1f} ms", f"< {P99_DOWN_MS:g} ms",
+         figures["p99_ms"] < P99_DOWN_MS),
+        ("spool empty after the restart", f"{replayed_after[0]:.2f} s", f"< {REPLAY_SECONDS:g} s",
+         replayed_after[0] < REPLAY_SECONDS),
+        ("errors (non-200, unanswered, lost)", str(errors), "0", errors == 0),
+        ("stored == answered", f"{stored:,} / {figures['ok']:,}", "equal", stored == figures["ok"]),
+    ]  # fmt: skip
+    p50, p99, worst = figures["p50_ms"], figures["p99_ms"], figures["max_ms"]
+    print(f"\nPostgreSQL down {args.down_for:g} s of {args.seconds:g} s at {args.rate:,.0f} requests/s: "
+          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.1f} ms")  # fmt: skip
+    for name, value, target, ok in checks:
+        print(f"  {name:<36} {value:>20}   target {target:<8} {'PASS' if ok else 'FAIL'}")
+    return 0 if all(ok for *_, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
