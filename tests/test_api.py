@@ -47,7 +47,16 @@ CHROME = (
     "Chrome/131.0.0.0 Safari/537.36"
 )
 SCANNER = "curl/8.5.0"
-PUBLIC = {PIXEL_PREFIX, CLICK_PREFIX, "/u/{token}", "/healthz", "/readyz", "/api/v1/openapi.json"}
+PUBLIC = {
+    PIXEL_PREFIX,
+    CLICK_PREFIX,
+    "/u/{token}",
+    "/healthz",
+    "/readyz",
+    "/api/v1/openapi.json",
+    "/login",
+    "/static",
+}
 
 
 def new_token(settings: Settings, name: str = "test") -> str:
@@ -345,15 +354,18 @@ def test_the_rate_limit_answers_429_with_retry_after(settings: Settings) -> None
 
 def _routes(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, set[str]]]:
     for route in routes:
-        if isinstance(route, Mount):
+        if isinstance(route, Mount) and route.routes:
             yield from _routes(route.routes, prefix + route.path)
+        elif isinstance(route, Mount):  # an app of its own, such as the static files
+            yield prefix + route.path, {"GET"}
         elif isinstance(route, Route):
             yield prefix + route.path, set(route.methods or {"GET"})
         else:
             raise AssertionError(f"a route of a kind this test does not know: {route!r}")
 
 
-def test_every_route_but_the_public_ones_needs_a_token(api: Api) -> None:
+def test_every_route_but_the_public_ones_needs_a_token_or_a_sign_in(api: Api) -> None:
+    """The API answers 401 without a token, the dashboard's pages send you to sign in: no route forgets."""
     routes = [*_routes(api.app.web.routes), (PIXEL_PREFIX, {"GET", "HEAD"}), (CLICK_PREFIX, {"GET", "HEAD"})]
     assert {path for path, _ in routes} >= PUBLIC
     checked = 0
@@ -362,11 +374,15 @@ def test_every_route_but_the_public_ones_needs_a_token(api: Api) -> None:
             continue
         url = path.replace("{name:path}", "spring").replace("{id}", "0000000000000000")
         for method in methods:
-            response = api.client.request(method, url)
-            assert response.status_code == 401, (method, path)
-            assert response.headers["www-authenticate"].startswith("Bearer")
+            response = api.client.request(method, url, follow_redirects=False)
+            if path.startswith("/api/"):
+                assert response.status_code == 401, (method, path)
+                assert response.headers["www-authenticate"].startswith("Bearer")
+            else:
+                assert response.status_code == 303, (method, path)
+                assert response.headers["location"].startswith("/login?next="), (method, path)
             checked += 1
-    assert checked >= 7
+    assert checked >= 12
     assert api.client.get("/api/v1/openapi.json").status_code == 200
     assert api.client.get("/api/v1/no-such-thing").status_code == 401
 

@@ -229,3 +229,53 @@ def test_invalid_tokens_and_recorded_opens_are_counted_in_metrics(
         ).stdout
     )
     assert gone == {"processes": 0}
+
+
+def test_prometheus_metrics_on_their_own_port_only(
+    server_factory: type[Server], env: dict[str, str], settings: Settings
+) -> None:
+    from .conftest import free_port
+
+    metrics_port = free_port()
+    server = server_factory(env=env | {"DEADPIXEL_METRICS_PORT": str(metrics_port)}, workers=2).start()
+    for _, path in make_pixels(settings, 3):
+        assert httpx.get(server.url + path).status_code == 200
+    assert httpx.get(server.url + "/o/forged.gif").status_code == 200
+    deadline = time.monotonic() + 10
+    while True:
+        scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        samples = {
+            line.split()[0]: float(line.split()[1])
+            for line in scrape.text.splitlines()
+            if line and not line.startswith("#")
+        }
+        if samples.get("deadpixel_pixel_requests_total") == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert scrape.status_code == 200
+    assert scrape.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert samples["deadpixel_processes"] == 2
+    assert samples["deadpixel_pixel_requests_total"] == 4
+    assert samples["deadpixel_invalid_tokens_total"] == 1
+    assert samples["deadpixel_opens_recorded_total"] == 3
+    assert "# TYPE deadpixel_opens_recorded_total counter" in scrape.text
+    assert "# TYPE deadpixel_queue_depth gauge" in scrape.text
+    assert httpx.get(server.url + "/metrics").status_code == 404  # not on the public port
+    assert httpx.get(f"http://127.0.0.1:{metrics_port}/other").status_code == 404
+    command = [sys.executable, "-m", "deadpixel", "metrics", "--prometheus"]
+    printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert "deadpixel_pixel_requests_total 4" in printed
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_logs_are_json_lines_when_asked(server_factory: type[Server], env: dict[str, str]) -> None:
+    server = server_factory(env=env | {"DEADPIXEL_LOG_FORMAT": "json"}).start()
+    assert server.stop() == 0
+    assert server.process is not None and server.process.stderr is not None
+    ours = [
+        json.loads(line)
+        for line in server.process.stderr.read().decode().splitlines()
+        if line.startswith("{") and '"logger": "deadpixel' in line
+    ]
+    assert [entry["message"] for entry in ours] == ["worker ready on SQLite"]
+    assert ours[0]["level"] == "info" and ours[0]["time"].endswith("+00:00") and ours[0]["pid"] > 0

@@ -522,17 +522,24 @@ def test_a_resubmission_after_a_lost_reply_sends_nothing_twice(
 
 
 class SlowSink(Sink):
-    """An upstream that takes its time over each message, so a client can hang up meanwhile."""
+    """An upstream that holds every message until the test lets it go, so a client can hang up meanwhile
+    and retry while the first delivery is certainly still under way (however slow the machine is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        await asyncio.sleep(0.5)
+        while not self.release.is_set():
+            await asyncio.sleep(0.01)
         return await super().handle_DATA(server, session, envelope)
 
 
 def test_a_client_that_hangs_up_during_relaying_can_retry_without_duplicates(
     settings: Settings, account: str
 ) -> None:
-    handle = SMTPServerHandle(SlowSink()).start()
+    sink = SlowSink()
+    handle = SMTPServerHandle(sink).start()
     running = start_relay(settings, handle.port)
     try:
         with smtplib.SMTP(HOST, running.port, timeout=10) as client:
@@ -547,6 +554,7 @@ def test_a_client_that_hangs_up_during_relaying_can_retry_without_duplicates(
         with pytest.raises(smtplib.SMTPDataError) as meanwhile:  # a retry while it is still under way
             submit(settings, running.port, message(), RECIPIENTS)
         assert meanwhile.value.smtp_code == 451
+        sink.release.set()
         deadline = time.monotonic() + 10
         while {row.status for row in rows(settings, messages)} != {"sent"}:
             assert time.monotonic() < deadline, "the copies were not relayed to the end"

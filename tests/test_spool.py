@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -20,6 +21,7 @@ import pytest
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import OperationalError
 
+from deadpixel.config import Settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import OpenEvent
 from deadpixel.store import migrate
@@ -157,9 +159,10 @@ def _pg_bin() -> Path | None:
 @pytest.fixture
 def own_postgres() -> Iterator[object]:
     """A PostgreSQL cluster of this test's own (initdb into a temp dir, its own port), run as postgres."""
-    pg_bin = _pg_bin()
-    if pg_bin is None or shutil.which("runuser") is None:
+    found = _pg_bin()
+    if found is None or shutil.which("runuser") is None:
         pytest.skip("needs Debian's PostgreSQL server binaries and runuser to run a cluster of its own")
+    pg_bin: Path = found
     # Under /tmp itself: pytest's own temp dirs are private to root, and the cluster runs as postgres.
     root = Path(tempfile.mkdtemp(prefix="deadpixel-pg-"))
     shutil.chown(root, "postgres", "postgres")
@@ -251,3 +254,110 @@ def test_postgresql_down_under_load_the_pixel_answers_and_every_open_lands_once(
         assert conn.execute(select(func.count()).select_from(opens)).scalar_one() == len(statuses)
         assert conn.execute(select(func.sum(messages.c.open_count))).scalar_one() == len(statuses)
     engine.dispose()
+
+
+def test_a_lock_held_for_seconds_does_not_hold_up_the_pixel(
+    server_factory: type[Server], env: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    """Past the commit deadline a batch goes to the spool, so a slow database costs the pixel that much."""
+    server = server_factory(
+        env=env | {"DEADPIXEL_COMMIT_DEADLINE_MS": "300", "DEADPIXEL_OPEN_CAP": "0"}
+    ).start()
+    pixels = [path for _, path in make_pixels(settings, 5)]
+    engine = create_engine(settings.database_url)
+    latencies: list[float] = []
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get(pixels[0]).status_code == 200
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":  # the write lock, as a long transaction holds it
+                holder = sqlite3.connect(
+                    settings.database_url.removeprefix("sqlite:///"), isolation_level=None
+                )
+                holder.execute("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("LOCK TABLE opens IN ACCESS EXCLUSIVE MODE")
+            held_until = time.monotonic() + 2.0
+            i = 0
+            while time.monotonic() < held_until:
+                began = time.perf_counter()
+                assert client.get(pixels[i % len(pixels)]).status_code == 200
+                latencies.append(time.perf_counter() - began)
+                i += 1
+            if engine.dialect.name == "sqlite":
+                holder.rollback()
+                holder.close()
+            else:
+                conn.rollback()
+        spool = Path(settings.data_dir) / "spool" / "opens"
+        deadline = time.monotonic() + 5
+        while any(spool.glob("*.batch")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(spool.glob("*.batch"))
+    engine.dispose()
+    assert server.stop() == 0
+    assert len(latencies) >= 3
+    assert max(latencies) < 1.0  # the 300 ms deadline, the spool's fsync and some slack; not 2 s
+    assert stored(settings.database_url) == (1 + len(latencies), 1 + len(latencies))
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 4 MB tmpfs to fill up: a real full disk under the data dir."""
+    mount_point = Path(tempfile.mkdtemp(prefix="deadpixel-disk-"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        mount_point.rmdir()
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()[:200]}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+        mount_point.rmdir()
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        chunk = b"\0" * 65536
+        while True:
+            try:
+                out.write(chunk)
+                out.flush()
+            except OSError:
+                return filler
+
+
+def test_a_full_disk_the_pixel_still_answers_and_nothing_answered_is_lost(
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deadpixel.config import load_settings
+    from deadpixel.server import prepare
+
+    env = {"DEADPIXEL_DATA_DIR": str(small_disk / "data"), "DEADPIXEL_OPEN_CAP": "0"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DEADPIXEL_DATABASE_URL", raising=False)
+    settings = load_settings()
+    prepare(settings)
+    pixels = [path for _, path in make_pixels(settings, 5)]
+    server = Server(env=env | {"DEADPIXEL_DATABASE_URL": settings.database_url}).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            assert client.get(pixels[0]).status_code == 200
+            filler = fill(small_disk)
+            slowest = 0.0
+            for i in range(300):  # enough rows to need new pages: the WAL must grow and cannot
+                began = time.perf_counter()
+                assert client.get(pixels[i % 5]).status_code == 200
+                slowest = max(slowest, time.perf_counter() - began)
+            assert slowest < 2.0  # the commit deadline, then answered from memory
+            filler.unlink()
+            deadline = time.monotonic() + 10
+            while stored(settings.database_url)[0] < 301 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    assert stored(settings.database_url) == (301, 301)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, func, select
+from sqlalchemy import Connection, Integer, Table, case, cast, func, select
 
 from deadpixel.store.schema import campaigns, clicks, links, messages, opens, relayed
 
@@ -316,3 +316,54 @@ def list_campaigns(conn: Connection) -> list[dict[str, Any]]:
         del figures["definitions"], figures["campaign"]
         found.append({"name": name, "created_at": iso(created_at), **figures})
     return found
+
+
+BREAKDOWNS = ("kind", "client", "device", "os", "country")
+DAY = 86400.0
+
+
+def opens_by_day(conn: Connection, campaign: str) -> list[dict[str, Any]]:
+    """Opens per UTC day of one campaign, split as unique_opens splits messages (human/proxy, machine, self).
+
+    Days without opens between the first and the last are listed with zeros, so a chart's axis is time.
+    """
+    o = opens.c
+    day = cast(o.at / DAY, Integer)  # times are after 1970, so truncating is flooring (SQLite has no floor)
+    human = func.sum(case((o.kind.in_(("human", "proxy")), 1), else_=0))
+    machine = func.sum(case((o.kind.in_(("prefetch", "scanner")), 1), else_=0))
+    query = (
+        select(day.label("day"), func.count(), human, machine)
+        .select_from(opens.join(messages, messages.c.id == o.message_id))
+        .where(messages.c.campaign_id == _campaign_id(conn, campaign))
+        .group_by(day)
+        .order_by(day)
+    )
+    found = {int(row[0]): (int(row[1]), int(row[2] or 0), int(row[3] or 0)) for row in conn.execute(query)}
+    if not found:
+        return []
+    days = range(min(found), max(found) + 1)
+    return [
+        {
+            "day": datetime.fromtimestamp(d * DAY, UTC).date().isoformat(),
+            "opens": found.get(d, (0, 0, 0))[0],
+            "human": found.get(d, (0, 0, 0))[1],
+            "machine": found.get(d, (0, 0, 0))[2],
+        }
+        for d in days
+    ]
+
+
+def breakdown(conn: Connection, campaign: str, field: str, limit: int = 8) -> list[dict[str, Any]]:
+    """Opens of one campaign by ``field`` (one of BREAKDOWNS), largest first; unknown values as None."""
+    if field not in BREAKDOWNS:
+        raise ValueError(f"no breakdown by {field!r}")
+    column = opens.c[field]
+    query = (
+        select(column, func.count().label("n"))
+        .select_from(opens.join(messages, messages.c.id == opens.c.message_id))
+        .where(messages.c.campaign_id == _campaign_id(conn, campaign))
+        .group_by(column)
+        .order_by(func.count().desc(), column)
+        .limit(limit)
+    )
+    return [{"value": value, "opens": int(n)} for value, n in conn.execute(query)]

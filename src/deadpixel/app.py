@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -23,6 +22,7 @@ from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import ClickEvent, OpenEvent
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
+from deadpixel.logs import configure as configure_logs
 from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
 from deadpixel.store.clicks import purge_click_detail, write_clicks
 from deadpixel.store.db import WalCheckpointer, create_engine, is_sqlite
@@ -35,13 +35,19 @@ from deadpixel.track.cap import OpenCap
 from deadpixel.track.click import CLICK_PREFIX, ClickEndpoint
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter
-from deadpixel.track.spool import Spool
+from deadpixel.track.spool import Spool, node_spool_dir
+from deadpixel.web.dashboard import Dashboard
 from deadpixel.web.unsubscribe import unsubscribe_routes
 
 log = logging.getLogger(__name__)
 
 
-def build_web(engine: Engine, signer: TokenSigner | None = None, api: Mount | None = None) -> Starlette:
+def build_web(
+    engine: Engine,
+    signer: TokenSigner | None = None,
+    settings: Settings | None = None,
+    api: Mount | None = None,
+) -> Starlette:
     async def healthz(_: Request) -> PlainTextResponse:
         return PlainTextResponse("ok\n")
 
@@ -64,6 +70,8 @@ def build_web(engine: Engine, signer: TokenSigner | None = None, api: Mount | No
         routes += unsubscribe_routes(engine, signer)
     if api is not None:
         routes.append(api)
+    if signer is not None and settings is not None:
+        routes += Dashboard(engine, settings, signer).routes()
     return Starlette(routes=routes)
 
 
@@ -74,22 +82,27 @@ class Deadpixel:
         self.settings = settings
         self.engine = create_engine(settings.database_url)
         classifier = OpenClassifier.from_settings(settings)
-        writer_engine = create_engine(settings.database_url, writer=True, background_checkpoints=True)
+        writer_engine = create_engine(
+            settings.database_url,
+            writer=True,
+            background_checkpoints=True,
+            lock_timeout_ms=settings.commit_deadline_ms,
+        )
         self.checkpointer = WalCheckpointer(settings.database_url) if is_sqlite(writer_engine) else None
         self.cap = OpenCap(settings.open_cap) if settings.open_cap else None
         self.writer: GroupCommitWriter[OpenEvent] = GroupCommitWriter(
             writer_engine,
             functools.partial(write_opens, builder=classifier, cap=self.cap),
             batch_size=settings.batch_size,
-            spool=Spool(spool_dir(settings) / "opens", OpenEvent),
+            spool=Spool(node_spool_dir(settings.data_dir) / "opens", OpenEvent),
         )
         # Clicks are rare next to opens: a writer of their own keeps them off the pixel's batches.
         self.click_writer: GroupCommitWriter[ClickEvent] = GroupCommitWriter(
-            create_engine(settings.database_url, writer=True),
+            create_engine(settings.database_url, writer=True, lock_timeout_ms=settings.commit_deadline_ms),
             functools.partial(write_clicks, builder=classifier),
             batch_size=settings.batch_size,
             name="deadpixel-click-writer",
-            spool=Spool(spool_dir(settings) / "clicks", ClickEvent),
+            spool=Spool(node_spool_dir(settings.data_dir) / "clicks", ClickEvent),
         )
         signer = TokenSigner(
             load_or_create_keys(settings.keys_file), reload=KeyFileReloader(settings.keys_file)
@@ -99,7 +112,8 @@ class Deadpixel:
         self.click = ClickEndpoint(signer, LinkResolver(self.engine), self.click_writer, client_ip)
         # The API's writes (new messages, tokens' last use) take SQLite's write lock up front, as writers do.
         self.api_engine = create_engine(settings.database_url, writer=True)
-        self.web = build_web(self.engine, signer, api_mount(self.engine, self.api_engine, settings, signer))
+        api = api_mount(self.engine, self.api_engine, settings, signer)
+        self.web = build_web(self.engine, signer, settings, api)
         self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)
 
     def snapshot(self) -> Snapshot:
@@ -119,6 +133,8 @@ class Deadpixel:
             "opens_spooled_total": ingest.events_spooled,
             "opens_replayed_total": ingest.events_replayed,
             "spool_failures_total": ingest.spool_failures + self.click_writer.stats.spool_failures,
+            "events_held": self.writer.held + self.click_writer.held,
+            "events_lost_total": ingest.events_lost + self.click_writer.stats.events_lost,
             "queue_depth": self.writer.queue_depth,
             "click_requests_total": self.click.stats.requests,
             "invalid_click_tokens_total": self.click.stats.invalid_tokens + self.click.stats.unknown_links,
@@ -181,10 +197,9 @@ class Deadpixel:
                 return
 
 
-def spool_dir(settings: Settings) -> Path:
-    """Where batches wait while the database is unreachable: local to this node, like its data dir."""
-    return settings.data_dir / "spool"
-
-
 def create_app() -> Deadpixel:
-    return Deadpixel(load_settings())
+    settings = load_settings()
+    configure_logs(settings.log_level, settings.log_format)
+    app = Deadpixel(settings)
+    log.info("worker ready on %s", "SQLite" if is_sqlite(app.engine) else "PostgreSQL")
+    return app

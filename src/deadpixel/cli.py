@@ -17,7 +17,8 @@ from deadpixel import analytics
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
-from deadpixel.metrics import metrics_dir, read_metrics
+from deadpixel.logs import configure as configure_logs
+from deadpixel.metrics import node_totals, prometheus_text
 from deadpixel.pixels import new_pixel
 from deadpixel.send.commands import campaign, send, suppression
 from deadpixel.store import maintenance
@@ -87,7 +88,17 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         f"(pixels point at {settings.base_url}); {settings.workers} worker(s)",
         err=True,
     )
+    click.echo(f"deadpixel: dashboard at {settings.base_url}/", err=True)
+    if not _has_accounts(settings):
+        click.echo("deadpixel: no account yet; create one with: deadpixel user create NAME", err=True)
     run_server(settings)
+
+
+def _has_accounts(settings: Settings) -> bool:
+    from deadpixel.users import list_users
+
+    with store(settings) as conn:
+        return bool(list_users(conn))
 
 
 @main.command()
@@ -99,6 +110,7 @@ def relay(host: str | None, port: int | None) -> None:
     from deadpixel.send.smtp_config import smtp_settings
 
     settings = load_settings(relay_host=host, relay_port=port)
+    configure_logs(settings.log_level, settings.log_format)
     upstream = smtp_settings(settings)
     click.echo(f"deadpixel: data in {settings.data_dir}", err=True)
     click.echo(
@@ -112,6 +124,24 @@ def relay(host: str | None, port: int | None) -> None:
 main.add_command(send)
 main.add_command(campaign)
 main.add_command(suppression)
+
+
+@main.command()
+@click.option("--messages", type=click.IntRange(10, 100_000), default=2000, show_default=True)
+def demo(messages: int) -> None:
+    """Seed a realistic demo campaign (people, Apple prefetches, scanners, proxies, clicks) to look around."""
+    from deadpixel import demo as demo_data
+    from deadpixel.store.messages import campaign_id
+
+    settings = load_settings()
+    with store(settings) as conn:
+        if campaign_id(conn, demo_data.CAMPAIGN, create=False) is not None:
+            raise click.ClickException(f"the campaign {demo_data.CAMPAIGN!r} is already there")
+        made = demo_data.seed(conn, OpenClassifier.from_settings(settings), messages)
+    click.echo(
+        f"Seeded {made.campaign!r}: {made.messages} messages, {made.opens} opens, {made.clicks} clicks."
+        f" See it at {settings.base_url}/campaigns or with: deadpixel report {made.campaign!r}"
+    )
 
 
 @main.group()
@@ -306,20 +336,14 @@ def networks_update() -> None:
 
 @main.command()
 @json_option
-def metrics(as_json: bool) -> None:
+@click.option("--prometheus", is_flag=True, help="Print the Prometheus text format instead.")
+def metrics(as_json: bool, prometheus: bool) -> None:
     """Counters of the running server's processes, summed (pixel requests, invalid tokens, opens, batches)."""
-    from deadpixel.app import spool_dir
-    from deadpixel.events import ClickEvent, OpenEvent
-    from deadpixel.track.spool import Spool
-
     settings = load_settings()
-    totals, processes = read_metrics(metrics_dir(settings.data_dir))
-    spool = spool_dir(settings)
-    if spool.exists():  # the node's spool, whatever process wrote it: events waiting for the database
-        waiting = Spool(spool / "opens", OpenEvent).events_waiting()
-        waiting += Spool(spool / "clicks", ClickEvent).events_waiting()
-        if processes or waiting:
-            totals["spool_events"] = waiting
+    totals, processes = node_totals(settings.data_dir)
+    if prometheus:
+        click.echo(prometheus_text(totals, processes), nl=False)
+        return
     if as_json:
         print_json({"processes": processes, **totals})
         return

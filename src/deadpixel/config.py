@@ -40,6 +40,11 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = field(default_factory=tuple)
     batch_size: int = 2000
     open_cap: int = 60  # stored opens per message per minute and server process; 0: no cap
+    commit_deadline_ms: int = 1000  # a batch that waits longer on a lock goes to the spool
+    log_level: str = "info"
+    log_format: str = "text"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0  # 0: no Prometheus listener
     ip_mode: str = "truncate"
     self_ips: tuple[Network, ...] = field(default_factory=tuple)
     geoip_database: Path | None = None
@@ -223,6 +228,11 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         trusted_proxies=_as_networks("trusted_proxies")(value("trusted_proxies", "")),
         batch_size=_as_int("batch_size", 1, 100_000)(value("batch_size", 2000)),
         open_cap=_as_int("open_cap", 0, 1_000_000)(value("open_cap", 60)),
+        commit_deadline_ms=_as_int("commit_deadline_ms", 50, 600_000)(value("commit_deadline_ms", 1000)),
+        log_level=_as_choice("log_level", ("debug", "info", "warning", "error"))(value("log_level", "info")),
+        log_format=_as_choice("log_format", ("text", "json"))(value("log_format", "text")),
+        metrics_host=str(value("metrics_host", "127.0.0.1")),
+        metrics_port=_as_int("metrics_port", 0, 65535)(value("metrics_port", 0)),
         ip_mode=_as_choice("ip_mode", ("full", "truncate", "none"))(value("ip_mode", "truncate")),
         self_ips=_as_networks("self_ips")(value("self_ips", "")),
         geoip_database=_as_existing_file(value("geoip_database", None)),

@@ -2,7 +2,9 @@
 
 Every worker is its own process with its own counters, so each writes a small snapshot file to the data dir
 once a second (atomic rename, no locks, nothing on the hot path), and readers add up the files of processes
-that are still alive. ``deadpixel metrics`` prints the sum.
+that are still alive. ``deadpixel metrics`` prints the sum; with ``DEADPIXEL_METRICS_PORT`` set,
+``deadpixel serve`` also answers Prometheus on that port: a listener of its own, on loopback by default,
+apart from the public one.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from deadpixel.track.spool import events_waiting
 
 Snapshot = dict[str, float]
 
@@ -72,3 +78,69 @@ def read_metrics(directory: Path) -> tuple[Snapshot, int]:
             else:
                 total[name] = total.get(name, 0) + value
     return total, processes
+
+
+def node_totals(data_dir: Path) -> tuple[Snapshot, int]:
+    """The running processes' counters summed, plus what waits in the node's spool."""
+    totals, processes = read_metrics(metrics_dir(data_dir))
+    waiting = events_waiting(data_dir)
+    if processes or waiting:
+        totals["spool_events"] = waiting
+    return totals, processes
+
+
+_HELP = {
+    "pixel_requests_total": "Pixel requests answered.",
+    "invalid_tokens_total": "Pixel requests with a forged, garbled or unknown token (not recorded).",
+    "opens_recorded_total": "Opens stored as events.",
+    "opens_capped_total": "Opens over DEADPIXEL_OPEN_CAP: answered and counted on the message, not stored.",
+    "opens_dropped_total": "Opens the database refused as data (each is logged).",
+    "opens_spooled_total": "Opens put in the local spool while the database did not answer.",
+    "opens_replayed_total": "Spooled opens stored once the database answered again.",
+    "batches_total": "Transactions committed by the writers.",
+    "commit_seconds_total": "Time spent committing batches.",
+    "commit_failures_total": "Commits that failed and were retried or spooled.",
+    "queue_depth": "Events handed to the writers and not yet committed.",
+    "events_held": "Answered events held in memory: neither the database nor the spool could take them.",
+    "events_lost_total": "Answered events kept nowhere: the disk full and the memory hold full too.",
+    "spool_events": "Events waiting in the spool for the database.",
+}
+
+
+def prometheus_text(totals: Snapshot, processes: int) -> str:
+    """The Prometheus text format: counters end in ``_total``, the rest are gauges."""
+    lines = [
+        "# HELP deadpixel_processes Server processes publishing metrics.",
+        "# TYPE deadpixel_processes gauge",
+        f"deadpixel_processes {processes}",
+    ]
+    for name in sorted(totals):
+        metric = f"deadpixel_{name}"
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines.append(f"# HELP {metric} {_HELP.get(name, name.replace('_', ' ').capitalize() + '.')}")
+        lines.append(f"# TYPE {metric} {kind}")
+        lines.append(f"{metric} {totals[name]:g}")
+    return "\n".join(lines) + "\n"
+
+
+def serve_prometheus(data_dir: Path, host: str, port: int) -> ThreadingHTTPServer:
+    """Answer ``GET /metrics`` from a thread of the serving process; returns the started server."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] != "/metrics":
+                self.send_error(404)
+                return
+            body = prometheus_text(*node_totals(data_dir)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # scrapes every few seconds would drown the server's own log
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="deadpixel-metrics", daemon=True).start()
+    return server

@@ -40,6 +40,10 @@ def serve(settings: Settings) -> None:
 
     prepare(settings)
     export_to_workers(settings)
+    if settings.metrics_port:
+        from deadpixel.metrics import serve_prometheus
+
+        serve_prometheus(settings.data_dir, settings.metrics_host, settings.metrics_port)
     Granian(
         "deadpixel.app:create_app",
         factory=True,

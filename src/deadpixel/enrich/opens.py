@@ -7,6 +7,7 @@ answer waits only for the commit of the batch.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ ENRICHED_FIELDS = (
     "client", "device", "os", "country", "region", "city", "asn", "network_owner", "kind", "reason", "rule",
 )  # fmt: skip
 _EMPTY = dict.fromkeys(ENRICHED_FIELDS)
+_enriched_values = operator.attrgetter(*ENRICHED_FIELDS)  # one C call per open instead of eleven getattr
 
 
 def enricher_from_settings(settings: Settings) -> Enricher | None:
@@ -67,7 +69,7 @@ class OpenClassifier:
         except Exception:  # a rule bug must never cost an open: store it unclassified
             log.exception("enrichment failed for %r", event)
             return dict(_EMPTY)
-        return {name: getattr(found, name) for name in ENRICHED_FIELDS}
+        return dict(zip(ENRICHED_FIELDS, _enriched_values(found), strict=True))
 
     def rows(self, events: Sequence[OpenEvent], sent_at: dict[str, float]) -> list[dict[str, Any]]:
         rows = []

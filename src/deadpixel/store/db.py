@@ -32,17 +32,29 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(url: str, *, writer: bool = False, background_checkpoints: bool = False) -> Engine:
+def create_engine(
+    url: str,
+    *,
+    writer: bool = False,
+    background_checkpoints: bool = False,
+    lock_timeout_ms: int | None = None,
+) -> Engine:
     """Build an engine; ``writer=True`` makes SQLite transactions take the write lock up front.
 
     ``BEGIN IMMEDIATE`` means a writer waits for the lock (up to the busy timeout) instead of failing when it
     upgrades from reading to writing while another process writes. ``background_checkpoints=True`` stops
     commits from checkpointing the WAL themselves; a ``WalCheckpointer`` must then run beside them.
+    ``lock_timeout_ms`` bounds how long a statement may wait for a lock (SQLite's busy timeout; PostgreSQL's
+    lock_timeout and statement_timeout): the pixel's writer spools a batch that waits longer.
     """
     url = normalise_url(url)
     if make_url(url).get_backend_name() != "sqlite":
-        return sa_create_engine(url, pool_pre_ping=True)
+        engine = sa_create_engine(url, pool_pre_ping=True)
+        if lock_timeout_ms is not None:
+            _bound_postgres_waits(engine, lock_timeout_ms)
+        return engine
 
+    busy_timeout = SQLITE_BUSY_TIMEOUT_MS if lock_timeout_ms is None else lock_timeout_ms
     engine = sa_create_engine(url)
 
     @event.listens_for(engine, "connect")
@@ -50,7 +62,7 @@ def create_engine(url: str, *, writer: bool = False, background_checkpoints: boo
         # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout}")
         _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -65,6 +77,17 @@ def create_engine(url: str, *, writer: bool = False, background_checkpoints: boo
         conn.exec_driver_sql(begin)
 
     return engine
+
+
+def _bound_postgres_waits(engine: Engine, timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Session settings outside any transaction, so the pool's rollback on check-in keeps them.
+        dbapi_conn.autocommit = True
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {int(timeout_ms)}")
+            cursor.execute(f"SET statement_timeout = {int(timeout_ms)}")
+        dbapi_conn.autocommit = False
 
 
 def _enable_wal(cursor: sqlite3.Cursor) -> None:

@@ -43,6 +43,7 @@ from deadpixel.track.spool import Spool, batch_id
 log = logging.getLogger(__name__)
 
 _STOP = object()
+HOLD_LIMIT = 100_000  # events held in memory when neither the database nor the spool can take them
 E = TypeVar("E")
 Tick = tuple[list[E], list["asyncio.Future[None]"]]
 
@@ -59,6 +60,7 @@ class IngestStats:
     events_spooled: int = 0
     events_replayed: int = 0
     spool_failures: int = 0
+    events_lost: int = 0  # answered, but neither the database, the spool nor memory could keep them
 
 
 class GroupCommitWriter(Generic[E]):
@@ -82,6 +84,8 @@ class GroupCommitWriter(Generic[E]):
         # Down until proven otherwise when an earlier run left batches in the spool.
         self._down = bool(spool and spool.pending())
         self._last_probe = 0.0
+        self._held: list[E] = []
+        self._last_hold_log = -10.0
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._tick: Tick[E] | None = None
@@ -158,27 +162,49 @@ class GroupCommitWriter(Generic[E]):
                     _release(futures)
             if self._down:
                 self._recover(conn)  # a last try, so a clean stop leaves nothing behind if it can
+            if self._held:
+                self.stats.events_lost += len(self._held)
+                log.error("stopping with %d answered events neither stored nor spooled: they are lost",
+                          len(self._held))  # fmt: skip
 
     def _spool_batch(self, events: list[E]) -> bool:
-        """Put a batch in the spool; False when there is no spool or it cannot take the batch either."""
+        """Set a batch aside so its requests can be answered; False only when there is no spool.
+
+        When the spool cannot write either (the disk is full), the batch is held in memory, up to
+        ``HOLD_LIMIT`` events, until the database or the spool takes it; past that limit events are
+        answered and dropped, and counted (``events_lost``): the pixel keeps answering either way.
+        """
         if self._spool is None:
             return False
+        self._down = True
         try:
             self._spool.append(events)
-        except OSError:
+        except OSError as exc:
             self.stats.spool_failures += 1
-            log.exception("the spool cannot take %d opens either; holding them until the database answers",
-                          len(events))  # fmt: skip
-            return False
-        self._down = True
+            room = max(0, HOLD_LIMIT - len(self._held))
+            self._held.extend(events[:room])
+            lost = len(events) - min(room, len(events))
+            self.stats.events_lost += lost
+            if time.monotonic() - self._last_hold_log >= 10 or lost:  # one line per 10 s, not per batch
+                self._last_hold_log = time.monotonic()
+                log.error("the spool cannot take events (%s); %d held in memory, %d lost in all", exc,
+                          len(self._held), self.stats.events_lost)  # fmt: skip
+            return True
         self.stats.events_spooled += len(events)
         return True
 
+    @property
+    def held(self) -> int:
+        """Events answered and waiting in memory because neither the database nor the spool took them."""
+        return len(self._held)
+
     def _recover(self, conn: Connection) -> None:
-        """Replay the spool, oldest batch first; the writer is back to normal once it is empty."""
+        """Store what is held in memory, then replay the spool oldest first; then back to normal."""
         assert self._spool is not None
         self._last_probe = time.monotonic()
         try:
+            if self._held:
+                self._store_held(conn)
             for path in self._spool.pending():
                 with self._spool.claimed(path) as mine:
                     if mine:
@@ -187,14 +213,30 @@ class GroupCommitWriter(Generic[E]):
                 forget_old_replays(conn)
         except Exception as exc:  # the writer must outlive any replay failure: requests wait on it
             if isinstance(exc, SQLAlchemyError) and _is_transient(exc):
-                log.info("the database still does not answer; %d events wait in the spool",
-                         self._spool.events_waiting())  # fmt: skip
+                log.info("the database still does not answer; %d events wait in the spool, %d in memory",
+                         self._spool.events_waiting(), len(self._held))  # fmt: skip
             else:
                 log.exception("replaying the spool failed; trying again in %.1f s", self._probe_interval)
             return
-        if not self._spool.pending():
+        if not self._held and not self._spool.pending():
             self._down = False
             log.info("the database answers again; the spool is empty")
+
+    def _store_held(self, conn: Connection) -> None:
+        """Into the database if it answers, else into the spool if it has room again."""
+        assert self._spool is not None
+        held = self._held
+        try:
+            with conn.begin():
+                self.stats.events_for_erased_messages += self._write(conn, held)
+        except SQLAlchemyError:
+            with contextlib.suppress(OSError):  # still no room: they stay in memory
+                self._spool.append(held)
+                self._held = []
+                self.stats.events_spooled += len(held)
+            raise
+        self._held = []
+        self.stats.events_replayed += len(held)
 
     def _replay(self, conn: Connection, path: Path) -> None:
         assert self._spool is not None

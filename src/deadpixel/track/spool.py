@@ -96,6 +96,17 @@ class Spool(Generic[E]):
             os.close(fd)
 
 
+def node_spool_dir(data_dir: Path) -> Path:
+    """Where a node's batches wait while the database is unreachable: local, like its data dir."""
+    return data_dir / "spool"
+
+
+def events_waiting(data_dir: Path) -> int:
+    """Opens and clicks in a node's spool, whichever process put them there (no directory is created)."""
+    root = node_spool_dir(data_dir)
+    return sum(_count(path) for path in root.glob("*/*" + SUFFIX)) if root.exists() else 0
+
+
 def batch_id(path: Path) -> str:
     """The name a replayed batch is remembered by in the store (``spool_replays``)."""
     return path.name.removesuffix(SUFFIX)

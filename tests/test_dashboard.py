@@ -1,0 +1,208 @@
+"""The dashboard: sign-in done right (CSRF, brake, safe redirects, flags), and in a real browser the numbers
+a person sees are the report's, with the charts drawn."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from deadpixel.app import Deadpixel
+from deadpixel.config import Settings
+from deadpixel.store.db import create_engine
+from deadpixel.users import create_user, delete_user
+
+from .conftest import Server
+from .helpers import make_pixels
+
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        create_user(conn, "ann", "correct horse")
+    engine.dispose()
+    with TestClient(Deadpixel(settings), base_url="http://testserver") as test_client:
+        yield test_client
+
+
+def login_csrf(client: TestClient, next_path: str = "") -> str:
+    page = client.get("/login" + (f"?next={next_path}" if next_path else ""))
+    assert page.status_code == 200
+    return page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+def sign_in(client: TestClient, password: str = "correct horse", next_path: str = "/campaigns") -> int:
+    csrf = login_csrf(client)
+    response = client.post(
+        "/login",
+        data={"csrf": csrf, "name": "ann", "password": password, "next": next_path},
+        follow_redirects=False,
+    )
+    return response.status_code
+
+
+@SQLITE_ONLY
+def test_signing_in_and_out(client: TestClient, settings: Settings) -> None:
+    assert client.get("/campaigns", follow_redirects=False).headers["location"] == "/login?next=/campaigns"
+    assert sign_in(client, "wrong") == 401
+    forged = client.post("/login", data={"csrf": "forged", "name": "ann", "password": "correct horse"})
+    assert forged.status_code == 403
+    csrf = login_csrf(client)
+    done = client.post(
+        "/login",
+        data={"csrf": csrf, "name": "ann", "password": "correct horse", "next": "/campaigns/spring"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/campaigns/spring"
+    cookie = done.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and "secure" not in cookie  # plain http here
+    page = client.get("/campaigns")
+    assert page.status_code == 200 and "Campaigns" in page.text
+    assert (
+        "unsafe-inline" not in page.headers["content-security-policy"].split("script-src", 1)[1].split(";")[0]
+    )
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+    assert client.post("/logout", data={"csrf": "nope"}, follow_redirects=False).status_code == 403
+    csrf_session = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    out = client.post("/logout", data={"csrf": csrf_session}, follow_redirects=False)
+    assert out.status_code == 303
+    assert client.get("/campaigns", follow_redirects=False).status_code == 303
+
+
+@SQLITE_ONLY
+def test_after_sign_in_only_paths_of_this_site(client: TestClient) -> None:
+    for evil in ("//evil.example/", "https://evil.example/", "/\\evil.example", "javascript:alert(1)"):
+        client.cookies.clear()
+        csrf = login_csrf(client)
+        response = client.post(
+            "/login",
+            data={"csrf": csrf, "name": "ann", "password": "correct horse", "next": evil},
+            follow_redirects=False,
+        )
+        assert response.headers["location"] == "/campaigns", evil
+
+
+@SQLITE_ONLY
+def test_password_guessing_is_braked_and_deleting_an_account_signs_it_out(
+    client: TestClient, settings: Settings
+) -> None:
+    assert sign_in(client) == 303
+    assert client.get("/campaigns", follow_redirects=False).status_code == 200
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        delete_user(conn, "ann")
+        create_user(conn, "ann2", "x")
+    engine.dispose()
+    assert client.get("/campaigns", follow_redirects=False).status_code == 303  # the account is gone
+    statuses = [sign_in(client, f"guess {i}") for i in range(11)]
+    assert statuses[:10] == [401] * 10 and statuses[10] == 429
+
+
+@SQLITE_ONLY
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_in_a_real_browser_the_page_shows_the_reports_numbers_and_its_charts(
+    server: Server, settings: Settings, tmp_path: Path
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    made = subprocess.run(
+        [sys.executable, "-m", "deadpixel", "user", "create", "ann", "--password-stdin"],
+        input="correct horse\n", capture_output=True, text=True,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    import httpx
+
+    pixels = make_pixels(settings, 6, campaign="spring")
+    for i, (_, path) in enumerate(pixels[:4]):  # four of six opened, one of them twice, one by a scanner
+        httpx.get(server.url + path, headers={"user-agent": THUNDERBIRD if i else "curl/8.5.0"})
+    httpx.get(server.url + pixels[1][1], headers={"user-agent": THUNDERBIRD})
+    report = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "deadpixel", "report", "spring", "--json"], capture_output=True, text=True
+        ).stdout
+    )
+    assert (report["sent"], report["unique_opens"], report["machine_opens"], report["total_opens"]) == (
+        6,
+        4,
+        1,
+        5,
+    )
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(server.url + "/campaigns/spring")
+            assert "/login" in page.url
+            page.fill("input[name=name]", "ann")
+            page.fill("input[name=password]", "correct horse")
+            page.click("button[type=submit]")
+            page.wait_for_url("**/campaigns/spring")
+            figure = {
+                key: page.locator(f"[data-figure={key}]").inner_text()
+                for key in ("sent", "unique_opens", "machine_opens", "total_opens", "open_rate")
+            }
+            assert figure == {
+                "sent": "6", "unique_opens": "4", "machine_opens": "1", "total_opens": "5",
+                "open_rate": f"{report['open_rate'] * 100:.1f}%",
+            }  # fmt: skip
+            assert page.locator("#opens-over-time svg rect.rect").count() >= 2  # people and machines
+            assert page.locator("figure.breakdown svg").count() >= 3
+            assert page.locator("#recipients tbody tr").count() == 6
+            page.screenshot(path=str(tmp_path / "campaign.png"), full_page=True)
+            page.set_viewport_size({"width": 390, "height": 800})  # a phone
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+            page.screenshot(path=str(tmp_path / "campaign-phone.png"), full_page=True)
+            page.click("#recipients tbody tr:first-child a")
+            assert page.locator("h1").inner_text().endswith("@example.com")
+        finally:
+            browser.close()
+    assert (tmp_path / "campaign.png").stat().st_size > 10_000
+
+
+@SQLITE_ONLY
+def test_a_new_pixel_from_the_dashboard_is_tracked(client: TestClient, settings: Settings) -> None:
+    assert sign_in(client) == 303
+    form = client.get("/pixels/new")
+    csrf = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    bad = client.post("/pixels/new", data={"csrf": csrf, "to": "not an address"})
+    assert bad.status_code == 400 and "recipient&#39;s address" in bad.text
+    made = client.post("/pixels/new", data={"csrf": csrf, "to": "bob@example.com", "campaign": "q3"})
+    assert made.status_code == 200
+    url = made.text.split('<code id="pixel-url">', 1)[1].split("<", 1)[0]
+    assert url.startswith(settings.base_url + "/o/") and "&lt;img src=" in made.text
+    assert client.get(url.removeprefix(settings.base_url)).status_code == 200
+    assert client.post("/pixels/new", data={"to": "x@example.com"}).status_code == 403  # no CSRF token
+    campaign = client.get("/campaigns/q3")
+    assert 'data-figure="total_opens">1<' in campaign.text and "bob@example.com" in campaign.text
+
+
+@SQLITE_ONLY
+def test_the_demo_campaign_has_every_kind_of_open_and_adds_up(settings: Settings) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "deadpixel", *args], capture_output=True, text=True)
+
+    seeded = run("demo", "--messages", "300")
+    assert seeded.returncode == 0, seeded.stderr
+    report = json.loads(run("report", "Demo: monthly newsletter", "--json").stdout)
+    assert report["sent"] == 300
+    assert report["unique_opens"] == report["human_opens"] + report["machine_opens"]
+    assert 0 < report["human_open_rate"] < report["open_rate"] < 1  # machines inflate the raw rate
+    assert report["unique_clicks"] > 0
+    kinds = {row["kind"] for row in json.loads(run("opens", "--campaign", "Demo: monthly newsletter",
+                                                    "--limit", "5000", "--json").stdout)}  # fmt: skip
+    assert kinds == {"human", "proxy", "prefetch", "scanner"}
+    again = run("demo")
+    assert again.returncode == 1 and "already there" in again.stderr
