@@ -206,3 +206,20 @@ def test_the_demo_campaign_has_every_kind_of_open_and_adds_up(settings: Settings
     assert kinds == {"human", "proxy", "prefetch", "scanner"}
     again = run("demo")
     assert again.returncode == 1 and "already there" in again.stderr
+
+
+@SQLITE_ONLY
+def test_a_new_password_ends_every_session_even_a_copied_cookie(client: TestClient) -> None:
+    assert sign_in(client) == 303
+    stolen = dict(client.cookies)
+    assert client.get("/campaigns", follow_redirects=False).status_code == 200
+    changed = subprocess.run(
+        [sys.executable, "-m", "deadpixel", "user", "passwd", "ann", "--password-stdin"],
+        input="a new one\n", capture_output=True, text=True,
+    )  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    assert client.get("/campaigns", follow_redirects=False).status_code == 303
+    client.cookies.clear()
+    client.cookies.update(stolen)
+    assert client.get("/campaigns", follow_redirects=False).status_code == 303
+    assert sign_in(client, "a new one") == 303

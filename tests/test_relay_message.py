@@ -117,6 +117,12 @@ def test_a_missing_closing_delimiter_still_finds_the_html() -> None:
     assert parse(raw).html == "<p>hi</p>"
 
 
+def test_a_boundary_counts_only_at_the_start_of_a_line() -> None:
+    html = "<p>a--b and</p>\n--bx is not one either</p>"
+    alternative = _multipart("alternative", "b", [_leaf("text/html", html, "utf-8", "8bit")])
+    assert parse(HEADERS + alternative).html == html.replace("\n", "\r\n")
+
+
 def test_what_is_not_tracked_and_why() -> None:
     assert parse(HEADERS + _leaf("text/plain", "hi", "utf-8", "7bit")).untracked == "no HTML part"
     attachment = _leaf("text/html", "<p>x</p>", "utf-8", "7bit", "Content-Disposition: attachment\r\n")

@@ -451,6 +451,22 @@ def user_list(as_json: bool) -> None:
         click.echo(f"{u.name}\t{analytics.iso(u.created_at)}")
 
 
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def user_passwd(name: str, password_stdin: bool) -> None:
+    """Change an account's password; its dashboard sessions end everywhere."""
+    from deadpixel.users import set_password
+
+    password = _new_password(password_stdin)
+    try:
+        with store(load_settings()) as conn:
+            set_password(conn, name, password)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Password of {name} changed; its sessions have ended.")
+
+
 @user.command("delete")
 @click.argument("name")
 def user_delete(name: str) -> None:

@@ -16,7 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from deadpixel.store.schema import users
@@ -105,6 +105,23 @@ def create_user(conn: Connection, name: str, password: str) -> User:
 def list_users(conn: Connection) -> list[User]:
     rows = conn.execute(select(users.c.name, users.c.created_at).order_by(users.c.name))
     return [User(name, created_at) for name, created_at in rows]
+
+
+def set_password(conn: Connection, name: str, password: str) -> None:
+    """A new password; every dashboard session of the account ends with the old one."""
+    if not password:
+        raise UserError("the password is empty")
+    hashed = hash_password(password)
+    changed = conn.execute(update(users).where(users.c.name == name).values(password_hash=hashed))
+    if not changed.rowcount:
+        raise UserError(f"no user named {name!r}")
+
+
+def session_stamp(conn: Connection, name: str) -> str | None:
+    """A short digest of the account's password hash, which a session carries: it changes with the password,
+    so changing it signs the account out everywhere. None when the account does not exist."""
+    stored = conn.execute(select(users.c.password_hash).where(users.c.name == name)).scalar()
+    return None if stored is None else hashlib.sha256(stored.encode()).hexdigest()[:24]
 
 
 def delete_user(conn: Connection, name: str) -> None:

@@ -43,14 +43,12 @@ class Relay:
         host: str,
         port: int,
         loopback: bool | None = None,
-        upstream_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.host = host
         self.port = port
         self.loopback = is_loopback(host) if loopback is None else loopback
         self._upstream_settings = upstream
-        self._upstream_tls = upstream_tls
         self._server: asyncio.Server | None = None
         self._upstream: Upstream | None = None
         self._engine: Engine | None = None
@@ -62,7 +60,7 @@ class Relay:
         await asyncio.to_thread(ensure_current, self._engine)
         tls = server_context(self.settings)
         tracker = Tracker(self.settings, TokenSigner(load_or_create_keys(self.settings.keys_file)))
-        self._upstream = Upstream(self._upstream_settings, ssl_context=self._upstream_tls)
+        self._upstream = Upstream(self._upstream_settings)
         self._handler = handler = RelayHandler(self._engine, tracker, self._upstream)
         authenticator = AccountAuthenticator(self._engine)
         hostname = self.settings.smtp_helo or socket.gethostname()  # getfqdn() can stall on DNS

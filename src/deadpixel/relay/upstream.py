@@ -7,7 +7,6 @@ copies travel side by side and spares every later message the connect, TLS and A
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -16,10 +15,8 @@ from deadpixel.mail.smtp import Refused, SMTPSender, SMTPSettings
 
 
 class Upstream:
-    def __init__(
-        self, settings: SMTPSettings, connections: int = 4, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
-        self._senders = [SMTPSender(settings, ssl_context) for _ in range(connections)]
+    def __init__(self, settings: SMTPSettings, connections: int = 4) -> None:
+        self._senders = [SMTPSender(settings) for _ in range(connections)]
         self._idle: asyncio.Queue[SMTPSender] = asyncio.Queue()
         for sender in self._senders:
             self._idle.put_nowait(sender)

@@ -25,7 +25,7 @@ from deadpixel import analytics
 from deadpixel.config import Settings
 from deadpixel.pixels import new_pixel
 from deadpixel.tokens import TokenSigner
-from deadpixel.users import authenticate, list_users
+from deadpixel.users import authenticate, session_stamp
 from deadpixel.web import charts
 from deadpixel.web.session import LOGIN_CSRF_COOKIE, LoginBrake, Session, Sessions, load_secret, same_token
 
@@ -81,7 +81,7 @@ class Dashboard:
     def signed_in(self, page: Page) -> Callable[[Request], Awaitable[Response]]:
         async def guarded(request: Request) -> Response:
             session = self.sessions.read(request)
-            if session is None or not await asyncio.to_thread(self._account_exists, session.user):
+            if session is None or not same_token(session.stamp, await self.read(session_stamp, session.user)):
                 target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
                 return RedirectResponse(f"/login?next={target}", status_code=303)
             if request.method == "POST":
@@ -91,10 +91,6 @@ class Dashboard:
             return await page(request, session)
 
         return guarded
-
-    def _account_exists(self, name: str) -> bool:
-        with self.engine.connect() as conn:
-            return any(user.name == name for user in list_users(conn))
 
     async def read(self, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         def run() -> Any:
@@ -132,7 +128,7 @@ class Dashboard:
             self.brake.failed(client)
             return self.login_page(request, target, 401, "Wrong name or password.")
         redirect = RedirectResponse(target, status_code=303)
-        self.sessions.start(redirect, name)
+        self.sessions.start(redirect, name, await self.read(session_stamp, name))
         return redirect
 
     async def logout(self, request: Request, session: Session) -> Response:

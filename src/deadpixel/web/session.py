@@ -1,10 +1,11 @@
 """Dashboard sign-in: a signed session cookie, CSRF tokens for every form, and a brake on password guessing.
 
-The cookie holds the account name and the session's CSRF token, signed (itsdangerous) with a secret made on
-first start and kept 0600 in the data dir, like the signing keys. It is ``HttpOnly``, ``SameSite=Lax``, and
-``Secure`` when the public base URL is HTTPS. Every page checks that the account still exists, so deleting
-an account signs it out everywhere. Before sign-in, the login form is protected by a double-submit token: a
-random cookie that the form must echo.
+The cookie holds the account name, a digest of its password hash and the session's CSRF token, signed
+(itsdangerous) with a secret made on first start and kept 0600 in the data dir, like the signing keys. It is
+``HttpOnly``, ``SameSite=Lax``, and ``Secure`` when the public base URL is HTTPS. Every page checks the
+account and the digest, so deleting an account or changing its password (``deadpixel user passwd``) ends
+its sessions everywhere, including a stolen cookie. Before sign-in, the login form is protected by a
+double-submit token: a random cookie that the form must echo.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ LOGIN_WINDOW = 600.0  # ... per this many seconds
 class Session:
     user: str
     csrf: str
+    stamp: str
 
 
 def load_secret(path: Path) -> bytes:
@@ -60,13 +62,14 @@ class Sessions:
             data = self._serializer.loads(raw, max_age=SESSION_SECONDS)
         except BadSignature:
             return None
-        user, csrf = (data.get("u"), data.get("c")) if isinstance(data, dict) else (None, None)
-        if not isinstance(user, str) or not isinstance(csrf, str):
+        fields = [data.get(key) for key in ("u", "c", "s")] if isinstance(data, dict) else []
+        user, csrf, stamp = fields if len(fields) == 3 else (None, None, None)
+        if not isinstance(user, str) or not isinstance(csrf, str) or not isinstance(stamp, str):
             return None
-        return Session(user, csrf)
+        return Session(user, csrf, stamp)
 
-    def start(self, response: Response, user: str) -> None:
-        value = self._serializer.dumps({"u": user, "c": secrets.token_urlsafe(24)})
+    def start(self, response: Response, user: str, stamp: str) -> None:
+        value = self._serializer.dumps({"u": user, "c": secrets.token_urlsafe(24), "s": stamp})
         response.set_cookie(
             SESSION_COOKIE, value, max_age=SESSION_SECONDS, httponly=True, samesite="lax", secure=self._secure
         )
