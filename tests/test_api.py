@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from deadpixel.track.app import PIXEL_PREFIX
 from deadpixel.track.click import CLICK_PREFIX
 
 from .conftest import Server
+from .helpers import fetch_all, make_pixels
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
 CHROME = (
@@ -162,6 +164,30 @@ def test_a_message_made_through_the_api_records_its_open_on_a_real_server(
         "human",
         "Thunderbird",
     )
+
+
+def test_messages_are_created_while_the_pixel_writer_is_busy(server: Server, settings: Settings) -> None:
+    """On SQLite an API write that began as a read failed with "database is locked" under pixel load."""
+    paths = [path for _, path in make_pixels(settings, 20)] * 20
+    done = threading.Event()
+
+    def pixel_load() -> None:
+        while not done.is_set():
+            fetch_all(server.url, paths, 16)
+
+    load = threading.Thread(target=pixel_load)
+    load.start()
+    auth = {"authorization": f"Bearer {new_token(settings)}"}
+    try:
+        with httpx.Client(base_url=server.url, headers=auth, timeout=30) as client:
+            statuses = [
+                client.post("/api/v1/messages", json={"to": "x@example.com", "campaign": "busy"}).status_code
+                for _ in range(40)
+            ]
+    finally:
+        done.set()
+        load.join()
+    assert statuses == [201] * 40
 
 
 def test_campaign_figures_match_the_seeded_opens_and_clicks(api: Api) -> None:

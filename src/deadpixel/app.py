@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from deadpixel.api import api_mount
 from deadpixel.config import Settings, load_settings
@@ -43,7 +43,10 @@ log = logging.getLogger(__name__)
 
 
 def build_web(
-    engine: Engine, signer: TokenSigner | None = None, settings: Settings | None = None
+    engine: Engine,
+    signer: TokenSigner | None = None,
+    settings: Settings | None = None,
+    api: Mount | None = None,
 ) -> Starlette:
     async def healthz(_: Request) -> PlainTextResponse:
         return PlainTextResponse("ok\n")
@@ -65,8 +68,9 @@ def build_web(
     routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/readyz", readyz)]
     if signer is not None:
         routes += unsubscribe_routes(engine, signer)
+    if api is not None:
+        routes.append(api)
     if signer is not None and settings is not None:
-        routes.append(api_mount(engine, settings, signer))
         routes += Dashboard(engine, settings, signer).routes()
     return Starlette(routes=routes)
 
@@ -106,7 +110,10 @@ class Deadpixel:
         client_ip = ClientIPResolver(settings.trusted_proxies)
         self.pixel = PixelEndpoint(signer, self.writer, client_ip)
         self.click = ClickEndpoint(signer, LinkResolver(self.engine), self.click_writer, client_ip)
-        self.web = build_web(self.engine, signer, settings)
+        # The API's writes (new messages, tokens' last use) take SQLite's write lock up front, as writers do.
+        self.api_engine = create_engine(settings.database_url, writer=True)
+        api = api_mount(self.engine, self.api_engine, settings, signer)
+        self.web = build_web(self.engine, signer, settings, api)
         self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)
 
     def snapshot(self) -> Snapshot:
@@ -185,6 +192,7 @@ class Deadpixel:
                     task.cancel()
                 self.metrics.remove()
                 self.engine.dispose()
+                self.api_engine.dispose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -28,10 +28,12 @@ def _any_character(route: BaseRoute) -> BaseRoute:
     return route
 
 
-def api_mount(engine: Engine, settings: Settings, signer: TokenSigner) -> Mount:
+def api_mount(reads: Engine, writes: Engine, settings: Settings, signer: TokenSigner) -> Mount:
+    """``writes`` is an engine made with ``writer=True``: see api_routes."""
+    limiter = RateLimiter(settings.api_rate)
     app = Starlette(
-        routes=[_any_character(route) for route in api_routes(engine, settings, signer)],
-        middleware=[Middleware(BearerAuth, engine=engine, limiter=RateLimiter(settings.api_rate))],
+        routes=[_any_character(route) for route in api_routes(reads, writes, settings, signer)],
+        middleware=[Middleware(BearerAuth, reads=reads, writes=writes, limiter=limiter)],
         exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error},
     )
     mount = _any_character(Mount(PREFIX, app=app))

@@ -8,14 +8,18 @@ per request: revoking a token takes effect on the next request, on every server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from deadpixel.api.errors import error_response
 from deadpixel.api.ratelimit import RateLimiter
 from deadpixel.store.api_tokens import mark_used, token_for_secret
+
+log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/openapi.json"})
 CHALLENGE = {"www-authenticate": 'Bearer realm="deadpixel"'}
@@ -24,19 +28,24 @@ LAST_USED_EVERY = 60.0
 
 
 class BearerAuth:
-    def __init__(self, app: Any, engine: Engine, limiter: RateLimiter) -> None:
+    def __init__(self, app: Any, reads: Engine, writes: Engine, limiter: RateLimiter) -> None:
         self.app = app
-        self.engine = engine
+        self.reads = reads
+        self.writes = writes
         self.limiter = limiter
         self._last_marked: dict[int, float] = {}
 
     def _lookup(self, secret: str) -> int | None:
-        now = time.time()
-        with self.engine.begin() as conn:
+        with self.reads.connect() as conn:
             token_id = token_for_secret(conn, secret)
-            if token_id is not None and now - self._last_marked.get(token_id, 0.0) >= LAST_USED_EVERY:
-                mark_used(conn, token_id, now)
-                self._last_marked[token_id] = now
+        now = time.time()
+        if token_id is not None and now - self._last_marked.get(token_id, 0.0) >= LAST_USED_EVERY:
+            self._last_marked[token_id] = now
+            try:
+                with self.writes.begin() as conn:
+                    mark_used(conn, token_id, now)
+            except OperationalError:  # a busy or unreachable database must not fail the request for a hint
+                log.warning("could not record when API token %d was last used", token_id, exc_info=True)
         return token_id
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -46,6 +47,12 @@ async def http_error(_: Request, exc: Exception) -> Response:
 
 
 async def server_error(_: Request, exc: Exception) -> Response:
+    """503 when the database is busy or away (the client may retry), 500 for anything else."""
+    if isinstance(exc, OperationalError):
+        log.warning("API request: the database did not answer", exc_info=exc)
+        return error_response(
+            503, "the database is busy or unreachable; try again", headers={"retry-after": "1"}
+        )
     log.error("API request failed", exc_info=exc)
     return error_response(500, "internal error")
 

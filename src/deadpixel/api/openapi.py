@@ -224,6 +224,10 @@ ERRORS = {
         "too many requests with this token (DEADPIXEL_API_RATE a minute)",
         {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
     ),
+    "503": _error(
+        "the database is busy or unreachable; try again",
+        {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
+    ),
 }
 
 

@@ -50,8 +50,11 @@ def _list_filter(call: Callable[[], T]) -> T:
         raise bad_parameter("campaign", f"no campaign named {exc.args[0]!r}") from None
 
 
-def api_routes(engine: Engine, settings: Settings, signer: TokenSigner) -> list[Route]:
-    async def db(work: Callable[[Connection], T]) -> T:
+def api_routes(reads: Engine, writes: Engine, settings: Settings, signer: TokenSigner) -> list[Route]:
+    """``writes`` takes SQLite's write lock when its transaction begins (see store.db), so a write waits for
+    the pixel writer instead of failing with "database is locked" when it upgrades a read."""
+
+    async def db(work: Callable[[Connection], T], engine: Engine = reads) -> T:
         def run() -> T:
             with engine.begin() as conn:
                 return work(conn)
@@ -99,7 +102,8 @@ def api_routes(engine: Engine, settings: Settings, signer: TokenSigner) -> list[
         made = await db(
             lambda conn: new_pixel(
                 conn, settings, signer, recipient=wanted.to, subject=wanted.subject, campaign=wanted.campaign
-            )
+            ),
+            writes,
         )
         location = f"{request.url.path}/{made['message_id']}"
         return JSONResponse(made, status_code=201, headers={"location": location})
