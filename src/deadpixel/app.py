@@ -47,7 +47,10 @@ def build_web(
     signer: TokenSigner | None = None,
     settings: Settings | None = None,
     api: Mount | None = None,
+    writer: Engine | None = None,
 ) -> Starlette:
+    """``writer`` takes SQLite's write lock up front, for the pages that write (defaults to ``engine``)."""
+
     async def healthz(_: Request) -> PlainTextResponse:
         return PlainTextResponse("ok\n")
 
@@ -71,7 +74,7 @@ def build_web(
     if api is not None:
         routes.append(api)
     if signer is not None and settings is not None:
-        routes += Dashboard(engine, settings, signer).routes()
+        routes += Dashboard(engine, settings, signer, writer=writer or engine).routes()
     return Starlette(routes=routes)
 
 
@@ -113,7 +116,7 @@ class Deadpixel:
         # The API's writes (new messages, tokens' last use) take SQLite's write lock up front, as writers do.
         self.api_engine = create_engine(settings.database_url, writer=True)
         api = api_mount(self.engine, self.api_engine, settings, signer)
-        self.web = build_web(self.engine, signer, settings, api)
+        self.web = build_web(self.engine, signer, settings, api, writer=self.api_engine)
         self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)
 
     def snapshot(self) -> Snapshot:

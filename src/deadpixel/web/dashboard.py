@@ -43,8 +43,9 @@ TITLES = {"kind": "Verdict", "client": "Mail client", "device": "Device", "os": 
 
 
 class Dashboard:
-    def __init__(self, engine: Engine, settings: Settings, signer: TokenSigner) -> None:
+    def __init__(self, engine: Engine, settings: Settings, signer: TokenSigner, writer: Engine) -> None:
         self.engine = engine
+        self.writer = writer  # takes SQLite's write lock up front, so a write waits instead of failing
         self.settings = settings
         self.signer = signer
         self.sessions = Sessions(
@@ -202,7 +203,7 @@ class Dashboard:
             )
 
         def make() -> dict[str, Any]:
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
                 return new_pixel(
                     conn, self.settings, self.signer, recipient=fields["to"],
                     subject=fields["subject"] or None, campaign=fields["campaign"] or None,
