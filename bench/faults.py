@@ -128,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     p50, p99, worst = figures["p50_ms"], figures["p99_ms"], figures["max_ms"]
     print(f"\nPostgreSQL down {args.down_for:g} s of {args.seconds:g} s at {args.rate:,.0f} requests/s: "
           f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.1f} ms")  # fmt: skip
+    back = args.down_after + args.down_for
+    print(f"  PostgreSQL stopped at {args.down_after:g} s and started at {back:g} s; the slowest seconds:")
+    for worst_second in figures["slowest_seconds"]:
+        second, answers = worst_second["second"], worst_second["answers"]
+        print(f"    second {second:>4}: {answers:>6,} answers, p99 {worst_second['p99_ms']:8.1f} ms, "
+              f"max {worst_second['max_ms']:8.1f} ms")  # fmt: skip
     for name, value, target, ok in checks:
         print(f"  {name:<36} {value:>20}   target {target:<8} {'PASS' if ok else 'FAIL'}")
     return 0 if all(ok for *_, ok in checks) else 1

@@ -34,6 +34,7 @@ SPIN_BELOW = 0.001  # seconds: closer to a due time than this, yield to the loop
 @dataclass
 class Tally:
     latencies: list[float] = field(default_factory=list)
+    due_times: list[float] = field(default_factory=list)  # when each answered request was due, in order
     lags: list[float] = field(default_factory=list)
     ok: int = 0
     other_status: int = 0
@@ -92,6 +93,7 @@ class SteadyLoad:
         self._open: set[PixelConnection] = set()
         self._finished = asyncio.Event()
         self.tally = Tally()
+        self.started = time.perf_counter()
 
     async def connect(self, host: str, port: int, connections: int) -> None:
         loop = asyncio.get_running_loop()
@@ -116,6 +118,7 @@ class SteadyLoad:
 
     def answered(self, conn: PixelConnection, status: int) -> None:
         self.tally.latencies.append(time.perf_counter() - conn.due)
+        self.tally.due_times.append(conn.due - self.started)
         if status == 200:
             self.tally.ok += 1
         else:
@@ -136,7 +139,7 @@ class SteadyLoad:
                 self._finished.set()
 
     async def run(self, drain_timeout: float) -> None:
-        start = time.perf_counter() + 0.05
+        start = self.started = time.perf_counter() + 0.05
         for i in range(self._total):
             due = start + i * self._interval
             await _wait_until(due)
@@ -198,7 +201,21 @@ def summarise(load: SteadyLoad, rate: float, seconds: float, connections: int) -
         "max_ms": (latencies[-1] if latencies else 0.0) * ms,
         "lag_p99_ms": percentile(lags, 99) * ms,
         "lag_max_ms": (lags[-1] if lags else 0.0) * ms,
+        "slowest_seconds": slowest_seconds(tally),
     }
+
+
+def slowest_seconds(tally: Tally, count: int = 5) -> list[dict[str, float]]:
+    """The seconds of the run (by when requests were due) with the slowest answers: where a stall was."""
+    per_second: dict[int, list[float]] = {}
+    for due, latency in zip(tally.due_times, tally.latencies, strict=True):
+        per_second.setdefault(int(due), []).append(latency)
+    worst = sorted(per_second.items(), key=lambda item: max(item[1]), reverse=True)[:count]
+    return [
+        {"second": second, "answers": len(values), "p99_ms": percentile(sorted(values), 99) * 1000.0,
+         "max_ms": max(values) * 1000.0}
+        for second, values in sorted(worst)
+    ]  # fmt: skip
 
 
 def format_request(line: str, host_header: str) -> bytes:

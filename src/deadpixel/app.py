@@ -98,6 +98,7 @@ class Deadpixel:
             functools.partial(write_opens, builder=classifier, cap=self.cap),
             batch_size=settings.batch_size,
             spool=Spool(node_spool_dir(settings.data_dir) / "opens", OpenEvent),
+            after_batch=self.checkpointer.catch_up if self.checkpointer else None,
         )
         # Clicks are rare next to opens: a writer of their own keeps them off the pixel's batches.
         self.click_writer: GroupCommitWriter[ClickEvent] = GroupCommitWriter(

@@ -18,6 +18,7 @@ from deadpixel.enrich.geo import GeoLookup
 from deadpixel.enrich.message import MessageEvent, adjust_message_verdicts
 from deadpixel.enrich.networks import Networks
 from deadpixel.enrich.privacy import stored_ip
+from deadpixel.enrich.useragent import warm_up
 from deadpixel.events import OpenEvent
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ _enriched_values = operator.attrgetter(*ENRICHED_FIELDS)  # one C call per open 
 def enricher_from_settings(settings: Settings) -> Enricher | None:
     if not settings.enrichment:
         return None
+    warm_up()
     geo = GeoLookup(str(settings.geoip_database) if settings.geoip_database else None)
     networks = Networks.load(update_dir=networks_dir(settings))
     return Enricher(geo, self_ips=[str(network) for network in settings.self_ips], networks=networks)

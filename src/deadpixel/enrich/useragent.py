@@ -483,6 +483,12 @@ def _clean(text: str, limit: int) -> str:
     return "".join(ch for ch in text if ch.isprintable())[:limit].strip()
 
 
+def warm_up() -> None:
+    """Build the user-agent library's parser now: built on first use, it would hold up the first batch of
+    opens (or the first chunk of a spool replay) for a good tenth of a second."""
+    ua_parser.parse("Mozilla/5.0")
+
+
 @functools.lru_cache(maxsize=8192)
 def _cached_facts(text: str) -> UserAgentFacts:
     facts = _facts(text)

@@ -12,12 +12,13 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 65_536
+SQLITE_WAL_KEEP_BYTES = 64 * 1024 * 1024
 log = logging.getLogger(__name__)
 
 
@@ -72,6 +73,8 @@ def create_engine(
         cursor.execute("PRAGMA foreign_keys=ON")
         if background_checkpoints:
             cursor.execute("PRAGMA wal_autocheckpoint=0")
+        # After a burst has made the WAL long, shrink the file back once it starts over.
+        cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_KEEP_BYTES}")
         cursor.close()
 
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
@@ -112,18 +115,31 @@ def _enable_wal(cursor: sqlite3.Cursor) -> None:
 
 
 class WalCheckpointer:
-    """Copies committed WAL pages into the database file from its own thread and connection.
+    """Copies committed WAL pages into the database file from its own thread and connection, and keeps the
+    WAL from growing without end.
 
     A commit that crosses SQLite's auto-checkpoint threshold would otherwise do that work itself, holding up
     every pixel waiting on its batch for tens of milliseconds. PASSIVE checkpoints never wait for readers or
     the writer, so running them beside the writer costs the writer nothing.
+
+    But PASSIVE alone never lets the WAL start over while the writer is busy: SQLite rewinds the log only
+    when a checkpoint has copied every frame, and under steady load new frames always arrive during the copy.
+    The log then grows by tens of megabytes a second, every commit extends the file (so its fsync also
+    journals the new size), and latency climbs in waves. And a checkpoint that waited for the writer to
+    rewind the log would starve: the writer takes its lock again right after each commit. So once the log
+    is long, the writer itself, between two batches (``catch_up``), copies the few frames written since the
+    last background pass; its next commit then writes from the start of the file again.
     """
 
-    def __init__(self, url: str, interval: float = 0.5) -> None:
+    def __init__(self, url: str, interval: float = 0.5, rewind_frames: int = 4096) -> None:
+        # 4,096 frames of 4 KB pages: long enough that rewinding is rare, short enough to stay in the cache.
         self._engine = create_engine(url)
         self._interval = interval
+        self._rewind_frames = rewind_frames
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deadpixel-checkpointer", daemon=True)
+        self._rewind_wanted = False
+        self.rewinds = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -134,10 +150,24 @@ class WalCheckpointer:
         self._checkpoint()
         self._engine.dispose()
 
+    def catch_up(self, conn: Connection) -> None:
+        """From the writer's connection, outside a transaction: finish the copy so the log can start over."""
+        if not self._rewind_wanted:
+            return
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            busy, log_frames, copied = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            cursor.close()
+        if not busy and copied == log_frames:  # else the background pass holds the checkpoint: next batch
+            self._rewind_wanted = False
+            self.rewinds += 1
+
     def _checkpoint(self) -> None:
         try:
             with self._engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                log_frames = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()[1]
+            self._rewind_wanted = log_frames >= self._rewind_frames
         except Exception:
             log.warning("WAL checkpoint failed; the next one will retry", exc_info=True)
 

@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 HOLD_LIMIT = 100_000  # events held in memory when neither the database nor the spool can take them
-REPLAY_CHUNK = 200  # spooled events replayed per transaction, between batches of new opens
+# Seconds of replay between two batches of new opens: after a long outage the backlog drains in chunks
+# this long, so the opens that keep arriving wait at most about this much longer than usual.
+REPLAY_BUDGET = 0.015
 E = TypeVar("E")
 Tick = tuple[list[E], list["asyncio.Future[None]"]]
 
@@ -76,8 +78,10 @@ class GroupCommitWriter(Generic[E]):
         name: str = "deadpixel-writer",
         spool: Spool[E] | None = None,
         probe_interval: float = 1.0,
+        after_batch: Callable[[Connection], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._after_batch = after_batch
         self._batch_size = batch_size
         self._write = write
         self._spool = spool
@@ -85,9 +89,10 @@ class GroupCommitWriter(Generic[E]):
         # Down until proven otherwise when an earlier run left batches in the spool.
         # Draining until proven otherwise when an earlier run left batches in the spool.
         self._down = False
-        self._draining = bool(spool and spool.pending())
+        self._draining = bool(spool and spool.has_pending())
         self._last_probe = 0.0
         self._held: list[E] = []
+        self._replay_cost = 1e-4  # seconds per replayed event, learnt while the spool drains
         self._last_hold_log = -10.0
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -163,6 +168,8 @@ class GroupCommitWriter(Generic[E]):
                         self._commit(conn, events)
                     self._settled += len(events)
                     _release(futures)
+                    if self._after_batch is not None and not self._down:
+                        self._housekeep(conn)
                     if self._draining:
                         self._recover(conn)  # one chunk of the spool between batches of new opens
             while self._down or self._draining:  # a last try, so a clean stop leaves nothing behind
@@ -170,10 +177,21 @@ class GroupCommitWriter(Generic[E]):
                 self._recover(conn)
                 if self._down or (self._spool and self._spool.events_waiting() >= before):
                     break
+            if self._spool is not None:
+                self._spool.close()
             if self._held:
                 self.stats.events_lost += len(self._held)
                 log.error("stopping with %d answered events neither stored nor spooled: they are lost",
                           len(self._held))  # fmt: skip
+
+    def _housekeep(self, conn: Connection) -> None:
+        """Upkeep the store wants from its writer (see ``WalCheckpointer.catch_up``), once the batch's
+        requests are answered, so only the next batch can wait for it."""
+        assert self._after_batch is not None
+        try:
+            self._after_batch(conn)
+        except Exception:
+            log.warning("upkeep after a batch failed; it runs again after the next", exc_info=True)
 
     def _spool_batch(self, events: list[E]) -> bool:
         """Set a batch aside so its requests can be answered; False only when there is no spool.
@@ -235,20 +253,22 @@ class GroupCommitWriter(Generic[E]):
                 self._down, self._draining = True, False
             return
         self._down = bool(self._held)
-        was_draining, self._draining = self._draining, bool(self._spool.pending())
+        was_draining, self._draining = self._draining, self._spool.has_pending()
         if was_draining and not self._draining:
             with conn.begin():
                 forget_old_replays(conn)
             log.info("the spool is replayed; every open is in the database")
 
     def _replay_chunk(self, conn: Connection) -> None:
-        """Replay the oldest spooled batches, up to REPLAY_CHUNK events, in one transaction."""
+        """Replay the oldest spooled batches in one transaction, as many as fit in ``REPLAY_BUDGET``."""
         assert self._spool is not None
+        limit = max(1, int(REPLAY_BUDGET / self._replay_cost))
+        started = time.perf_counter()
         with contextlib.ExitStack() as claims:
             chosen: list[tuple[Path, list[E]]] = []
             size = 0
-            for path in self._spool.pending():
-                if size >= REPLAY_CHUNK:
+            for path in self._spool.oldest():
+                if size >= limit:
                     break
                 if claims.enter_context(self._spool.claimed(path)):
                     events = self._spool.load(path)
@@ -269,7 +289,11 @@ class GroupCommitWriter(Generic[E]):
                 for path, _ in chosen:
                     self._replay(conn, path)
                 return
-            self._spool.remove(*(path for path, _ in chosen))
+        # Unlinked once the claims are let go, so the reaper, not this thread, waits for the filesystem.
+        self._spool.remove(*(path for path, _ in chosen))
+        if replayed:
+            per_event = (time.perf_counter() - started) / len(replayed)
+            self._replay_cost = (self._replay_cost + per_event) / 2
 
     def _store_held(self, conn: Connection) -> None:
         """Into the database if it answers, else into the spool if it has room again."""

@@ -7,6 +7,12 @@ their opens are as durable there as in the database. The writer keeps trying the
 answers, replays the files oldest first (see ``GroupCommitWriter``).
 
 A file's name carries its event count, so the spool's size is known from a directory listing.
+
+Replayed files are unlinked by a thread of their own. Unlinking a file that was fsynced moments ago waits
+for the filesystem's journal (a millisecond or more here), and a long outage leaves thousands of files:
+done by the writer between batches, that wait alone held new opens up for seconds after the database came
+back. Nothing depends on when the unlink lands: a replayed file that outlives a crash is recognised by its
+marker in the store (``spool_replays``) and skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import fcntl
 import itertools
 import json
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -34,6 +42,10 @@ class Spool(Generic[E]):
         self.quarantine = directory / "refused"
         self._event_type = event_type
         self._sequence = itertools.count()
+        self._replayed: set[str] = set()  # names handed to the reaper and not unlinked yet
+        self._unlinks: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
+        self._reaper: threading.Thread | None = None
+        self._lock = threading.Lock()
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def append(self, events: Sequence[E]) -> Path:
@@ -58,8 +70,20 @@ class Spool(Generic[E]):
         return target
 
     def pending(self) -> list[Path]:
-        """Spooled batches, oldest first."""
-        return sorted(self.directory.glob("*" + SUFFIX))
+        """Spooled batches not yet replayed, oldest first."""
+        return list(self.oldest())
+
+    def oldest(self) -> Iterator[Path]:
+        """Spooled batches not yet replayed, oldest first (names start with a zero-padded time), one path at
+        a time: after a long outage there are thousands, and a replay chunk takes a few."""
+        replayed = self._replayed
+        names = sorted(
+            name for name in os.listdir(self.directory) if name.endswith(SUFFIX) and name not in replayed
+        )
+        return (self.directory / name for name in names)
+
+    def has_pending(self) -> bool:
+        return next(self.oldest(), None) is not None
 
     def events_waiting(self) -> int:
         return sum(_count(path) for path in self.pending())
@@ -69,9 +93,27 @@ class Spool(Generic[E]):
         return [self._event_type(*row) for row in rows]
 
     def remove(self, *paths: Path) -> None:
+        """Forget replayed batches at once; their files go in the background (see the module's notes)."""
+        with self._lock:
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="deadpixel-spool-reaper", daemon=True)
+                self._reaper.start()
         for path in paths:
+            self._replayed.add(path.name)
+            self._unlinks.put(path)
+
+    def close(self) -> None:
+        """Wait until every replayed file is unlinked."""
+        with self._lock:
+            reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            self._unlinks.put(None)
+            reaper.join()
+
+    def _reap(self) -> None:
+        while (path := self._unlinks.get()) is not None:
             path.unlink(missing_ok=True)
-        _fsync_directory(self.directory)
+            self._replayed.discard(path.name)
 
     def refuse(self, path: Path) -> None:
         """Set aside a batch the database refuses outright, for a person to look at; it is not retried."""
