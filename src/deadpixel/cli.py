@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -260,7 +260,7 @@ def classify(
     found = enricher.enrich(
         ip=ip, user_agent=user_agent, method=method.upper(), seconds_after_send=seconds_after_send
     )
-    result = asdict(found)
+    result = found._asdict()
     if as_json:
         print_json(result)
         return

@@ -18,6 +18,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from deadpixel.enrich.geo import NOWHERE, GeoLookup, Place
 from deadpixel.enrich.networks import IP, NetworkEntry, Networks, OwnerInfo, PrefixTable, format_ip, parse_ip
@@ -35,8 +36,7 @@ SUSPECT_NETWORK_SECONDS = 60.0
 SCANNER_GROUPS = frozenset({"security", "microsoft", "google", "cloud"})
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):  # a tuple, not a frozen dataclass: built for every open, ten times cheaper
     kind: str  # one of KINDS
     reason: str
     rule: str = ""  # short stable id of the rule that decided, for counting and tests
@@ -56,9 +56,8 @@ class Address:
 NO_ADDRESS = Address(None, NOWHERE, None, None, None)
 
 
-@dataclass(frozen=True, slots=True)
-class Enrichment:
-    """Everything stored on an open."""
+class Enrichment(NamedTuple):
+    """Everything stored on an open, in the order of its columns (a tuple: built for every open)."""
 
     client: str
     device: str

@@ -7,7 +7,6 @@ answer waits only for the commit of the batch.
 from __future__ import annotations
 
 import logging
-import operator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,9 @@ from deadpixel.events import OpenEvent
 
 log = logging.getLogger(__name__)
 
-ENRICHED_FIELDS = (
-    "client", "device", "os", "country", "region", "city", "asn", "network_owner", "kind", "reason", "rule",
-)  # fmt: skip
-_EMPTY = dict.fromkeys(ENRICHED_FIELDS)
-_enriched_values = operator.attrgetter(*ENRICHED_FIELDS)  # one C call per open instead of eleven getattr
+ENRICHED_FIELDS: tuple[str, ...] = Enrichment._fields
+_UNCLASSIFIED: tuple[None, ...] = (None,) * len(ENRICHED_FIELDS)
+_ROW_FIELDS = (*OpenEvent._fields, *ENRICHED_FIELDS)
 
 
 def enricher_from_settings(settings: Settings) -> Enricher | None:
@@ -56,12 +53,16 @@ class OpenClassifier:
         return cls(enricher_from_settings(settings), settings.ip_mode)
 
     def enrich(self, event: OpenEvent, sent_at: float | None) -> dict[str, Any]:
+        return dict(zip(ENRICHED_FIELDS, self.values(event, sent_at), strict=True))
+
+    def values(self, event: OpenEvent, sent_at: float | None) -> tuple[Any, ...]:
+        """The enriched columns, in ``ENRICHED_FIELDS`` order."""
         if self.enricher is None:
-            return dict(_EMPTY)
+            return _UNCLASSIFIED
         seconds = event.at - sent_at if sent_at is not None else None
         headers = {"purpose": event.purpose} if event.purpose else None
         try:
-            found: Enrichment = self.enricher.enrich(
+            return self.enricher.enrich(
                 ip=event.ip,
                 user_agent=event.user_agent,
                 method=event.method,
@@ -70,15 +71,14 @@ class OpenClassifier:
             )
         except Exception:  # a rule bug must never cost an open: store it unclassified
             log.exception("enrichment failed for %r", event)
-            return dict(_EMPTY)
-        return dict(zip(ENRICHED_FIELDS, _enriched_values(found), strict=True))
+            return _UNCLASSIFIED
 
     def rows(self, events: Sequence[OpenEvent], sent_at: dict[str, float]) -> list[dict[str, Any]]:
-        rows = []
-        for event in events:
-            row = event._asdict()
-            row.update(self.enrich(event, sent_at.get(event.message_id)))
-            rows.append(row)
+        values, fields = self.values, _ROW_FIELDS
+        rows = [
+            dict(zip(fields, (*event, *values(event, sent_at.get(event.message_id))), strict=True))
+            for event in events
+        ]
         if self.enricher is not None:
             apply_message_pattern(rows)
         for row in rows:
