@@ -1,0 +1,320 @@
+"""Bounces and complaints: VERP addresses, reading reports, recording them, suppression and the reports.
+
+Reports are the samples of tests/bounce_samples.py, written to a folder each run and parsed from there; the
+store is a real SQLite file and a real PostgreSQL schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, select, update
+
+from deadpixel import analytics
+from deadpixel.bounces.handle import Processor
+from deadpixel.bounces.parse import read_report
+from deadpixel.bounces.verp import bounce_address, message_for, messages_in
+from deadpixel.config import Settings
+from deadpixel.keys import SigningKeys, load_or_create_keys
+from deadpixel.store.db import create_engine
+from deadpixel.store.messages import create_message
+from deadpixel.store.schema import bounces, messages
+from deadpixel.store.suppressions import list_suppressions, suppressed
+from deadpixel.tokens import TokenSigner, new_message_id
+
+from . import bounce_samples as samples
+
+DOMAIN = "bounces.example.com"
+SIGNER = TokenSigner(SigningKeys(3, {3: b"k" * 32}))
+EXAMPLES = hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# --- VERP addresses ---------------------------------------------------------------------------------------
+
+
+@EXAMPLES
+@given(st.binary(min_size=10, max_size=10))
+def test_a_bounce_address_names_its_message_and_nothing_else(raw_id: bytes) -> None:
+    import base64
+
+    message_id = base64.b32hexencode(raw_id).decode().lower()
+    address = bounce_address(SIGNER, message_id, DOMAIN)
+    local = address.split("@")[0]
+    assert local.startswith("bounces+") and len(local) == len("bounces+") + 32
+    assert message_for(SIGNER, address, DOMAIN) == message_id
+    assert message_for(SIGNER, f"<{address.upper()}>", DOMAIN) == message_id  # case-insensitive
+    assert message_for(SIGNER, address, "other.example.com") is None
+    assert messages_in(SIGNER, [f"Delivered-To: {address}"], DOMAIN) == [message_id]
+
+
+@EXAMPLES
+@given(
+    st.binary(min_size=10, max_size=10),
+    st.integers(0, 31),
+    st.sampled_from("0123456789abcdefghijklmnopqrstuv"),
+)
+def test_a_changed_token_is_refused(raw_id: bytes, position: int, char: str) -> None:
+    import base64
+
+    message_id = base64.b32hexencode(raw_id).decode().lower()
+    address = bounce_address(SIGNER, message_id, DOMAIN)
+    start = len("bounces+")
+    token = address[start : start + 32]
+    if token[position] == char:
+        return
+    forged = address[:start] + token[:position] + char + token[position + 1 :] + address[start + 32 :]
+    assert message_for(SIGNER, forged, DOMAIN) is None
+    assert messages_in(SIGNER, [forged], DOMAIN) == []
+
+
+@EXAMPLES
+@given(st.text(max_size=400))
+def test_any_text_is_no_bounce_address(text: str) -> None:
+    assert message_for(SIGNER, text, DOMAIN) is None
+    assert message_for(SIGNER, f"bounces+{text}@{DOMAIN}", DOMAIN) is None
+    assert messages_in(SIGNER, [text], DOMAIN) == []
+
+
+def test_tokens_of_other_purposes_and_keys_are_no_bounce_addresses() -> None:
+    message_id = new_message_id()
+    pixel = SIGNER.pixel_token(message_id)
+    assert message_for(SIGNER, f"bounces+{pixel}@{DOMAIN}", DOMAIN) is None
+    other_key = TokenSigner(SigningKeys(3, {3: b"x" * 32}))
+    assert message_for(SIGNER, bounce_address(other_key, message_id, DOMAIN), DOMAIN) is None
+
+
+# --- reading reports --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sample_files(tmp_path: Path) -> dict[str, Path]:
+    return samples.write_samples(
+        tmp_path / "samples", bounce_address(SIGNER, new_message_id(), DOMAIN), "ann@example.org"
+    )
+
+
+def test_a_hard_bounce_is_read_with_its_status_and_diagnostic(sample_files: dict[str, Path]) -> None:
+    report = read_report(sample_files["hard"].read_bytes())
+    assert report.kind == "bounce"
+    (failure,) = report.failures
+    assert (failure.recipient, failure.original_recipient, failure.hard) == (
+        "ann@example.org", "ann@example.org", True,
+    )  # fmt: skip
+    assert failure.status == "5.1.1"
+    assert failure.reason is not None and "User unknown" in failure.reason
+
+
+def test_a_delay_is_a_soft_bounce(sample_files: dict[str, Path]) -> None:
+    (failure,) = read_report(sample_files["soft"].read_bytes()).failures
+    assert (failure.hard, failure.status) == (False, "4.2.2")
+
+
+def test_a_success_notice_is_not_a_bounce() -> None:
+    raw = samples.dsn("x@y.example", "ann@example.org", status="2.0.0", action="delivered")
+    assert read_report(raw).kind == "other"
+
+
+def test_a_complaint_names_the_original_sender(sample_files: dict[str, Path]) -> None:
+    report = read_report(sample_files["complaint"].read_bytes())
+    assert report.kind == "complaint"
+    assert any("bounces+" in value for value in report.original_from)
+    assert read_report(samples.arf("x@y.example", feedback_type="not-spam")).kind == "other"
+
+
+def test_an_auto_reply_is_ignored(sample_files: dict[str, Path]) -> None:
+    assert read_report(sample_files["auto-reply"].read_bytes()).kind == "auto-reply"
+
+
+def test_a_non_standard_bounce_is_read_by_flufl(sample_files: dict[str, Path]) -> None:
+    report = read_report(sample_files["qmail"].read_bytes())
+    assert report.kind == "bounce"
+    assert [(f.recipient, f.hard) for f in report.failures] == [("ann@example.org", True)]
+
+
+def test_a_broken_report_is_malformed_not_a_crash() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@x.example\r\nContent-Type: multipart/report; report-type=delivery-status;"
+        b' boundary="b"\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\ngarbage\r\n--b--\r\n'
+    )
+    assert read_report(raw).kind == "malformed"
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(st.binary(max_size=3000), st.integers(0, 4000), st.binary(max_size=40))
+def test_reading_never_raises(noise: bytes, cut: int, splice: bytes) -> None:
+    read_report(noise)
+    real = samples.dsn("bounces+x@b.example", "ann@example.org")
+    read_report(real[:cut] + splice + real[cut:])
+    read_report(real[:cut])
+
+
+# --- recording: the store, the suppression list, the reports ----------------------------------------------
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    found = create_engine(settings.database_url, writer=True)
+    yield found
+    found.dispose()
+
+
+@pytest.fixture
+def processor(settings: Settings, engine: Engine) -> Processor:
+    signer = TokenSigner(load_or_create_keys(settings.keys_file))
+    return Processor(engine, signer, DOMAIN, soft_limit=3, max_size=200_000)
+
+
+def sent(engine: Engine, recipient: str, campaign: str = "spring", at: float | None = None) -> str:
+    with engine.begin() as conn:
+        return create_message(
+            conn, recipient=recipient, subject="Hi", campaign=campaign, sent_at=at or time.time()
+        )
+
+
+def verp(processor: Processor, message_id: str) -> str:
+    return bounce_address(processor.signer, message_id, DOMAIN)
+
+
+def message_row(engine: Engine, message_id: str) -> dict[str, object]:
+    with engine.connect() as conn:
+        found = analytics.get_message(conn, message_id)
+    assert found is not None
+    return found
+
+
+def figures(engine: Engine, campaign: str = "spring") -> dict[str, object]:
+    with engine.connect() as conn:
+        return analytics.report(conn, campaign)
+
+
+def on_list(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return {row["address"]: row["source"] for row in list_suppressions(conn)}
+
+
+def test_a_hard_bounce_marks_the_message_suppresses_and_moves_the_rates(
+    processor: Processor, engine: Engine
+) -> None:
+    ann, bob, cy, _dee = (sent(engine, f"{n}@example.org") for n in ("ann", "bob", "cy", "dee"))
+    with engine.begin() as conn:  # two of the four were opened by people
+        conn.execute(
+            update(messages).where(messages.c.id.in_([bob, cy])).values(open_count=1, human_open_count=1)
+        )
+    assert figures(engine)["open_rate"] == 0.5  # over sent: no bounce data yet
+    recorded = processor.process(
+        samples.dsn(verp(processor, ann), "ann@example.org"),
+        source="smtp",
+        envelope_to=[verp(processor, ann)],
+    )
+    assert recorded is not None and recorded.outcome == "hard" and recorded.suppressed == "ann@example.org"
+    found = message_row(engine, ann)
+    assert (found["status"], found["bounce"]) == ("bounced", "hard")
+    assert "5.1.1" in str(found["bounce_reason"]) and "User unknown" in str(found["bounce_reason"])
+    report = figures(engine)
+    assert (report["sent"], report["bounced"], report["delivered"], report["complaints"]) == (4, 1, 3, 0)
+    assert report["bounce_rate"] == 0.25
+    assert report["open_rate"] == pytest.approx(2 / 3)  # over delivered now
+    assert on_list(engine) == {"ann@example.org": "hard-bounce"}
+    # The same report again (a re-delivery) changes nothing.
+    again = processor.process(samples.dsn(verp(processor, ann), "ann@example.org"), source="imap")
+    assert again is not None and again.outcome == "duplicate"
+    with engine.connect() as conn:
+        assert len(conn.execute(select(bounces)).all()) == 1
+    assert figures(engine)["bounced"] == 1
+
+
+def test_a_complaint_suppresses_but_counts_as_delivered(processor: Processor, engine: Engine) -> None:
+    ann = sent(engine, "ann@example.org")
+    recorded = processor.process(samples.arf(verp(processor, ann)), source="imap")
+    assert recorded is not None and (recorded.outcome, recorded.suppressed) == (
+        "complaint",
+        "ann@example.org",
+    )
+    report = figures(engine)
+    assert (report["complaints"], report["bounced"], report["delivered"]) == (1, 0, 1)
+    assert message_row(engine, ann)["complained_at"] is not None
+    assert on_list(engine) == {"ann@example.org": "complaint"}
+
+
+def test_soft_bounces_in_a_row_count_as_hard(processor: Processor, engine: Engine) -> None:
+    now = time.time()
+    first, second, third = (sent(engine, "ann@example.org", at=now - 300 + i) for i in range(3))
+    soft = {"status": "4.2.2", "action": "delayed", "diagnostic": "smtp; 452 4.2.2 Mailbox full"}
+    for message_id in (first, second):
+        recorded = processor.process(
+            samples.dsn(verp(processor, message_id), "ann@example.org", **soft), source="imap"
+        )
+        assert recorded is not None and recorded.outcome == "soft"
+    assert on_list(engine) == {}
+    report = figures(engine)
+    assert (report["bounced"], report["soft_bounced"], report["delivered"]) == (0, 2, 3)
+    recorded = processor.process(
+        samples.dsn(verp(processor, third), "ann@example.org", **soft), source="imap"
+    )
+    assert recorded is not None and recorded.outcome == "hard"
+    assert message_row(engine, third)["bounce"] == "hard"
+    assert message_row(engine, first)["soft_bounce_count"] == 1
+    assert on_list(engine) == {"ann@example.org": "soft-bounces"}
+
+
+def test_an_open_between_soft_bounces_breaks_the_streak(processor: Processor, engine: Engine) -> None:
+    now = time.time()
+    ids = [sent(engine, "ann@example.org", at=now - 300 + i) for i in range(3)]
+    with engine.begin() as conn:
+        conn.execute(update(messages).where(messages.c.id == ids[1]).values(open_count=1, human_open_count=1))
+    for message_id in ids:
+        raw = samples.dsn(verp(processor, message_id), "ann@example.org", status="4.4.1", action="delayed")
+        processor.process(raw, source="smtp", envelope_to=[verp(processor, message_id)])
+    assert on_list(engine) == {}
+    assert figures(engine)["bounced"] == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_bad_reports_are_ignored_with_a_log_line_and_change_nothing(
+    processor: Processor, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    ann = sent(engine, "ann@example.org")
+    genuine = verp(processor, ann)
+    start = len("bounces+")
+    forged = genuine[:start] + ("0" if genuine[start] != "0" else "1") + genuine[start + 1 :]
+    caplog.set_level(logging.INFO, logger="deadpixel.bounces")
+    cases = {
+        "forged token": (samples.dsn(forged, "ann@example.org"), [forged]),
+        "forged, from a mailbox": (samples.dsn(forged, "ann@example.org"), None),
+        "another key": (samples.dsn(bounce_address(SIGNER, ann, DOMAIN), "ann@example.org"), None),
+        "someone else bounced": (samples.dsn(genuine, "eve@example.org"), [genuine]),
+        "auto-reply": (samples.auto_reply(genuine), [genuine]),
+        "malformed": (b"Content-Type: multipart/report; report-type=delivery-status\n\n\x00\xff", [genuine]),
+        "gigantic": (samples.dsn(genuine, "ann@example.org") + b"x" * 300_000, [genuine]),
+        "not mail at all": (bytes(range(256)) * 10, None),
+    }
+    for name, (raw, envelope) in cases.items():
+        caplog.clear()
+        recorded = processor.process(raw, source="smtp", envelope_to=envelope)
+        assert recorded is None or recorded.outcome == "other recipient", name
+        assert caplog.records, f"{name}: no log line"
+    assert message_row(engine, ann)["bounce"] is None
+    assert on_list(engine) == {}
+    with engine.connect() as conn:
+        assert conn.execute(select(bounces)).all() == []
+
+
+def test_a_report_about_an_erased_message_is_ignored(processor: Processor, engine: Engine) -> None:
+    gone = new_message_id()
+    recorded = processor.process(samples.dsn(verp(processor, gone), "ann@example.org"), source="imap")
+    assert recorded is not None and recorded.outcome == "unknown message"
+    assert on_list(engine) == {}
+
+
+def test_suppressed_addresses_include_bounces(processor: Processor, engine: Engine) -> None:
+    ann = sent(engine, "Ann@Example.org")
+    processor.process(samples.qmail_bounce(verp(processor, ann), "ann@example.org"), source="imap")
+    with engine.connect() as conn:
+        assert suppressed(conn, ["ann@example.org", "bob@example.org"]) == {"ann@example.org"}
