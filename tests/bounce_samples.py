@@ -1,9 +1,11 @@
 """Bounce, complaint and auto-reply messages as real servers write them, built here with the stdlib so each
-test can put its own bounce address and recipient in. ``write_samples`` keeps a copy of each in a folder."""
+test can put its own bounce address and recipient in. ``write_samples`` keeps a copy of each in a folder.
+Line ends are CRLF, as on the wire."""
 
 from __future__ import annotations
 
 from email.message import EmailMessage
+from email.policy import SMTP
 from pathlib import Path
 
 
@@ -26,40 +28,48 @@ def dsn(
 ) -> bytes:
     """An RFC 3464 delivery status notification, laid out as Postfix writes one."""
     return (
-        "From: MAILER-DAEMON@mx.receiver.example (Mail Delivery System)\n"
-        f"To: {verp}\nSubject: Undelivered Mail Returned to Sender\nAuto-Submitted: auto-replied\n"
-        "MIME-Version: 1.0\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B1"\n\n'
-        "--B1\nContent-Type: text/plain\n\n"
-        "I'm sorry to have to inform you that your message could not be delivered.\n\n"
-        "--B1\nContent-Type: message/delivery-status\n\n"
-        "Reporting-MTA: dns; mx.receiver.example\nArrival-Date: Mon, 30 Nov 2026 12:00:01 +0000\n\n"
-        f"Final-Recipient: rfc822; {final_recipient or recipient}\n"
-        f"Original-Recipient: rfc822;{recipient}\n"
-        f"Action: {action}\nStatus: {status}\n"
-        f"Diagnostic-Code: {diagnostic.format(rcpt=recipient)}\n\n"
-        "--B1\nContent-Type: text/rfc822-headers\n\n"
-        f"{_original(verp, recipient)}\n"
-        "--B1--\n"
-    ).encode()
+        (
+            "From: MAILER-DAEMON@mx.receiver.example (Mail Delivery System)\n"
+            f"To: {verp}\nSubject: Undelivered Mail Returned to Sender\nAuto-Submitted: auto-replied\n"
+            "MIME-Version: 1.0\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="B1"\n\n'
+            "--B1\nContent-Type: text/plain\n\n"
+            "I'm sorry to have to inform you that your message could not be delivered.\n\n"
+            "--B1\nContent-Type: message/delivery-status\n\n"
+            "Reporting-MTA: dns; mx.receiver.example\nArrival-Date: Mon, 30 Nov 2026 12:00:01 +0000\n\n"
+            f"Final-Recipient: rfc822; {final_recipient or recipient}\n"
+            f"Original-Recipient: rfc822;{recipient}\n"
+            f"Action: {action}\nStatus: {status}\n"
+            f"Diagnostic-Code: {diagnostic.format(rcpt=recipient)}\n\n"
+            "--B1\nContent-Type: text/rfc822-headers\n\n"
+            f"{_original(verp, recipient)}\n"
+            "--B1--\n"
+        )
+        .encode()
+        .replace(b"\n", b"\r\n")
+    )
 
 
 def arf(return_path: str, *, feedback_type: str = "abuse", to: str = "fbl@sender.example") -> bytes:
     """An RFC 5965 feedback report as a mailbox provider's feedback loop sends one."""
     return (
-        f"From: fbl@mailbox.example\nTo: {to}\nSubject: complaint about message from 192.0.2.1\n"
-        "MIME-Version: 1.0\n"
-        'Content-Type: multipart/report; report-type=feedback-report; boundary="B2"\n\n'
-        "--B2\nContent-Type: text/plain\n\n"
-        "This is an email abuse report for an email message received from IP 192.0.2.1.\n\n"
-        "--B2\nContent-Type: message/feedback-report\n\n"
-        f"Feedback-Type: {feedback_type}\nUser-Agent: SomeGenerator/1.0\nVersion: 1\n"
-        f"Original-Mail-From: <{return_path}>\nArrival-Date: Mon, 30 Nov 2026 12:00:01 +0000\n"
-        "Source-IP: 192.0.2.1\nReported-Domain: sender.example\n\n"
-        "--B2\nContent-Type: message/rfc822\nContent-Disposition: inline\n\n"
-        f"{_original(return_path, 'redacted@mailbox.example')}\nHello!\n\n"
-        "--B2--\n"
-    ).encode()
+        (
+            f"From: fbl@mailbox.example\nTo: {to}\nSubject: complaint about message from 192.0.2.1\n"
+            "MIME-Version: 1.0\n"
+            'Content-Type: multipart/report; report-type=feedback-report; boundary="B2"\n\n'
+            "--B2\nContent-Type: text/plain\n\n"
+            "This is an email abuse report for an email message received from IP 192.0.2.1.\n\n"
+            "--B2\nContent-Type: message/feedback-report\n\n"
+            f"Feedback-Type: {feedback_type}\nUser-Agent: SomeGenerator/1.0\nVersion: 1\n"
+            f"Original-Mail-From: <{return_path}>\nArrival-Date: Mon, 30 Nov 2026 12:00:01 +0000\n"
+            "Source-IP: 192.0.2.1\nReported-Domain: sender.example\n\n"
+            "--B2\nContent-Type: message/rfc822\nContent-Disposition: inline\n\n"
+            f"{_original(return_path, 'redacted@mailbox.example')}\nHello!\n\n"
+            "--B2--\n"
+        )
+        .encode()
+        .replace(b"\n", b"\r\n")
+    )
 
 
 def auto_reply(to: str) -> bytes:
@@ -69,7 +79,7 @@ def auto_reply(to: str) -> bytes:
     message["Subject"] = "Automatic reply: Spring news"
     message["Auto-Submitted"] = "auto-replied"
     message.set_content("I am out of the office until Monday and will read your message then.\n")
-    return message.as_bytes()
+    return message.as_bytes(policy=SMTP)
 
 
 def qmail_bounce(to: str, recipient: str) -> bytes:
@@ -85,7 +95,7 @@ def qmail_bounce(to: str, recipient: str) -> bytes:
         f"<{recipient}>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n"
         "--- Below this line is a copy of the message.\n\n" + _original(to, recipient)
     )
-    return message.as_bytes()
+    return message.as_bytes(policy=SMTP)
 
 
 def write_samples(folder: Path, verp: str, recipient: str) -> dict[str, Path]:

@@ -14,6 +14,7 @@ import click
 from sqlalchemy import Connection
 
 from deadpixel import analytics
+from deadpixel.bounces.commands import bounces
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
@@ -124,6 +125,7 @@ def relay(host: str | None, port: int | None) -> None:
 main.add_command(send)
 main.add_command(campaign)
 main.add_command(suppression)
+main.add_command(bounces)
 
 
 @main.command()
