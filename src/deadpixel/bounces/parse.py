@@ -21,6 +21,8 @@ from typing import Literal
 from flufl.bounce import all_failures
 
 log = logging.getLogger(__name__)
+# flufl.bounce logs a traceback before re-raising a detector's error; _non_standard logs one line instead.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 Kind = Literal["bounce", "complaint", "auto-reply", "other", "malformed"]
 MAX_REASON = 500
@@ -170,8 +172,10 @@ def _non_standard(message: Message) -> list[Failure]:
     """Free-form bounces, through flufl.bounce's detectors (addresses only; no status codes to read)."""
     try:
         temporary, permanent = all_failures(message)
-    except Exception:  # a detector tripping over odd input must not take the report's processing down
-        log.warning("flufl.bounce could not read a message", exc_info=True)
+    except Exception as exc:  # a detector tripping over odd input (no From, say) must not stop the rest
+        log.warning(
+            "flufl.bounce could not read a message: %s: %s", type(exc).__name__, one_line(str(exc), 200)
+        )
         return []
     reason = one_line(f"non-standard bounce: {message.get('Subject', '')}")
     failures = [Failure(a.decode("utf-8", "replace").lower(), None, True, None, reason) for a in permanent]
