@@ -318,3 +318,53 @@ def test_suppressed_addresses_include_bounces(processor: Processor, engine: Engi
     processor.process(samples.qmail_bounce(verp(processor, ann), "ann@example.org"), source="imap")
     with engine.connect() as conn:
         assert suppressed(conn, ["ann@example.org", "bob@example.org"]) == {"ann@example.org"}
+
+
+# --- what every face shows: the API (and its schema) and the dashboard -------------------------------------
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_api_and_the_dashboard_show_bounces(
+    settings: Settings, processor: Processor, engine: Engine
+) -> None:
+    import jsonschema_rs  # schemathesis's validator
+    from starlette.testclient import TestClient
+
+    from deadpixel.api.openapi import document
+    from deadpixel.app import Deadpixel
+    from deadpixel.users import create_user
+
+    from .test_api import new_token
+    from .test_dashboard import sign_in
+
+    ann, bob, _cy = (sent(engine, f"{n}@example.org") for n in ("ann", "bob", "cy"))
+    processor.process(samples.dsn(verp(processor, ann), "ann@example.org"), source="imap")
+    processor.process(samples.arf(verp(processor, bob)), source="imap")
+    with engine.begin() as conn:
+        create_user(conn, "ann", "correct horse")
+    schemas = document()["components"]["schemas"]
+
+    def valid(value: object, schema: str) -> None:
+        jsonschema_rs.validate({**schemas[schema], "components": {"schemas": schemas}}, value)
+
+    with TestClient(Deadpixel(settings), base_url="http://testserver") as client:
+        auth = {"authorization": f"Bearer {new_token(settings)}"}
+        stats = client.get("/api/v1/campaigns/spring/stats", headers=auth).json()
+        valid(stats, "Report")
+        assert (stats["sent"], stats["bounced"], stats["delivered"], stats["complaints"]) == (3, 1, 2, 1)
+        assert "delivered" in stats["definitions"]["open_rate"]
+        detail = client.get(f"/api/v1/messages/{ann}", headers=auth).json()
+        valid(detail, "Message")
+        assert (detail["status"], detail["bounce"]) == ("bounced", "hard")
+        assert "User unknown" in detail["bounce_reason"]
+        listed = client.get("/api/v1/messages", params={"campaign": "spring"}, headers=auth).json()
+        valid(listed, "MessagePage")
+        valid(client.get("/api/v1/campaigns", headers=auth).json(), "CampaignList")
+
+        assert sign_in(client) == 303
+        page = client.get("/campaigns/spring").text
+        assert 'data-figure="bounced">1<' in page and 'data-figure="delivered">2<' in page
+        assert 'data-figure="complaints">1<' in page and "User unknown" in page
+        message = client.get(f"/messages/{ann}").text
+        assert "Bounced" in message and "5.1.1" in message
+        assert "Complaint" in client.get(f"/messages/{bob}").text
