@@ -53,7 +53,8 @@ inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
 relay_domains = receiver.example
-transport_maps = inline:{{ {domain}=smtp:[127.0.0.1]:{listener}, receiver.example=smtp:[127.0.0.1]:{receiver} }}
+transport_maps = inline:{{ {domain}=smtp:[127.0.0.1]:{listener},
+    receiver.example=smtp:[127.0.0.1]:{receiver} }}
 alias_maps =
 alias_database =
 smtp_dns_support_level = disabled
