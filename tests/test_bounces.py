@@ -368,3 +368,109 @@ def test_the_api_and_the_dashboard_show_bounces(
         message = client.get(f"/messages/{ann}").text
         assert "Bounced" in message and "5.1.1" in message
         assert "Complaint" in client.get(f"/messages/{bob}").text
+
+
+# --- the kept samples, settings and the commands ----------------------------------------------------------
+
+KEPT = Path(__file__).parent / "mail_samples" / "bounces"
+KEPT_ADDRESS = "bounces+0123456789abcdefghijklmnopqrstuv@bounces.example.com"
+
+
+def test_the_kept_samples_are_what_the_tests_write(tmp_path: Path) -> None:
+    """tests/mail_samples/bounces holds each sample as bounce_samples writes it (and postfix-hard.eml from a
+    Postfix run, see test_bounces_postfix.py), so they can be read and diffed by people too."""
+    for name, path in samples.write_samples(tmp_path, KEPT_ADDRESS, "ann@example.org").items():
+        assert (KEPT / f"{name}.eml").read_bytes() == path.read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "hard"),
+    [("hard", "bounce", True), ("soft", "bounce", False), ("qmail", "bounce", True), ("postfix-hard", "bounce", True),
+     ("complaint", "complaint", None), ("auto-reply", "auto-reply", None)],
+)  # fmt: skip
+def test_every_kept_sample_reads_as_what_it_is(name: str, kind: str, hard: bool | None) -> None:
+    report = read_report((KEPT / f"{name}.eml").read_bytes())
+    assert report.kind == kind
+    assert [f.hard for f in report.failures] == ([] if hard is None else [hard])
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("BOUNCE_DOMAIN", "", "DEADPIXEL_BOUNCE_DOMAIN: is not set"),
+        ("BOUNCE_DOMAIN", "not a domain", "DEADPIXEL_BOUNCE_DOMAIN: must be a domain name"),
+        ("BOUNCE_DOMAIN", "-bad.example.com", "DEADPIXEL_BOUNCE_DOMAIN: must be a domain name"),
+        ("SOFT_BOUNCE_LIMIT", "0", "DEADPIXEL_SOFT_BOUNCE_LIMIT: must be between 1 and 1000"),
+        ("BOUNCE_IMAP_TLS", "maybe", "DEADPIXEL_BOUNCE_IMAP_TLS: must be one of ssl, starttls, none"),
+        (
+            "BOUNCE_IMAP_PASSWORD",
+            "secret",
+            "DEADPIXEL_BOUNCE_IMAP_USERNAME: and DEADPIXEL_BOUNCE_IMAP_PASSWORD",
+        ),
+        ("BOUNCE_MAX_SIZE", "10", "DEADPIXEL_BOUNCE_MAX_SIZE: must be between 1024"),
+    ],
+)
+def test_a_bad_bounce_setting_stops_start_up_with_one_line(
+    tmp_path: Path, name: str, value: str, fragment: str
+) -> None:
+    import subprocess
+    import sys
+
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEADPIXEL_")}
+    env.update({"DEADPIXEL_DATA_DIR": str(tmp_path), f"DEADPIXEL_{name}": value})
+    for command in (["bounces", "listen"], ["bounces", "fetch"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "deadpixel", *command], capture_output=True, text=True, env=env
+        )
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"Error: bad setting: {fragment}")
+
+
+def test_settings_read_the_domain_in_lower_case(tmp_path: Path) -> None:
+    from deadpixel.config import load_settings
+
+    found = load_settings(
+        {"DEADPIXEL_DATA_DIR": str(tmp_path), "DEADPIXEL_BOUNCE_DOMAIN": "Bounces.Example.COM."}
+    )
+    assert (found.bounce_domain, found.soft_bounce_limit, found.bounce_imap_tls) == (DOMAIN, 3, "ssl")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_listen_command_serves_until_sigterm(
+    settings: Settings, engine: Engine, env: dict[str, str]
+) -> None:
+    import os
+    import signal
+    import smtplib
+    import subprocess
+    import sys
+
+    from .conftest import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deadpixel", "bounces", "listen", "--port", str(port)],
+        env={**os.environ, **env, "DEADPIXEL_BOUNCE_DOMAIN": DOMAIN}, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        ann = sent(engine, "ann@example.org")
+        address = bounce_address(TokenSigner(load_or_create_keys(settings.keys_file)), ann, DOMAIN)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "the listener did not start"
+                time.sleep(0.05)
+        with client:
+            client.sendmail("<>", [address], samples.dsn(address, "ann@example.org"))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert "taking bounces for bounces.example.com" in stderr and f"on message {ann}: hard" in stderr
+    assert message_row(engine, ann)["bounce"] == "hard"
