@@ -385,8 +385,8 @@ def test_the_kept_samples_are_what_the_tests_write(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "kind", "hard"),
-    [("hard", "bounce", True), ("soft", "bounce", False), ("qmail", "bounce", True), ("postfix-hard", "bounce", True),
-     ("complaint", "complaint", None), ("auto-reply", "auto-reply", None)],
+    [("hard", "bounce", True), ("soft", "bounce", False), ("qmail", "bounce", True),
+     ("postfix-hard", "bounce", True), ("complaint", "complaint", None), ("auto-reply", "auto-reply", None)],
 )  # fmt: skip
 def test_every_kept_sample_reads_as_what_it_is(name: str, kind: str, hard: bool | None) -> None:
     report = read_report((KEPT / f"{name}.eml").read_bytes())
@@ -413,10 +413,9 @@ def test_every_kept_sample_reads_as_what_it_is(name: str, kind: str, hard: bool 
 def test_a_bad_bounce_setting_stops_start_up_with_one_line(
     tmp_path: Path, name: str, value: str, fragment: str
 ) -> None:
+    import os
     import subprocess
     import sys
-
-    import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEADPIXEL_")}
     env.update({"DEADPIXEL_DATA_DIR": str(tmp_path), f"DEADPIXEL_{name}": value})
