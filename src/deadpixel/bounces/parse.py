@@ -75,7 +75,7 @@ def _status(value: str | None) -> str | None:
         return None
     code = str(value).split()[0] if str(value).split() else ""
     parts = code.split(".")
-    if len(parts) == 3 and all(p.isdigit() and len(p) <= 3 for p in parts) and parts[0] in "245":
+    if len(parts) == 3 and all(p.isdigit() and len(p) <= 3 for p in parts) and parts[0] in ("2", "4", "5"):
         return code
     return None
 
