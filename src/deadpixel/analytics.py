@@ -37,14 +37,25 @@ DEFINITIONS = {
         "opens answered but not stored as events because one message had more than DEADPIXEL_OPEN_CAP"
         " in a minute on one server (a flood); not in total_opens"
     ),
-    "open_rate": "unique_opens / sent (0 when nothing was sent)",
-    "human_open_rate": "human_opens / sent: the honest open rate",
+    "bounced": (
+        "sent messages that bounced hard: a permanent (5.x.x) failure, or the last"
+        " DEADPIXEL_SOFT_BOUNCE_LIMIT messages to the address all bounced soft (see bounces.md)"
+    ),
+    "soft_bounced": "sent messages with only temporary (4.x.x) failures reported so far; still in delivered",
+    "delivered": "sent minus bounced; equal to sent until a bounce is recorded",
+    "bounce_rate": "bounced / sent (0 when nothing was sent)",
+    "complaints": "sent messages whose recipient reported them as spam (a feedback-loop report)",
+    "open_rate": (
+        "unique_opens / delivered (0 when nothing was delivered); delivered is sent until a bounce is"
+        " recorded for the campaign"
+    ),
+    "human_open_rate": "human_opens / delivered: the honest open rate",
     "unique_clicks": (
         "messages with at least one `human` click on a tracked link; HEAD requests, link scanners and"
         " prefetches are recorded with their verdict but not counted"
     ),
     "total_clicks": "every recorded click, whatever its verdict",
-    "click_rate": "unique_clicks / sent (0 when nothing was sent)",
+    "click_rate": "unique_clicks / delivered (0 when nothing was delivered)",
     "click_to_open_rate": (
         "unique_clicks / unique_opens (0 when nothing was opened); never above 1, because a human click"
         " counts its message as opened"
@@ -92,6 +103,9 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
         func.min(m.first_open_at),
         func.max(m.last_open_at),
         func.coalesce(func.sum(m.capped_open_count), 0),
+        messages_where(m.bounce == "hard"),
+        messages_where(m.bounce == "soft"),
+        messages_where(m.complained_at.is_not(None)),
     )
     untracked = select(func.count()).where(relayed.c.status == "sent", relayed.c.untracked.is_not(None))
     query = query.where(m.status == "sent")
@@ -104,20 +118,27 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
         int(value) for value in row[:7]
     )
     first_open, last_open = row[7], row[8]
+    bounced, soft_bounced, complaints = (int(value) for value in row[10:13])
+    delivered = sent - bounced
     return {
         "campaign": campaign,
         "sent": sent,
         "untracked": int(conn.execute(untracked).scalar_one()),
+        "bounced": bounced,
+        "soft_bounced": soft_bounced,
+        "delivered": delivered,
+        "bounce_rate": rate(bounced, sent),
+        "complaints": complaints,
         "unique_opens": unique_opens,
         "human_opens": human,
         "machine_opens": machine,
         "total_opens": total_opens,
         "capped_opens": int(row[9]),
-        "open_rate": rate(unique_opens, sent),
-        "human_open_rate": rate(human, sent),
+        "open_rate": rate(unique_opens, delivered),
+        "human_open_rate": rate(human, delivered),
         "unique_clicks": unique_clicks,
         "total_clicks": total_clicks,
-        "click_rate": rate(unique_clicks, sent),
+        "click_rate": rate(unique_clicks, delivered),
         "click_to_open_rate": rate(unique_clicks, unique_opens),
         "first_open_at": iso(first_open),
         "last_open_at": iso(last_open),
@@ -256,7 +277,10 @@ MESSAGE_COUNTERS = (
     "machine_click_count",
     "self_click_count",
 )
-_MESSAGE_TIMES = ("created_at", "sent_at", "first_open_at", "last_open_at", "first_click_at", "last_click_at")
+_MESSAGE_TIMES = (
+    "created_at", "sent_at", "first_open_at", "last_open_at", "first_click_at", "last_click_at",
+    "bounced_at", "complained_at",
+)  # fmt: skip
 
 
 def _message_query() -> Any:
@@ -269,6 +293,9 @@ def _message_query() -> Any:
         m.status,
         *(m[name] for name in _MESSAGE_TIMES),
         *(m[name] for name in MESSAGE_COUNTERS),
+        m.bounce,
+        m.soft_bounce_count,
+        m.bounce_reason,
     ).select_from(messages.outerjoin(campaigns, campaigns.c.id == m.campaign_id))
 
 
@@ -278,6 +305,8 @@ def _message(row: Any) -> dict[str, Any]:
     clicked = found["human_click_count"] > 0
     return {
         **found,
+        # Still a sent message in the table (the SMTP server took it); shown as what became of it.
+        "status": "bounced" if found["bounce"] == "hard" else found["status"],
         **{name: iso(found[name]) for name in _MESSAGE_TIMES},
         "opened": found["open_count"] - found["self_open_count"] > 0 or clicked,
         "opened_by_human": found["human_open_count"] > 0 or clicked,

@@ -14,6 +14,7 @@ import click
 from sqlalchemy import Connection
 
 from deadpixel import analytics
+from deadpixel.bounces.commands import bounces
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
@@ -124,6 +125,7 @@ def relay(host: str | None, port: int | None) -> None:
 main.add_command(send)
 main.add_command(campaign)
 main.add_command(suppression)
+main.add_command(bounces)
 
 
 @main.command()
@@ -213,11 +215,18 @@ def report(campaign: str | None, as_json: bool) -> None:
     click.echo(f"  sent             {figures['sent']}")
     if figures["untracked"]:
         click.echo(f"  untracked        {figures['untracked']}  (relayed without a pixel; not in sent)")
-    click.echo(f"  unique opens     {figures['unique_opens']}  ({figures['open_rate']:.1%} of sent)")
-    click.echo(f"    human          {figures['human_opens']}  ({figures['human_open_rate']:.1%} of sent)")
+    over = "sent"
+    if figures["bounced"] or figures["soft_bounced"] or figures["complaints"]:
+        over = "delivered"
+        click.echo(f"  bounced          {figures['bounced']}  ({figures['bounce_rate']:.1%} of sent)")
+        click.echo(f"  soft bounced     {figures['soft_bounced']}  (temporary failures; still delivered)")
+        click.echo(f"  delivered        {figures['delivered']}")
+        click.echo(f"  complaints       {figures['complaints']}")
+    click.echo(f"  unique opens     {figures['unique_opens']}  ({figures['open_rate']:.1%} of {over})")
+    click.echo(f"    human          {figures['human_opens']}  ({figures['human_open_rate']:.1%} of {over})")
     click.echo(f"    machine only   {figures['machine_opens']}  (Apple prefetch, security scanners)")
     click.echo(f"  total opens      {figures['total_opens']}")
-    click.echo(f"  unique clicks    {figures['unique_clicks']}  ({figures['click_rate']:.1%} of sent, "
+    click.echo(f"  unique clicks    {figures['unique_clicks']}  ({figures['click_rate']:.1%} of {over}, "
                f"{figures['click_to_open_rate']:.1%} of opened)")  # fmt: skip
     click.echo(f"  total clicks     {figures['total_clicks']}  (scanners and HEAD requests included)")
 

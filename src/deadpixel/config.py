@@ -65,6 +65,20 @@ class Settings:
     relay_tls_cert: Path | None = None  # None: a self-signed certificate made on first start
     relay_tls_key: Path | None = None
     relay_max_size: int = 50 * 1024 * 1024  # bytes, announced with SIZE
+    # Bounces (``deadpixel bounces``): VERP envelope senders under bounce_domain, the listener for that
+    # domain, a mailbox to read, and after how many soft bounces in a row an address counts as hard.
+    bounce_domain: str | None = None
+    bounce_host: str = "127.0.0.1"
+    bounce_port: int = 2526
+    bounce_max_size: int = 10 * 1024 * 1024
+    soft_bounce_limit: int = 3
+    bounce_imap_host: str | None = None
+    bounce_imap_port: int | None = None  # None: 993 for ssl, 143 otherwise
+    bounce_imap_tls: str = "ssl"
+    bounce_imap_username: str | None = None
+    bounce_imap_password: str | None = None
+    bounce_imap_folder: str = "INBOX"
+    bounce_imap_done_folder: str | None = None  # None: handled mail stays, marked with a keyword
 
     @property
     def keys_file(self) -> Path:
@@ -241,6 +255,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         api_rate=_as_int("api_rate", 0, 10_000_000)(value("api_rate", 600)),
         **_smtp_settings(value),
         **_relay_settings(value),
+        **_bounce_settings(value),
     )
 
 
@@ -286,6 +301,54 @@ def _relay_settings(value: Callable[[str, Any], Any]) -> dict[str, Any]:
         "relay_max_size": _as_int("relay_max_size", 1024, 2**31 - 1)(
             value("relay_max_size", 50 * 1024 * 1024)
         ),
+    }
+
+
+def _as_domain(name: str) -> Callable[[Any], str | None]:
+    def parse(raw: Any) -> str | None:
+        value = _as_optional_text(raw)
+        if value is None:
+            return None
+        domain = value.lower().rstrip(".")
+        labels = domain.split(".")
+        ok = len(domain) <= 253 and all(
+            0 < len(label) <= 63
+            and label.isascii()
+            and label.replace("-", "").isalnum()
+            and not label.startswith("-")
+            and not label.endswith("-")
+            for label in labels
+        )
+        if not ok:
+            raise ConfigError(name, f"must be a domain name like bounces.example.com (got {raw!r})")
+        return domain
+
+    return parse
+
+
+def _bounce_settings(value: Callable[[str, Any], Any]) -> dict[str, Any]:
+    port = value("bounce_imap_port", None)
+    username = _as_optional_text(value("bounce_imap_username", None))
+    password = _as_optional_text(value("bounce_imap_password", None))
+    if (username is None) != (password is None):
+        raise ConfigError("bounce_imap_username", "and DEADPIXEL_BOUNCE_IMAP_PASSWORD must be set together")
+    return {
+        "bounce_domain": _as_domain("bounce_domain")(value("bounce_domain", None)),
+        "bounce_host": str(value("bounce_host", "127.0.0.1")),
+        "bounce_port": _as_int("bounce_port", 1, 65535)(value("bounce_port", 2526)),
+        "bounce_max_size": _as_int("bounce_max_size", 1024, 2**31 - 1)(
+            value("bounce_max_size", 10 * 1024 * 1024)
+        ),
+        "soft_bounce_limit": _as_int("soft_bounce_limit", 1, 1000)(value("soft_bounce_limit", 3)),
+        "bounce_imap_host": _as_optional_text(value("bounce_imap_host", None)),
+        "bounce_imap_port": None if port in (None, "") else _as_int("bounce_imap_port", 1, 65535)(port),
+        "bounce_imap_tls": _as_choice("bounce_imap_tls", ("ssl", "starttls", "none"))(
+            value("bounce_imap_tls", "ssl")
+        ),
+        "bounce_imap_username": username,
+        "bounce_imap_password": password,
+        "bounce_imap_folder": _as_optional_text(value("bounce_imap_folder", None)) or "INBOX",
+        "bounce_imap_done_folder": _as_optional_text(value("bounce_imap_done_folder", None)),
     }
 
 

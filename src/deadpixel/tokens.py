@@ -20,6 +20,7 @@ MESSAGE_ID_BYTES = 10
 PIXEL = b"o"
 CLICK = b"c"
 UNSUBSCRIBE = b"u"
+BOUNCE = b"b"
 # 10 bytes of message id + 5 of link number: with the key id and the MAC, 25 bytes, a multiple of 5.
 LINK_NUMBER_BYTES = 5
 
@@ -104,6 +105,16 @@ class TokenSigner:
 
     def unsubscribe_id(self, token: str) -> str | None:
         payload = self.verify(UNSUBSCRIBE, token, MESSAGE_ID_BYTES)
+        if payload is None:
+            return None
+        return base64.b32hexencode(payload).decode().lower()
+
+    def bounce_token(self, message_id: str) -> str:
+        """The token in a message's VERP envelope sender, so a bounce names the message it is about."""
+        return self.sign(BOUNCE, message_id_bytes(message_id))
+
+    def bounce_message_id(self, token: str) -> str | None:
+        payload = self.verify(BOUNCE, token, MESSAGE_ID_BYTES)
         if payload is None:
             return None
         return base64.b32hexencode(payload).decode().lower()

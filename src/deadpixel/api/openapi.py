@@ -20,7 +20,7 @@ OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time", "description
 OPTIONAL_TEXT = {"type": ["string", "null"]}
 COUNT = {"type": "integer", "minimum": 0}
 RATE = {"type": "number", "minimum": 0, "maximum": 1}
-RATES = ("open_rate", "human_open_rate", "click_rate", "click_to_open_rate")
+RATES = ("open_rate", "human_open_rate", "click_rate", "click_to_open_rate", "bounce_rate")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -128,8 +128,26 @@ def _schemas() -> dict[str, Any]:
                 "campaign": OPTIONAL_TEXT,
                 "status": {
                     "type": "string",
-                    "enum": ["draft", "sent", "failed"],
-                    "description": "only sent messages count in reports",
+                    "enum": ["draft", "sent", "failed", "bounced"],
+                    "description": (
+                        "only sent messages count in reports; bounced: sent, then a hard bounce came back"
+                        " (counted in sent and bounced, not in delivered)"
+                    ),
+                },
+                "bounce": {
+                    "type": ["string", "null"],
+                    "enum": ["hard", "soft", None],
+                    "description": "what came back: hard (in bounced), soft (only temporary failures so far)",
+                },
+                "soft_bounce_count": {**COUNT, "description": "temporary-failure reports for this message"},
+                "bounce_reason": {
+                    **OPTIONAL_TEXT,
+                    "description": "the latest bounce's status code and the receiving server's words",
+                },
+                "bounced_at": {**OPTIONAL_TIME, "description": "when the latest bounce report came in"},
+                "complained_at": {
+                    **OPTIONAL_TIME,
+                    "description": "when the recipient reported it as spam (a feedback-loop report)",
                 },
                 "created_at": TIME,
                 "sent_at": {**OPTIONAL_TIME, "description": "when the SMTP server took it; null for pixels"},

@@ -23,6 +23,7 @@ from deadpixel.relay.reply import Failure, client_reply
 from deadpixel.relay.upstream import Upstream
 from deadpixel.send.tracked import Tracker
 from deadpixel.store.relayed import Claim, InFlight, claim, replace_links, settle
+from deadpixel.store.suppressions import suppressed
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,30 @@ class RelayHandler:
             copies.append(_Copy(untracked, submitted.outgoing))
         return copies, len(claims)
 
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        """Addresses on the suppression list (unsubscribed, bounced, complained) are refused one by one, so
+        the client tells its user and the others still get the message."""
+        try:
+            blocked = await asyncio.to_thread(self._suppressed, address)
+        except SQLAlchemyError:
+            log.exception("relay: cannot read the suppression list")
+            return "451 4.3.0 cannot check the recipient right now; try again later"
+        if blocked:
+            return f"550 5.7.1 <{address}> is on the suppression list (unsubscribed, bounced or complained)"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    def _suppressed(self, address: str) -> bool:
+        with self._engine.connect() as conn:
+            return bool(suppressed(conn, [address.strip().lower()]))
+
     async def _send(self, copy: _Copy, envelope_from: str, smtputf8: bool) -> _Outcome:
         addresses = [c.address for c in copy.claims]
+        if len(copy.claims) == 1 and copy.claims[0].message_id is not None:  # one message: its VERP sender
+            envelope_from = self._tracker.envelope_from(copy.claims[0].message_id) or envelope_from
         try:
             refused = await self._upstream.send(
                 copy.data, envelope_from=envelope_from, recipients=addresses, smtputf8=smtputf8

@@ -104,6 +104,7 @@ class _Job:
     address: str
     message_id: str | None
     message: EmailMessage
+    envelope_from: str | None  # None: the sender's own address
 
 
 @dataclass
@@ -286,8 +287,9 @@ class CampaignRunner:
         if key in blocked:
             s.suppressed += 1
             self._problem(
-                row.line, row.email, "unsubscribed (on the suppression list): skipped", "suppressed"
-            )
+                row.line, row.email, "on the suppression list (unsubscribed, bounced or complained): skipped",
+                "suppressed",
+            )  # fmt: skip
             return None
         if previous is not None and previous.status == "sent":
             s.already_sent += 1
@@ -365,7 +367,7 @@ class CampaignRunner:
             save_links(conn, [(d.message_id, d.composed.links) for d in tracked if d.message_id])
         return [
             _Job(d.recipient.key, d.row.line, d.row.email, d.recipient.address, d.message_id,
-                 d.composed.message)
+                 d.composed.message, self.tracker.envelope_from(d.message_id))
             for d in sorted(claimed, key=lambda d: d.row.line)
         ]  # fmt: skip
 
@@ -450,7 +452,8 @@ class CampaignRunner:
         self._limiter.acquire()
         try:
             refused = send_with_retries(
-                sender, job.message, recipients=[job.address], attempts=self.spec.retries + 1,
+                sender, job.message, recipients=[job.address], envelope_from=job.envelope_from,
+                attempts=self.spec.retries + 1,
                 backoff=self.spec.backoff, retry_uncertain=False, sleep=self._interruptible_sleep,
             )  # fmt: skip
         except DeliveryError as error:
@@ -493,7 +496,7 @@ def summary_lines(name: str, s: Summary) -> list[str]:
         "failed": (s.failed, "a re-run tries these again"),
         "invalid": (s.invalid, "fix the rows and run again"),
         "duplicates": (s.duplicates, "sent once"),
-        "suppressed": (s.suppressed, "unsubscribed"),
+        "suppressed": (s.suppressed, "unsubscribed, bounced or complained"),
         "uncertain": (s.uncertain, "may have been delivered; --retry-uncertain sends them"),
         "not attempted": (s.not_attempted, "a re-run sends these"),
         "busy": (s.busy, "another run had them"),

@@ -289,7 +289,8 @@ def campaign_send(
 
 @click.group("suppression")
 def suppression() -> None:
-    """The suppression list: addresses that unsubscribed; campaign sends skip them."""
+    """The suppression list: addresses that unsubscribed, bounced or complained; campaign sends and the relay
+    skip them."""
 
 
 @suppression.command("list")

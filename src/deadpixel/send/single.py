@@ -95,8 +95,9 @@ def send_one(
     try:
         with SMTPSender(smtp) as sender:
             refused = send_with_retries(
-                sender, composed.message, attempts=retries + 1, backoff=backoff, sleep=sleep
-            )
+                sender, composed.message, envelope_from=tracker.envelope_from(message_id),
+                attempts=retries + 1, backoff=backoff, sleep=sleep,
+            )  # fmt: skip
     except DeliveryError as error:
         if message_id is not None:
             with engine.begin() as conn:

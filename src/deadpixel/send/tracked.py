@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from deadpixel.bounces.verp import envelope_sender
 from deadpixel.config import Settings
 from deadpixel.mail.compose import Composed, Rewrite, compose
 from deadpixel.tokens import TokenSigner
@@ -22,6 +23,10 @@ class Tracker:
         self.signer = signer
         # Our own endpoints (unsubscribe pages, pixels) are never wrapped in a click redirect.
         self._own = settings.base_url + "/"
+
+    def envelope_from(self, message_id: str | None) -> str | None:
+        """The message's VERP envelope sender (DEADPIXEL_BOUNCE_DOMAIN), or None to keep the usual one."""
+        return envelope_sender(self.signer, self.settings.bounce_domain, message_id)
 
     def pixel_url(self, message_id: str) -> str:
         return self.settings.pixel_url(self.signer.pixel_token(message_id))

@@ -70,6 +70,13 @@ messages = Table(
     Column("self_click_count", Integer, nullable=False, server_default="0"),
     Column("first_click_at", Float, nullable=True),
     Column("last_click_at", Float, nullable=True),
+    # What came back (see deadpixel.bounces): hard or soft (None: no bounce seen), soft reports so far,
+    # the latest report's time and reason, and when the recipient complained (marked it as spam).
+    Column("bounce", String(4), nullable=True),
+    Column("soft_bounce_count", Integer, nullable=False, server_default="0"),
+    Column("bounced_at", Float, nullable=True),
+    Column("bounce_reason", Text, nullable=True),
+    Column("complained_at", Float, nullable=True),
     Index(None, "campaign_id"),
     Index(None, "recipient"),
     Index(None, "created_at"),
@@ -168,8 +175,25 @@ suppressions = Table(
     metadata,
     Column("address", String(320), primary_key=True),
     Column("created_at", Float, nullable=False),
-    Column("source", String(32), nullable=False),  # one-click, unsubscribe-page, cli
+    # one-click, unsubscribe-page, cli, hard-bounce, soft-bounces, complaint
+    Column("source", String(32), nullable=False),
     Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
+)
+
+# Bounce and complaint reports, one row per report and message, as they came in (the message row carries the
+# summary). ``report_key`` makes a report seen twice (a re-delivery, a mailbox read again) count once.
+bounces = Table(
+    "bounces",
+    metadata,
+    Column("id", EventId, primary_key=True, autoincrement=True),
+    Column("message_id", String(16), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("kind", String(9), nullable=False),  # hard, soft or complaint
+    Column("status", String(16), nullable=True),  # the enhanced status code, e.g. 5.1.1
+    Column("reason", Text, nullable=True),  # the receiving server's diagnostic, for the user
+    Column("source", String(8), nullable=False),  # smtp (the listener) or imap (the mailbox)
+    Column("report_key", String(64), nullable=False, unique=True),
+    Index(None, "message_id"),
 )
 
 # Accounts that may log in (the relay's AUTH); see deadpixel.users for the password hashing.

@@ -1,0 +1,1 @@
+"""Bounces and complaints: VERP envelope senders, reading reports, recording them, suppressing addresses."""

@@ -1,0 +1,59 @@
+"""``deadpixel bounces listen`` and ``deadpixel bounces fetch``; the mail and IMAP code loads only here."""
+
+from __future__ import annotations
+
+import click
+
+from deadpixel.config import load_settings
+from deadpixel.logs import configure as configure_logs
+
+
+@click.group("bounces")
+def bounces() -> None:
+    """Learn which messages bounced and who complained; suppress those addresses (see docs/bounces.md)."""
+
+
+@bounces.command("listen")
+@click.option("--host", help="Address to listen on (DEADPIXEL_BOUNCE_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (DEADPIXEL_BOUNCE_PORT, default 2526).")
+def listen(host: str | None, port: int | None) -> None:
+    """Run the SMTP server that bounces to DEADPIXEL_BOUNCE_DOMAIN come back to."""
+    from deadpixel.bounces.listener import run
+
+    settings = load_settings(bounce_host=host, bounce_port=port)
+    if settings.bounce_domain is None:
+        from deadpixel.config import ConfigError
+
+        raise ConfigError("bounce_domain", "is not set: which domain's bounce addresses should be taken?")
+    configure_logs(settings.log_level, settings.log_format)
+    click.echo(f"deadpixel: data in {settings.data_dir}", err=True)
+    where = f"{settings.bounce_host}:{settings.bounce_port}"
+    click.echo(f"deadpixel: taking bounces for {settings.bounce_domain} on {where}", err=True)
+    run(settings, host=settings.bounce_host, port=settings.bounce_port)
+
+
+@bounces.command("fetch")
+def fetch() -> None:
+    """Read the bounce mailbox (DEADPIXEL_BOUNCE_IMAP_*) once: record, then mark or move what was read."""
+    from deadpixel.bounces.fetch import MailboxError
+    from deadpixel.bounces.fetch import fetch as fetch_mailbox
+    from deadpixel.bounces.listener import processor
+    from deadpixel.config import ensure_data_dir
+    from deadpixel.store.db import create_engine
+    from deadpixel.store.migrate import ensure_current
+
+    settings = load_settings()
+    configure_logs(settings.log_level, settings.log_format)
+    ensure_data_dir(settings)
+    engine = create_engine(settings.database_url, writer=True)
+    try:
+        ensure_current(engine)
+        summary = fetch_mailbox(settings, processor(settings, engine))
+    except MailboxError as exc:
+        raise click.ClickException(f"bounce mailbox: {exc}") from None
+    finally:
+        engine.dispose()
+    click.echo(
+        f"{summary.read} message(s) read: {summary.recorded} recorded, {summary.ignored} ignored"
+        " (not a bounce or complaint about a message of ours; see the log)"
+    )
