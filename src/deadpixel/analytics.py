@@ -66,9 +66,9 @@ DEFINITIONS = {
         " counts its message as opened"
     ),
     "time_to_first_open": (
-        "per opened message with a known send time (sent by deadpixel, not hand-made pixels): first_open_at"
-        " - sent_at, its first recorded open of any verdict (a prefetch at delivery counts); the median and"
-        " how many messages fall in each bucket"
+        "per message with a known send time (sent by deadpixel, not hand-made pixels) and an open that is"
+        " not your own: first_open_at - sent_at, its first recorded open of any verdict (a prefetch at"
+        " delivery counts); the median and how many messages fall in each bucket"
     ),
     "opens_over_time": (
         "every recorded open (as total_opens) per hour over the first 3 days with opens, and per day over"
@@ -466,13 +466,18 @@ def breakdown(conn: Connection, campaign: str | None, field: str, limit: int = 8
 
 
 def time_to_first_open(conn: Connection, campaign: str | None) -> dict[str, Any]:
-    """From send to first open, over the sent messages with a known send time that were opened.
+    """From send to first open, over the sent messages with a known send time opened by someone but you.
 
     Counted and ranked in SQL: a campaign's 10,000 waits never travel to Python.
     """
     m = messages.c
     wait = m.first_open_at - m.sent_at
-    where = [m.status == "sent", m.sent_at.is_not(None), m.first_open_at.is_not(None)]
+    where = [
+        m.status == "sent",
+        m.sent_at.is_not(None),
+        m.first_open_at.is_not(None),
+        m.open_count > m.self_open_count,  # opened by someone else than the sender
+    ]
     if campaign is not None:
         where.append(m.campaign_id == _campaign_id(conn, campaign))
     bucket = case(
