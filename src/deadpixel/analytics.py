@@ -380,9 +380,10 @@ def _rollup_campaign(conn: Connection, campaign: str | None) -> int | None:
     return None if campaign is None else _campaign_id(conn, campaign)
 
 
-def _local_slots(
-    conn: Connection, campaign: str | None, zone: ZoneInfo
-) -> list[tuple[datetime, int, int, int]]:
+Slot = tuple[datetime, int, int, int]  # a quarter hour's local start, opens, human, machine
+
+
+def _local_slots(conn: Connection, campaign: str | None, zone: ZoneInfo) -> list[Slot]:
     """Opens per quarter hour as (local start, opens, human, machine), oldest first."""
     s = open_slots.c
     query = select(s.slot, func.sum(s.opens), func.sum(s.human), func.sum(s.machine)).group_by(s.slot)
@@ -402,7 +403,10 @@ def opens_over_time(conn: Connection, campaign: str | None, zone: ZoneInfo) -> d
     Each bucket splits opens as unique_opens splits messages: human (and proxy), machine, and the rest
     (your own, unclassified). Empty buckets between the first and the last are listed, so an axis is time.
     """
-    slots = _local_slots(conn, campaign, zone)
+    return _over_time(_local_slots(conn, campaign, zone), zone)
+
+
+def _over_time(slots: list[Slot], zone: ZoneInfo) -> dict[str, Any]:
     if not slots:
         return {"timezone": zone.key, "hourly": [], "daily": []}
     first_day, last_day = slots[0][0].date(), slots[-1][0].date()
@@ -445,8 +449,12 @@ def _bucket(unit: str, start: str, counts: list[int]) -> dict[str, Any]:
 
 def heatmap(conn: Connection, campaign: str | None, zone: ZoneInfo) -> dict[str, Any]:
     """Opens by local weekday (Monday first) and hour: ``cells[weekday][hour]``."""
+    return _heatmap(_local_slots(conn, campaign, zone), zone)
+
+
+def _heatmap(slots: list[Slot], zone: ZoneInfo) -> dict[str, Any]:
     cells = [[0] * 24 for _ in range(7)]
-    for start, n, _, _ in _local_slots(conn, campaign, zone):
+    for start, n, _, _ in slots:
         cells[start.weekday()][start.hour] += n
     return {"timezone": zone.key, "weekdays": list(WEEKDAYS), "cells": cells}
 
@@ -531,11 +539,20 @@ def top_links(conn: Connection, campaign: str | None, limit: int = 10) -> list[d
 
 def campaign_stats(conn: Connection, campaign: str | None, zone: ZoneInfo) -> dict[str, Any]:
     """The report plus every chart's data: what `report --json`, the API's stats and the dashboard show."""
+    return {**headline(conn, campaign), **chart_data(conn, campaign, zone)}
+
+
+def headline(conn: Connection, campaign: str | None) -> dict[str, Any]:
+    """The numbers read from the message rows: the report and the time to first open."""
+    return {**report(conn, campaign), "time_to_first_open": time_to_first_open(conn, campaign)}
+
+
+def chart_data(conn: Connection, campaign: str | None, zone: ZoneInfo) -> dict[str, Any]:
+    """The numbers read from the rollups (and the clicks): opens over time, heatmap, breakdowns, links."""
+    slots = _local_slots(conn, campaign, zone)
     return {
-        **report(conn, campaign),
-        "time_to_first_open": time_to_first_open(conn, campaign),
-        "opens_over_time": opens_over_time(conn, campaign, zone),
-        "heatmap": heatmap(conn, campaign, zone),
+        "opens_over_time": _over_time(slots, zone),
+        "heatmap": _heatmap(slots, zone),
         "breakdowns": {field: breakdown(conn, campaign, field) for field in BREAKDOWNS},
         "top_links": top_links(conn, campaign),
     }

@@ -33,7 +33,7 @@ from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS
 
 SLOT = 900  # seconds in a quarter hour
 FIELDS = ("kind", "client", "device", "os", "country")
-CHUNK = 5_000
+CHUNK = 2_000  # opens per fold transaction: on SQLite the pixel's writer waits for it, so keep it short
 GAP_HORIZON = 3600.0
 STATE = "opens"
 _IN_CHUNK = 500

@@ -177,29 +177,38 @@ class Dashboard:
             return self.render("error.html", 400, session=session, message=str(exc))
         await self.fold()
 
-        def gather(conn: Any) -> dict[str, Any]:
-            stats = analytics.campaign_stats(conn, name, self.zone)
-            over_time, waits = stats["opens_over_time"], stats["time_to_first_open"]
+        def numbers(conn: Any) -> dict[str, Any]:
+            found = analytics.headline(conn, name)
+            waits = found["time_to_first_open"]
             return {
-                "report": stats,
-                "recipients": analytics.recipients(conn, name, view),
-                # Drawn here, in the worker thread, so the event loop keeps answering pixels meanwhile.
+                "report": found,
+                "time_to_open": charts.time_to_open(waits["buckets"]) if waits["messages"] else None,
+            }
+
+        def series(conn: Any) -> dict[str, Any]:
+            found = analytics.chart_data(conn, name, self.zone)
+            over_time = found["opens_over_time"]
+            # Drawn here, in a worker thread, so the event loop keeps answering pixels meanwhile.
+            return {
+                "series": found,
                 "hourly": charts.opens_by_hour(over_time["hourly"]) if over_time["hourly"] else None,
                 "daily": charts.opens_over_time(over_time["daily"]) if over_time["daily"] else None,
-                "heat": charts.heat_levels(stats["heatmap"]["cells"]),
-                "time_to_open": charts.time_to_open(waits["buckets"]) if waits["messages"] else None,
+                "heat": charts.heat_levels(found["heatmap"]["cells"]),
                 "breakdowns": [
-                    (TITLES[field], charts.breakdown_bars(TITLES[field], found))
-                    for field, found in stats["breakdowns"].items()
-                    if found
+                    (TITLES[field], charts.breakdown_bars(TITLES[field], rows))
+                    for field, rows in found["breakdowns"].items()
+                    if rows
                 ],
             }
 
         try:
-            data = await self.read(gather)
+            # Three connections at once: the databases scan the message rows while the charts are drawn.
+            head, drawn, (rows, matching) = await asyncio.gather(
+                self.read(numbers), self.read(series), self.read(analytics.recipients, name, view)
+            )
         except analytics.UnknownCampaign:
             return self.render("error.html", 404, session=session, message=f"No campaign named {name!r}.")
-        rows, matching = data.pop("recipients")
+        head["report"].update(drawn.pop("series"))
         return self.render(
             "campaign.html",
             session=session,
@@ -209,7 +218,8 @@ class Dashboard:
             matching=matching,
             pages=max(1, -(-matching // view.per_page)),
             link=partial(_recipients_link, request.url.path, view),
-            **data,
+            **head,
+            **drawn,
         )
 
     async def message(self, request: Request, session: Session) -> Response:
