@@ -609,7 +609,11 @@ def recipients(conn: Connection, campaign: str, view: RecipientView) -> tuple[li
     )
     where = [m.campaign_id == _campaign_id(conn, campaign)]
     if view.search:
-        where.append(func.lower(m.recipient).contains(view.search.lower(), autoescape=True))
+        # SQLite's lower() folds ASCII only: an address typed in its own case matches too.
+        where.append(
+            func.lower(m.recipient).contains(view.search.lower(), autoescape=True)
+            | m.recipient.contains(view.search, autoescape=True)
+        )
     total = int(conn.execute(select(func.count()).select_from(messages).where(*where)).scalar_one())
     key = {"status": status, "opens": m.open_count, "first_open": m.first_open_at, "recipient": m.recipient}
     order = key[view.sort].desc() if view.descending else key[view.sort].asc()
