@@ -20,11 +20,13 @@ def prepare(settings: Settings) -> None:
     rollups caught up (after an upgrade, the first page would otherwise fold in every open)."""
     ensure_data_dir(settings)
     load_or_create_keys(settings.keys_file)
-    engine = create_engine(settings.database_url, writer=True)
+    engine = create_engine(settings.database_url)
+    writer = create_engine(settings.database_url, writer=True)
     try:
         ensure_current(engine)
-        rollups.catch_up(engine)
+        rollups.catch_up(writer, engine)
     finally:
+        writer.dispose()
         engine.dispose()
 
 
