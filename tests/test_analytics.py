@@ -3,12 +3,14 @@ the charts' rollups checked against the events they summarise, whatever order th
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from sqlalchemy import Connection, Engine, func, select
 
@@ -22,6 +24,9 @@ from deadpixel.store.links import save_links
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import messages, open_slots, open_values, opens, rollup_gaps
 from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS, write_opens
+
+from .conftest import Server
+from .helpers import make_pixels
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC).timestamp()  # a Monday, 09:00 in Berlin (UTC+1 in March)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -367,3 +372,23 @@ def test_ids_of_rolled_back_batches_are_given_up_after_the_horizon(engines: tupl
         rollups.fold(conn, now=T0 + 10**9)
         assert list(conn.execute(select(rollup_gaps.c.id))) == []
     assert_rollups_match(reader)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_running_server_folds_new_opens_in_the_background(server: Server, settings: Settings) -> None:
+    pixels = make_pixels(settings, 3, campaign="live")
+    for _, path in pixels:
+        assert httpx.get(server.url + path).status_code == 200
+    engine = create_engine(settings.database_url)
+    deadline = time.monotonic() + 15
+    try:
+        while True:  # nobody reads: the server's own background step folds them
+            with engine.connect() as conn:
+                folded = conn.execute(select(func.coalesce(func.sum(open_slots.c.opens), 0))).scalar_one()
+            if folded == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert folded == 3
+        assert_rollups_match(engine)
+    finally:
+        engine.dispose()
