@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, update
 
 from deadpixel import analytics
 from deadpixel.config import Settings
@@ -22,7 +22,7 @@ from deadpixel.store.clicks import write_clicks
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import create_message
-from deadpixel.store.schema import messages, open_slots, open_values, opens, rollup_gaps
+from deadpixel.store.schema import messages, open_slots, open_values, opens, rollup_gaps, rollup_state
 from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS, write_opens
 
 from .conftest import Server
@@ -392,3 +392,26 @@ def test_a_running_server_folds_new_opens_in_the_background(server: Server, sett
         assert_rollups_match(engine)
     finally:
         engine.dispose()
+
+
+def test_a_page_does_not_fail_when_the_store_is_too_busy_to_fold(
+    engines: tuple[Engine, Engine], settings: Settings
+) -> None:
+    reader, writer = engines
+    ids = build(writer)
+    with writer.begin() as conn:
+        write_opens(conn, [opened(ids["a"], 99, HUMAN_TB)], LABELS)
+    impatient = create_engine(settings.database_url, writer=True, lock_timeout_ms=100)
+    holder = writer.connect()
+    held = holder.begin()  # SQLite: the write lock; PostgreSQL: the fold's row lock, below
+    holder.execute(update(rollup_state).values(updated_at=rollup_state.c.updated_at))
+    try:
+        rollups.refresh(impatient, reader)  # waits 100 ms, then answers with what is folded
+        with reader.connect() as conn:
+            assert rollups.pending(conn)
+    finally:
+        held.rollback()
+        holder.close()
+    rollups.refresh(impatient, reader)
+    impatient.dispose()
+    assert_rollups_match(reader)

@@ -84,7 +84,7 @@ def api_routes(reads: Engine, writes: Engine, settings: Settings, signer: TokenS
             except analytics.UnknownCampaign:
                 raise ApiError(404, f"no campaign named {name!r}") from None
 
-        await asyncio.to_thread(rollups.catch_up, writes, reads)
+        await asyncio.to_thread(rollups.refresh, writes, reads)
         return JSONResponse(await db(stats))
 
     async def messages(request: Request) -> JSONResponse:

@@ -20,6 +20,7 @@ never waits long for them.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -27,10 +28,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 
 from deadpixel.store.schema import messages, open_slots, open_values, opens, rollup_gaps, rollup_state
 from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS
 
+log = logging.getLogger(__name__)
 SLOT = 900  # seconds in a quarter hour
 FIELDS = ("kind", "client", "device", "os", "country")
 CHUNK = 2_000  # opens per fold transaction: on SQLite the pixel's writer waits for it, so keep it short
@@ -73,6 +76,16 @@ def catch_up(writer: Engine, reader: Engine | None = None) -> int:
         folded += n
         if not more:
             return folded
+
+
+def refresh(writer: Engine, reader: Engine) -> None:
+    """``catch_up`` before a page or an API answer: when the database is too busy to fold now (a lock held
+    past its timeout), the answer shows the rollups as they are, at most a few seconds behind, rather than
+    failing."""
+    try:
+        catch_up(writer, reader)
+    except OperationalError:
+        log.warning("rollups: could not fold new opens now; showing them as of the last fold", exc_info=True)
 
 
 def fold(conn: Connection, chunk: int = CHUNK, now: float | None = None) -> tuple[int, bool]:

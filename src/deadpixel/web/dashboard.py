@@ -153,7 +153,7 @@ class Dashboard:
 
     async def fold(self) -> None:
         """Bring the charts' rollups up to date with the opens committed since the last page asked."""
-        await asyncio.to_thread(rollups.catch_up, self.writer, self.engine)
+        await asyncio.to_thread(rollups.refresh, self.writer, self.engine)
 
     async def campaigns(self, request: Request, session: Session) -> Response:
         await self.fold()
