@@ -22,7 +22,15 @@ from deadpixel.store.clicks import write_clicks
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import create_message
-from deadpixel.store.schema import messages, open_slots, open_values, opens, rollup_gaps, rollup_state
+from deadpixel.store.schema import (
+    first_human_opens,
+    messages,
+    open_slots,
+    open_values,
+    opens,
+    rollup_gaps,
+    rollup_state,
+)
 from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS, write_opens
 
 from .conftest import Server
@@ -117,18 +125,19 @@ def test_the_headline_numbers_follow_their_definitions(engines: tuple[Engine, En
     assert got["click_rate"] == 2 / 6 and got["click_to_open_rate"] == 2 / 5
 
 
-def test_time_to_first_open_counts_opened_messages_with_a_send_time(engines: tuple[Engine, Engine]) -> None:
+def test_time_to_first_open_waits_for_a_person(engines: tuple[Engine, Engine]) -> None:
     reader, writer = engines
     build(writer)
     with reader.connect() as conn:
         waits = analytics.time_to_first_open(conn, "spring")
         everything = analytics.time_to_first_open(conn, None)
-    # a 600 s, b 30 s (its prefetch), c 5 s; not d (no open), e (only its sender), f (no send time)
-    assert waits["messages"] == 3 and waits["median_seconds"] == 30
+    # a at 600 s; b at 7,200 s (its prefetch at 30 s is no reader); not c (a scanner), d (a click, no open),
+    # e (only its sender) or f (no send time)
+    assert waits["messages"] == 2 and waits["median_seconds"] == (600 + 7200) / 2
     counts = {bucket["label"]: bucket["messages"] for bucket in waits["buckets"]}
-    assert counts["< 5 min"] == 2 and counts["5-15 min"] == 1 and sum(counts.values()) == 3
+    assert counts["5-15 min"] == 1 and counts["1-3 h"] == 1 and sum(counts.values()) == 2
     assert waits["buckets"][-1]["below_seconds"] is None
-    assert everything["messages"] == 4 and everything["median_seconds"] == (30 + 50) / 2  # with x
+    assert everything["messages"] == 3 and everything["median_seconds"] == 600  # x at 50 s too
 
 
 def test_opens_over_time_and_the_heatmap_are_in_the_configured_zone(engines: tuple[Engine, Engine]) -> None:
@@ -281,9 +290,23 @@ def from_rollups(conn: Connection) -> tuple[Counter[tuple[int, int, str]], Count
     return +slots, +values
 
 
+def first_human_waits(conn: Connection) -> dict[str, tuple[int, float]]:
+    """Each sent message's first human or proxy open after its send time, from the events."""
+    m = messages.c
+    query = (
+        select(m.id, func.coalesce(m.campaign_id, 0), func.min(opens.c.at) - m.sent_at)
+        .select_from(opens.join(messages, m.id == opens.c.message_id))
+        .where(opens.c.kind.in_(HUMAN_KINDS), m.sent_at.is_not(None), m.status == "sent")
+        .group_by(m.id, m.campaign_id, m.sent_at)
+    )
+    return {mid: (campaign, wait) for mid, campaign, wait in conn.execute(query)}
+
+
 def assert_rollups_match(engine: Engine) -> None:
     with engine.connect() as conn:
         assert from_rollups(conn) == from_events(conn)
+        stored = {r.message_id: (r.campaign_id, r.wait) for r in conn.execute(select(first_human_opens))}
+        assert stored == first_human_waits(conn)
 
 
 def test_late_and_forgotten_opens_and_reclassify_keep_the_rollups_true(

@@ -216,8 +216,8 @@ def report(campaign: str | None, as_json: bool) -> None:
     """Headline numbers for a campaign (or for all messages); with --json, every chart's data too."""
     settings = load_settings()
     with store(settings) as conn:
+        fold_rollups(settings)
         if as_json:
-            fold_rollups(settings)
             print_json(analytics.campaign_stats(conn, campaign, ZoneInfo(settings.timezone)))
             return
         figures = analytics.report(conn, campaign)
@@ -232,8 +232,8 @@ def report(campaign: str | None, as_json: bool) -> None:
     click.echo(f"  total opens      {figures['total_opens']}  ({figures['opens_per_opener']:.1f} per opener)")
     if waits["median_seconds"] is not None:
         median_hours = waits["median_seconds"] / 3600
-        click.echo(f"  time to open     median {median_hours:.1f} h over {waits['messages']} messages"
-                   " with a send time")  # fmt: skip
+        click.echo(f"  time to open     median {median_hours:.1f} h to the first human open, over"
+                   f" {waits['messages']} messages with a send time")  # fmt: skip
     click.echo(f"  unique clicks    {figures['unique_clicks']}  ({figures['click_rate']:.1%} of sent, "
                f"{figures['click_to_open_rate']:.1%} of opened)")  # fmt: skip
     click.echo(f"  total clicks     {figures['total_clicks']}  (scanners and HEAD requests included)")

@@ -30,7 +30,15 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
-from deadpixel.store.schema import messages, open_slots, open_values, opens, rollup_gaps, rollup_state
+from deadpixel.store.schema import (
+    first_human_opens,
+    messages,
+    open_slots,
+    open_values,
+    opens,
+    rollup_gaps,
+    rollup_state,
+)
 from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS
 
 log = logging.getLogger(__name__)
@@ -46,6 +54,9 @@ _columns = (
     func.coalesce(messages.c.campaign_id, 0),
     opens.c.at,
     *(opens.c[field] for field in FIELDS),
+    opens.c.message_id,
+    messages.c.sent_at,
+    messages.c.status,
 )
 _source = opens.outerjoin(messages, messages.c.id == opens.c.message_id)
 
@@ -131,6 +142,7 @@ def delete_opens(conn: Connection, message_ids: Sequence[str]) -> int:
         )
     ).all()
     _add(conn, gone, sign=-1)
+    conn.execute(delete(first_human_opens).where(first_human_opens.c.message_id.in_(message_ids)))
     erased = int(conn.execute(delete(opens).where(opens.c.message_id.in_(message_ids))).rowcount or 0)
     highest = conn.execute(select(func.max(opens.c.id))).scalar() or 0
     if highest < watermark:
@@ -142,6 +154,7 @@ def reset(conn: Connection) -> None:
     """Forget every rollup, so the next fold rebuilds them from the events (after `reclassify`)."""
     conn.execute(delete(open_slots))
     conn.execute(delete(open_values))
+    conn.execute(delete(first_human_opens))
     conn.execute(delete(rollup_gaps))
     conn.execute(update(rollup_state).where(rollup_state.c.name == STATE).values(watermark=0))
 
@@ -173,17 +186,22 @@ def _note_gaps(conn: Connection, watermark: int, ids: Iterable[int], now: float)
 
 
 def _add(conn: Connection, rows: Sequence[Any], sign: int) -> None:
-    """Add (or with ``sign=-1`` take away) these opens' counts, one upsert per touched rollup row."""
+    """Add (or with ``sign=-1`` take away) these opens' counts, one upsert per touched rollup row; a human
+    open may also be its message's first (taking opens away leaves that to the caller)."""
     if not rows:
         return
     slots: Counter[tuple[int, int, str]] = Counter()
     values: Counter[tuple[int, str, str]] = Counter()
-    for _, campaign_id, at, *fields in rows:
-        kind = fields[0]
+    firsts: dict[str, dict[str, Any]] = {}
+    for _, campaign_id, at, kind, client, device, os, country, message_id, sent_at, status in rows:
         group = "human" if kind in HUMAN_KINDS else "machine" if kind in MACHINE_KINDS else "other"
         slots[campaign_id, int(at // SLOT), group] += sign
-        for field, value in zip(FIELDS, fields, strict=True):
+        for field, value in zip(FIELDS, (kind, client, device, os, country), strict=True):
             values[campaign_id, field, value or ""] += sign
+        if sign > 0 and group == "human" and sent_at is not None and status == "sent":
+            wait = at - sent_at
+            if message_id not in firsts or wait < firsts[message_id]["wait"]:
+                firsts[message_id] = {"message_id": message_id, "campaign_id": campaign_id, "wait": wait}
     per_slot: dict[tuple[int, int], dict[str, Any]] = {}
     for (campaign_id, slot, group), n in slots.items():
         entry = per_slot.get((campaign_id, slot))
@@ -201,6 +219,24 @@ def _add(conn: Connection, rows: Sequence[Any], sign: int) -> None:
         ("opens",),
         [{"campaign_id": c, "field": f, "value": v, "opens": n} for (c, f, v), n in values.items()],
     )
+    if firsts:
+        _upsert_earliest(conn, list(firsts.values()))
+
+
+def _upsert_earliest(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Each message's first human open: the earlier of the one stored and this fold's."""
+    t = first_human_opens
+    if conn.dialect.name == "postgresql":
+        statement: Any = postgresql.insert(t)
+        earlier = func.least(t.c.wait, statement.excluded.wait)
+    else:
+        statement = sqlite.insert(t)
+        earlier = func.min(t.c.wait, statement.excluded.wait)  # SQLite's min() of two values
+    statement = statement.values(
+        message_id=bindparam("message_id"), campaign_id=bindparam("campaign_id"), wait=bindparam("wait")
+    ).on_conflict_do_update(index_elements=["message_id"], set_={"wait": earlier})
+    rows.sort(key=lambda row: row["message_id"])
+    conn.execute(statement, rows)
 
 
 def _upsert(

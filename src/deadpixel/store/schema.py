@@ -246,6 +246,18 @@ open_values = Table(
     Column("opens", Integer, nullable=False),
 )
 
+# Per sent message with a send time: how long after it a person first opened it (a human or proxy open),
+# so the time to first open is read from an index instead of every message row, and prefetches and
+# scanners at delivery do not pass for readers.
+first_human_opens = Table(
+    "first_human_opens",
+    metadata,
+    Column("message_id", String(16), primary_key=True),
+    Column("campaign_id", Integer, nullable=False),  # 0 for messages without one
+    Column("wait", Float, nullable=False),  # seconds from sent_at to the first human or proxy open
+    Index(None, "campaign_id", "wait"),
+)
+
 # How far the rollups have read the opens table: every id up to ``watermark`` is folded in, except the ids
 # in rollup_gaps, which were not visible yet (a PostgreSQL transaction that had taken them had not
 # committed) and are looked for again until they appear or are too old to be a transaction in flight.

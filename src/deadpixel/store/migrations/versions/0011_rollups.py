@@ -1,4 +1,5 @@
-"""Rollups of opens per campaign and quarter hour and per breakdown value, for the dashboard's charts.
+"""Rollups of opens per campaign and quarter hour and per breakdown value, and each message's first human
+open, for the dashboard's charts.
 
 Empty at first: the first read after the upgrade (or ``deadpixel serve`` starting) folds in every open.
 
@@ -36,6 +37,14 @@ def upgrade() -> None:
         sa.Column("opens", sa.Integer, nullable=False),
         sa.PrimaryKeyConstraint("campaign_id", "field", "value", name="pk_open_values"),
     )
+    op.create_table(
+        "first_human_opens",
+        sa.Column("message_id", sa.String(16), nullable=False),
+        sa.Column("campaign_id", sa.Integer, nullable=False),
+        sa.Column("wait", sa.Float, nullable=False),
+        sa.PrimaryKeyConstraint("message_id", name="pk_first_human_opens"),
+    )
+    op.create_index("ix_first_human_opens_campaign_id_wait", "first_human_opens", ["campaign_id", "wait"])
     state = op.create_table(
         "rollup_state",
         sa.Column("name", sa.String(16), nullable=False),
@@ -56,5 +65,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("rollup_gaps")
     op.drop_table("rollup_state")
+    op.drop_table("first_human_opens")
     op.drop_table("open_values")
     op.drop_table("open_slots")
