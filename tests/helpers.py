@@ -14,11 +14,17 @@ from deadpixel.store.schema import opens
 from deadpixel.tokens import TokenSigner
 
 
-def make_pixels(settings: Settings, n: int, campaign: str | None = None) -> list[tuple[str, str]]:
-    """Create ``n`` messages; return (message_id, pixel path) pairs."""
+def make_pixels(
+    settings: Settings, n: int, campaign: str | None = None, sent_at: float | None = None
+) -> list[tuple[str, str]]:
+    """Create ``n`` messages (sent at ``sent_at``, or hand-made with no send time); return (message_id,
+    pixel path) pairs."""
     engine = create_engine(settings.database_url)
     with engine.begin() as conn:
-        ids = [create_message(conn, recipient=f"r{i}@example.com", campaign=campaign) for i in range(n)]
+        ids = [
+            create_message(conn, recipient=f"r{i}@example.com", campaign=campaign, sent_at=sent_at)
+            for i in range(n)
+        ]
     engine.dispose()
     signer = TokenSigner(load_or_create_keys(settings.keys_file))
     return [(mid, f"/o/{signer.pixel_token(mid)}.gif") for mid in ids]

@@ -48,6 +48,8 @@ def test_base_url_follows_host_and_port_by_default(tmp_path: Path) -> None:
         ("TRUSTED_PROXIES", "10.0.0.0/8, nonsense", "DEADPIXEL_TRUSTED_PROXIES: 'nonsense'"),
         ("DATABASE_URL", "mysql://x", "DEADPIXEL_DATABASE_URL"),
         ("CONFIG", "/nonexistent.toml", "DEADPIXEL_CONFIG"),
+        ("TIMEZONE", "Mars/Olympus_Mons", "DEADPIXEL_TIMEZONE: must be an IANA time zone"),
+        ("TIMEZONE", "../../etc/passwd", "DEADPIXEL_TIMEZONE: must be an IANA time zone"),
     ],
 )
 def test_a_bad_setting_names_itself(tmp_path: Path, name: str, value: str, fragment: str) -> None:

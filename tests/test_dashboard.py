@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def test_in_a_real_browser_the_page_shows_the_reports_numbers_and_its_charts(
     assert made.returncode == 0, made.stderr
     import httpx
 
-    pixels = make_pixels(settings, 6, campaign="spring")
+    pixels = make_pixels(settings, 6, campaign="spring", sent_at=time.time() - 3600)
     for i, (_, path) in enumerate(pixels[:4]):  # four of six opened, one of them twice, one by a scanner
         httpx.get(server.url + path, headers={"user-agent": THUNDERBIRD if i else "curl/8.5.0"})
     httpx.get(server.url + pixels[1][1], headers={"user-agent": THUNDERBIRD})
@@ -159,12 +160,20 @@ def test_in_a_real_browser_the_page_shows_the_reports_numbers_and_its_charts(
                 "open_rate": f"{report['open_rate'] * 100:.1f}%",
             }  # fmt: skip
             assert page.locator("#opens-over-time svg rect.rect").count() >= 2  # people and machines
+            assert page.locator("#opens-by-hour svg path.line").count() >= 2
             assert page.locator("figure.breakdown svg").count() >= 3
+            shaded = page.locator("#heatmap td:not(.h0)")
+            assert shaded.count() >= 1 and sum(int(n) for n in shaded.all_inner_texts()) == 5
+            assert page.locator("#heatmap td").count() == 7 * 24
+            bars = page.locator("#time-to-open svg rect.rect")
+            assert bars.count() == 10 and page.locator("#time-to-open svg").bounding_box()["height"] > 100  # type: ignore[index]
+            assert page.locator("[data-figure=time_to_first_open]").inner_text().endswith(("min", "h"))
             assert page.locator("#recipients tbody tr").count() == 6
             page.screenshot(path=str(tmp_path / "campaign.png"), full_page=True)
             page.set_viewport_size({"width": 390, "height": 800})  # a phone
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
             page.screenshot(path=str(tmp_path / "campaign-phone.png"), full_page=True)
+            assert page.locator("#heatmap").is_visible()
             page.click("#recipients tbody tr:first-child a")
             assert page.locator("h1").inner_text().endswith("@example.com")
         finally:
@@ -201,6 +210,13 @@ def test_the_demo_campaign_has_every_kind_of_open_and_adds_up(settings: Settings
     assert report["unique_opens"] == report["human_opens"] + report["machine_opens"]
     assert 0 < report["human_open_rate"] < report["open_rate"] < 1  # machines inflate the raw rate
     assert report["unique_clicks"] > 0
+    # every chart has data: opens over time, the heatmap, time to first open, breakdowns, links
+    assert sum(map(sum, report["heatmap"]["cells"])) == report["total_opens"]
+    assert sum(day["opens"] for day in report["opens_over_time"]["daily"]) == report["total_opens"]
+    assert len(report["opens_over_time"]["hourly"]) == 72
+    assert report["time_to_first_open"]["messages"] == report["human_opens"]  # each reader who clicked opened
+    assert all(report["breakdowns"][field] for field in ("kind", "client", "device", "os", "country"))
+    assert len(report["top_links"]) == 3 and report["top_links"][0]["unique_clickers"] > 0
     kinds = {row["kind"] for row in json.loads(run("opens", "--campaign", "Demo: monthly newsletter",
                                                     "--limit", "5000", "--json").stdout)}  # fmt: skip
     assert kinds == {"human", "proxy", "prefetch", "scanner"}
@@ -223,3 +239,84 @@ def test_a_new_password_ends_every_session_even_a_copied_cookie(client: TestClie
     client.cookies.update(stolen)
     assert client.get("/campaigns", follow_redirects=False).status_code == 303
     assert sign_in(client, "a new one") == 303
+
+
+def recipient_rows(html: str) -> list[str]:
+    """The addresses in the recipients table, in order."""
+    body = html.split('<table class="list" id="recipients">', 1)[1].split("</table>", 1)[0]
+    return [cell.split(">", 1)[1].split("<", 1)[0] for cell in body.split('<a href="/messages/')[1:]]
+
+
+def test_the_campaign_page_searches_sorts_and_pages_its_recipients(
+    client: TestClient, settings: Settings
+) -> None:
+    pixels = make_pixels(settings, 60, campaign="autumn")  # r0 ... r59@example.com
+    for _, path in pixels[:3]:
+        assert client.get(path, headers={"user-agent": THUNDERBIRD}).status_code == 200
+    client.get(pixels[1][1], headers={"user-agent": THUNDERBIRD})
+    assert sign_in(client) == 303
+
+    first = client.get("/campaigns/autumn")
+    assert first.status_code == 200
+    assert "60 recipients" in first.text and "page 1 of 2" in first.text
+    rows = recipient_rows(first.text)
+    assert len(rows) == 50 and set(rows[:3]) == {"r0@example.com", "r1@example.com", "r2@example.com"}
+    assert (
+        'rel="next" href="/campaigns/autumn?sort=status&amp;order=desc&amp;page=2#recipients"' in first.text
+    )
+    second = client.get("/campaigns/autumn?sort=status&order=desc&page=2")
+    assert len(recipient_rows(second.text)) == 10 and not set(recipient_rows(second.text)) & set(rows)
+    assert 'rel="prev"' in second.text and 'rel="next"' not in second.text
+
+    by_opens = recipient_rows(client.get("/campaigns/autumn?sort=opens").text)
+    assert by_opens[0] == "r1@example.com"  # opened twice
+    by_address = recipient_rows(client.get("/campaigns/autumn?sort=recipient&order=asc").text)
+    assert by_address[:3] == ["r0@example.com", "r10@example.com", "r11@example.com"]  # "0" sorts before "@"
+    by_first_open = recipient_rows(client.get("/campaigns/autumn?sort=first_open&order=asc").text)
+    assert by_first_open[:3] == ["r0@example.com", "r1@example.com", "r2@example.com"]
+
+    found = client.get("/campaigns/autumn?q=R5")
+    assert sorted(recipient_rows(found.text)) == sorted([f"r{n}@example.com" for n in (5, *range(50, 60))])
+    assert "11 recipients matching" in found.text
+    assert recipient_rows(client.get("/campaigns/autumn?q=%25").text) == []  # a literal %, no wildcard
+    assert 'data-figure="sent">60<' in found.text  # the numbers are the campaign's, whatever the search
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("page=-1", "page must be a whole number"),
+        ("page=0", "page must be a whole number"),
+        ("page=abc", "page must be a whole number"),
+        ("page=99999999999999999999", "page must be a whole number"),
+        ("page=%D9%A3", "page must be a whole number"),  # an Arabic-Indic digit is not one of ours
+        ("sort=nonsense", "sort must be one of"),
+        ("sort=status;drop%20table", "sort must be one of"),
+        ("order=sideways", "order must be asc or desc"),
+        ("q=" + "x" * 321, "longer than 320"),
+        ("q=a%00b", "NUL"),
+    ],
+)
+@SQLITE_ONLY
+def test_a_malformed_table_parameter_gets_a_clear_400(
+    client: TestClient, settings: Settings, query: str, says: str
+) -> None:
+    make_pixels(settings, 1, campaign="autumn")
+    assert sign_in(client) == 303
+    response = client.get(f"/campaigns/autumn?{query}")
+    assert response.status_code == 400 and says in response.text
+
+
+@SQLITE_ONLY
+def test_the_campaigns_list_draws_a_sparkline_of_opens_per_day(
+    client: TestClient, settings: Settings
+) -> None:
+    pixels = make_pixels(settings, 3, campaign="autumn")
+    make_pixels(settings, 2, campaign="quiet")
+    client.get(pixels[0][1], headers={"user-agent": THUNDERBIRD})
+    assert sign_in(client) == 303
+    page = client.get("/campaigns")
+    row = page.text.split('href="/campaigns/autumn"', 1)[1].split("</tr>", 1)[0]
+    assert "pygal-sparkline" in row and "<script" not in page.text
+    quiet = page.text.split('href="/campaigns/quiet"', 1)[1].split("</tr>", 1)[0]
+    assert "pygal-sparkline" not in quiet and "none" in quiet

@@ -6,13 +6,28 @@ campaign with millions of opens reads one row per message.
 
 from __future__ import annotations
 
+import math
+import statistics
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Integer, Table, case, cast, func, select
+from sqlalchemy import Connection, Table, case, func, select, text
 
-from deadpixel.store.schema import campaigns, clicks, links, messages, opens, relayed
+from deadpixel.store import rollups
+from deadpixel.store.schema import (
+    campaigns,
+    clicks,
+    first_human_opens,
+    links,
+    messages,
+    open_slots,
+    open_values,
+    opens,
+    relayed,
+)
 
 DEFINITIONS = {
     "sent": (
@@ -50,6 +65,10 @@ DEFINITIONS = {
         " recorded for the campaign"
     ),
     "human_open_rate": "human_opens / delivered: the honest open rate",
+    "machine_open_rate": (
+        "machine_opens / delivered: messages only a machine fetched (0 when nothing was delivered)"
+    ),
+    "opens_per_opener": "total_opens / unique_opens: how often an opened message was fetched (0: none was)",
     "unique_clicks": (
         "messages with at least one `human` click on a tracked link; HEAD requests, link scanners and"
         " prefetches are recorded with their verdict but not counted"
@@ -59,6 +78,24 @@ DEFINITIONS = {
     "click_to_open_rate": (
         "unique_clicks / unique_opens (0 when nothing was opened); never above 1, because a human click"
         " counts its message as opened"
+    ),
+    "time_to_first_open": (
+        "per sent message with a known send time (sent by deadpixel, not hand-made pixels) that a person"
+        " opened: from sent_at to its first `human` or `proxy` open, so Apple's prefetch and scanners at"
+        " delivery do not count as reading it; the median and how many messages fall in each bucket"
+    ),
+    "opens_over_time": (
+        "every recorded open (as total_opens) per hour over the first 3 days with opens, and per day over"
+        " all of them, in DEADPIXEL_TIMEZONE; split into human (human, proxy), machine (prefetch, scanner)"
+        " and the rest (your own, unclassified)"
+    ),
+    "heatmap": "every recorded open by weekday and hour of the day in DEADPIXEL_TIMEZONE",
+    "breakdowns": (
+        "every recorded open by verdict (kind), mail client, device, OS and country; the 8 largest values"
+        " of each, unknown values as null"
+    ),
+    "top_links": (
+        "per tracked URL: every click, human clicks, and unique_clickers (messages with a human click on it)"
     ),
 }
 
@@ -136,6 +173,8 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
         "capped_opens": int(row[9]),
         "open_rate": rate(unique_opens, delivered),
         "human_open_rate": rate(human, delivered),
+        "machine_open_rate": rate(machine, delivered),
+        "opens_per_opener": rate(total_opens, unique_opens),
         "unique_clicks": unique_clicks,
         "total_clicks": total_clicks,
         "click_rate": rate(unique_clicks, delivered),
@@ -347,52 +386,276 @@ def list_campaigns(conn: Connection) -> list[dict[str, Any]]:
     return found
 
 
-BREAKDOWNS = ("kind", "client", "device", "os", "country")
+# --- chart data: read from the rollups (deadpixel.store.rollups), so fold them first ---------------------
+
+BREAKDOWNS = rollups.FIELDS
+HOURLY_DAYS = 3
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 DAY = 86400.0
+# Upper bounds in seconds of the time-to-first-open buckets, with their labels; the last is open-ended.
+TIME_TO_OPEN_BUCKETS = (
+    (300.0, "< 5 min"),
+    (900.0, "5-15 min"),
+    (3600.0, "15-60 min"),
+    (3 * 3600.0, "1-3 h"),
+    (6 * 3600.0, "3-6 h"),
+    (12 * 3600.0, "6-12 h"),
+    (DAY, "12-24 h"),
+    (2 * DAY, "1-2 days"),
+    (7 * DAY, "2-7 days"),
+    (math.inf, "7 days or more"),
+)
 
 
-def opens_by_day(conn: Connection, campaign: str) -> list[dict[str, Any]]:
-    """Opens per UTC day of one campaign, split as unique_opens splits messages (human/proxy, machine, self).
+def _rollup_campaign(conn: Connection, campaign: str | None) -> int | None:
+    """The rollups' key of a campaign (None: every campaign, and the messages without one)."""
+    return None if campaign is None else _campaign_id(conn, campaign)
 
-    Days without opens between the first and the last are listed with zeros, so a chart's axis is time.
-    """
-    o = opens.c
-    day = cast(o.at / DAY, Integer)  # times are after 1970, so truncating is flooring (SQLite has no floor)
-    human = func.sum(case((o.kind.in_(("human", "proxy")), 1), else_=0))
-    machine = func.sum(case((o.kind.in_(("prefetch", "scanner")), 1), else_=0))
-    query = (
-        select(day.label("day"), func.count(), human, machine)
-        .select_from(opens.join(messages, messages.c.id == o.message_id))
-        .where(messages.c.campaign_id == _campaign_id(conn, campaign))
-        .group_by(day)
-        .order_by(day)
-    )
-    found = {int(row[0]): (int(row[1]), int(row[2] or 0), int(row[3] or 0)) for row in conn.execute(query)}
-    if not found:
-        return []
-    days = range(min(found), max(found) + 1)
+
+Slot = tuple[datetime, int, int, int]  # a quarter hour's local start, opens, human, machine
+
+
+def _local_slots(conn: Connection, campaign: str | None, zone: ZoneInfo) -> list[Slot]:
+    """Opens per quarter hour as (local start, opens, human, machine), oldest first."""
+    s = open_slots.c
+    query = select(s.slot, func.sum(s.opens), func.sum(s.human), func.sum(s.machine)).group_by(s.slot)
+    key = _rollup_campaign(conn, campaign)
+    if key is not None:
+        query = query.where(s.campaign_id == key)
+    rows = conn.execute(query.having(func.sum(s.opens) != 0).order_by(s.slot)).all()
     return [
-        {
-            "day": datetime.fromtimestamp(d * DAY, UTC).date().isoformat(),
-            "opens": found.get(d, (0, 0, 0))[0],
-            "human": found.get(d, (0, 0, 0))[1],
-            "machine": found.get(d, (0, 0, 0))[2],
-        }
-        for d in days
+        (datetime.fromtimestamp(slot * rollups.SLOT, zone), int(n), int(human), int(machine))
+        for slot, n, human, machine in rows
     ]
 
 
-def breakdown(conn: Connection, campaign: str, field: str, limit: int = 8) -> list[dict[str, Any]]:
-    """Opens of one campaign by ``field`` (one of BREAKDOWNS), largest first; unknown values as None."""
+def opens_over_time(conn: Connection, campaign: str | None, zone: ZoneInfo) -> dict[str, Any]:
+    """Opens per local hour over the first HOURLY_DAYS days with opens, and per local day over all of them.
+
+    Each bucket splits opens as unique_opens splits messages: human (and proxy), machine, and the rest
+    (your own, unclassified). Empty buckets between the first and the last are listed, so an axis is time.
+    """
+    return _over_time(_local_slots(conn, campaign, zone), zone)
+
+
+def _over_time(slots: list[Slot], zone: ZoneInfo) -> dict[str, Any]:
+    if not slots:
+        return {"timezone": zone.key, "hourly": [], "daily": []}
+    first_day, last_day = slots[0][0].date(), slots[-1][0].date()
+    hourly_end = min(first_day + timedelta(days=HOURLY_DAYS), last_day + timedelta(days=1))
+    hours: dict[int, list[int]] = {}
+    days: dict[date, list[int]] = {}
+    for start, n, human, machine in slots:
+        _add_counts(days.setdefault(start.date(), [0, 0, 0]), n, human, machine)
+        if start.date() < hourly_end:
+            hour = int(start.timestamp()) - start.minute * 60  # the start of its local hour
+            _add_counts(hours.setdefault(hour, [0, 0, 0]), n, human, machine)
+    begin = int(datetime.combine(first_day, datetime.min.time(), zone).timestamp())
+    end = int(datetime.combine(hourly_end, datetime.min.time(), zone).timestamp())
+    hourly = [
+        _bucket(
+            "hour", datetime.fromtimestamp(t, zone).isoformat(timespec="minutes"), hours.get(t, [0, 0, 0])
+        )
+        for t in range(begin, end, 3600)
+    ]
+    daily = [
+        _bucket("day", day.isoformat(), days.get(day, [0, 0, 0]))
+        for day in (first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1))
+    ]
+    return {"timezone": zone.key, "hourly": hourly, "daily": daily}
+
+
+def _local_minute(timestamp: int, zone: ZoneInfo) -> str:
+    return datetime.fromtimestamp(timestamp, zone).isoformat(timespec="minutes")
+
+
+def _add_counts(counts: list[int], n: int, human: int, machine: int) -> None:
+    counts[0] += n
+    counts[1] += human
+    counts[2] += machine
+
+
+def _bucket(unit: str, start: str, counts: list[int]) -> dict[str, Any]:
+    return {unit: start, "opens": counts[0], "human": counts[1], "machine": counts[2]}
+
+
+def heatmap(conn: Connection, campaign: str | None, zone: ZoneInfo) -> dict[str, Any]:
+    """Opens by local weekday (Monday first) and hour: ``cells[weekday][hour]``."""
+    return _heatmap(_local_slots(conn, campaign, zone), zone)
+
+
+def _heatmap(slots: list[Slot], zone: ZoneInfo) -> dict[str, Any]:
+    cells = [[0] * 24 for _ in range(7)]
+    for start, n, _, _ in slots:
+        cells[start.weekday()][start.hour] += n
+    return {"timezone": zone.key, "weekdays": list(WEEKDAYS), "cells": cells}
+
+
+def breakdown(conn: Connection, campaign: str | None, field: str, limit: int = 8) -> list[dict[str, Any]]:
+    """Opens by ``field`` (one of BREAKDOWNS), largest first; unknown values as None."""
     if field not in BREAKDOWNS:
         raise ValueError(f"no breakdown by {field!r}")
-    column = opens.c[field]
-    query = (
-        select(column, func.count().label("n"))
-        .select_from(opens.join(messages, messages.c.id == opens.c.message_id))
-        .where(messages.c.campaign_id == _campaign_id(conn, campaign))
-        .group_by(column)
-        .order_by(func.count().desc(), column)
-        .limit(limit)
+    v = open_values.c
+    total = func.sum(v.opens)
+    query = select(v.value, total).where(v.field == field).group_by(v.value).having(total != 0)
+    key = _rollup_campaign(conn, campaign)
+    if key is not None:
+        query = query.where(v.campaign_id == key)
+    rows = conn.execute(query.order_by(total.desc(), v.value).limit(limit))
+    return [{"value": value or None, "opens": int(n)} for value, n in rows]
+
+
+def time_to_first_open(conn: Connection, campaign: str | None) -> dict[str, Any]:
+    """From send to the first human (or proxy) open, over the sent messages with a known send time.
+
+    Read from the rollups' index by campaign and wait: the buckets are counted and the middle found
+    without visiting a message row.
+    """
+    f = first_human_opens.c
+    where = []
+    key = _rollup_campaign(conn, campaign)
+    if key is not None:
+        where.append(f.campaign_id == key)
+    bucket = case(
+        *((f.wait < bound, i) for i, (bound, _) in enumerate(TIME_TO_OPEN_BUCKETS[:-1])),
+        else_=len(TIME_TO_OPEN_BUCKETS) - 1,
     )
-    return [{"value": value, "opens": int(n)} for value, n in conn.execute(query)]
+    counts = [0] * len(TIME_TO_OPEN_BUCKETS)
+    for index, n in conn.execute(select(bucket, func.count()).where(*where).group_by(bucket)):
+        counts[int(index)] = int(n)
+    opened = sum(counts)
+    median = None
+    if opened:
+        middle = select(f.wait).where(*where).order_by(f.wait).offset((opened - 1) // 2).limit(2 - opened % 2)
+        median = max(0.0, statistics.fmean(float(w) for w in conn.execute(middle).scalars()))
+    return {
+        "messages": opened,
+        "median_seconds": median,
+        "buckets": [
+            {"label": label, "below_seconds": None if math.isinf(bound) else bound, "messages": n}
+            for (bound, label), n in zip(TIME_TO_OPEN_BUCKETS, counts, strict=True)
+        ],
+    }
+
+
+def top_links(conn: Connection, campaign: str | None, limit: int = 10) -> list[dict[str, Any]]:
+    """Tracked links by human clicks: total clicks, human clicks and unique human clickers per URL."""
+    c = clicks.c
+    human = c.kind == "human"
+    query = (
+        select(
+            links.c.url,
+            func.count().label("clicks"),
+            func.coalesce(func.sum(case((human, 1), else_=0)), 0).label("human_clicks"),
+            func.count(func.distinct(case((human, c.message_id)))).label("clickers"),
+        )
+        .select_from(
+            clicks.join(links, (links.c.message_id == c.message_id) & (links.c.number == c.link)).join(
+                messages, messages.c.id == c.message_id
+            )
+        )
+        .group_by(links.c.url)
+    )
+    if campaign is not None:
+        query = query.where(messages.c.campaign_id == _campaign_id(conn, campaign))
+    query = query.order_by(text("human_clicks DESC"), text("clicks DESC"), links.c.url).limit(limit)
+    return [
+        {"url": url, "clicks": int(n), "human_clicks": int(h), "unique_clickers": int(u)}
+        for url, n, h, u in conn.execute(query)
+    ]
+
+
+def campaign_stats(conn: Connection, campaign: str | None, zone: ZoneInfo) -> dict[str, Any]:
+    """The report plus every chart's data: what `report --json`, the API's stats and the dashboard show."""
+    return {**headline(conn, campaign), **chart_data(conn, campaign, zone)}
+
+
+def headline(conn: Connection, campaign: str | None) -> dict[str, Any]:
+    """The report, read from the message rows, and the time to first open, read from the rollups."""
+    return {**report(conn, campaign), "time_to_first_open": time_to_first_open(conn, campaign)}
+
+
+def chart_data(conn: Connection, campaign: str | None, zone: ZoneInfo) -> dict[str, Any]:
+    """The numbers read from the rollups (and the clicks): opens over time, heatmap, breakdowns, links."""
+    slots = _local_slots(conn, campaign, zone)
+    return {
+        "opens_over_time": _over_time(slots, zone),
+        "heatmap": _heatmap(slots, zone),
+        "breakdowns": {field: breakdown(conn, campaign, field) for field in BREAKDOWNS},
+        "top_links": top_links(conn, campaign),
+    }
+
+
+def opens_per_day(conn: Connection, days: int, now: float | None = None) -> dict[str, list[int]]:
+    """Opens per UTC day of every campaign over the last ``days`` days, oldest first: the sparklines."""
+    s = open_slots.c
+    today = int((time.time() if now is None else now) // DAY)
+    per_day = int(DAY) // rollups.SLOT
+    day = s.slot // per_day
+    query = (
+        select(campaigns.c.name, day, func.sum(s.opens))
+        .select_from(open_slots.join(campaigns, campaigns.c.id == s.campaign_id))
+        .where(s.slot >= (today - days + 1) * per_day)
+        .group_by(campaigns.c.name, day)
+    )
+    found: dict[str, list[int]] = {}
+    for name, d, n in conn.execute(query):
+        index = int(d) - (today - days + 1)
+        if 0 <= index < days:
+            found.setdefault(name, [0] * days)[index] = int(n)
+    return found
+
+
+# --- a campaign's recipients, searched, sorted and paged ----------------------------------------------
+
+RECIPIENT_SORTS = ("status", "opens", "first_open", "recipient")
+RECIPIENT_STATUSES = ("not opened", "machine only", "opened", "clicked")  # in the order status sorts
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientView:
+    """Which recipients of a campaign to show: ``search`` is part of the address, any case."""
+
+    search: str = ""
+    sort: str = "status"
+    descending: bool = True
+    page: int = 1
+    per_page: int = 50
+
+
+def recipients(conn: Connection, campaign: str, view: RecipientView) -> tuple[list[dict[str, Any]], int]:
+    """One page of a campaign's messages with their status (see RECIPIENT_STATUSES), and how many match.
+
+    Ties are broken by message id, so paging never repeats or skips a row.
+    """
+    m = messages.c
+    status = case(
+        (m.human_click_count > 0, 3),
+        (m.human_open_count > 0, 2),
+        (m.open_count - m.self_open_count > 0, 1),
+        else_=0,
+    )
+    where = [m.campaign_id == _campaign_id(conn, campaign)]
+    if view.search:
+        # SQLite's lower() folds ASCII only: an address typed in its own case matches too.
+        where.append(
+            func.lower(m.recipient).contains(view.search.lower(), autoescape=True)
+            | m.recipient.contains(view.search, autoescape=True)
+        )
+    total = int(conn.execute(select(func.count()).select_from(messages).where(*where)).scalar_one())
+    key = {"status": status, "opens": m.open_count, "first_open": m.first_open_at, "recipient": m.recipient}
+    order = key[view.sort].desc() if view.descending else key[view.sort].asc()
+    query = (
+        _message_query()
+        .add_columns(status.label("status_rank"))
+        .where(*where)
+        .order_by(order.nulls_last(), m.id)
+        .limit(view.per_page)
+        .offset((view.page - 1) * view.per_page)
+    )
+    rows = []
+    for row in conn.execute(query):
+        found = _message(row)
+        found["recipient_status"] = RECIPIENT_STATUSES[found.pop("status_rank")]
+        rows.append(found)
+    return rows, total

@@ -24,6 +24,7 @@ from deadpixel.events import ClickEvent, OpenEvent
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.logs import configure as configure_logs
 from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
+from deadpixel.store import rollups
 from deadpixel.store.clicks import purge_click_detail, write_clicks
 from deadpixel.store.db import WalCheckpointer, create_engine, is_sqlite
 from deadpixel.store.links import LinkResolver
@@ -40,6 +41,7 @@ from deadpixel.web.dashboard import Dashboard
 from deadpixel.web.unsubscribe import unsubscribe_routes
 
 log = logging.getLogger(__name__)
+ROLLUP_INTERVAL = 5.0  # seconds between background folds of new opens into the charts' rollups
 
 
 def build_web(
@@ -174,6 +176,15 @@ class Deadpixel:
                 log.exception("retention: purging old raw detail failed; trying again in an hour")
             await asyncio.sleep(3600)
 
+    async def _fold_rollups(self) -> None:
+        """Keep the charts' rollups a few seconds behind the opens, so a page view finds little to fold."""
+        while True:
+            try:
+                await asyncio.to_thread(rollups.catch_up, self.api_engine, self.engine)
+            except Exception:
+                log.exception("rollups: folding new opens failed; trying again shortly")
+            await asyncio.sleep(ROLLUP_INTERVAL)
+
     async def _lifespan(self, receive: Any, send: Any) -> None:
         background: list[asyncio.Task[None]] = []
         while True:
@@ -184,6 +195,7 @@ class Deadpixel:
                 if self.checkpointer is not None:
                     self.checkpointer.start()
                 background.append(asyncio.create_task(self.metrics.run()))
+                background.append(asyncio.create_task(self._fold_rollups()))
                 if self.settings.retention_days > 0:
                     background.append(asyncio.create_task(self._apply_retention()))
                 await send({"type": "lifespan.startup.complete"})

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 from sqlalchemy import Connection
@@ -22,7 +23,7 @@ from deadpixel.logs import configure as configure_logs
 from deadpixel.metrics import node_totals, prometheus_text
 from deadpixel.pixels import new_pixel
 from deadpixel.send.commands import campaign, send, suppression
-from deadpixel.store import maintenance
+from deadpixel.store import maintenance, rollups
 from deadpixel.store.api_tokens import ApiToken, TokenError, create_token, list_tokens, revoke_token
 from deadpixel.store.clicks import purge_click_detail, reclassify_clicks
 from deadpixel.store.db import create_engine
@@ -58,6 +59,15 @@ def store(settings: Settings) -> Iterator[Connection]:
             yield conn
     finally:
         engine.dispose()
+
+
+def fold_rollups(settings: Settings) -> None:
+    """Bring the charts' rollups up to date, through an engine that takes SQLite's write lock up front."""
+    writer = create_engine(settings.database_url, writer=True)
+    try:
+        rollups.catch_up(writer)
+    finally:
+        writer.dispose()
 
 
 def print_json(value: Any) -> None:
@@ -205,12 +215,15 @@ def opens(campaign: str | None, message_id: str | None, limit: int, as_json: boo
 @click.argument("campaign", required=False)
 @json_option
 def report(campaign: str | None, as_json: bool) -> None:
-    """Headline numbers for a campaign (or for all messages)."""
-    with store(load_settings()) as conn:
+    """Headline numbers for a campaign (or for all messages); with --json, every chart's data too."""
+    settings = load_settings()
+    with store(settings) as conn:
+        fold_rollups(settings)
+        if as_json:
+            print_json(analytics.campaign_stats(conn, campaign, ZoneInfo(settings.timezone)))
+            return
         figures = analytics.report(conn, campaign)
-    if as_json:
-        print_json(figures)
-        return
+        waits = analytics.time_to_first_open(conn, campaign)
     click.echo(f"Campaign: {campaign or '(all messages)'}")
     click.echo(f"  sent             {figures['sent']}")
     if figures["untracked"]:
@@ -225,7 +238,11 @@ def report(campaign: str | None, as_json: bool) -> None:
     click.echo(f"  unique opens     {figures['unique_opens']}  ({figures['open_rate']:.1%} of {over})")
     click.echo(f"    human          {figures['human_opens']}  ({figures['human_open_rate']:.1%} of {over})")
     click.echo(f"    machine only   {figures['machine_opens']}  (Apple prefetch, security scanners)")
-    click.echo(f"  total opens      {figures['total_opens']}")
+    click.echo(f"  total opens      {figures['total_opens']}  ({figures['opens_per_opener']:.1f} per opener)")
+    if waits["median_seconds"] is not None:
+        median_hours = waits["median_seconds"] / 3600
+        click.echo(f"  time to open     median {median_hours:.1f} h to the first human open, over"
+                   f" {waits['messages']} messages with a send time")  # fmt: skip
     click.echo(f"  unique clicks    {figures['unique_clicks']}  ({figures['click_rate']:.1%} of {over}, "
                f"{figures['click_to_open_rate']:.1%} of opened)")  # fmt: skip
     click.echo(f"  total clicks     {figures['total_clicks']}  (scanners and HEAD requests included)")
@@ -287,6 +304,7 @@ def reclassify() -> None:
         classifier = OpenClassifier(enricher_from_settings(settings), settings.ip_mode)
         n = maintenance.reclassify(conn, classifier)
         n_clicks = reclassify_clicks(conn, classifier)
+    fold_rollups(settings)  # reclassify emptied them: rebuild now, not on the next page view
     click.echo(f"Reclassified {n} opens and {n_clicks} clicks.")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
 
@@ -51,6 +52,7 @@ class Settings:
     retention_days: int = 0
     enrichment: bool = True
     api_rate: int = 600  # /api/v1 requests per minute per token and server process; 0: no limit
+    timezone: str = "UTC"  # an IANA zone: the hours and weekdays of the dashboard's heatmap
     # Outgoing mail (``deadpixel send``, ``campaign send``); nothing else needs these.
     smtp_host: str | None = None
     smtp_port: int | None = None  # None: 465 for ssl, 587 otherwise
@@ -172,6 +174,15 @@ def _as_database_url(raw: Any) -> str:
     return url
 
 
+def _as_timezone(raw: Any) -> str:
+    name = str(raw).strip()
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ConfigError("timezone", f"must be an IANA time zone like Europe/Berlin (got {raw!r})") from None
+    return name
+
+
 def _as_optional_text(raw: Any) -> str | None:
     if raw is None:
         return None
@@ -253,6 +264,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         retention_days=_as_int("retention_days", 0, 100_000)(value("retention_days", 0)),
         enrichment=_as_bool("enrichment")(value("enrichment", True)),
         api_rate=_as_int("api_rate", 0, 10_000_000)(value("api_rate", 600)),
+        timezone=_as_timezone(value("timezone", "UTC")),
         **_smtp_settings(value),
         **_relay_settings(value),
         **_bounce_settings(value),

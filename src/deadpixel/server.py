@@ -10,18 +10,23 @@ import os
 
 from deadpixel.config import ENV_PREFIX, Settings, ensure_data_dir
 from deadpixel.keys import load_or_create_keys
+from deadpixel.store import rollups
 from deadpixel.store.db import create_engine
 from deadpixel.store.migrate import ensure_current
 
 
 def prepare(settings: Settings) -> None:
-    """Everything that must happen once, before any worker starts: data dir, keys, schema."""
+    """Everything that must happen once, before any worker starts: data dir, keys, schema, and the charts'
+    rollups caught up (after an upgrade, the first page would otherwise fold in every open)."""
     ensure_data_dir(settings)
     load_or_create_keys(settings.keys_file)
     engine = create_engine(settings.database_url)
+    writer = create_engine(settings.database_url, writer=True)
     try:
         ensure_current(engine)
+        rollups.catch_up(writer, engine)
     finally:
+        writer.dispose()
         engine.dispose()
 
 

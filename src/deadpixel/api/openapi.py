@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from deadpixel.analytics import DEFINITIONS, MESSAGE_COUNTERS
+from deadpixel.analytics import BREAKDOWNS, DEFINITIONS, MESSAGE_COUNTERS
 from deadpixel.api.params import DEFAULT_LIMIT, MAX_LIMIT
 from deadpixel.enrich.classify import KINDS
 
@@ -20,7 +20,12 @@ OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time", "description
 OPTIONAL_TEXT = {"type": ["string", "null"]}
 COUNT = {"type": "integer", "minimum": 0}
 RATE = {"type": "number", "minimum": 0, "maximum": 1}
-RATES = ("open_rate", "human_open_rate", "click_rate", "click_to_open_rate", "bounce_rate")
+RATES = (
+    "open_rate", "human_open_rate", "machine_open_rate", "click_rate", "click_to_open_rate", "bounce_rate",
+)  # fmt: skip
+RATIOS = ("opens_per_opener",)
+# Definitions of the chart data in a campaign's stats, described by their own schemas below.
+SERIES = ("time_to_first_open", "opens_over_time", "heatmap", "breakdowns", "top_links")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -42,12 +47,89 @@ def _object(properties: dict[str, Any], description: str = "") -> dict[str, Any]
 def _figures() -> dict[str, Any]:
     """The report's numbers, each described by its definition."""
     figures: dict[str, Any] = {
-        name: {**(RATE if name in RATES else COUNT), "description": definition}
+        name: {**_figure_type(name), "description": definition}
         for name, definition in DEFINITIONS.items()
+        if name not in SERIES
     }
     figures["first_open_at"] = {**OPTIONAL_TIME, "description": "the earliest open of a sent message"}
     figures["last_open_at"] = {**OPTIONAL_TIME, "description": "the latest open of a sent message"}
     return figures
+
+
+def _figure_type(name: str) -> dict[str, Any]:
+    if name in RATES:
+        return RATE
+    if name in RATIOS:
+        return {"type": "number", "minimum": 0}
+    return COUNT
+
+
+def _series() -> dict[str, Any]:
+    """The chart data of a campaign's stats, each described by its definition."""
+    split = {"opens": COUNT, "human": COUNT, "machine": COUNT}
+    local_hour = {"type": "string", "description": "the hour's start, local time with its UTC offset"}
+    local_day = {"type": "string", "format": "date", "description": "the local day"}
+    return {
+        "time_to_first_open": _object(
+            {
+                "messages": {**COUNT, "description": "opened messages with a known send time"},
+                "median_seconds": {"type": ["number", "null"], "minimum": 0},
+                "buckets": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "label": {"type": "string"},
+                            "below_seconds": {
+                                "type": ["number", "null"],
+                                "description": "the bucket's upper bound; null for the last, open-ended one",
+                            },
+                            "messages": COUNT,
+                        }
+                    ),
+                },
+            },
+            DEFINITIONS["time_to_first_open"],
+        ),
+        "opens_over_time": _object(
+            {
+                "timezone": {"type": "string", "description": "DEADPIXEL_TIMEZONE"},
+                "hourly": {"type": "array", "items": _object({"hour": local_hour, **split})},
+                "daily": {"type": "array", "items": _object({"day": local_day, **split})},
+            },
+            DEFINITIONS["opens_over_time"],
+        ),
+        "heatmap": _object(
+            {
+                "timezone": {"type": "string", "description": "DEADPIXEL_TIMEZONE"},
+                "weekdays": {"type": "array", "items": {"type": "string"}, "minItems": 7, "maxItems": 7},
+                "cells": {
+                    "type": "array",
+                    "description": "cells[weekday][hour], Monday first",
+                    "minItems": 7,
+                    "maxItems": 7,
+                    "items": {"type": "array", "items": COUNT, "minItems": 24, "maxItems": 24},
+                },
+            },
+            DEFINITIONS["heatmap"],
+        ),
+        "breakdowns": _object(
+            {
+                field: {
+                    "type": "array",
+                    "items": _object({"value": OPTIONAL_TEXT, "opens": COUNT}),
+                }
+                for field in BREAKDOWNS
+            },
+            DEFINITIONS["breakdowns"],
+        ),
+        "top_links": {
+            "type": "array",
+            "description": DEFINITIONS["top_links"],
+            "items": _object(
+                {"url": {"type": "string"}, "clicks": COUNT, "human_clicks": COUNT, "unique_clickers": COUNT}
+            ),
+        },
+    }
 
 
 def _page(item: str) -> dict[str, Any]:
@@ -107,13 +189,14 @@ def _schemas() -> dict[str, Any]:
             {
                 "campaign": {**OPTIONAL_TEXT, "description": "the campaign's name"},
                 **figures,
+                **_series(),
                 "definitions": {
                     "type": "object",
                     "description": "each number's definition, as in this document",
                     "additionalProperties": {"type": "string"},
                 },
             },
-            "Headline figures of a campaign. Only messages with status sent count.",
+            "Headline figures of a campaign and its chart data. Only messages with status sent count.",
         ),
         "Campaign": _object(
             {"name": {"type": "string"}, "created_at": TIME, **figures},

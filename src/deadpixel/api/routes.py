@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
 from starlette.requests import Request
@@ -23,6 +24,7 @@ from deadpixel.api.errors import ApiError, bad_parameter
 from deadpixel.api.openapi import document
 from deadpixel.config import Settings
 from deadpixel.pixels import new_pixel
+from deadpixel.store import rollups
 from deadpixel.tokens import TokenSigner
 
 T = TypeVar("T")
@@ -54,6 +56,8 @@ def api_routes(reads: Engine, writes: Engine, settings: Settings, signer: TokenS
     """``writes`` takes SQLite's write lock when its transaction begins (see store.db), so a write waits for
     the pixel writer instead of failing with "database is locked" when it upgrades a read."""
 
+    zone = ZoneInfo(settings.timezone)
+
     async def db(work: Callable[[Connection], T], engine: Engine = reads) -> T:
         def run() -> T:
             with engine.begin() as conn:
@@ -76,10 +80,11 @@ def api_routes(reads: Engine, writes: Engine, settings: Settings, signer: TokenS
 
         def stats(conn: Connection) -> dict[str, Any]:
             try:
-                return analytics.report(conn, name)
+                return analytics.campaign_stats(conn, name, zone)
             except analytics.UnknownCampaign:
                 raise ApiError(404, f"no campaign named {name!r}") from None
 
+        await asyncio.to_thread(rollups.refresh, writes, reads)
         return JSONResponse(await db(stats))
 
     async def messages(request: Request) -> JSONResponse:

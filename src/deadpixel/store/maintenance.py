@@ -10,6 +10,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, u
 
 from deadpixel.enrich.opens import ENRICHED_FIELDS, OpenClassifier, apply_message_pattern
 from deadpixel.events import OpenEvent
+from deadpixel.store import rollups
 from deadpixel.store.schema import campaign_recipients, clicks, messages, opens, relayed
 from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS
 
@@ -92,6 +93,7 @@ def reclassify(conn: Connection, classifier: OpenClassifier) -> int:
             )  # fmt: skip
         rebuild_counters(conn, chunk)
         rewritten += len(rows)
+    rollups.reset(conn)  # verdicts and clients changed: the charts' rollups are rebuilt from the events
     return rewritten
 
 
@@ -133,7 +135,7 @@ def forget_recipient(conn: Connection, address: str) -> tuple[int, int]:
     erased_opens = 0
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        erased_opens += int(conn.execute(delete(opens).where(opens.c.message_id.in_(chunk))).rowcount or 0)
+        erased_opens += rollups.delete_opens(conn, chunk)
         conn.execute(delete(clicks).where(clicks.c.message_id.in_(chunk)))  # links go with their message
         conn.execute(delete(messages).where(and_(messages.c.id.in_(chunk))))
     return len(ids), erased_opens

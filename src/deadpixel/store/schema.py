@@ -247,3 +247,55 @@ api_tokens = Table(
     Column("last_used_at", Float, nullable=True),
     Column("revoked_at", Float, nullable=True),
 )
+
+# Rollups of opens for the dashboard's charts (see deadpixel.store.rollups): per campaign (0 for messages
+# without one) and quarter of an hour, and per campaign and value of each breakdown. Kept off the pixel's
+# write path: folded in from events newer than a watermark when they are read.
+open_slots = Table(
+    "open_slots",
+    metadata,
+    Column("campaign_id", Integer, primary_key=True, autoincrement=False),
+    Column("slot", Integer, primary_key=True, autoincrement=False),  # floor(at / 900): UTC quarter hours
+    Column("opens", Integer, nullable=False),
+    Column("human", Integer, nullable=False),  # human and proxy
+    Column("machine", Integer, nullable=False),  # prefetch and scanner
+)
+
+open_values = Table(
+    "open_values",
+    metadata,
+    Column("campaign_id", Integer, primary_key=True, autoincrement=False),
+    Column("field", String(8), primary_key=True),  # kind, client, device, os, country
+    Column("value", String(64), primary_key=True),  # '' when unknown
+    Column("opens", Integer, nullable=False),
+)
+
+# Per sent message with a send time: how long after it a person first opened it (a human or proxy open),
+# so the time to first open is read from an index instead of every message row, and prefetches and
+# scanners at delivery do not pass for readers.
+first_human_opens = Table(
+    "first_human_opens",
+    metadata,
+    Column("message_id", String(16), primary_key=True),
+    Column("campaign_id", Integer, nullable=False),  # 0 for messages without one
+    Column("wait", Float, nullable=False),  # seconds from sent_at to the first human or proxy open
+    Index(None, "campaign_id", "wait"),
+)
+
+# How far the rollups have read the opens table: every id up to ``watermark`` is folded in, except the ids
+# in rollup_gaps, which were not visible yet (a PostgreSQL transaction that had taken them had not
+# committed) and are looked for again until they appear or are too old to be a transaction in flight.
+rollup_state = Table(
+    "rollup_state",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("watermark", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+rollup_gaps = Table(
+    "rollup_gaps",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("noted_at", Float, nullable=False),
+)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import Engine
@@ -24,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 from deadpixel import analytics
 from deadpixel.config import Settings
 from deadpixel.pixels import new_pixel
+from deadpixel.store import rollups
 from deadpixel.tokens import TokenSigner
 from deadpixel.users import authenticate, session_stamp
 from deadpixel.web import charts
@@ -39,6 +42,10 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
 }
 Page = Callable[[Request, Session], Awaitable[Response]]
+SPARKLINE_DAYS = 14
+RECIPIENTS_PER_PAGE = 50
+MAX_PAGE = 1_000_000
+MAX_SEARCH = 320  # the longest address there can be
 TITLES = {"kind": "Verdict", "client": "Mail client", "device": "Device", "os": "OS", "country": "Country"}
 
 
@@ -52,11 +59,13 @@ class Dashboard:
             load_secret(settings.data_dir / "session-secret"), secure=settings.base_url.startswith("https://")
         )
         self.brake = LoginBrake()
+        self.zone = ZoneInfo(settings.timezone)
         self.templates = Environment(
             loader=PackageLoader("deadpixel.web", "templates"),
             autoescape=select_autoescape(),
             auto_reload=False,
         )
+        self.templates.filters["duration"] = duration
 
     def routes(self) -> list[BaseRoute]:
         static = StaticFiles(directory=Path(__file__).parent / "static")
@@ -142,38 +151,75 @@ class Dashboard:
     async def home(self, request: Request, session: Session) -> Response:
         return RedirectResponse("/campaigns", status_code=303)
 
+    async def fold(self) -> None:
+        """Bring the charts' rollups up to date with the opens committed since the last page asked."""
+        await asyncio.to_thread(rollups.refresh, self.writer, self.engine)
+
     async def campaigns(self, request: Request, session: Session) -> Response:
-        found = await self.read(analytics.list_campaigns)
-        overall = await self.read(analytics.report)
-        return self.render("campaigns.html", session=session, campaigns=found, overall=overall)
+        await self.fold()
+
+        def gather(conn: Any) -> dict[str, Any]:
+            per_day = analytics.opens_per_day(conn, SPARKLINE_DAYS)
+            return {
+                "campaigns": analytics.list_campaigns(conn),
+                "overall": analytics.report(conn),
+                "sparklines": {name: charts.sparkline(values) for name, values in per_day.items()},
+            }
+
+        data = await self.read(gather)
+        return self.render("campaigns.html", session=session, sparkline_days=SPARKLINE_DAYS, **data)
 
     async def campaign(self, request: Request, session: Session) -> Response:
         name = request.path_params["name"]
+        try:
+            view = recipient_view(request.query_params)
+        except BadParameter as exc:
+            return self.render("error.html", 400, session=session, message=str(exc))
+        await self.fold()
 
-        def gather(conn: Any) -> dict[str, Any]:
+        def numbers(conn: Any) -> dict[str, Any]:
+            found = analytics.headline(conn, name)
+            waits = found["time_to_first_open"]
             return {
-                "report": analytics.report(conn, name),
-                "days": analytics.opens_by_day(conn, name),
-                "breakdowns": {f: analytics.breakdown(conn, name, f) for f in analytics.BREAKDOWNS},
-                "recipients": analytics.list_messages(conn, campaign=name, limit=200),
+                "report": found,
+                "time_to_open": charts.time_to_open(waits["buckets"]) if waits["messages"] else None,
+            }
+
+        def series(conn: Any) -> dict[str, Any]:
+            found = analytics.chart_data(conn, name, self.zone)
+            over_time = found["opens_over_time"]
+            # Drawn here, in a worker thread, so the event loop keeps answering pixels meanwhile.
+            return {
+                "series": found,
+                "hourly": charts.opens_by_hour(over_time["hourly"]) if over_time["hourly"] else None,
+                "daily": charts.opens_over_time(over_time["daily"]) if over_time["daily"] else None,
+                "heat": charts.heat_levels(found["heatmap"]["cells"]),
+                "breakdowns": [
+                    (TITLES[field], charts.breakdown_bars(TITLES[field], rows))
+                    for field, rows in found["breakdowns"].items()
+                    if rows
+                ],
             }
 
         try:
-            data = await self.read(gather)
+            # Three connections at once: the databases scan the message rows while the charts are drawn.
+            head, drawn, (rows, matching) = await asyncio.gather(
+                self.read(numbers), self.read(series), self.read(analytics.recipients, name, view)
+            )
         except analytics.UnknownCampaign:
             return self.render("error.html", 404, session=session, message=f"No campaign named {name!r}.")
+        head["report"].update(drawn.pop("series"))
         return self.render(
             "campaign.html",
             session=session,
             name=name,
-            report=data["report"],
-            recipients=data["recipients"],
-            timeline=charts.opens_over_time(data["days"]) if data["days"] else None,
-            breakdowns=[
-                (TITLES[field], charts.breakdown_bars(TITLES[field], rows))
-                for field, rows in data["breakdowns"].items()
-                if rows
-            ],
+            recipients=rows,
+            view=view,
+            matching=matching,
+            pages=max(1, -(-matching // view.per_page)),
+            link=partial(_recipients_link, request.url.path, view),
+            **head,
+            **drawn,
         )
 
     async def message(self, request: Request, session: Session) -> Response:
@@ -211,6 +257,52 @@ class Dashboard:
 
         made = await asyncio.to_thread(make)
         return self.render("pixel.html", session=session, made=made, form={}, error=None)
+
+
+def duration(seconds: float | None) -> str:
+    """A wait as a person says it: 45 s, 12 min, 3.5 h, 2.1 days; a dash when there is none."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+class BadParameter(ValueError):
+    """A query parameter the page cannot use; the message says which and what it takes."""
+
+
+def recipient_view(query: Any) -> analytics.RecipientView:
+    """The recipients table's search, sort and page from the query string, checked before any SQL."""
+    search = str(query.get("q", "")).strip()
+    if len(search) > MAX_SEARCH:
+        raise BadParameter(f"The search (q) is longer than {MAX_SEARCH} characters.")
+    if "\x00" in search:
+        raise BadParameter("The search (q) cannot contain a NUL character.")
+    sort = query.get("sort", "status")
+    if sort not in analytics.RECIPIENT_SORTS:
+        raise BadParameter(f"sort must be one of {', '.join(analytics.RECIPIENT_SORTS)}.")
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise BadParameter("order must be asc or desc.")
+    raw_page = query.get("page", "1")
+    if not (raw_page.isascii() and raw_page.isdigit() and 1 <= int(raw_page) <= MAX_PAGE):
+        raise BadParameter(f"page must be a whole number from 1 to {MAX_PAGE}.")
+    return analytics.RecipientView(search, sort, order == "desc", int(raw_page), RECIPIENTS_PER_PAGE)
+
+
+def _recipients_link(path: str, view: analytics.RecipientView, **changes: Any) -> str:
+    """The page's own URL with some of the table's parameters changed (a new sort starts at page 1)."""
+    wanted = {"q": view.search, "sort": view.sort, "order": "desc" if view.descending else "asc", "page": 1}
+    if "page" not in changes:
+        changes["page"] = 1 if "sort" in changes or "order" in changes else view.page
+    wanted.update(changes)
+    query = {k: v for k, v in wanted.items() if v not in ("", None)}
+    return quote(path) + "?" + urlencode(query) + "#recipients"
 
 
 def _looks_like_address(value: str) -> bool:

@@ -1,0 +1,251 @@
+"""Rollups of opens for the charts: folded in from new events when read, never on the pixel's write path.
+
+A chart of a campaign with 100,000 opens would otherwise scan all of them, once per chart. The pixel's
+writer stays as it is (insert opens, bump message counters); instead, whoever reads the charts first folds
+the opens committed since the last fold into two small tables: opens per campaign and UTC quarter hour
+(``open_slots``, enough for any time zone's hours, since every zone's offset is a whole number of quarter
+hours) and opens per campaign and value of each breakdown (``open_values``).
+
+Which opens are folded is tracked by id, not by time, so a spool replay that stores old opens late is
+folded like any new open (into the quarter hour it happened in). On PostgreSQL, ids are taken when a row is
+inserted but become visible when its transaction commits, and several writers commit in any order: an id
+below the newest one seen may still appear. Each fold therefore notes the ids it skipped over in
+``rollup_gaps`` and looks for them again on every later fold, until they appear (and are folded) or are
+older than ``GAP_HORIZON``, far longer than any writer's transaction lasts (its statements time out after
+the commit deadline). SQLite has one writer at a time and folds while holding the write lock, so nothing
+is in flight there and no gaps are noted. Folds are serialised by a row lock on ``rollup_state`` (on
+SQLite, by the write lock) and run in short transactions of at most ``CHUNK`` opens, so the pixel's writer
+never waits long for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+
+from deadpixel.store.schema import (
+    first_human_opens,
+    messages,
+    open_slots,
+    open_values,
+    opens,
+    rollup_gaps,
+    rollup_state,
+)
+from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS
+
+log = logging.getLogger(__name__)
+SLOT = 900  # seconds in a quarter hour
+FIELDS = ("kind", "client", "device", "os", "country")
+CHUNK = 2_000  # opens per fold transaction: on SQLite the pixel's writer waits for it, so keep it short
+GAP_HORIZON = 3600.0
+STATE = "opens"
+_IN_CHUNK = 500
+
+_columns = (
+    opens.c.id,
+    func.coalesce(messages.c.campaign_id, 0),
+    opens.c.at,
+    *(opens.c[field] for field in FIELDS),
+    opens.c.message_id,
+    messages.c.sent_at,
+    messages.c.status,
+)
+_source = opens.outerjoin(messages, messages.c.id == opens.c.message_id)
+
+
+def pending(conn: Connection) -> bool:
+    """Whether a fold has anything to do: a few index lookups, cheap enough before every read."""
+    watermark = conn.execute(select(rollup_state.c.watermark).where(rollup_state.c.name == STATE)).scalar()
+    newest = conn.execute(select(func.max(opens.c.id))).scalar()
+    if newest is not None and newest > (watermark or 0):
+        return True
+    appeared = select(opens.c.id).where(opens.c.id == rollup_gaps.c.id).exists()
+    gap = select(rollup_gaps.c.id).where(appeared | (rollup_gaps.c.noted_at < time.time() - GAP_HORIZON))
+    return conn.execute(gap.limit(1)).first() is not None
+
+
+def catch_up(writer: Engine, reader: Engine | None = None) -> int:
+    """Fold every open committed so far, a chunk per transaction; returns how many were folded.
+
+    ``writer`` must take SQLite's write lock when its transaction begins (``create_engine(writer=True)``).
+    """
+    with (reader or writer).connect() as conn:
+        if not pending(conn):
+            return 0
+    folded = 0
+    while True:
+        with writer.begin() as conn:
+            n, more = fold(conn)
+        folded += n
+        if not more:
+            return folded
+
+
+def refresh(writer: Engine, reader: Engine) -> None:
+    """``catch_up`` before a page or an API answer: when the database is too busy to fold now (a lock held
+    past its timeout), the answer shows the rollups as they are, at most a few seconds behind, rather than
+    failing."""
+    try:
+        catch_up(writer, reader)
+    except OperationalError:
+        log.warning("rollups: could not fold new opens now; showing them as of the last fold", exc_info=True)
+
+
+def fold(conn: Connection, chunk: int = CHUNK, now: float | None = None) -> tuple[int, bool]:
+    """One chunk of new opens (and of late ones found in the gaps) into the rollups, in the caller's
+    transaction. Returns how many were folded and whether more are waiting."""
+    now = time.time() if now is None else now
+    state = select(rollup_state.c.watermark).where(rollup_state.c.name == STATE).with_for_update()
+    watermark = int(conn.execute(state).scalar_one())
+    found = _late_arrivals(conn, now)
+    fresh = conn.execute(
+        select(*_columns).select_from(_source).where(opens.c.id > watermark).order_by(opens.c.id).limit(chunk)
+    ).all()
+    if fresh and conn.dialect.name != "sqlite":
+        _note_gaps(conn, watermark, [row[0] for row in fresh], now)
+    _add(conn, [*found, *fresh], sign=1)
+    if fresh:
+        conn.execute(
+            update(rollup_state)
+            .where(rollup_state.c.name == STATE)
+            .values(watermark=fresh[-1][0], updated_at=now)
+        )
+    return len(found) + len(fresh), len(fresh) == chunk
+
+
+def delete_opens(conn: Connection, message_ids: Sequence[str]) -> int:
+    """Delete these messages' opens and take the folded ones out of the rollups; returns how many.
+
+    SQLite hands out the highest id again once its row is gone, so the watermark comes down to the highest
+    id left: an open stored later under a reused id is still folded.
+    """
+    watermark = int(
+        conn.execute(
+            select(rollup_state.c.watermark).where(rollup_state.c.name == STATE).with_for_update()
+        ).scalar_one()
+    )
+    gone = conn.execute(
+        select(*_columns)
+        .select_from(_source)
+        .where(
+            opens.c.message_id.in_(message_ids),
+            opens.c.id <= watermark,
+            opens.c.id.not_in(select(rollup_gaps.c.id)),
+        )
+    ).all()
+    _add(conn, gone, sign=-1)
+    conn.execute(delete(first_human_opens).where(first_human_opens.c.message_id.in_(message_ids)))
+    erased = int(conn.execute(delete(opens).where(opens.c.message_id.in_(message_ids))).rowcount or 0)
+    highest = conn.execute(select(func.max(opens.c.id))).scalar() or 0
+    if highest < watermark:
+        conn.execute(update(rollup_state).where(rollup_state.c.name == STATE).values(watermark=highest))
+    return erased
+
+
+def reset(conn: Connection) -> None:
+    """Forget every rollup, so the next fold rebuilds them from the events (after `reclassify`)."""
+    conn.execute(delete(open_slots))
+    conn.execute(delete(open_values))
+    conn.execute(delete(first_human_opens))
+    conn.execute(delete(rollup_gaps))
+    conn.execute(update(rollup_state).where(rollup_state.c.name == STATE).values(watermark=0))
+
+
+def _late_arrivals(conn: Connection, now: float) -> Sequence[Any]:
+    """Opens whose ids were skipped by an earlier fold and have committed since; expired gaps are dropped.
+
+    One join, however many gaps there are (a rolled-back batch leaves as many as it had opens); only the
+    ids found are crossed off, so an open committing meanwhile is found by the next fold.
+    """
+    found = conn.execute(
+        select(*_columns).select_from(_source.join(rollup_gaps, rollup_gaps.c.id == opens.c.id))
+    ).all()
+    seen = [row[0] for row in found]
+    for start in range(0, len(seen), _IN_CHUNK):
+        conn.execute(delete(rollup_gaps).where(rollup_gaps.c.id.in_(seen[start : start + _IN_CHUNK])))
+    conn.execute(delete(rollup_gaps).where(rollup_gaps.c.noted_at < now - GAP_HORIZON))
+    return found
+
+
+def _note_gaps(conn: Connection, watermark: int, ids: Iterable[int], now: float) -> None:
+    missing: list[int] = []
+    expected = watermark + 1
+    for event_id in ids:
+        missing.extend(range(expected, event_id))
+        expected = event_id + 1
+    if missing:
+        conn.execute(rollup_gaps.insert(), [{"id": gap, "noted_at": now} for gap in missing])
+
+
+def _add(conn: Connection, rows: Sequence[Any], sign: int) -> None:
+    """Add (or with ``sign=-1`` take away) these opens' counts, one upsert per touched rollup row; a human
+    open may also be its message's first (taking opens away leaves that to the caller)."""
+    if not rows:
+        return
+    slots: Counter[tuple[int, int, str]] = Counter()
+    values: Counter[tuple[int, str, str]] = Counter()
+    firsts: dict[str, dict[str, Any]] = {}
+    for _, campaign_id, at, kind, client, device, os, country, message_id, sent_at, status in rows:
+        group = "human" if kind in HUMAN_KINDS else "machine" if kind in MACHINE_KINDS else "other"
+        slots[campaign_id, int(at // SLOT), group] += sign
+        for field, value in zip(FIELDS, (kind, client, device, os, country), strict=True):
+            values[campaign_id, field, value or ""] += sign
+        if sign > 0 and group == "human" and sent_at is not None and status == "sent":
+            wait = at - sent_at
+            if message_id not in firsts or wait < firsts[message_id]["wait"]:
+                firsts[message_id] = {"message_id": message_id, "campaign_id": campaign_id, "wait": wait}
+    per_slot: dict[tuple[int, int], dict[str, Any]] = {}
+    for (campaign_id, slot, group), n in slots.items():
+        entry = per_slot.get((campaign_id, slot))
+        if entry is None:
+            entry = {"campaign_id": campaign_id, "slot": slot, "opens": 0, "human": 0, "machine": 0}
+            per_slot[campaign_id, slot] = entry
+        entry["opens"] += n
+        if group != "other":
+            entry[group] += n
+    _upsert(conn, open_slots, ("campaign_id", "slot"), ("opens", "human", "machine"), list(per_slot.values()))
+    _upsert(
+        conn,
+        open_values,
+        ("campaign_id", "field", "value"),
+        ("opens",),
+        [{"campaign_id": c, "field": f, "value": v, "opens": n} for (c, f, v), n in values.items()],
+    )
+    if firsts:
+        _upsert_earliest(conn, list(firsts.values()))
+
+
+def _upsert_earliest(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Each message's first human open: the earlier of the one stored and this fold's."""
+    t = first_human_opens
+    if conn.dialect.name == "postgresql":
+        statement: Any = postgresql.insert(t)
+        earlier = func.least(t.c.wait, statement.excluded.wait)
+    else:
+        statement = sqlite.insert(t)
+        earlier = func.min(t.c.wait, statement.excluded.wait)  # SQLite's min() of two values
+    statement = statement.values(
+        message_id=bindparam("message_id"), campaign_id=bindparam("campaign_id"), wait=bindparam("wait")
+    ).on_conflict_do_update(index_elements=["message_id"], set_={"wait": earlier})
+    rows.sort(key=lambda row: row["message_id"])
+    conn.execute(statement, rows)
+
+
+def _upsert(
+    conn: Connection, table: Any, keys: Sequence[str], counts: Sequence[str], rows: list[dict[str, Any]]
+) -> None:
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(table).values({name: bindparam(name) for name in (*keys, *counts)})
+    statement = statement.on_conflict_do_update(
+        index_elements=list(keys), set_={name: table.c[name] + statement.excluded[name] for name in counts}
+    )
+    rows.sort(key=lambda row: tuple(row[k] for k in keys))  # one lock order for concurrent folds
+    conn.execute(statement, rows)
