@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from deadpixel import analytics
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
+from deadpixel.hooks.commands import webhook
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
 from deadpixel.logs import configure as configure_logs
 from deadpixel.metrics import node_totals, prometheus_text
@@ -124,6 +125,8 @@ def relay(host: str | None, port: int | None) -> None:
 main.add_command(send)
 main.add_command(campaign)
 main.add_command(suppression)
+main.add_command(webhook)
+main.add_command(webhook, "webhooks")
 
 
 @main.command()
