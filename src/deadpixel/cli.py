@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Connection
 
-from deadpixel import analytics
+from deadpixel import analytics, exports
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.hooks.commands import webhook
@@ -223,6 +223,26 @@ def report(campaign: str | None, as_json: bool) -> None:
     click.echo(f"  unique clicks    {figures['unique_clicks']}  ({figures['click_rate']:.1%} of sent, "
                f"{figures['click_to_open_rate']:.1%} of opened)")  # fmt: skip
     click.echo(f"  total clicks     {figures['total_clicks']}  (scanners and HEAD requests included)")
+
+
+@main.command("export")
+@click.argument("kind", type=click.Choice(exports.KINDS))
+@click.option("--campaign", help="Only this campaign.")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout)."
+)
+def export_command(kind: str, campaign: str | None, output: Path | None) -> None:
+    """Export opens, clicks or per-recipient status as CSV, oldest first, streamed (see docs/exports.md)."""
+    settings = load_settings()
+    with store(settings) as conn:
+        exports.query(conn, kind, campaign)  # an unknown campaign stops here, before any file is written
+    engine = create_engine(settings.database_url)
+    try:
+        with click.open_file(str(output) if output else "-", "wb") as out:
+            for chunk in exports.stream(engine, kind, campaign):
+                out.write(chunk)
+    finally:
+        engine.dispose()
 
 
 @main.command()

@@ -17,11 +17,11 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import Engine
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from deadpixel import analytics
+from deadpixel import analytics, exports
 from deadpixel.config import Settings
 from deadpixel.pixels import new_pixel
 from deadpixel.tokens import TokenSigner
@@ -67,6 +67,7 @@ class Dashboard:
             Route("/", self.signed_in(self.home)),
             Route("/campaigns", self.signed_in(self.campaigns)),
             Route("/campaigns/{name:path}", self.signed_in(self.campaign)),
+            Route("/exports/{kind}.csv", self.signed_in(self.export), methods=["GET"]),
             Route("/messages/{id}", self.signed_in(self.message)),
             Route("/pixels/new", self.signed_in(self.new_pixel_form), methods=["GET"]),
             Route("/pixels/new", self.signed_in(self.new_pixel), methods=["POST"]),
@@ -174,6 +175,22 @@ class Dashboard:
                 for field, rows in data["breakdowns"].items()
                 if rows
             ],
+        )
+
+    async def export(self, request: Request, session: Session) -> Response:
+        """A campaign's (or, without ``?campaign=``, every) opens, clicks or recipients as CSV, streamed."""
+        kind, campaign = request.path_params["kind"], request.query_params.get("campaign")
+        if kind not in exports.KINDS:
+            return self.render("error.html", 404, session=session, message="No such export.")
+        try:
+            await self.read(exports.query, kind, campaign)
+        except analytics.UnknownCampaign:
+            return self.render("error.html", 404, session=session, message=f"No campaign named {campaign!r}.")
+        filename = f"{campaign or 'all'}-{kind}.csv".encode("ascii", "replace").decode().replace('"', "_")
+        return StreamingResponse(
+            exports.stream(self.engine, kind, campaign),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{filename}"', **SECURITY_HEADERS},
         )
 
     async def message(self, request: Request, session: Session) -> Response:
