@@ -28,6 +28,7 @@ from deadpixel.tokens import TokenSigner
 from deadpixel.users import authenticate, session_stamp
 from deadpixel.web import charts
 from deadpixel.web.session import LOGIN_CSRF_COOKIE, LoginBrake, Session, Sessions, load_secret, same_token
+from deadpixel.web.settings import SettingsPages
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -57,6 +58,7 @@ class Dashboard:
             autoescape=select_autoescape(),
             auto_reload=False,
         )
+        self.templates.filters["isotime"] = analytics.iso
 
     def routes(self) -> list[BaseRoute]:
         static = StaticFiles(directory=Path(__file__).parent / "static")
@@ -71,7 +73,18 @@ class Dashboard:
             Route("/messages/{id}", self.signed_in(self.message)),
             Route("/pixels/new", self.signed_in(self.new_pixel_form), methods=["GET"]),
             Route("/pixels/new", self.signed_in(self.new_pixel), methods=["POST"]),
+            *self.settings_routes(),
             Mount("/static", app=static, name="static"),
+        ]
+
+    def settings_routes(self) -> list[BaseRoute]:
+        pages = SettingsPages(self.engine, self.writer, self.settings, self.render)
+        return [
+            Route("/settings", self.signed_in(pages.show), methods=["GET"]),
+            Route("/settings/webhooks", self.signed_in(pages.add_webhook), methods=["POST"]),
+            Route("/settings/webhooks/{id}/remove", self.signed_in(pages.remove_webhook), methods=["POST"]),
+            Route("/settings/tokens", self.signed_in(pages.create_token), methods=["POST"]),
+            Route("/settings/tokens/{id}/revoke", self.signed_in(pages.revoke_token), methods=["POST"]),
         ]
 
     # --- plumbing -------------------------------------------------------------------------------------
