@@ -27,6 +27,7 @@ from deadpixel.pixels import new_pixel
 from deadpixel.tokens import TokenSigner
 from deadpixel.users import authenticate, session_stamp
 from deadpixel.web import charts
+from deadpixel.web import feed as live
 from deadpixel.web.session import LOGIN_CSRF_COOKIE, LoginBrake, Session, Sessions, load_secret, same_token
 from deadpixel.web.settings import SettingsPages
 
@@ -70,6 +71,7 @@ class Dashboard:
             Route("/campaigns", self.signed_in(self.campaigns)),
             Route("/campaigns/{name:path}", self.signed_in(self.campaign)),
             Route("/exports/{kind}.csv", self.signed_in(self.export), methods=["GET"]),
+            Route("/feed", self.signed_in(self.feed), methods=["GET"]),
             Route("/messages/{id}", self.signed_in(self.message)),
             Route("/pixels/new", self.signed_in(self.new_pixel_form), methods=["GET"]),
             Route("/pixels/new", self.signed_in(self.new_pixel), methods=["POST"]),
@@ -205,6 +207,21 @@ class Dashboard:
             media_type="text/csv; charset=utf-8",
             headers={"content-disposition": f'attachment; filename="{filename}"', **SECURITY_HEADERS},
         )
+
+    async def feed(self, request: Request, session: Session) -> Response:
+        """Server-sent events: each new open and click (only of ``?campaign=`` when given) once stored."""
+
+        async def still_signed_in() -> bool:
+            return same_token(session.stamp, await self.read(session_stamp, session.user))
+
+        events = live.stream(
+            self.engine,
+            live.Cursor.parse(request.headers.get("last-event-id")),
+            request.query_params.get("campaign") or None,
+            still_signed_in,
+        )
+        headers = {**SECURITY_HEADERS, "cache-control": "no-store", "x-accel-buffering": "no"}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     async def message(self, request: Request, session: Session) -> Response:
         message_id = request.path_params["id"]
