@@ -34,7 +34,7 @@ from deadpixel.store.messages import create_message
 from deadpixel.store.schema import webhook_deliveries
 from deadpixel.store.writes import write_opens
 from deadpixel.tokens import TokenSigner
-from tests.conftest import Server
+from tests.conftest import Server, free_port
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"
 
@@ -363,12 +363,15 @@ def test_a_real_server_delivers_opens_and_clicks_once_after_the_receiver_recover
         ]
         save_links(conn, [(ids[0], ["https://example.com/landing"])])
     engine.dispose()
-    server = server_factory(env={**env, "DEADPIXEL_WEBHOOK_BACKOFF": "0.2"}).start()
+    metrics_port = free_port()
+    server_env = {**env, "DEADPIXEL_WEBHOOK_BACKOFF": "0.2", "DEADPIXEL_METRICS_PORT": str(metrics_port)}
+    server = server_factory(env=server_env, workers=2).start()  # two deliverers share the outbox
     receiver.fail_until = time.time() + 3  # down for three seconds
     for mid in ids:
         pixel = httpx.get(f"{server.url}/o/{signer.pixel_token(mid)}.gif", headers={"user-agent": CHROME})
         assert pixel.status_code == 200
     assert httpx.get(f"{server.url}/c/{signer.click_token(ids[0], 0)}").status_code == 302
+    assert scrape(metrics_port)["deadpixel_webhook_deliveries_pending"] == 11  # the backlog, while down
     assert time.time() < receiver.fail_until, "the pixel waited on the webhook"
     deadline = time.monotonic() + 20
     while len(receiver.delivered()) < 11 and time.monotonic() < deadline:
@@ -380,4 +383,17 @@ def test_a_real_server_delivers_opens_and_clicks_once_after_the_receiver_recover
     )
     assert any(h.status == 503 for h in receiver.hits), "the receiver was never down"
     assert all(b["campaign"] == "live" for b in bodies.values())
+    deadline = time.monotonic() + 5
+    while (samples := scrape(metrics_port)).get("deadpixel_webhook_deliveries_total") != 11:
+        assert time.monotonic() < deadline, samples
+        time.sleep(0.2)
+    assert (
+        samples["deadpixel_webhook_deliveries_pending"] == samples["deadpixel_webhook_deliveries_failed"] == 0
+    )
+    assert samples["deadpixel_webhook_retries_total"] >= 11
     server.stop()
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and line[0] != "#"}

@@ -147,6 +147,9 @@ class Deadpixel:
             "invalid_click_tokens_total": self.click.stats.invalid_tokens + self.click.stats.unknown_links,
             "clicks_recorded_total": self.click_writer.stats.events_written,
             "clicks_dropped_total": self.click_writer.stats.events_dropped,
+            "webhook_deliveries_total": self.webhooks.deliverer.stats.delivered,
+            "webhook_retries_total": self.webhooks.deliverer.stats.retried,
+            "webhook_failures_total": self.webhooks.deliverer.stats.failed,
         }
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -17,6 +17,7 @@ from deadpixel import analytics, exports
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.hooks.commands import webhook
+from deadpixel.hooks.registry import backlog_gauges
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
 from deadpixel.logs import configure as configure_logs
 from deadpixel.metrics import node_totals, prometheus_text
@@ -363,7 +364,11 @@ def networks_update() -> None:
 def metrics(as_json: bool, prometheus: bool) -> None:
     """Counters of the running server's processes, summed (pixel requests, invalid tokens, opens, batches)."""
     settings = load_settings()
-    totals, processes = node_totals(settings.data_dir)
+    engine = create_engine(settings.database_url)
+    try:
+        totals, processes = node_totals(settings.data_dir, backlog_gauges(engine))
+    finally:
+        engine.dispose()
     if prometheus:
         click.echo(prometheus_text(totals, processes), nl=False)
         return

@@ -7,18 +7,21 @@ since the body names recipients (plain http is accepted for receivers on a priva
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, case, delete, func, insert, select
+from sqlalchemy import Connection, Engine, case, delete, func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from deadpixel.store import outbox
 from deadpixel.store.schema import webhook_deliveries, webhooks
 
+log = logging.getLogger(__name__)
 SECRET_PREFIX = "whsec_"
 EVENTS = ("open", "click")
 MAX_URL = 2048
@@ -155,3 +158,18 @@ def backlog(conn: Connection) -> dict[str, int]:
     found = {"pending": 0, "failed": 0}
     found.update({status: int(n) for status, n in rows})
     return found
+
+
+def backlog_gauges(engine: Engine) -> Callable[[], dict[str, float]]:
+    """The backlog as metrics gauges, read at each scrape; nothing when the store does not answer."""
+
+    def read() -> dict[str, float]:
+        try:
+            with engine.connect() as conn:
+                found = backlog(conn)
+        except SQLAlchemyError as exc:
+            log.warning("metrics: cannot read the webhook backlog (%s)", exc.__class__.__name__)
+            return {}
+        return {"webhook_deliveries_pending": found["pending"], "webhook_deliveries_failed": found["failed"]}
+
+    return read
