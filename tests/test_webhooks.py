@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
 
 from deadpixel.config import Settings
 from deadpixel.enrich.opens import OpenClassifier
@@ -31,7 +31,7 @@ from deadpixel.store.clicks import write_clicks
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import create_message
-from deadpixel.store.schema import webhook_deliveries
+from deadpixel.store.schema import webhook_deliveries, webhooks
 from deadpixel.store.writes import write_opens
 from deadpixel.tokens import TokenSigner
 from tests.conftest import Server, free_port
@@ -290,6 +290,30 @@ def test_a_receiver_that_never_recovers_ends_failed_and_can_be_retried(
         deliverer.close()
     with reader.connect() as conn:
         assert registry.backlog(conn) == {"pending": 0, "failed": 0}
+
+
+def test_rows_for_a_webhook_removed_elsewhere_are_dropped_not_sent(
+    engines: tuple[Engine, Engine], receiver: Receiver
+) -> None:
+    """Another process removed the webhook; this one's cache still names it for up to two seconds."""
+    reader, writer = engines
+    with writer.begin() as conn:
+        hook, _ = registry.add_webhook(conn, receiver.url)
+    seed_opens(writer, 2)  # this process now caches the webhook
+    with writer.begin() as conn:
+        conn.execute(delete(webhooks).where(webhooks.c.id == hook.id))
+        conn.execute(delete(webhook_deliveries))
+    seed_opens(writer, 3)  # written for the removed webhook, from the cache
+    with reader.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(webhook_deliveries)).scalar() == 3
+    deliverer = Deliverer(reader, writer, Policy(backoff=0.1, timeout=2.0))
+    try:
+        assert deliverer.drain() == 3
+    finally:
+        deliverer.close()
+    assert receiver.hits == []
+    with reader.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(webhook_deliveries)).scalar() == 0
 
 
 def test_two_deliverers_never_send_the_same_row(

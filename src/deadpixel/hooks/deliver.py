@@ -207,18 +207,18 @@ class Deliverer:
         self._client.close()
 
     def run_once(self) -> int:
-        """Send one batch of due deliveries; returns how many were handled (0: nothing was due)."""
+        """Send one batch of due deliveries; returns how many rows were handled (0: nothing was due)."""
         now = self._clock()
         with self._reader.connect() as conn:
             if not conn.execute(select(exists().where(_due(now)))).scalar():
                 return 0
         owner = uuid.uuid4().hex
-        claimed = self._claim(owner, now)
+        taken, claimed = self._claim(owner, now)
         if not claimed:
-            return 0
+            return taken
         outcomes = list(self._pool.map(self._send, claimed))
         self._record(owner, claimed, outcomes)
-        return len(claimed)
+        return taken
 
     def _send(self, row: Claimed) -> Outcome:
         return post(self._client, row.url, row.secret, row.event, row.event_id, row.body)
@@ -242,7 +242,8 @@ class Deliverer:
             if not handled:
                 stop.wait(self.policy.poll)
 
-    def _claim(self, owner: str, now: float) -> list[Claimed]:
+    def _claim(self, owner: str, now: float) -> tuple[int, list[Claimed]]:
+        """How many rows were taken (orphans included, deleted here) and the ones to send."""
         with self._writer.begin() as conn:
             ids = list(
                 conn.execute(
@@ -254,7 +255,7 @@ class Deliverer:
                 ).scalars()
             )
             if not ids:
-                return []
+                return 0, []
             conn.execute(
                 update(webhook_deliveries)
                 .where(d.id.in_(ids))
@@ -290,7 +291,7 @@ class Deliverer:
                     row.id, row.webhook_id, row.event_id, row.event, body, row.attempts, row.url, row.secret
                 )
             )
-        return claimed
+        return len(ids), claimed
 
     def _record(self, owner: str, claimed: Sequence[Claimed], outcomes: Sequence[Outcome]) -> None:
         now = self._clock()
