@@ -191,4 +191,6 @@ def test_the_campaign_page_offers_the_exports(engine: Engine, settings: Settings
         assert download.content == b"".join(exports.stream(engine, "recipients", "spring"))
         assert client.get("/exports/secrets.csv").status_code == 404
         assert client.get("/exports/opens.csv?campaign=nope").status_code == 404
+        assert client.get("/exports/opens.csv?campaign=%00").status_code == 404
+        assert client.get("/feed?campaign=a%00b").status_code == 404
         assert len(read_csv(client.get("/exports/opens.csv").content)) == 3

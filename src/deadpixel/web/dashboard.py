@@ -195,7 +195,7 @@ class Dashboard:
     async def export(self, request: Request, session: Session) -> Response:
         """A campaign's (or, without ``?campaign=``, every) opens, clicks or recipients as CSV, streamed."""
         kind, campaign = request.path_params["kind"], request.query_params.get("campaign")
-        if kind not in exports.KINDS:
+        if kind not in exports.KINDS or not _usable_campaign(campaign):
             return self.render("error.html", 404, session=session, message="No such export.")
         try:
             await self.read(exports.query, kind, campaign)
@@ -211,15 +211,15 @@ class Dashboard:
     async def feed(self, request: Request, session: Session) -> Response:
         """Server-sent events: each new open and click (only of ``?campaign=`` when given) once stored."""
 
+        campaign = request.query_params.get("campaign") or None
+        if not _usable_campaign(campaign):
+            return self.render("error.html", 404, session=session, message="No such campaign.")
+
         async def still_signed_in() -> bool:
             return same_token(session.stamp, await self.read(session_stamp, session.user))
 
-        events = live.stream(
-            self.engine,
-            live.Cursor.parse(request.headers.get("last-event-id")),
-            request.query_params.get("campaign") or None,
-            still_signed_in,
-        )
+        cursor = live.Cursor.parse(request.headers.get("last-event-id"))
+        events = live.stream(self.engine, cursor, campaign, still_signed_in)
         headers = {**SECURITY_HEADERS, "cache-control": "no-store", "x-accel-buffering": "no"}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
@@ -263,6 +263,11 @@ class Dashboard:
 def _looks_like_address(value: str) -> bool:
     local, at, domain = value.rpartition("@")
     return bool(at and local and "." in domain and not any(c.isspace() for c in value)) and len(value) <= 320
+
+
+def _usable_campaign(name: str | None) -> bool:
+    """None (every campaign) or a name the database can be asked about: PostgreSQL refuses NUL in text."""
+    return name is None or (0 < len(name) <= 200 and "\x00" not in name)
 
 
 def _safe_next(target: str | None) -> str:
