@@ -364,9 +364,15 @@ def test_webhook_commands(settings: Settings, receiver: Receiver) -> None:
     failing = deadpixel("webhook", "test", "1")
     assert failing.returncode == 1 and "HTTP 503" in failing.stderr
 
+    unreachable = deadpixel("webhook", "add", "http://[::1]:1/nothing-listens", "--events", "click")
+    assert unreachable.returncode == 0, unreachable.stderr
+    refused = deadpixel("webhook", "test", "2")
+    assert refused.returncode == 1 and "webhook 2: ConnectError" in refused.stderr
+    assert deadpixel("webhook", "remove", "2").returncode == 0
+
     delivered = deadpixel("webhooks", "deliver")
     assert delivered.returncode == 0 and "Delivered 0" in delivered.stdout, delivered.stderr
-    assert deadpixel("webhook", "remove", "2").returncode == 1
+    assert deadpixel("webhook", "remove", "2").returncode == 1  # removed already
     removed = deadpixel("webhook", "remove", "1")
     assert removed.returncode == 0 and "removed" in removed.stdout
     assert json.loads(deadpixel("webhook", "list", "--json").stdout) == []

@@ -107,7 +107,7 @@ def post(client: httpx.Client, url: str, secret: str, event: str, event_id: str,
     try:
         with client.stream("POST", url, content=body, headers=headers) as response:
             status = response.status_code
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # any failure to get an answer is a failed attempt, never a row stuck in a lease
         return Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
     return Outcome(status, None if 200 <= status < 300 else f"HTTP {status}")
 
