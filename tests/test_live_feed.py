@@ -117,9 +117,12 @@ def test_a_row_committed_after_a_higher_id_is_still_sent_once(engine: Engine) ->
     def open_row(row_id: int) -> dict[str, object]:
         return {"id": row_id, "message_id": "m" * 16, "at": time.time(), "method": "GET"}
 
+    with engine.begin() as conn:
+        conn.execute(insert(opens), [open_row(1), open_row(2)])
     with engine.connect() as conn:
         cursor = feed.start(conn)
-        assert str(cursor) == "o0.c0"
+        assert str(cursor) == "o2.c0"
+        assert feed.poll(conn, cursor, None) == []  # what was there before is not news
     with engine.begin() as conn:
         conn.execute(insert(opens), [open_row(5), open_row(8)])
     with engine.connect() as conn:

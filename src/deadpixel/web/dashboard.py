@@ -59,7 +59,7 @@ class Dashboard:
             autoescape=select_autoescape(),
             auto_reload=False,
         )
-        self.templates.filters["isotime"] = analytics.iso
+        self.templates.filters["when"] = _when
 
     def routes(self) -> list[BaseRoute]:
         static = StaticFiles(directory=Path(__file__).parent / "static")
@@ -263,6 +263,11 @@ class Dashboard:
 def _looks_like_address(value: str) -> bool:
     local, at, domain = value.rpartition("@")
     return bool(at and local and "." in domain and not any(c.isspace() for c in value)) and len(value) <= 320
+
+
+def _when(at: float) -> str:
+    """A stored time as the pages show it: to the minute, in UTC."""
+    return (analytics.iso(at) or "")[:16].replace("T", " ") + " UTC"
 
 
 def _usable_campaign(name: str | None) -> bool:

@@ -58,7 +58,15 @@ def start(conn: Connection) -> Cursor:
     """Where a new feed starts: after everything stored so far."""
     top_open = conn.execute(select(func.max(opens.c.id))).scalar() or 0
     top_click = conn.execute(select(func.max(clicks.c.id))).scalar() or 0
-    return Cursor(int(top_open), int(top_click))
+    return prime(conn, Cursor(int(top_open), int(top_click)))
+
+
+def prime(conn: Connection, cursor: Cursor) -> Cursor:
+    """Count the rows already stored within the look-back as sent, so a feed starts with what is new."""
+    for kind, table, top in (("open", opens, cursor.opens), ("click", clicks, cursor.clicks)):
+        window = (table.c.id > top - LOOKBACK) & (table.c.id <= top)
+        cursor.sent[kind] = set(conn.execute(select(table.c.id).where(window)).scalars())
+    return cursor
 
 
 def _rows(conn: Connection, table: Table, after: int, campaign: int | None) -> list[Any]:
@@ -119,6 +127,9 @@ async def stream(
 
     if cursor is None:
         cursor = await read(start)
+    else:  # a browser reconnecting: what it saw is at or below its cursor
+        resumed = cursor
+        cursor = await read(lambda conn: prime(conn, resumed))
     yield f"retry: 3000\nid: {cursor}\n: live\n\n".encode()
     began = last_sent = last_check = time.monotonic()
     while time.monotonic() - began < LIFETIME:
