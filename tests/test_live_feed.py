@@ -3,10 +3,11 @@ in a signed-in stream, and in a real browser the list grows without a reload."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -135,6 +136,43 @@ def test_a_row_committed_after_a_higher_id_is_still_sent_once(engine: Engine) ->
         assert feed.poll(conn, cursor, "no such campaign") == []
     assert feed.Cursor.parse("o12.c3") == feed.Cursor(12, 3)
     assert feed.Cursor.parse("garbage") is None and feed.Cursor.parse("o1.c2\n") is None
+
+
+def test_a_stream_ends_by_itself_and_resumes_from_its_cursor(engine: Engine) -> None:
+    """A server stops only once its streams end; the browser then reconnects with the last id it saw."""
+
+    def open_row(row_id: int) -> dict[str, object]:
+        return {"id": row_id, "message_id": "m" * 16, "at": time.time(), "method": "GET"}
+
+    async def collect(cursor: feed.Cursor | None, during: Callable[[], None] = lambda: None) -> list[str]:
+        chunks = []
+        started = time.monotonic()
+        async for chunk in feed.stream(engine, cursor, None, lifetime=1.5):
+            chunks.append(chunk.decode())
+            if len(chunks) == 1:
+                await asyncio.to_thread(during)
+        assert time.monotonic() - started < 4
+        return chunks
+
+    def add(*ids: int) -> None:
+        with engine.begin() as conn:
+            conn.execute(insert(opens), [open_row(i) for i in ids])
+
+    first = asyncio.run(collect(None, lambda: add(3, 4)))
+    assert first[0].startswith("retry: 1000\nid: o0.c0\n")
+    assert [
+        json.loads(line[5:])["id"]
+        for chunk in first[1:]
+        for line in chunk.splitlines()
+        if line[:5] == "data:"
+    ] == [3, 4]
+    last_id = [line[4:] for line in first[-1].splitlines() if line.startswith("id: ")][-1]
+    assert last_id == "o4.c0"
+    add(5)
+    resumed = asyncio.run(collect(feed.Cursor.parse(last_id)))
+    assert [
+        json.loads(line[5:])["id"] for chunk in resumed for line in chunk.splitlines() if line[:5] == "data:"
+    ] == [5]
 
 
 @SQLITE_ONLY
