@@ -421,7 +421,9 @@ def test_a_real_server_delivers_opens_and_clicks_once_after_the_receiver_recover
         samples["deadpixel_webhook_deliveries_pending"] == samples["deadpixel_webhook_deliveries_failed"] == 0
     )
     assert samples["deadpixel_webhook_retries_total"] >= 11
-    server.stop()
+    assert server.stop() == 0
+    assert server.process is not None and server.process.stderr is not None
+    assert secret not in server.process.stderr.read().decode()  # logged nowhere
 
 
 def scrape(port: int) -> dict[str, float]:
