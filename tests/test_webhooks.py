@@ -290,6 +290,12 @@ def test_a_receiver_that_never_recovers_ends_failed_and_can_be_retried(
         deliverer.close()
     with reader.connect() as conn:
         assert registry.backlog(conn) == {"pending": 0, "failed": 0}
+    seed_opens(writer, 1)  # pending: never pruned
+    week_later = Deliverer(reader, writer, Policy(), clock=lambda: time.time() + 8 * 86400)
+    week_later.prune()
+    week_later.close()
+    with reader.connect() as conn:
+        assert [(w.pending, w.delivered) for w in registry.list_webhooks(conn)] == [(1, 0)]
 
 
 def test_rows_for_a_webhook_removed_elsewhere_are_dropped_not_sent(

@@ -235,7 +235,7 @@ class Deliverer:
         while not stop.is_set():
             try:
                 handled = self.run_once()
-                self._prune()
+                self.prune()
             except Exception:  # the loop must outlive a database hiccup; the rows wait in the outbox
                 log.exception("webhook delivery failed; trying again in %.1f s", self.policy.poll)
                 handled = 0
@@ -316,18 +316,20 @@ class Deliverer:
         with self._writer.begin() as conn:
             conn.execute(_finish, params)
 
-    def _prune(self) -> None:
-        """Forget delivered rows older than KEEP_DELIVERED, once an hour."""
+    def prune(self) -> None:
+        """Forget delivered rows older than KEEP_DELIVERED, once an hour. It looks before it writes: an idle
+        server must not take SQLite's write lock, which would fail other tools' transactions that read
+        before they write."""
         now = self._clock()
         if now - self._last_prune < 3600:
             return
         self._last_prune = now
+        old = (d.status == "delivered") & (d.last_attempt_at < now - KEEP_DELIVERED)
+        with self._reader.connect() as conn:
+            if not conn.execute(select(exists().where(old))).scalar():
+                return
         with self._writer.begin() as conn:
-            conn.execute(
-                delete(webhook_deliveries).where(
-                    d.status == "delivered", d.last_attempt_at < now - KEEP_DELIVERED
-                )
-            )
+            conn.execute(delete(webhook_deliveries).where(old))
 
 
 class DeliveryThread:
