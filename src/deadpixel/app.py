@@ -21,6 +21,7 @@ from deadpixel.api import api_mount
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import ClickEvent, OpenEvent
+from deadpixel.hooks.deliver import Deliverer, DeliveryThread, Policy
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.logs import configure as configure_logs
 from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
@@ -121,6 +122,9 @@ class Deadpixel:
         api = api_mount(self.engine, self.api_engine, settings, signer)
         self.web = build_web(self.engine, signer, settings, api, writer=self.api_engine)
         self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)
+        # Every worker delivers webhooks; leases in the outbox keep them off each other's rows.
+        deliverer = Deliverer(self.engine, self.api_engine, Policy.from_settings(settings))
+        self.webhooks = DeliveryThread(deliverer)
 
     def snapshot(self) -> Snapshot:
         track, ingest = self.pixel.stats, self.writer.stats
@@ -146,6 +150,9 @@ class Deadpixel:
             "invalid_click_tokens_total": self.click.stats.invalid_tokens + self.click.stats.unknown_links,
             "clicks_recorded_total": self.click_writer.stats.events_written,
             "clicks_dropped_total": self.click_writer.stats.events_dropped,
+            "webhook_deliveries_total": self.webhooks.deliverer.stats.delivered,
+            "webhook_retries_total": self.webhooks.deliverer.stats.retried,
+            "webhook_failures_total": self.webhooks.deliverer.stats.failed,
         }
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -194,6 +201,7 @@ class Deadpixel:
                 self.click_writer.start()
                 if self.checkpointer is not None:
                     self.checkpointer.start()
+                self.webhooks.start()
                 background.append(asyncio.create_task(self.metrics.run()))
                 background.append(asyncio.create_task(self._fold_rollups()))
                 if self.settings.retention_days > 0:
@@ -202,6 +210,7 @@ class Deadpixel:
             elif message["type"] == "lifespan.shutdown":
                 # Drain in a thread so requests still waiting on the last batches get their answers.
                 await asyncio.gather(self.writer.aclose(), self.click_writer.aclose())
+                await asyncio.to_thread(self.webhooks.stop)
                 if self.checkpointer is not None:
                     await asyncio.to_thread(self.checkpointer.stop)
                 for task in background:

@@ -14,10 +14,12 @@ from zoneinfo import ZoneInfo
 import click
 from sqlalchemy import Connection
 
-from deadpixel import analytics
+from deadpixel import analytics, exports
 from deadpixel.bounces.commands import bounces
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
+from deadpixel.hooks.commands import webhook
+from deadpixel.hooks.registry import backlog_gauges
 from deadpixel.keys import KeyFileError, load_or_create_keys, rotate_keys
 from deadpixel.logs import configure as configure_logs
 from deadpixel.metrics import node_totals, prometheus_text
@@ -136,6 +138,8 @@ main.add_command(send)
 main.add_command(campaign)
 main.add_command(suppression)
 main.add_command(bounces)
+main.add_command(webhook)
+main.add_command(webhook, "webhooks")
 
 
 @main.command()
@@ -246,6 +250,26 @@ def report(campaign: str | None, as_json: bool) -> None:
     click.echo(f"  unique clicks    {figures['unique_clicks']}  ({figures['click_rate']:.1%} of {over}, "
                f"{figures['click_to_open_rate']:.1%} of opened)")  # fmt: skip
     click.echo(f"  total clicks     {figures['total_clicks']}  (scanners and HEAD requests included)")
+
+
+@main.command("export")
+@click.argument("kind", type=click.Choice(exports.KINDS))
+@click.option("--campaign", help="Only this campaign.")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout)."
+)
+def export_command(kind: str, campaign: str | None, output: Path | None) -> None:
+    """Export opens, clicks or per-recipient status as CSV, oldest first, streamed (see docs/exports.md)."""
+    settings = load_settings()
+    with store(settings) as conn:
+        exports.query(conn, kind, campaign)  # an unknown campaign stops here, before any file is written
+    engine = create_engine(settings.database_url)
+    try:
+        with click.open_file(str(output) if output else "-", "wb") as out:
+            for chunk in exports.stream(engine, kind, campaign):
+                out.write(chunk)
+    finally:
+        engine.dispose()
 
 
 @main.command()
@@ -367,7 +391,11 @@ def networks_update() -> None:
 def metrics(as_json: bool, prometheus: bool) -> None:
     """Counters of the running server's processes, summed (pixel requests, invalid tokens, opens, batches)."""
     settings = load_settings()
-    totals, processes = node_totals(settings.data_dir)
+    engine = create_engine(settings.database_url)
+    try:
+        totals, processes = node_totals(settings.data_dir, backlog_gauges(engine))
+    finally:
+        engine.dispose()
     if prometheus:
         click.echo(prometheus_text(totals, processes), nl=False)
         return

@@ -53,6 +53,10 @@ class Settings:
     enrichment: bool = True
     api_rate: int = 600  # /api/v1 requests per minute per token and server process; 0: no limit
     timezone: str = "UTC"  # an IANA zone: the hours and weekdays of the dashboard's heatmap
+    # Webhook delivery (deadpixel.hooks.deliver): first retry after webhook_backoff s, doubling each time.
+    webhook_backoff: float = 30.0
+    webhook_max_attempts: int = 10
+    webhook_timeout: float = 10.0
     # Outgoing mail (``deadpixel send``, ``campaign send``); nothing else needs these.
     smtp_host: str | None = None
     smtp_port: int | None = None  # None: 465 for ssl, 587 otherwise
@@ -104,6 +108,19 @@ def _as_int(name: str, low: int, high: int) -> Callable[[Any], int]:
             raise ConfigError(name, f"must be a whole number (got {raw!r})") from None
         if not low <= value <= high:
             raise ConfigError(name, f"must be between {low} and {high} (got {value})")
+        return value
+
+    return parse
+
+
+def _as_float(name: str, low: float, high: float) -> Callable[[Any], float]:
+    def parse(raw: Any) -> float:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"must be a number (got {raw!r})") from None
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low:g} and {high:g} (got {value:g})")
         return value
 
     return parse
@@ -265,6 +282,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         enrichment=_as_bool("enrichment")(value("enrichment", True)),
         api_rate=_as_int("api_rate", 0, 10_000_000)(value("api_rate", 600)),
         timezone=_as_timezone(value("timezone", "UTC")),
+        webhook_backoff=_as_float("webhook_backoff", 0.01, 86_400)(value("webhook_backoff", 30)),
+        webhook_max_attempts=_as_int("webhook_max_attempts", 1, 100)(value("webhook_max_attempts", 10)),
+        webhook_timeout=_as_float("webhook_timeout", 0.1, 300)(value("webhook_timeout", 10)),
         **_smtp_settings(value),
         **_relay_settings(value),
         **_bounce_settings(value),

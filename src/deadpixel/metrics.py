@@ -21,6 +21,9 @@ from pathlib import Path
 from deadpixel.track.spool import events_waiting
 
 Snapshot = dict[str, float]
+# Gauges read from the shared store at scrape time (the webhook backlog): one figure for all processes, so
+# they are read once per scrape instead of being published, and summed, by every process.
+StoreGauges = Callable[[], Snapshot]
 
 
 def metrics_dir(data_dir: Path) -> Path:
@@ -80,12 +83,15 @@ def read_metrics(directory: Path) -> tuple[Snapshot, int]:
     return total, processes
 
 
-def node_totals(data_dir: Path) -> tuple[Snapshot, int]:
-    """The running processes' counters summed, plus what waits in the node's spool."""
+def node_totals(data_dir: Path, store_gauges: StoreGauges | None = None) -> tuple[Snapshot, int]:
+    """The running processes' counters summed, plus what waits in the node's spool and the store's gauges."""
     totals, processes = read_metrics(metrics_dir(data_dir))
     waiting = events_waiting(data_dir)
     if processes or waiting:
         totals["spool_events"] = waiting
+    for name, value in (store_gauges() if store_gauges else {}).items():
+        if processes or value:
+            totals[name] = value
     return totals, processes
 
 
@@ -104,6 +110,11 @@ _HELP = {
     "events_held": "Answered events held in memory: neither the database nor the spool could take them.",
     "events_lost_total": "Answered events kept nowhere: the disk full and the memory hold full too.",
     "spool_events": "Events waiting in the spool for the database.",
+    "webhook_deliveries_pending": "Webhook deliveries waiting in the outbox (due now or retrying later).",
+    "webhook_deliveries_failed": "Webhook deliveries given up after their last attempt (`webhook retry`).",
+    "webhook_deliveries_total": "Webhook deliveries the receiver accepted.",
+    "webhook_retries_total": "Webhook delivery attempts that failed and will be tried again.",
+    "webhook_failures_total": "Webhook deliveries that failed their last attempt.",
 }
 
 
@@ -123,7 +134,9 @@ def prometheus_text(totals: Snapshot, processes: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def serve_prometheus(data_dir: Path, host: str, port: int) -> ThreadingHTTPServer:
+def serve_prometheus(
+    data_dir: Path, host: str, port: int, store_gauges: StoreGauges | None = None
+) -> ThreadingHTTPServer:
     """Answer ``GET /metrics`` from a thread of the serving process; returns the started server."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -131,7 +144,7 @@ def serve_prometheus(data_dir: Path, host: str, port: int) -> ThreadingHTTPServe
             if self.path.split("?", 1)[0] != "/metrics":
                 self.send_error(404)
                 return
-            body = prometheus_text(*node_totals(data_dir)).encode()
+            body = prometheus_text(*node_totals(data_dir, store_gauges)).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))

@@ -46,9 +46,11 @@ def serve(settings: Settings) -> None:
     prepare(settings)
     export_to_workers(settings)
     if settings.metrics_port:
+        from deadpixel.hooks.registry import backlog_gauges
         from deadpixel.metrics import serve_prometheus
 
-        serve_prometheus(settings.data_dir, settings.metrics_host, settings.metrics_port)
+        gauges = backlog_gauges(create_engine(settings.database_url))
+        serve_prometheus(settings.data_dir, settings.metrics_host, settings.metrics_port, gauges)
     Granian(
         "deadpixel.app:create_app",
         factory=True,

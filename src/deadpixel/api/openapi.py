@@ -370,6 +370,31 @@ def _events(summary: str, schema: str) -> dict[str, Any]:
     }
 
 
+EXPORTS = {
+    "opens": "Every recorded open, oldest first",
+    "clicks": "Every recorded click, oldest first, with the URL it led to",
+    "recipients": "One row per message: its recipient, status (clicked, opened, machine only, not opened)",
+}
+
+
+def _export(kind: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": f"CSV export: {EXPORTS[kind].lower()}",
+            "description": (
+                "Streamed as it is read. RFC 4180 quoting, UTF-8, a header line; times are ISO 8601 in UTC."
+                " A text cell starting with =, +, -, @, a tab or a carriage return gets a leading apostrophe"
+                " so that a spreadsheet does not run it as a formula."
+            ),
+            "parameters": [CAMPAIGN],
+            "responses": {
+                "200": {"description": "the CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                **ERRORS,
+            },
+        }
+    }
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     return {
@@ -454,5 +479,6 @@ def document() -> dict[str, Any]:
             },
             "/opens": _events("Recorded opens", "OpenPage"),
             "/clicks": _events("Recorded clicks", "ClickPage"),
+            **{f"/exports/{kind}.csv": _export(kind) for kind in EXPORTS},
         },
     }

@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from deadpixel import analytics
+from deadpixel import analytics, exports
 from deadpixel.api import params
 from deadpixel.api.body import new_message, read_json
 from deadpixel.api.errors import ApiError, bad_parameter
@@ -142,7 +142,21 @@ def api_routes(reads: Engine, writes: Engine, settings: Settings, signer: TokenS
 
         return endpoint
 
+    def export(kind: str) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> StreamingResponse:
+            params.check_known(request.query_params, {"campaign"})
+            campaign = params.text(request.query_params, "campaign")
+            await db(lambda conn: _list_filter(lambda: exports.query(conn, kind, campaign)))
+            return StreamingResponse(
+                exports.stream(reads, kind, campaign),
+                media_type="text/csv; charset=utf-8",
+                headers={"content-disposition": f'attachment; filename="{kind}.csv"'},
+            )
+
+        return endpoint
+
     return [
+        *(Route(f"/exports/{kind}.csv", export(kind), methods=["GET"]) for kind in exports.KINDS),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/campaigns", campaigns, methods=["GET"]),
         Route("/campaigns/{name:path}/stats", campaign_stats, methods=["GET"]),

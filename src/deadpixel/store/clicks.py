@@ -14,6 +14,7 @@ from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, u
 
 from deadpixel.enrich.opens import ENRICHED_FIELDS, OpenClassifier, apply_message_pattern
 from deadpixel.events import ClickEvent, OpenEvent
+from deadpixel.store import outbox
 from deadpixel.store.schema import clicks, messages
 from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS, RowBuilder, existing_messages
 
@@ -82,6 +83,7 @@ def write_clicks(conn: Connection, events: Sequence[ClickEvent], builder: RowBui
         rows = click_rows(builder, kept, sent_at)
         conn.execute(_insert_clicks, rows)
         conn.execute(_bump_click_counters, click_counter_updates(rows))
+        outbox.enqueue(conn, "click", rows)  # webhook deliveries, in this same transaction
     return len(events) - len(kept)
 
 

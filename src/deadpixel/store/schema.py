@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -298,4 +299,43 @@ rollup_gaps = Table(
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=False),
     Column("noted_at", Float, nullable=False),
+)
+
+# Where to POST opens and clicks (see deadpixel.hooks). The secret signs every delivery, so it is kept as it
+# is (the receiver holds the same one); it is shown once, when the webhook is added, and never listed.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False),
+    Column("secret", String(64), nullable=False),
+    Column("on_open", Boolean, nullable=False),
+    Column("on_click", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# The outbox: one row per event and webhook, written in the same transaction as the event itself, so an
+# event is stored if and only if its deliveries are. No foreign key to webhooks: removing a webhook must
+# never make a batch of opens fail; its rows are deleted with it, and a deliverer drops any it still meets.
+# status: pending (due at next_attempt_at), delivered, failed (gave up after the last attempt). A deliverer
+# owns a row while lease_until is in the future and lease_owner is its own random id.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", EventId, primary_key=True, autoincrement=True),
+    Column("webhook_id", Integer, nullable=False),
+    Column("event_id", String(32), nullable=False),  # the same for every webhook the event goes to
+    Column("event", String(8), nullable=False),  # open, click
+    Column("payload", Text, nullable=False),  # JSON: what the event row knew at commit time
+    Column("created_at", Float, nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float, nullable=True),
+    Column("lease_owner", String(32), nullable=True),
+    Column("last_attempt_at", Float, nullable=True),
+    Column("last_status", Integer, nullable=True),  # the receiver's HTTP status, None when none answered
+    Column("last_error", Text, nullable=True),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "webhook_id", "id"),
 )

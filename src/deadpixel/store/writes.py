@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Dialect, bindparam, case, insert, update
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from deadpixel.events import OpenEvent
+from deadpixel.store import outbox
 from deadpixel.store.schema import messages, opens
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ def write_opens(
         rows = builder.rows(kept, sent_at)
         execute_many(conn, _insert_opens, rows)
         execute_many(conn, _bump_counters, counter_updates(rows))
+        outbox.enqueue(conn, "open", rows)  # webhook deliveries, in this same transaction
     return len(events) - len(kept)
 
 

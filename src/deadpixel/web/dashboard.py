@@ -19,18 +19,20 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import Engine
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from deadpixel import analytics
+from deadpixel import analytics, exports
 from deadpixel.config import Settings
 from deadpixel.pixels import new_pixel
 from deadpixel.store import rollups
 from deadpixel.tokens import TokenSigner
 from deadpixel.users import authenticate, session_stamp
 from deadpixel.web import charts
+from deadpixel.web import feed as live
 from deadpixel.web.session import LOGIN_CSRF_COOKIE, LoginBrake, Session, Sessions, load_secret, same_token
+from deadpixel.web.settings import SettingsPages
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -66,6 +68,7 @@ class Dashboard:
             auto_reload=False,
         )
         self.templates.filters["duration"] = duration
+        self.templates.filters["when"] = _when
 
     def routes(self) -> list[BaseRoute]:
         static = StaticFiles(directory=Path(__file__).parent / "static")
@@ -76,10 +79,23 @@ class Dashboard:
             Route("/", self.signed_in(self.home)),
             Route("/campaigns", self.signed_in(self.campaigns)),
             Route("/campaigns/{name:path}", self.signed_in(self.campaign)),
+            Route("/exports/{kind}.csv", self.signed_in(self.export), methods=["GET"]),
+            Route("/feed", self.signed_in(self.feed), methods=["GET"]),
             Route("/messages/{id}", self.signed_in(self.message)),
             Route("/pixels/new", self.signed_in(self.new_pixel_form), methods=["GET"]),
             Route("/pixels/new", self.signed_in(self.new_pixel), methods=["POST"]),
+            *self.settings_routes(),
             Mount("/static", app=static, name="static"),
+        ]
+
+    def settings_routes(self) -> list[BaseRoute]:
+        pages = SettingsPages(self.engine, self.writer, self.settings, self.render)
+        return [
+            Route("/settings", self.signed_in(pages.show), methods=["GET"]),
+            Route("/settings/webhooks", self.signed_in(pages.add_webhook), methods=["POST"]),
+            Route("/settings/webhooks/{id}/remove", self.signed_in(pages.remove_webhook), methods=["POST"]),
+            Route("/settings/tokens", self.signed_in(pages.create_token), methods=["POST"]),
+            Route("/settings/tokens/{id}/revoke", self.signed_in(pages.revoke_token), methods=["POST"]),
         ]
 
     # --- plumbing -------------------------------------------------------------------------------------
@@ -222,6 +238,34 @@ class Dashboard:
             **drawn,
         )
 
+    async def export(self, request: Request, session: Session) -> Response:
+        """A campaign's (or, without ``?campaign=``, every) opens, clicks or recipients as CSV, streamed."""
+        kind, campaign = request.path_params["kind"], request.query_params.get("campaign")
+        if kind not in exports.KINDS or not _usable_campaign(campaign):
+            return self.render("error.html", 404, session=session, message="No such export.")
+        try:
+            await self.read(exports.query, kind, campaign)
+        except analytics.UnknownCampaign:
+            return self.render("error.html", 404, session=session, message=f"No campaign named {campaign!r}.")
+        filename = f"{campaign or 'all'}-{kind}.csv".encode("ascii", "replace").decode().replace('"', "_")
+        return StreamingResponse(
+            exports.stream(self.engine, kind, campaign),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{filename}"', **SECURITY_HEADERS},
+        )
+
+    async def feed(self, request: Request, session: Session) -> Response:
+        """Server-sent events: each new open and click (only of ``?campaign=`` when given) once stored."""
+
+        campaign = request.query_params.get("campaign") or None
+        if not _usable_campaign(campaign):
+            return self.render("error.html", 404, session=session, message="No such campaign.")
+
+        cursor = live.Cursor.parse(request.headers.get("last-event-id"))
+        events = live.stream(self.engine, cursor, campaign)
+        headers = {**SECURITY_HEADERS, "cache-control": "no-store", "x-accel-buffering": "no"}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
     async def message(self, request: Request, session: Session) -> Response:
         message_id = request.path_params["id"]
         found = await self.read(analytics.get_message, message_id)
@@ -308,6 +352,16 @@ def _recipients_link(path: str, view: analytics.RecipientView, **changes: Any) -
 def _looks_like_address(value: str) -> bool:
     local, at, domain = value.rpartition("@")
     return bool(at and local and "." in domain and not any(c.isspace() for c in value)) and len(value) <= 320
+
+
+def _when(at: float) -> str:
+    """A stored time as the pages show it: to the minute, in UTC."""
+    return (analytics.iso(at) or "")[:16].replace("T", " ") + " UTC"
+
+
+def _usable_campaign(name: str | None) -> bool:
+    """None (every campaign) or a name the database can be asked about: PostgreSQL refuses NUL in text."""
+    return name is None or (0 < len(name) <= 200 and "\x00" not in name)
 
 
 def _safe_next(target: str | None) -> str:

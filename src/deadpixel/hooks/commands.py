@@ -1,0 +1,134 @@
+"""``deadpixel webhook add|list|remove|test|retry|deliver`` (``webhooks`` is the same group)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from sqlalchemy import Engine, update
+
+from deadpixel.config import load_settings
+from deadpixel.hooks import registry
+from deadpixel.hooks.deliver import Deliverer, Policy, new_client, post
+from deadpixel.send.commands import migrated_engine
+from deadpixel.store.db import create_engine
+from deadpixel.store.schema import webhook_deliveries
+
+
+@contextmanager
+def _engine() -> Iterator[Engine]:
+    with migrated_engine(load_settings()) as engine:
+        yield engine
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except registry.WebhookError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+@click.group()
+def webhook() -> None:
+    """POST each open and click, signed, to URLs of your choice (see docs/webhooks.md)."""
+
+
+@webhook.command("add")
+@click.argument("url")
+@click.option("--events", default="open,click", show_default=True, help="Which events to send: open, click.")
+def webhook_add(url: str, events: str) -> None:
+    """Add a webhook and print its signing secret: shown this once."""
+    with _errors(), _engine() as engine, engine.begin() as conn:
+        made, secret = registry.add_webhook(conn, url, events)
+    click.echo(
+        f"Webhook {made.id} added for {', '.join(made.events)}. Signing secret (shown only now):", err=True
+    )
+    click.echo(secret)
+
+
+@webhook.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def webhook_list(as_json: bool) -> None:
+    """The webhooks with their deliveries pending, delivered and failed (never their secrets)."""
+    with _engine() as engine, engine.connect() as conn:
+        found = registry.list_webhooks(conn)
+    rows: list[dict[str, Any]] = [
+        {"id": w.id, "url": w.url, "events": list(w.events), "created_at": _iso(w.created_at),
+         "pending": w.pending, "delivered": w.delivered, "failed": w.failed}
+        for w in found
+    ]  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['id']}\t{r['url']}\t{','.join(r['events'])}\tpending {r['pending']}\t"
+                   f"delivered {r['delivered']}\tfailed {r['failed']}")  # fmt: skip
+
+
+@webhook.command("remove")
+@click.argument("webhook_id", type=int)
+def webhook_remove(webhook_id: int) -> None:
+    """Remove a webhook; its undelivered events are dropped with it."""
+    with _errors(), _engine() as engine, engine.begin() as conn:
+        removed = registry.remove_webhook(conn, webhook_id)
+    click.echo(f"Webhook {removed.id} ({removed.url}) removed.")
+
+
+@webhook.command("test")
+@click.argument("webhook_id", type=int)
+def webhook_test(webhook_id: int) -> None:
+    """Send a signed ``test`` event to a webhook now and print what its receiver answered."""
+    settings = load_settings()
+    with _errors(), _engine() as engine, engine.connect() as conn:
+        found, secret = registry.get_webhook(conn, webhook_id)
+    event_id = uuid.uuid4().hex
+    body = json.dumps({"id": event_id, "type": "test", "at": time.time()}, separators=(",", ":")).encode()
+    with new_client(Policy.from_settings(settings)) as client:
+        outcome = post(client, found.url, secret, "test", event_id, body)
+    if not outcome.ok:
+        raise click.ClickException(f"webhook {webhook_id}: {outcome.error}")
+    click.echo(f"Webhook {webhook_id} answered {outcome.status}.")
+
+
+@webhook.command("retry")
+@click.argument("webhook_id", type=int)
+def webhook_retry(webhook_id: int) -> None:
+    """Send a webhook's failed deliveries again (after fixing its receiver)."""
+    d = webhook_deliveries.c
+    with _errors(), _engine() as engine, engine.begin() as conn:
+        registry.get_webhook(conn, webhook_id)
+        again = conn.execute(
+            update(webhook_deliveries)
+            .where(d.webhook_id == webhook_id, d.status == "failed")
+            .values(status="pending", attempts=0, next_attempt_at=time.time())
+        ).rowcount
+    click.echo(f"{again} failed deliveries of webhook {webhook_id} will be sent again.")
+
+
+@webhook.command("deliver")
+def webhook_deliver() -> None:
+    """Send every delivery that is due now, once, then stop (``deadpixel serve`` does this all along)."""
+    settings = load_settings()
+    with _engine() as engine:
+        writer = create_engine(settings.database_url, writer=True)
+        deliverer = Deliverer(engine, writer, Policy.from_settings(settings))
+        try:
+            deliverer.drain()
+        finally:
+            deliverer.close()
+            writer.dispose()
+        stats = deliverer.stats
+        with engine.connect() as conn:
+            left = registry.backlog(conn)
+    click.echo(f"Delivered {stats.delivered}, to retry {stats.retried}, failed {stats.failed}; "
+               f"{left['pending']} pending, {left['failed']} failed in all.")  # fmt: skip

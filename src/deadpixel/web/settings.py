@@ -1,0 +1,118 @@
+"""The dashboard's settings page: what the server is configured with, webhooks and API tokens.
+
+Configuration is shown read-only with the DEADPIXEL_* setting that changes each value (it is read once, at
+start-up, by every server process, so a form could not change it for all of them). Webhooks and tokens are
+managed here; a new webhook's signing secret and a new token's secret are shown on the page that answers
+the form, once, and never again. Every form carries the session's CSRF token (checked by ``signed_in``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deadpixel.config import Settings
+from deadpixel.hooks import registry
+from deadpixel.store.api_tokens import TokenError, create_token, list_tokens, revoke_token
+from deadpixel.web.session import Session
+
+Render = Callable[..., Response]
+
+
+def configuration(settings: Settings) -> list[tuple[str, str, str]]:
+    """(what, value, the setting that changes it)."""
+    retention = f"{settings.retention_days} days" if settings.retention_days else "kept for ever"
+    return [
+        ("Tracking domain (base URL)", settings.base_url, "DEADPIXEL_BASE_URL"),
+        ("IP addresses stored", settings.ip_mode, "DEADPIXEL_IP_MODE (full, truncate, none)"),
+        ("Raw detail of opens and clicks", retention, "DEADPIXEL_RETENTION_DAYS"),
+        ("This is me (own opens)", ", ".join(map(str, settings.self_ips)) or "none", "DEADPIXEL_SELF_IPS"),
+        ("Stored opens per message a minute", str(settings.open_cap or "no cap"), "DEADPIXEL_OPEN_CAP"),
+        (
+            "Webhook retries",
+            f"{settings.webhook_max_attempts} attempts, first retry after {settings.webhook_backoff:g} s",
+            "DEADPIXEL_WEBHOOK_MAX_ATTEMPTS, DEADPIXEL_WEBHOOK_BACKOFF",
+        ),
+    ]
+
+
+class SettingsPages:
+    def __init__(self, reader: Engine, writer: Engine, settings: Settings, render: Render) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.settings = settings
+        self.render = render
+
+    async def _run(self, engine: Engine, work: Callable[[Connection], Any]) -> Any:
+        def run() -> Any:
+            with engine.begin() as conn:
+                return work(conn)
+
+        return await asyncio.to_thread(run)
+
+    async def page(self, request: Request, session: Session, status: int = 200, **shown: Any) -> Response:
+        def gather(conn: Connection) -> dict[str, Any]:
+            return {
+                "webhooks": registry.list_webhooks(conn),
+                "deliveries": registry.recent_deliveries(conn),
+                "tokens": list_tokens(conn),
+            }
+
+        data = await self._run(self.reader, gather)
+        return self.render(
+            "settings.html", status, session=session, configuration=configuration(self.settings),
+            your_address=request.client.host if request.client else None, shown=shown, **data,
+        )  # fmt: skip
+
+    async def show(self, request: Request, session: Session) -> Response:
+        return await self.page(request, session)
+
+    async def add_webhook(self, request: Request, session: Session) -> Response:
+        form = await request.form()
+        url, events = str(form.get("url") or ""), [str(e) for e in form.getlist("events")]
+        try:
+            made, secret = await self._run(self.writer, lambda conn: registry.add_webhook(conn, url, events))
+        except registry.WebhookError as exc:
+            return await self.page(request, session, 400, webhook_error=str(exc), url=url)
+        return await self.page(request, session, new_webhook=made, webhook_secret=secret)
+
+    async def remove_webhook(self, request: Request, session: Session) -> Response:
+        webhook_id = _number(request.path_params["id"])
+        try:
+            await self._run(self.writer, lambda conn: registry.remove_webhook(conn, webhook_id))
+        except registry.WebhookError as exc:
+            return await self.page(request, session, 404, webhook_error=str(exc))
+        return await self.page(request, session, removed_webhook=webhook_id)
+
+    async def create_token(self, request: Request, session: Session) -> Response:
+        name = str((await request.form()).get("name") or "").strip()
+        try:
+            made, secret = await self._run(self.writer, lambda conn: create_token(conn, name))
+        except TokenError as exc:
+            return await self.page(request, session, 400, token_error=str(exc), name=name)
+        return await self.page(request, session, new_token=made, token_secret=secret)
+
+    async def revoke_token(self, request: Request, session: Session) -> Response:
+        token_id = _number(request.path_params["id"])
+
+        def revoke(conn: Connection) -> Any:
+            found = next((t for t in list_tokens(conn) if t.id == token_id), None)
+            if found is None:
+                raise TokenError(f"no token with id {token_id}")
+            return revoke_token(conn, found.name)  # by its unique name: another token may be named "3"
+
+        try:
+            revoked = await self._run(self.writer, revoke)
+        except TokenError as exc:
+            return await self.page(request, session, 404, token_error=str(exc))
+        return await self.page(request, session, revoked_token=revoked)
+
+
+def _number(raw: str) -> int:
+    """A row id from the path; anything else is an id no row has."""
+    return int(raw) if raw.isdigit() and len(raw) < 10 else -1
