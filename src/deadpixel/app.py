@@ -11,7 +11,7 @@ import functools
 import logging
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -94,14 +94,17 @@ class Deadpixel:
             background_checkpoints=True,
             lock_timeout_ms=settings.commit_deadline_ms,
         )
-        self.checkpointer = WalCheckpointer(settings.database_url) if is_sqlite(writer_engine) else None
+        on_sqlite = is_sqlite(writer_engine)
+        self.checkpointer = WalCheckpointer(settings.database_url) if on_sqlite else None
+        # On SQLite the writer folds the charts' rollups itself (rollups.WriterFold); elsewhere a task does.
+        self.writer_fold = rollups.WriterFold() if on_sqlite else None
         self.cap = OpenCap(settings.open_cap) if settings.open_cap else None
         self.writer: GroupCommitWriter[OpenEvent] = GroupCommitWriter(
             writer_engine,
             functools.partial(write_opens, builder=classifier, cap=self.cap),
             batch_size=settings.batch_size,
             spool=Spool(node_spool_dir(settings.data_dir) / "opens", OpenEvent),
-            after_batch=self.checkpointer.catch_up if self.checkpointer else None,
+            after_batch=self._writer_upkeep if on_sqlite else None,
         )
         # Clicks are rare next to opens: a writer of their own keeps them off the pixel's batches.
         self.click_writer: GroupCommitWriter[ClickEvent] = GroupCommitWriter(
@@ -183,6 +186,12 @@ class Deadpixel:
                 log.exception("retention: purging old raw detail failed; trying again in an hour")
             await asyncio.sleep(3600)
 
+    def _writer_upkeep(self, conn: Connection) -> None:
+        """SQLite's upkeep from the pixel writer's thread between batches: nothing waits for its lock."""
+        assert self.checkpointer is not None and self.writer_fold is not None
+        self.checkpointer.catch_up(conn)
+        self.writer_fold(conn)
+
     async def _fold_rollups(self) -> None:
         """Keep the charts' rollups a few seconds behind the opens, so a page view finds little to fold."""
         while True:
@@ -203,7 +212,8 @@ class Deadpixel:
                     self.checkpointer.start()
                 self.webhooks.start()
                 background.append(asyncio.create_task(self.metrics.run()))
-                background.append(asyncio.create_task(self._fold_rollups()))
+                if self.writer_fold is None:
+                    background.append(asyncio.create_task(self._fold_rollups()))
                 if self.settings.retention_days > 0:
                     background.append(asyncio.create_task(self._apply_retention()))
                 await send({"type": "lifespan.startup.complete"})

@@ -16,6 +16,10 @@ the commit deadline). SQLite has one writer at a time and folds while holding th
 is in flight there and no gaps are noted. Folds are serialised by a row lock on ``rollup_state`` (on
 SQLite, by the write lock) and run in short transactions of at most ``CHUNK`` opens, so the pixel's writer
 never waits long for them.
+
+On SQLite a server folds from its pixel writer's own thread, between two batches (``WriterFold``): a fold
+in another thread would hold the one write lock while batches of opens wait behind it, and under steady
+load that is most of the pixel's slow answers.
 """
 
 from __future__ import annotations
@@ -97,6 +101,34 @@ def refresh(writer: Engine, reader: Engine) -> None:
         catch_up(writer, reader)
     except OperationalError:
         log.warning("rollups: could not fold new opens now; showing them as of the last fold", exc_info=True)
+
+
+class WriterFold:
+    """Folds a little at a time from the pixel writer's connection, once a batch's requests are answered.
+
+    Each fold is sized to about ``budget`` seconds (the cost per open is learnt as it goes), so the batch
+    after it waits at most that much longer; while more opens wait, the next batch is followed by the next
+    fold, else folding rests for ``interval`` seconds.
+    """
+
+    def __init__(self, budget: float = 0.005, interval: float = 1.0) -> None:
+        self._budget = budget
+        self._interval = interval
+        self._cost = 2e-5  # seconds per folded open
+        self._due = 0.0
+        self.folded = 0
+
+    def __call__(self, conn: Connection) -> None:
+        now = time.monotonic()
+        if now < self._due:
+            return
+        started = time.perf_counter()
+        with conn.begin():
+            count, more = fold(conn, chunk=max(50, int(self._budget / self._cost)))
+        if count:
+            self._cost = (self._cost + (time.perf_counter() - started) / count) / 2
+            self.folded += count
+        self._due = now if more else now + self._interval
 
 
 def fold(conn: Connection, chunk: int = CHUNK, now: float | None = None) -> tuple[int, bool]:

@@ -47,6 +47,7 @@ HOLD_LIMIT = 100_000  # events held in memory when neither the database nor the 
 # Seconds of replay between two batches of new opens: after a long outage the backlog drains in chunks
 # this long, so the opens that keep arriving wait at most about this much longer than usual.
 REPLAY_BUDGET = 0.015
+IDLE_UPKEEP = 1.0  # seconds without a batch after which the writer runs its upkeep anyway
 E = TypeVar("E")
 Tick = tuple[list[E], list["asyncio.Future[None]"]]
 
@@ -146,7 +147,10 @@ class GroupCommitWriter(Generic[E]):
                 try:
                     item = self._queue.get(timeout=self._wait())
                 except queue.Empty:
-                    self._recover(conn)
+                    if self._down or self._draining:
+                        self._recover(conn)
+                    elif self._after_batch is not None:
+                        self._housekeep(conn)  # idle: upkeep runs anyway, now and then
                     continue
                 while True:
                     if item is _STOP:
@@ -225,10 +229,13 @@ class GroupCommitWriter(Generic[E]):
         return len(self._held)
 
     def _wait(self) -> float | None:
-        """How long to wait for new opens: a probe's interval while down, not at all while draining."""
+        """How long to wait for new opens: a probe's interval while down, not at all while draining, and
+        a second when idle if there is upkeep to run."""
         if self._down:
             return self._probe_interval
-        return 0.0 if self._draining else None
+        if self._draining:
+            return 0.0
+        return IDLE_UPKEEP if self._after_batch is not None else None
 
     def _recover(self, conn: Connection) -> None:
         """Store what is held in memory, then replay one chunk of the spool, oldest first.
