@@ -1063,7 +1063,8 @@ def measure_latency(
     procs.forget(client)
     if client.returncode != 0:
         raise BenchError(f"the latency client failed; see {log_file}")
-    return Latency(**json.loads(output))
+    figures = json.loads(output)
+    return Latency(**{name: figures[name] for name in Latency.__dataclass_fields__})
 
 
 # --- One server, start to finish -----------------------------------------------------------------------
