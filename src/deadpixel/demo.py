@@ -14,13 +14,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select, update
 
+from deadpixel.bounces.parse import Failure, Report
+from deadpixel.bounces.record import record
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import ClickEvent, OpenEvent
 from deadpixel.store.clicks import write_clicks
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import create_message
+from deadpixel.store.schema import messages
 from deadpixel.store.writes import write_opens
 
 CAMPAIGN = "Demo: monthly newsletter"
@@ -74,7 +77,38 @@ def seed(conn: Connection, classifier: OpenClassifier, messages: int = 2000, see
         write_opens(conn, opens[start : start + 2000], classifier)
     if clicks:
         write_clicks(conn, clicks, classifier)
+    _bounces_and_failures(conn, rng, ids, {event.message_id for event in opens}, sent_at)
     return Demo(CAMPAIGN, messages, len(opens), len(clicks))
+
+
+# What comes back from a real list: mailboxes that no longer exist, full ones, a spam complaint or two,
+# and a few sends the server refused outright (those are not counted as sent).
+_HARD = [("5.1.1", "550 5.1.1 <{}>: Recipient address rejected: User unknown in virtual mailbox table")]
+_SOFT = [("4.2.2", "452 4.2.2 <{}>: Mailbox full"), ("4.4.1", "421 4.4.1 Connection timed out")]
+
+
+def _bounces_and_failures(
+    conn: Connection, rng: random.Random, ids: list[str], opened: set[str], sent_at: float
+) -> None:
+    unopened = [mid for mid in ids if mid not in opened]
+    rng.shuffle(unopened)
+    hard, rest = unopened[: len(ids) // 50], unopened[len(ids) // 50 :]
+    soft, rest = rest[: len(ids) // 100], rest[len(ids) // 100 :]
+    failed = rest[: len(ids) // 200]
+    complained = rng.sample(sorted(opened), k=min(3, len(opened)))
+    when = sent_at + 60
+    for kind, chosen, codes in (("hard", hard, _HARD), ("soft", soft, _SOFT)):
+        for mid in chosen:
+            recipient = conn.execute(select(messages.c.recipient).where(messages.c.id == mid)).scalar_one()
+            status, text = rng.choice(codes)
+            failure = Failure(recipient, recipient, kind == "hard", status, text.format(recipient))
+            record(conn, Report("bounce", "demo", (failure,)), mid, source="demo", key=f"demo-{mid}",
+                   soft_limit=3, at=when + rng.uniform(0, 3600))  # fmt: skip
+    for mid in complained:
+        record(conn, Report("complaint", "a spam complaint (demo)"), mid, source="demo", key=f"demo-c-{mid}",
+               soft_limit=3, at=when + rng.uniform(DAY, 3 * DAY))  # fmt: skip
+    if failed:
+        conn.execute(update(messages).where(messages.c.id.in_(failed)).values(status="failed", sent_at=None))
 
 
 def _ip(rng: random.Random, prefix: str) -> str:
