@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 from typing import Any
 
@@ -206,6 +207,11 @@ class Deadpixel:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # Everything built so far (modules, the app, caches) lives as long as the worker: keep the
+                # cyclic collector from walking it again and again, a full pass of which held the pixel up
+                # for over 100 ms.
+                gc.collect()
+                gc.freeze()
                 self.writer.start()
                 self.click_writer.start()
                 if self.checkpointer is not None:
