@@ -54,8 +54,10 @@ class MetricsPublisher:
 
     async def run(self) -> None:
         while True:
+            # In a thread: a rename waits for the filesystem's journal, which a checkpoint's fsync can hold
+            # for a tenth of a second, and the event loop answering pixels must not wait with it.
             with contextlib.suppress(OSError):
-                self.write()
+                await asyncio.to_thread(self.write)
             await asyncio.sleep(self._interval)
 
     def remove(self) -> None:
