@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 
 from deadpixel import analytics
 from deadpixel.config import Settings
-from deadpixel.events import ClickEvent, OpenEvent
+from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, ClickEvent, OpenEvent
 from deadpixel.store import maintenance, rollups
 from deadpixel.store.clicks import write_clicks
 from deadpixel.store.db import create_engine
@@ -31,7 +31,7 @@ from deadpixel.store.schema import (
     rollup_gaps,
     rollup_state,
 )
-from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS, write_opens
+from deadpixel.store.writes import write_opens
 
 from .conftest import Server
 from .helpers import make_pixels
@@ -352,6 +352,35 @@ def test_rollups_fold_in_chunks(engines: tuple[Engine, Engine]) -> None:
         if not more:
             break
     assert folded == [3, 3, 2]
+    assert_rollups_match(reader)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_on_sqlite_each_batch_folds_itself_once_the_rollups_are_caught_up(
+    engines: tuple[Engine, Engine],
+) -> None:
+    reader, writer = engines
+    ids = build(writer)
+    with writer.begin() as conn:
+        write_opens(
+            conn, [opened(ids["b"], 60, HUMAN_TB), opened(ids["x"], 70, PREFETCH)], LABELS, fold_rollups=True
+        )
+    with reader.connect() as conn:
+        assert not rollups.pending(conn)  # folded in the batch's own transaction
+    assert_rollups_match(reader)
+
+    with writer.begin() as conn:  # rollups behind (as after reclassify): the batch waits for the fold
+        rollups.reset(conn)
+        write_opens(conn, [opened(ids["c"], 80, HUMAN_IOS)], LABELS, fold_rollups=True)
+        assert conn.execute(select(func.count()).select_from(open_slots)).scalar_one() == 0
+    assert rollups.catch_up(writer, reader) == 11
+    assert_rollups_match(reader)
+
+    with writer.begin() as conn:  # the newest opens go and their ids are handed out again
+        maintenance.forget_recipient(conn, "c@example.com")
+        write_opens(conn, [opened(ids["a"], 90, HUMAN_IOS)], LABELS, fold_rollups=True)
+    with reader.connect() as conn:
+        assert not rollups.pending(conn)
     assert_rollups_match(reader)
 
 

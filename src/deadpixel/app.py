@@ -102,7 +102,7 @@ class Deadpixel:
         self.cap = OpenCap(settings.open_cap) if settings.open_cap else None
         self.writer: GroupCommitWriter[OpenEvent] = GroupCommitWriter(
             writer_engine,
-            functools.partial(write_opens, builder=classifier, cap=self.cap),
+            functools.partial(write_opens, builder=classifier, cap=self.cap, fold_rollups=on_sqlite),
             batch_size=settings.batch_size,
             spool=Spool(node_spool_dir(settings.data_dir) / "opens", OpenEvent),
             after_batch=self._writer_upkeep if on_sqlite else None,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+KINDS = ("human", "proxy", "prefetch", "scanner", "self")  # every verdict's kind
+HUMAN_KINDS = frozenset({"human", "proxy"})  # a person read it (through a proxy or not)
+MACHINE_KINDS = frozenset({"prefetch", "scanner"})
+
 
 class OpenEvent(NamedTuple):
     message_id: str

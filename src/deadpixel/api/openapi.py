@@ -13,7 +13,7 @@ from typing import Any
 
 from deadpixel.analytics import BREAKDOWNS, DEFINITIONS, MESSAGE_COUNTERS
 from deadpixel.api.params import DEFAULT_LIMIT, MAX_LIMIT
-from deadpixel.enrich.classify import KINDS
+from deadpixel.events import KINDS
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time", "description": "ISO 8601, UTC"}

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from starlette.datastructures import QueryParams
 
 from deadpixel.api.errors import bad_parameter
-from deadpixel.enrich.classify import KINDS
+from deadpixel.events import KINDS
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100

@@ -7,11 +7,12 @@ Typical use, once per process::
     enrichment = enricher.enrich(ip=ip, user_agent=ua, method="GET", seconds_after_send=12.5)
 """
 
-from deadpixel.enrich.classify import KINDS, MACHINE_KINDS, Enricher, Enrichment, Verdict
+from deadpixel.enrich.classify import Enricher, Enrichment, Verdict
 from deadpixel.enrich.geo import GeoLookup, Place
 from deadpixel.enrich.message import MessageEvent, adjust_message_verdicts
 from deadpixel.enrich.networks import Networks
 from deadpixel.enrich.useragent import DEVICES, ClientInfo, parse_user_agent
+from deadpixel.events import KINDS, MACHINE_KINDS
 
 __all__ = [
     "DEVICES",

@@ -24,9 +24,6 @@ from deadpixel.enrich.geo import NOWHERE, GeoLookup, Place
 from deadpixel.enrich.networks import IP, NetworkEntry, Networks, OwnerInfo, PrefixTable, format_ip, parse_ip
 from deadpixel.enrich.useragent import UNKNOWN, UserAgentFacts, analyse_user_agent
 
-KINDS = ("human", "proxy", "prefetch", "scanner", "self")
-MACHINE_KINDS = frozenset({"prefetch", "scanner"})
-
 TOO_FAST_SECONDS = 2.0
 """No one opens a message this soon after it was sent (Mautic's bot rule uses the same 2 s)."""
 PROXY_PREFETCH_SECONDS = 10.0

@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, update
 
 from deadpixel.enrich.opens import ENRICHED_FIELDS, OpenClassifier, apply_message_pattern
-from deadpixel.events import ClickEvent, OpenEvent
+from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, ClickEvent, OpenEvent
 from deadpixel.store import outbox
 from deadpixel.store.schema import clicks, messages
-from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS, RowBuilder, existing_messages
+from deadpixel.store.writes import RowBuilder, existing_messages, send_times
 
 
 def _earlier(column: Any, param: str) -> Any:
@@ -79,8 +79,7 @@ def write_clicks(conn: Connection, events: Sequence[ClickEvent], builder: RowBui
     known = existing_messages(conn, (event.message_id for event in events))
     kept = [event for event in events if event.message_id in known]
     if kept:
-        sent_at = {mid: sent for mid, sent in known.items() if sent is not None}
-        rows = click_rows(builder, kept, sent_at)
+        rows = click_rows(builder, kept, send_times(known))
         conn.execute(_insert_clicks, rows)
         conn.execute(_bump_click_counters, click_counter_updates(rows))
         outbox.enqueue(conn, "click", rows)  # webhook deliveries, in this same transaction

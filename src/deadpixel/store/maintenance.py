@@ -9,10 +9,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from deadpixel.enrich.opens import ENRICHED_FIELDS, OpenClassifier, apply_message_pattern
-from deadpixel.events import OpenEvent
+from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, OpenEvent
 from deadpixel.store import rollups
 from deadpixel.store.schema import campaign_recipients, clicks, messages, opens, relayed
-from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS
 
 CHUNK = 500
 

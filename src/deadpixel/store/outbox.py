@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from deadpixel.store.driver import execute_many
 from deadpixel.store.schema import webhook_deliveries, webhooks
 
 REFRESH_SECONDS = 2.0
@@ -103,6 +104,5 @@ def enqueue(conn: Connection, event: str, rows: Sequence[dict[str, Any]]) -> Non
     if postgres:
         conn.exec_driver_sql(_FROM_JSON, {"event": event, "now": now, "rows": _encode(deliveries)})
         return
-    from deadpixel.store.writes import execute_many  # here: writes imports this module
 
     execute_many(conn, _insert, deliveries)

@@ -1,8 +1,8 @@
-"""Rollups of opens for the charts: folded in from new events when read, never on the pixel's write path.
+"""Rollups of opens for the charts, folded in from the opens by id.
 
-A chart of a campaign with 100,000 opens would otherwise scan all of them, once per chart. The pixel's
-writer stays as it is (insert opens, bump message counters); instead, whoever reads the charts first folds
-the opens committed since the last fold into two small tables: opens per campaign and UTC quarter hour
+A chart of a campaign with 100,000 opens would otherwise scan all of them, once per chart. Whoever reads the
+charts first (or a background task) folds the opens committed since the last fold into two small tables
+(on SQLite, each batch of opens folds itself as it is stored: ``Inline``): opens per campaign and UTC quarter hour
 (``open_slots``, enough for any time zone's hours, since every zone's offset is a whole number of quarter
 hours) and opens per campaign and value of each breakdown (``open_values``).
 
@@ -17,23 +17,26 @@ is in flight there and no gaps are noted. Folds are serialised by a row lock on 
 SQLite, by the write lock) and run in short transactions of at most ``CHUNK`` opens, so the pixel's writer
 never waits long for them.
 
-On SQLite a server folds from its pixel writer's own thread, between two batches (``WriterFold``): a fold
-in another thread would hold the one write lock while batches of opens wait behind it, and under steady
-load that is most of the pixel's slow answers.
+On SQLite, when the rollups are behind (after ``reclassify`` or an upgrade), a server folds from its pixel
+writer's own thread, between two batches (``WriterFold``): a fold in another thread would hold the one write
+lock while batches of opens wait behind it, and under steady load that is most of the pixel's slow answers.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
+from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS
+from deadpixel.store.driver import execute_many, run
 from deadpixel.store.schema import (
     first_human_opens,
     messages,
@@ -43,7 +46,9 @@ from deadpixel.store.schema import (
     rollup_gaps,
     rollup_state,
 )
-from deadpixel.store.writes import HUMAN_KINDS, MACHINE_KINDS
+
+if TYPE_CHECKING:
+    from deadpixel.store.writes import Known
 
 log = logging.getLogger(__name__)
 SLOT = 900  # seconds in a quarter hour
@@ -123,8 +128,13 @@ class WriterFold:
         now = time.monotonic()
         if now < self._due:
             return
-        started = time.perf_counter()
         driver = conn.connection.driver_connection
+        # On the driver: a SQLAlchemy statement here would begin a transaction the writer never ends.
+        watermark, newest = driver.execute(_CAUGHT_UP).fetchone()  # type: ignore[union-attr]
+        if (newest or 0) <= watermark:  # the usual case: the batches fold themselves (``Inline``)
+            self._due = now + self._interval
+            return
+        started = time.perf_counter()
         # Rollups can always be folded again from the opens, so their commit need not wait for the disk:
         # the next batch's fsync makes it durable (a crash before that only loses this fold, watermark too).
         driver.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
@@ -137,6 +147,44 @@ class WriterFold:
             self._cost = (self._cost + (time.perf_counter() - started) / count) / 2
             self.folded += count
         self._due = now if more else now + self._interval
+
+
+class Inline:
+    """Folds a batch of opens into the rollups in the transaction that stores it: SQLite only.
+
+    SQLite has one writer, so a batch's opens take the ids just above every id stored before it. When the
+    rollups were caught up as the batch began (no open above the watermark), the batch is folded from the
+    rows in hand and the watermark moves past it: nothing is read back, and the cost comes a little with
+    every batch instead of in bursts that hold up the batches behind them. When they were not caught up
+    (after `reclassify`, or an upgrade), the batch is left to the ordinary fold, which goes in id order.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def begin(cls, conn: Connection) -> Inline | None:
+        """Call before inserting the batch, holding the write lock."""
+        ((watermark, newest),) = run(conn, _CAUGHT_UP)
+        return cls() if (newest or 0) <= watermark else None
+
+    def fold(self, conn: Connection, rows: Sequence[dict[str, Any]], known: Mapping[str, Known]) -> None:
+        """Call after inserting ``rows``, in the same transaction."""
+        folded = []
+        for row in rows:
+            facts = known[row["message_id"]]
+            folded.append(
+                (None, facts.campaign_id, row["at"], row["kind"], row["client"], row["device"], row["os"],
+                 row["country"], row["message_id"], facts.sent_at, facts.status)
+            )  # fmt: skip
+        _add(conn, folded, sign=1)
+        run(conn, _PAST_BATCH, (time.time(),))
+
+
+_CAUGHT_UP = f"SELECT watermark, (SELECT max(id) FROM opens) FROM rollup_state WHERE name = '{STATE}'"
+_PAST_BATCH = (
+    "UPDATE rollup_state SET watermark = max(watermark, (SELECT max(id) FROM opens)), updated_at = ? "
+    f"WHERE name = '{STATE}'"
+)
 
 
 def fold(conn: Connection, chunk: int = CHUNK, now: float | None = None) -> tuple[int, bool]:
@@ -268,8 +316,21 @@ def _add(conn: Connection, rows: Sequence[Any], sign: int) -> None:
 
 def _upsert_earliest(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Each message's first human open: the earlier of the one stored and this fold's."""
+    rows.sort(key=lambda row: row["message_id"])
+    execute_many(conn, _earliest_statement(conn.dialect.name), rows)
+
+
+def _upsert(
+    conn: Connection, table: Any, keys: tuple[str, ...], counts: tuple[str, ...], rows: list[dict[str, Any]]
+) -> None:
+    rows.sort(key=lambda row: tuple(row[k] for k in keys))  # one lock order for concurrent folds
+    execute_many(conn, _adding_statement(conn.dialect.name, table, keys, counts), rows)
+
+
+@functools.cache
+def _earliest_statement(dialect: str) -> Any:
     t = first_human_opens
-    if conn.dialect.name == "postgresql":
+    if dialect == "postgresql":
         statement: Any = postgresql.insert(t)
         earlier = func.least(t.c.wait, statement.excluded.wait)
     else:
@@ -277,18 +338,15 @@ def _upsert_earliest(conn: Connection, rows: list[dict[str, Any]]) -> None:
         earlier = func.min(t.c.wait, statement.excluded.wait)  # SQLite's min() of two values
     statement = statement.values(
         message_id=bindparam("message_id"), campaign_id=bindparam("campaign_id"), wait=bindparam("wait")
-    ).on_conflict_do_update(index_elements=["message_id"], set_={"wait": earlier})
-    rows.sort(key=lambda row: row["message_id"])
-    conn.execute(statement, rows)
+    )
+    return statement.on_conflict_do_update(index_elements=["message_id"], set_={"wait": earlier})
 
 
-def _upsert(
-    conn: Connection, table: Any, keys: Sequence[str], counts: Sequence[str], rows: list[dict[str, Any]]
-) -> None:
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+@functools.cache
+def _adding_statement(dialect: str, table: Any, keys: tuple[str, ...], counts: tuple[str, ...]) -> Any:
+    """An upsert that adds ``counts`` to the row at ``keys``; built once, so its compiled SQL is reused."""
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = dialect_insert(table).values({name: bindparam(name) for name in (*keys, *counts)})
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=list(keys), set_={name: table.c[name] + statement.excluded[name] for name in counts}
     )
-    rows.sort(key=lambda row: tuple(row[k] for k in keys))  # one lock order for concurrent folds
-    conn.execute(statement, rows)

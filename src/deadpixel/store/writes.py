@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import functools
-import operator
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from sqlalchemy import Connection, Dialect, bindparam, case, insert, update
-from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy import Connection, bindparam, case, insert, update
 
-from deadpixel.events import OpenEvent
-from deadpixel.store import outbox
+from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, OpenEvent
+from deadpixel.store import outbox, rollups
+from deadpixel.store.driver import execute_many, run
 from deadpixel.store.schema import messages, opens
 
 if TYPE_CHECKING:
     from deadpixel.track.cap import OpenCap
-
-HUMAN_KINDS = frozenset({"human", "proxy"})
-MACHINE_KINDS = frozenset({"prefetch", "scanner"})
 
 
 class RowBuilder(Protocol):
@@ -28,7 +24,6 @@ class RowBuilder(Protocol):
 
 
 _insert_opens = insert(opens)
-RowValues = Callable[[dict[str, Any]], tuple[Any, ...]]
 
 
 def _earlier(column: Any, param: str) -> Any:
@@ -54,25 +49,40 @@ _bump_counters = (
 )
 
 
-def existing_messages(conn: Connection, message_ids: Iterable[str]) -> dict[str, float | None]:
-    """Which of these messages still exist, with their send time when known (the only clock timing trusts).
+class Known(NamedTuple):
+    """What a batch needs to know of each message it stores events for."""
+
+    sent_at: float | None  # the only clock timing trusts
+    campaign_id: int  # 0 for a message without one
+    status: str
+
+
+def existing_messages(conn: Connection, message_ids: Iterable[str]) -> dict[str, Known]:
+    """Which of these messages still exist, and what a batch needs to know of them.
 
     Plain SQL on the driver: built with SQLAlchemy, this one lookup per batch cost more than inserting it.
     """
     ids = sorted(set(message_ids))
     if conn.dialect.name == "postgresql":
-        result = conn.exec_driver_sql("SELECT id, sent_at FROM messages WHERE id = ANY(%s)", (ids,))
-        return dict(result.all())
-    found: dict[str, float | None] = {}
+        result = conn.exec_driver_sql(_SELECT_KNOWN + "id = ANY(%s)", (ids,))
+        return {row[0]: Known._make(row[1:]) for row in result}
+    found: dict[str, Known] = {}
     for start in range(0, len(ids), 500):
         chunk = tuple(ids[start : start + 500])
-        found.update(conn.exec_driver_sql(_select_sent_at(len(chunk)), chunk).all())
+        found.update((row[0], Known._make(row[1:])) for row in run(conn, _select_known(len(chunk)), chunk))
     return found
 
 
+def send_times(known: dict[str, Known]) -> dict[str, float]:
+    return {mid: facts.sent_at for mid, facts in known.items() if facts.sent_at is not None}
+
+
+_SELECT_KNOWN = "SELECT id, sent_at, coalesce(campaign_id, 0), status FROM messages WHERE "
+
+
 @functools.lru_cache(maxsize=64)
-def _select_sent_at(count: int) -> str:
-    return f"SELECT id, sent_at FROM messages WHERE id IN ({', '.join('?' * count)})"
+def _select_known(count: int) -> str:
+    return f"{_SELECT_KNOWN}id IN ({', '.join('?' * count)})"
 
 
 def counter_updates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -102,13 +112,18 @@ _count_capped = (
 
 
 def write_opens(
-    conn: Connection, events: Sequence[OpenEvent], builder: RowBuilder, cap: OpenCap | None = None
+    conn: Connection,
+    events: Sequence[OpenEvent],
+    builder: RowBuilder,
+    cap: OpenCap | None = None,
+    fold_rollups: bool = False,
 ) -> int:
     """Insert a batch of opens and bump the message counters, in the caller's transaction.
 
     Opens of messages erased meanwhile (``deadpixel forget``) are answered but not stored: a pixel still
     sitting in an inbox must not bring a forgotten person back. Returns how many were dropped that way.
-    Opens over the ``cap`` are counted on their message instead of stored.
+    Opens over the ``cap`` are counted on their message instead of stored. With ``fold_rollups`` (SQLite's
+    one writer), the batch is also added to the charts' rollups in this transaction (``rollups.Inline``).
     """
     known = existing_messages(conn, (e.message_id for e in events))
     kept = [e for e in events if e.message_id in known]
@@ -117,37 +132,11 @@ def write_opens(
         if capped:
             execute_many(conn, _count_capped, [{"mid": mid, "n": capped[mid]} for mid in sorted(capped)])
     if kept:
-        sent_at = {mid: sent for mid, sent in known.items() if sent is not None}
-        rows = builder.rows(kept, sent_at)
+        rows = builder.rows(kept, send_times(known))
+        inline = rollups.Inline.begin(conn) if fold_rollups else None
         execute_many(conn, _insert_opens, rows)
         execute_many(conn, _bump_counters, counter_updates(rows))
         outbox.enqueue(conn, "open", rows)  # webhook deliveries, in this same transaction
+        if inline is not None:
+            inline.fold(conn, rows, known)
     return len(events) - len(kept)
-
-
-def execute_many(conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """``executemany`` straight on the driver with a statement compiled once per dialect.
-
-    SQLAlchemy's own executemany processes every row in Python (about 10 µs each); these rows are already
-    plain values, so the driver gets them as they are.
-    """
-    compiled, values = _compiled(statement, conn.dialect)
-    if values is not None:
-        conn.exec_driver_sql(compiled.string, list(map(values, rows)))
-    else:
-        conn.exec_driver_sql(compiled.string, list(rows))
-
-
-@functools.cache
-def _compiled(statement: Any, dialect: Dialect) -> tuple[SQLCompiler, RowValues | None]:
-    """The statement's SQL for this dialect and, for positional drivers, a C-speed row-to-tuple getter."""
-    keys = list(statement.table.c.keys()) if statement.is_insert else None
-    if keys is not None:
-        keys = [key for key in keys if key != "id"]
-    compiled: SQLCompiler = statement.compile(dialect=dialect, column_keys=keys)
-    if not compiled.positional:
-        return compiled, None
-    order = compiled.positiontup or ()
-    getter = operator.itemgetter(*order)
-    values = getter if len(order) > 1 else lambda row: (getter(row),)
-    return compiled, values
