@@ -1048,6 +1048,8 @@ class Latency:
     max_ms: float
     lag_p99_ms: float
     lag_max_ms: float
+    slowest_seconds: list[dict[str, float]]
+    warmup: float
 
 
 def measure_latency(
@@ -1056,10 +1058,10 @@ def measure_latency(
     wait_for_idle_machine(opts.wait_idle)
     command = [sys.executable, str(STEADY_LOAD), "--host", HOST, "--port", str(server.port)]
     command += ["--paths", str(paths_file), "--rate", f"{rate:.1f}", "--seconds", str(opts.latency_seconds)]
-    command += ["--connections", str(opts.latency_connections)]
+    command += ["--connections", str(opts.latency_connections), "--warmup", str(opts.warmup)]
     log_file = workdir / f"steady_load-{server.name}.log"
     client = procs.start(command, cpu=opts.load_cpu, log_file=log_file, env=child_env(), capture=True)
-    output, _ = client.communicate(timeout=opts.latency_seconds + 60)
+    output, _ = client.communicate(timeout=opts.warmup + opts.latency_seconds + 60)
     procs.forget(client)
     if client.returncode != 0:
         raise BenchError(f"the latency client failed; see {log_file}")
@@ -1404,11 +1406,16 @@ def server_table(servers: dict[str, ServerResult], server_cpu: int, load_cpu: in
 def latency_text(result: ServerResult) -> str:
     latency = result.latency
     assert latency is not None
+    slowest = ", ".join(
+        f"{s['second']:.0f}: p99 {s['p99_ms']:.1f} / max {s['max_ms']:.1f} ms"
+        for s in sorted(latency.slowest_seconds, key=lambda s: -s["max_ms"])[:3]
+    )
     return (
         f"{result.label} latency at a steady {latency.rate:,.0f}/s (half its throughput), "
-        f"{latency.connections} connections, {latency.seconds:g} s:\n"
+        f"{latency.connections} connections, {latency.seconds:g} s after {latency.warmup:g} s at that rate:\n"
         f"  p50 {latency.p50_ms:.2f} ms   p90 {latency.p90_ms:.2f} ms   p99 {latency.p99_ms:.2f} ms   "
         f"p99.9 {latency.p999_ms:.2f} ms   max {latency.max_ms:.2f} ms\n"
+        f"  slowest seconds {slowest}\n"
         f"  {latency.ok:,} answered 200; {latency.queued:,} waited for a free connection; "
         f"client lag behind schedule p99 {latency.lag_p99_ms:.2f} ms"
     )

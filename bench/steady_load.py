@@ -179,9 +179,13 @@ def percentile(sorted_values: list[float], pct: float) -> float:
     return sorted_values[rank - 1]
 
 
-def summarise(load: SteadyLoad, rate: float, seconds: float, connections: int) -> dict[str, Any]:
+def summarise(
+    load: SteadyLoad, rate: float, seconds: float, connections: int, warmup: float = 0.0
+) -> dict[str, Any]:
+    """Latencies of the requests due after ``warmup``; counts (``ok`` and the rest) of every request."""
     tally = load.tally
-    latencies = sorted(tally.latencies)
+    measured = [lat for due, lat in zip(tally.due_times, tally.latencies, strict=True) if due >= warmup]
+    latencies = sorted(measured)
     lags = sorted(tally.lags)
     ms = 1000.0
     return {
@@ -201,15 +205,18 @@ def summarise(load: SteadyLoad, rate: float, seconds: float, connections: int) -
         "max_ms": (latencies[-1] if latencies else 0.0) * ms,
         "lag_p99_ms": percentile(lags, 99) * ms,
         "lag_max_ms": (lags[-1] if lags else 0.0) * ms,
-        "slowest_seconds": slowest_seconds(tally),
+        "measured": len(measured),
+        "warmup": warmup,
+        "slowest_seconds": slowest_seconds(tally, warmup),
     }
 
 
-def slowest_seconds(tally: Tally, count: int = 5) -> list[dict[str, float]]:
+def slowest_seconds(tally: Tally, warmup: float = 0.0, count: int = 5) -> list[dict[str, float]]:
     """The seconds of the run (by when requests were due) with the slowest answers: where a stall was."""
     per_second: dict[int, list[float]] = {}
     for due, latency in zip(tally.due_times, tally.latencies, strict=True):
-        per_second.setdefault(int(due), []).append(latency)
+        if due >= warmup:
+            per_second.setdefault(int(due - warmup), []).append(latency)
     worst = sorted(per_second.items(), key=lambda item: max(item[1]), reverse=True)[:count]
     return [
         {"second": second, "answers": len(values), "p99_ms": percentile(sorted(values), 99) * 1000.0,
@@ -232,14 +239,18 @@ async def steady_load(args: argparse.Namespace) -> dict[str, Any]:
     host_header = f"{args.host}:{args.port}"
     lines = [line for line in Path(args.paths).read_text().splitlines() if line]
     requests = [format_request(line, host_header) for line in lines]
-    total = max(1, round(args.rate * args.seconds))
+    total = max(1, round(args.rate * (args.warmup + args.seconds)))
     load = SteadyLoad(requests, args.rate, total)
     try:
         await load.connect(args.host, args.port, args.connections)
         await load.run(drain_timeout=args.drain_timeout)
     finally:
         load.close()
-    return summarise(load, args.rate, args.seconds, args.connections)
+    if args.latencies:
+        with open(args.latencies, "w") as out:  # CLOCK_MONOTONIC, as time.perf_counter() in any process
+            for due, latency in zip(load.tally.due_times, load.tally.latencies, strict=True):
+                out.write(f"{load.started + due:.6f} {latency * 1000.0:.3f}\n")
+    return summarise(load, args.rate, args.seconds, args.connections, args.warmup)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -255,8 +266,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rate", type=float, required=True, help="Requests per second.")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="Seconds at the same rate before the measured ones (counted in ok, not in the latencies): "
+        "the server settles into the steady load from whatever it did before.",
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--drain-timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--latencies", help="Write each answer's due time (perf_counter seconds) and latency (ms) here."
+    )
     return parser.parse_args(argv)
 
 

@@ -319,12 +319,12 @@ def small_disk() -> Iterator[Path]:
 
 def fill(disk: Path) -> Path:
     filler = disk / "filler"
-    with filler.open("wb") as out:
+    # Unbuffered: a buffered file would keep the bytes that did not fit and fail again when closed.
+    with filler.open("wb", buffering=0) as out:
         chunk = b"\0" * 65536
         while True:
             try:
                 out.write(chunk)
-                out.flush()
             except OSError:
                 return filler
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Table, case, func, select, text
 
-from deadpixel.store import rollups
+from deadpixel.store import chains, rollups
 from deadpixel.store.schema import (
     campaigns,
     clicks,
@@ -207,6 +207,8 @@ def _filtered(conn: Connection, query: Any, table: Table, only: EventFilter) -> 
         query = query.where(messages.c.campaign_id == _campaign_id(conn, only.campaign))
     if only.message_id is not None:
         query = query.where(c.message_id == only.message_id)
+        if table is opens:  # opens have no index on message_id: follow the message's chain
+            query = query.where(c.id.in_(select(chains.open_ids([only.message_id]).c.id)))
     if only.since is not None:
         query = query.where(c.at >= only.since)
     if only.until is not None:

@@ -6,11 +6,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, or_, select, update
 
 from deadpixel.enrich.opens import ENRICHED_FIELDS, OpenClassifier, apply_message_pattern
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, OpenEvent
-from deadpixel.store import rollups
+from deadpixel.store import chains, rollups
 from deadpixel.store.schema import campaign_recipients, clicks, messages, opens, relayed
 
 CHUNK = 500
@@ -18,31 +18,47 @@ CHUNK = 500
 
 def rebuild_counters(conn: Connection, message_ids: Sequence[str]) -> None:
     """Recompute message counters from the events, the source of truth."""
+    o = opens.c
 
-    def count(*conditions: Any) -> Any:
-        return (
-            select(func.count())
-            .select_from(opens)
-            .where(opens.c.message_id == messages.c.id, *conditions)
-            .scalar_subquery()
-        )
-
-    def edge(aggregate: Any) -> Any:
-        return select(aggregate(opens.c.at)).where(opens.c.message_id == messages.c.id).scalar_subquery()
+    def count(condition: Any) -> Any:
+        return func.sum(case((condition, 1), else_=0))
 
     for start in range(0, len(message_ids), CHUNK):
-        conn.execute(
-            update(messages)
-            .where(messages.c.id.in_(message_ids[start : start + CHUNK]))
-            .values(
-                open_count=count(),
-                human_open_count=count(opens.c.kind.in_(HUMAN_KINDS)),
-                machine_open_count=count(opens.c.kind.in_(MACHINE_KINDS)),
-                self_open_count=count(opens.c.kind == "self"),
-                first_open_at=edge(func.min),
-                last_open_at=edge(func.max),
+        chunk = message_ids[start : start + CHUNK]
+        totals = (
+            select(
+                o.message_id,
+                func.count(),
+                count(o.kind.in_(HUMAN_KINDS)),
+                count(o.kind.in_(MACHINE_KINDS)),
+                count(o.kind == "self"),
+                func.min(o.at),
+                func.max(o.at),
             )
+            .where(o.id.in_(select(chains.open_ids(chunk).c.id)))
+            .group_by(o.message_id)
         )
+        found = {row[0]: row[1:] for row in conn.execute(totals)}
+        none = (0, 0, 0, 0, None, None)
+        conn.execute(
+            _set_counters,
+            [dict(zip(_COUNTERS, (mid, *found.get(mid, none)), strict=True)) for mid in chunk],
+        )
+
+
+_COUNTERS = ("mid", "n", "human", "machine", "own", "first", "last")
+_set_counters = (
+    update(messages)
+    .where(messages.c.id == bindparam("mid"))
+    .values(
+        open_count=bindparam("n"),
+        human_open_count=bindparam("human"),
+        machine_open_count=bindparam("machine"),
+        self_open_count=bindparam("own"),
+        first_open_at=bindparam("first"),
+        last_open_at=bindparam("last"),
+    )
+)
 
 
 _update_enrichment = (
@@ -71,7 +87,7 @@ def reclassify(conn: Connection, classifier: OpenClassifier) -> int:
         stored = conn.execute(
             select(opens)
             .where(
-                opens.c.message_id.in_(chunk),
+                opens.c.id.in_(select(chains.open_ids(chunk).c.id)),
                 or_(opens.c.user_agent.is_not(None), opens.c.ip.is_not(None), opens.c.kind.is_(None)),
             )
             .order_by(opens.c.message_id, opens.c.at)

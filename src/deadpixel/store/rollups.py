@@ -1,9 +1,9 @@
 """Rollups of opens for the charts, folded in from the opens by id.
 
 A chart of a campaign with 100,000 opens would otherwise scan all of them, once per chart. Whoever reads the
-charts first (or a background task) folds the opens committed since the last fold into two small tables
-(on SQLite, each batch of opens folds itself as it is stored: ``Inline``): opens per campaign and UTC quarter hour
-(``open_slots``, enough for any time zone's hours, since every zone's offset is a whole number of quarter
+charts first (or a background task) folds the opens committed since the last fold into two small tables (on
+SQLite, each batch of opens folds itself as it is stored: ``Inline``): opens per campaign and UTC quarter
+hour (``open_slots``, enough for any time zone's hours, since every zone's offset is a whole number of quarter
 hours) and opens per campaign and value of each breakdown (``open_values``).
 
 Which opens are folded is tracked by id, not by time, so a spool replay that stores old opens late is
@@ -36,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS
+from deadpixel.store import chains
 from deadpixel.store.driver import execute_many, run
 from deadpixel.store.schema import (
     first_human_opens,
@@ -220,22 +221,27 @@ def delete_opens(conn: Connection, message_ids: Sequence[str]) -> int:
             select(rollup_state.c.watermark).where(rollup_state.c.name == STATE).with_for_update()
         ).scalar_one()
     )
+    chain = select(chains.open_ids(message_ids).c.id)
     gone = conn.execute(
         select(*_columns)
         .select_from(_source)
         .where(
-            opens.c.message_id.in_(message_ids),
+            opens.c.id.in_(chain),
             opens.c.id <= watermark,
             opens.c.id.not_in(select(rollup_gaps.c.id)),
         )
     ).all()
     _add(conn, gone, sign=-1)
     conn.execute(delete(first_human_opens).where(first_human_opens.c.message_id.in_(message_ids)))
-    erased = int(conn.execute(delete(opens).where(opens.c.message_id.in_(message_ids))).rowcount or 0)
+    # By id, a chunk at a time: SQLite counts no rows for a DELETE that starts with WITH.
+    chained = list(conn.execute(chain).scalars())
+    for start in range(0, len(chained), _IN_CHUNK):
+        conn.execute(delete(opens).where(opens.c.id.in_(chained[start : start + _IN_CHUNK])))
+    conn.execute(update(messages).where(messages.c.id.in_(message_ids)).values(last_open_id=None))
     highest = conn.execute(select(func.max(opens.c.id))).scalar() or 0
     if highest < watermark:
         conn.execute(update(rollup_state).where(rollup_state.c.name == STATE).values(watermark=highest))
-    return erased
+    return len(chained)
 
 
 def reset(conn: Connection) -> None:

@@ -62,6 +62,7 @@ messages = Table(
     Column("human_open_count", Integer, nullable=False, server_default="0"),
     Column("machine_open_count", Integer, nullable=False, server_default="0"),
     Column("self_open_count", Integer, nullable=False, server_default="0"),
+    Column("last_open_id", BigInteger, nullable=True),  # the newest stored open: the head of its chain
     # Opens past DEADPIXEL_OPEN_CAP in one minute: answered and counted here, not stored as events.
     Column("capped_open_count", Integer, nullable=False, server_default="0"),
     # Clicks on tracked links, counted like opens; a human click also proves the message was opened.
@@ -108,7 +109,10 @@ opens = Table(
     Column("kind", String(16), nullable=True),
     Column("reason", Text, nullable=True),
     Column("rule", String(32), nullable=True),
-    Index(None, "message_id", "at"),
+    # The open of the same message stored just before this one: each message's opens form a chain from
+    # ``messages.last_open_id`` (see deadpixel.store.chains). It replaces an index on message_id, whose
+    # inserts land all over the index and, at a million opens, doubled the pixel's p99 latency.
+    Column("prev_id", EventId, nullable=True),
     Index(None, "at"),
 )
 

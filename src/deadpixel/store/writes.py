@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from sqlalchemy import Connection, bindparam, case, insert, update
 
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, OpenEvent
-from deadpixel.store import outbox, rollups
+from deadpixel.store import chains, outbox, rollups
 from deadpixel.store.driver import execute_many, run
 from deadpixel.store.schema import messages, opens
 
@@ -23,7 +23,7 @@ class RowBuilder(Protocol):
     def rows(self, events: Sequence[OpenEvent], sent_at: dict[str, float]) -> list[dict[str, Any]]: ...
 
 
-_insert_opens = insert(opens)
+_insert_opens = insert(opens).values({column.key: bindparam(column.key) for column in opens.c})
 
 
 def _earlier(column: Any, param: str) -> Any:
@@ -45,6 +45,7 @@ _bump_counters = (
         self_open_count=messages.c.self_open_count + bindparam("own"),
         first_open_at=_earlier(messages.c.first_open_at, "first"),
         last_open_at=_later(messages.c.last_open_at, "last"),
+        last_open_id=bindparam("head"),
     )
 )
 
@@ -55,17 +56,19 @@ class Known(NamedTuple):
     sent_at: float | None  # the only clock timing trusts
     campaign_id: int  # 0 for a message without one
     status: str
+    last_open_id: int | None  # where the message's chain of opens starts (see deadpixel.store.chains)
 
 
-def existing_messages(conn: Connection, message_ids: Iterable[str]) -> dict[str, Known]:
-    """Which of these messages still exist, and what a batch needs to know of them.
+def existing_messages(conn: Connection, message_ids: Iterable[str], lock: bool = False) -> dict[str, Known]:
+    """Which of these messages still exist, and what a batch needs to know of them; with ``lock``, their
+    rows stay locked to the end of the transaction on PostgreSQL (SQLite's writer holds the lock anyway).
 
     Plain SQL on the driver: built with SQLAlchemy, this one lookup per batch cost more than inserting it.
     """
     ids = sorted(set(message_ids))
     if conn.dialect.name == "postgresql":
-        result = conn.exec_driver_sql(_SELECT_KNOWN + "id = ANY(%s)", (ids,))
-        return {row[0]: Known._make(row[1:]) for row in result}
+        query = _SELECT_KNOWN + ("id = ANY(%s) ORDER BY id FOR UPDATE" if lock else "id = ANY(%s)")
+        return {row[0]: Known._make(row[1:]) for row in run(conn, query, (ids,))}
     found: dict[str, Known] = {}
     for start in range(0, len(ids), 500):
         chunk = tuple(ids[start : start + 500])
@@ -77,7 +80,7 @@ def send_times(known: dict[str, Known]) -> dict[str, float]:
     return {mid: facts.sent_at for mid, facts in known.items() if facts.sent_at is not None}
 
 
-_SELECT_KNOWN = "SELECT id, sent_at, coalesce(campaign_id, 0), status FROM messages WHERE "
+_SELECT_KNOWN = "SELECT id, sent_at, coalesce(campaign_id, 0), status, last_open_id FROM messages WHERE "
 
 
 @functools.lru_cache(maxsize=64)
@@ -93,6 +96,7 @@ def counter_updates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if entry is None:
             entry = per_message[row["message_id"]] = {
                 "mid": row["message_id"], "n": 0, "human": 0, "machine": 0, "own": 0, "first": at, "last": at,
+                "head": None,
             }  # fmt: skip
         entry["n"] += 1
         entry["human"] += kind in HUMAN_KINDS
@@ -100,6 +104,7 @@ def counter_updates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         entry["own"] += kind == "self"
         entry["first"] = min(entry["first"], at)
         entry["last"] = max(entry["last"], at)
+        entry["head"] = row["id"]  # rows come in id order: the last one is the newest
     # In id order, so that writers on several servers lock rows in the same order and cannot deadlock.
     return [per_message[mid] for mid in sorted(per_message)]
 
@@ -125,7 +130,7 @@ def write_opens(
     Opens over the ``cap`` are counted on their message instead of stored. With ``fold_rollups`` (SQLite's
     one writer), the batch is also added to the charts' rollups in this transaction (``rollups.Inline``).
     """
-    known = existing_messages(conn, (e.message_id for e in events))
+    known = existing_messages(conn, (e.message_id for e in events), lock=True)
     kept = [e for e in events if e.message_id in known]
     if cap is not None:
         kept, capped = cap.split(kept)
@@ -134,6 +139,7 @@ def write_opens(
     if kept:
         rows = builder.rows(kept, send_times(known))
         inline = rollups.Inline.begin(conn) if fold_rollups else None
+        chains.link(conn, rows, known)
         execute_many(conn, _insert_opens, rows)
         execute_many(conn, _bump_counters, counter_updates(rows))
         outbox.enqueue(conn, "open", rows)  # webhook deliveries, in this same transaction
