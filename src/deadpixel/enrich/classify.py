@@ -99,8 +99,12 @@ class Enricher:
             self._self.add(item.strip(), item.strip())  # raises ValueError on a bad entry: a config error
         self._address = functools.lru_cache(maxsize=65536)(self._address_facts)
 
-    def _address_facts(self, ip: IP) -> Address:
-        """Everything an address alone tells, cached: readers, proxies and scanners come back again."""
+    def _address_facts(self, text: str | None) -> Address:
+        """Everything an address alone tells, cached by its text (parsing it costs more than the cache
+        lookup): readers, proxies and scanners come back again."""
+        ip = parse_ip(text)
+        if ip is None:
+            return NO_ADDRESS
         place = self.geo.lookup_parsed(ip)
         listed = self.networks.match(ip)
         owner = self.networks.owner(place.network_owner, place.asn)
@@ -115,8 +119,7 @@ class Enricher:
         seconds_after_send: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Enrichment:
-        parsed = parse_ip(ip)
-        address = self._address(parsed) if parsed else NO_ADDRESS
+        address = self._address(ip)
         place = address.place
         facts = analyse_user_agent(user_agent)
         verdict = self.classify(address, facts, method, _seconds(seconds_after_send), headers)
@@ -143,8 +146,7 @@ class Enricher:
         )
 
     def address(self, ip: str | None) -> Address:
-        parsed = parse_ip(ip)
-        return self._address(parsed) if parsed else NO_ADDRESS
+        return self._address(ip)
 
     def classify(
         self,

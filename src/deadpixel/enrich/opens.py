@@ -88,6 +88,9 @@ class OpenClassifier:
 
 def apply_message_pattern(rows: list[dict[str, Any]]) -> None:
     """Scanner bursts spread to browser-looking fetches of the same message from the same network."""
+    kinds = {row["kind"] for row in rows}
+    if "scanner" not in kinds or "human" not in kinds:  # the usual batch: nothing to spread
+        return
     by_message: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_message.setdefault(row["message_id"], []).append(row)

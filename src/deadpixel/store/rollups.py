@@ -293,8 +293,12 @@ def _add(conn: Connection, rows: Sequence[Any], sign: int) -> None:
     for _, campaign_id, at, kind, client, device, os, country, message_id, sent_at, status in rows:
         group = "human" if kind in HUMAN_KINDS else "machine" if kind in MACHINE_KINDS else "other"
         slots[campaign_id, int(at // SLOT), group] += sign
-        for field, value in zip(FIELDS, (kind, client, device, os, country), strict=True):
-            values[campaign_id, field, value or ""] += sign
+        # One line per field of FIELDS: on SQLite this runs for every open as it is stored.
+        values[campaign_id, "kind", kind or ""] += sign
+        values[campaign_id, "client", client or ""] += sign
+        values[campaign_id, "device", device or ""] += sign
+        values[campaign_id, "os", os or ""] += sign
+        values[campaign_id, "country", country or ""] += sign
         if sign > 0 and group == "human" and sent_at is not None and status == "sent":
             wait = at - sent_at
             if message_id not in firsts or wait < firsts[message_id]["wait"]:
@@ -322,14 +326,16 @@ def _add(conn: Connection, rows: Sequence[Any], sign: int) -> None:
 
 def _upsert_earliest(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Each message's first human open: the earlier of the one stored and this fold's."""
-    rows.sort(key=lambda row: row["message_id"])
+    if conn.dialect.name == "postgresql":  # one lock order for concurrent folds (SQLite has one writer)
+        rows.sort(key=lambda row: row["message_id"])
     execute_many(conn, _earliest_statement(conn.dialect.name), rows)
 
 
 def _upsert(
     conn: Connection, table: Any, keys: tuple[str, ...], counts: tuple[str, ...], rows: list[dict[str, Any]]
 ) -> None:
-    rows.sort(key=lambda row: tuple(row[k] for k in keys))  # one lock order for concurrent folds
+    if conn.dialect.name == "postgresql":  # one lock order for concurrent folds (SQLite has one writer)
+        rows.sort(key=lambda row: tuple(row[k] for k in keys))
     execute_many(conn, _adding_statement(conn.dialect.name, table, keys, counts), rows)
 
 
