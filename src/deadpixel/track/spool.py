@@ -110,7 +110,9 @@ class Spool(Generic[E]):
         return next(self.oldest(), None) is not None
 
     def events_waiting(self) -> int:
-        return sum(_count(path) for path in self.pending())
+        self._relist()
+        replayed = self._replayed
+        return sum(_count(name) for name in self._known if name not in replayed)
 
     def load(self, path: Path) -> list[E]:
         rows: list[list[Any]] = json.loads(path.read_bytes())
@@ -171,7 +173,7 @@ def node_spool_dir(data_dir: Path) -> Path:
 def events_waiting(data_dir: Path) -> int:
     """Opens and clicks in a node's spool, whichever process put them there (no directory is created)."""
     root = node_spool_dir(data_dir)
-    return sum(_count(path) for path in root.glob("*/*" + SUFFIX)) if root.exists() else 0
+    return sum(_count(path.name) for path in root.glob("*/*" + SUFFIX)) if root.exists() else 0
 
 
 def batch_id(path: Path) -> str:
@@ -179,9 +181,9 @@ def batch_id(path: Path) -> str:
     return path.name.removesuffix(SUFFIX)
 
 
-def _count(path: Path) -> int:
+def _count(name: str) -> int:
     try:
-        return int(path.name.removesuffix(SUFFIX).rsplit("-", 1)[1])
+        return int(name.removesuffix(SUFFIX).rsplit("-", 1)[1])
     except (IndexError, ValueError):
         return 0
 
