@@ -355,6 +355,20 @@ def test_rollups_fold_in_chunks(engines: tuple[Engine, Engine]) -> None:
     assert_rollups_match(reader)
 
 
+def test_a_background_catch_up_rests_between_chunks(
+    engines: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader, writer = engines
+    build(writer)
+    with writer.begin() as conn:
+        rollups.reset(conn)
+    rests: list[float] = []
+    monkeypatch.setattr(rollups.time, "sleep", rests.append)
+    assert rollups.catch_up(writer, reader, chunk=3, rest=2.0) == 8
+    assert len(rests) == 2 and all(pause > 0 for pause in rests)  # after each full chunk, not the last
+    assert_rollups_match(reader)
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_on_sqlite_each_batch_folds_itself_once_the_rollups_are_caught_up(
     engines: tuple[Engine, Engine],

@@ -44,6 +44,10 @@ from deadpixel.web.unsubscribe import unsubscribe_routes
 
 log = logging.getLogger(__name__)
 ROLLUP_INTERVAL = 5.0  # seconds between background folds of new opens into the charts' rollups
+# A background fold's chunk (opens) and its pause after each, as a multiple of the chunk's time: a few
+# milliseconds of folding at a time, and never more than half the interpreter (see rollups.catch_up).
+FOLD_CHUNK = 500
+FOLD_REST = 1.0
 
 
 def build_web(
@@ -197,7 +201,7 @@ class Deadpixel:
         """Keep the charts' rollups a few seconds behind the opens, so a page view finds little to fold."""
         while True:
             try:
-                await asyncio.to_thread(rollups.catch_up, self.api_engine, self.engine)
+                await asyncio.to_thread(rollups.catch_up, self.api_engine, self.engine, FOLD_CHUNK, FOLD_REST)
             except Exception:
                 log.exception("rollups: folding new opens failed; trying again shortly")
             await asyncio.sleep(ROLLUP_INTERVAL)

@@ -82,21 +82,27 @@ def pending(conn: Connection) -> bool:
     return conn.execute(gap.limit(1)).first() is not None
 
 
-def catch_up(writer: Engine, reader: Engine | None = None) -> int:
+def catch_up(writer: Engine, reader: Engine | None = None, chunk: int = CHUNK, rest: float = 0.0) -> int:
     """Fold every open committed so far, a chunk per transaction; returns how many were folded.
 
     ``writer`` must take SQLite's write lock when its transaction begins (``create_engine(writer=True)``).
+    With ``rest``, each chunk is followed by a pause of ``rest`` times as long as it took: a fold in the
+    background of a serving process shares the interpreter with the pixel, and a backlog folded in one go
+    (after a database outage, say) held the pixel's answers up by over 100 ms.
     """
     with (reader or writer).connect() as conn:
         if not pending(conn):
             return 0
     folded = 0
     while True:
+        started = time.perf_counter()
         with writer.begin() as conn:
-            n, more = fold(conn)
+            n, more = fold(conn, chunk)
         folded += n
         if not more:
             return folded
+        if rest:
+            time.sleep((time.perf_counter() - started) * rest)
 
 
 def refresh(writer: Engine, reader: Engine) -> None:
