@@ -254,3 +254,39 @@ def test_enrich_never_raises_and_returns_valid_values(
     assert result.country is None or (len(result.country) == 2 and result.country.isupper())
     if result.kind in ("proxy", "prefetch", "scanner"):
         assert (result.country, result.region, result.city, result.device) == (None, None, None, "unknown")
+
+
+NEAR_HORIZON = st.one_of(
+    st.none(), st.floats(0, 120, allow_nan=False), st.sampled_from([1.9, 2.0, 9.99, 10.0, 59.9, 60.0, 3600.0])
+)
+
+
+@settings(max_examples=300, deadline=1000)
+@given(
+    ip=st.one_of(IPS, st.sampled_from([EOP_IP, BARRACUDA_IP, AZURE_IP, GOOGLE_IP, HOME_IP, RELAY_IP])),
+    user_agent=st.one_of(USER_AGENTS, st.sampled_from([GMAIL_PROXY, CHROME, THUNDERBIRD])),
+    method=st.sampled_from(["GET", "HEAD", "get"]),
+    first=NEAR_HORIZON,
+    then=NEAR_HORIZON,
+    purpose=st.sampled_from([None, "prefetch"]),
+)
+def test_a_cached_verdict_is_the_verdict_at_that_time(
+    enricher: Enricher,
+    ip: str | None,
+    user_agent: str | None,
+    method: str,
+    first: float | None,
+    then: float | None,
+    purpose: str | None,
+) -> None:
+    """Verdicts past every timing rule are cached: an earlier open of the same reader, at another time,
+    must never decide a later one's verdict or reason."""
+    from deadpixel.enrich.useragent import analyse_user_agent
+
+    headers = {"purpose": purpose} if purpose else None
+    enricher.enrich(ip=ip, user_agent=user_agent, method=method, seconds_after_send=first, headers=headers)
+    got = enricher.enrich(
+        ip=ip, user_agent=user_agent, method=method, seconds_after_send=then, headers=headers
+    )
+    expected = enricher.classify(enricher.address(ip), analyse_user_agent(user_agent), method, then, headers)
+    assert (got.kind, got.reason, got.rule) == (expected.kind, expected.reason, expected.rule)

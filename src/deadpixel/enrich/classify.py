@@ -30,6 +30,8 @@ PROXY_PREFETCH_SECONDS = 10.0
 """A provider proxy fetching this fast prefetches on delivery (gophish #1390/#3086 saw 4 s): not an open."""
 SUSPECT_NETWORK_SECONDS = 60.0
 """Scanners act on delivery; GMass calls opens under a minute likely false. Only with network evidence."""
+TIMING_HORIZON = max(TOO_FAST_SECONDS, PROXY_PREFETCH_SECONDS, SUSPECT_NETWORK_SECONDS)
+"""Past this many seconds after send no timing rule applies: the verdict is the one without a send time."""
 SCANNER_GROUPS = frozenset({"security", "microsoft", "google", "cloud"})
 
 
@@ -98,6 +100,7 @@ class Enricher:
         for item in self_ips:
             self._self.add(item.strip(), item.strip())  # raises ValueError on a bad entry: a config error
         self._address = functools.lru_cache(maxsize=65536)(self._address_facts)
+        self._timeless = functools.lru_cache(maxsize=16384)(self._enrich_timeless)
 
     def _address_facts(self, text: str | None) -> Address:
         """Everything an address alone tells, cached by its text (parsing it costs more than the cache
@@ -119,10 +122,31 @@ class Enricher:
         seconds_after_send: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Enrichment:
+        seconds = _seconds(seconds_after_send)
         address = self._address(ip)
+        if seconds is None or (seconds >= TIMING_HORIZON and not _listed_scanner(address)):
+            # Past every timing rule the verdict is the one without a send time: the same reader opening
+            # again, or a proxy fetching for many, is answered from the cache.
+            return self._timeless(ip, user_agent, method, _prefetch_header(headers) if headers else None)
+        return self._enrichment(address, user_agent, method, seconds, headers)
+
+    def _enrich_timeless(
+        self, ip: str | None, user_agent: str | None, method: str, purpose: str | None
+    ) -> Enrichment:
+        headers = {"purpose": purpose} if purpose else None
+        return self._enrichment(self._address(ip), user_agent, method, None, headers)
+
+    def _enrichment(
+        self,
+        address: Address,
+        user_agent: str | None,
+        method: str,
+        seconds: float | None,
+        headers: Mapping[str, str] | None,
+    ) -> Enrichment:
         place = address.place
         facts = analyse_user_agent(user_agent)
-        verdict = self.classify(address, facts, method, _seconds(seconds_after_send), headers)
+        verdict = self.classify(address, facts, method, seconds, headers)
         info = facts.info
         client, device, os_name = info.client, info.device, info.os
         if verdict.kind in ("human", "self"):
@@ -195,6 +219,11 @@ class Enricher:
             reason = f"obsolete browser ({facts.info.client}) from {_owner_text(place, owner)}"
             return Verdict("scanner", reason, "obsolete-hosted")
         return Verdict("human", _human_reason(facts), "human")
+
+
+def _listed_scanner(address: Address) -> bool:
+    """A listed scanner network's reason names the time since send, whatever it is."""
+    return address.listed is not None and address.listed.kind == "scanner"
 
 
 def _place_fields(place: Place) -> tuple[str | None, str | None, str | None, int | None, str | None]:
