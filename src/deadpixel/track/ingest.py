@@ -83,7 +83,7 @@ class GroupCommitWriter(Generic[E]):
         batch_size: int = 2000,
         name: str = "deadpixel-writer",
         spool: Spool[E] | None = None,
-        probe_interval: float = 1.0,
+        probe_interval: float = 0.25,
         after_batch: Callable[[Connection], None] | None = None,
     ) -> None:
         self._engine = engine
@@ -100,6 +100,7 @@ class GroupCommitWriter(Generic[E]):
         self._held: list[E] = []
         self._replay_cost = 1e-4  # seconds per replayed event, learnt while the spool drains
         self._last_hold_log = -10.0
+        self._last_down_log = -10.0
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._tick: Tick[E] | None = None
@@ -261,8 +262,10 @@ class GroupCommitWriter(Generic[E]):
         except Exception as exc:  # the writer must outlive any replay failure: requests wait on it
             if isinstance(exc, SQLAlchemyError) and _is_transient(exc):
                 self._down, self._draining = True, False
-                log.info("the database still does not answer; %d events wait in the spool, %d in memory",
-                         self._spool.events_waiting(), len(self._held))  # fmt: skip
+                if time.monotonic() - self._last_down_log >= 10:  # one line per 10 s, not per probe
+                    self._last_down_log = time.monotonic()
+                    log.info("the database still does not answer; %d events wait in the spool, %d in memory",
+                             self._spool.events_waiting(), len(self._held))  # fmt: skip
             else:
                 log.exception("replaying the spool failed; trying again in %.1f s", self._probe_interval)
                 self._down, self._draining = True, False
