@@ -347,17 +347,18 @@ def _upsert(
 
 @functools.cache
 def _earliest_statement(dialect: str) -> Any:
+    """Keep the earlier wait. Only an earlier one writes: a later open of a message (nearly every one) leaves
+    the row, its page and its index entry as they are, where ``SET wait = min(...)`` rewrote them all."""
     t = first_human_opens
-    if dialect == "postgresql":
-        statement: Any = postgresql.insert(t)
-        earlier = func.least(t.c.wait, statement.excluded.wait)
-    else:
-        statement = sqlite.insert(t)
-        earlier = func.min(t.c.wait, statement.excluded.wait)  # SQLite's min() of two values
+    statement: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
     statement = statement.values(
         message_id=bindparam("message_id"), campaign_id=bindparam("campaign_id"), wait=bindparam("wait")
     )
-    return statement.on_conflict_do_update(index_elements=["message_id"], set_={"wait": earlier})
+    return statement.on_conflict_do_update(
+        index_elements=["message_id"],
+        set_={"wait": statement.excluded.wait},
+        where=statement.excluded.wait < t.c.wait,
+    )
 
 
 @functools.cache
