@@ -7,8 +7,9 @@ One run of ``python bench/faults.py``:
 2. sends pixels at ``--rate`` per second for ``--seconds`` with the open-loop client of
    bench/steady_load.py (CPU 1), while the database is stopped ``--down-after`` seconds in and started
    again ``--down-for`` seconds later;
-3. reports p50/p99/max of every answer over the whole run, how long after the restart the spool was empty,
-   and checks that every request was answered 200 and that rows stored == 200 answers.
+3. reports p50/p99/max of every answer over the whole run and in each phase (before the outage, during
+   it, while the spool replays, after), how long after the restart the spool was empty, and checks that
+   every request was answered 200 and that rows stored == 200 answers.
 
 The short version of the same test runs in the test suite (tests/test_spool.py).
 """
@@ -16,7 +17,9 @@ The short version of the same test runs in the test suite (tests/test_spool.py).
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -85,29 +88,35 @@ def main(argv: list[str] | None = None) -> int:
             bench.wait_until_ready(server.process, server.port, server.label, server.log_file)
             assert server.data_dir is not None
             replayed_after: list[float] = []
+            moments: dict[str, float] = {}  # time.perf_counter(), the clock of the client's due times
 
             def outage() -> None:
                 time.sleep(args.down_after)
                 bench.log(f"stopping PostgreSQL for {args.down_for:g} s")
+                moments["down"] = time.perf_counter()
                 cluster.stop()
                 time.sleep(args.down_for)
                 cluster.start()
                 back = time.monotonic()
+                moments["back"] = time.perf_counter()
                 bench.log("PostgreSQL is back")
                 while not spool_empty(server.data_dir) and time.monotonic() - back < 60:  # type: ignore[arg-type]
                     time.sleep(0.05)
                 replayed_after.append(time.monotonic() - back)
+                moments["replayed"] = time.perf_counter()
 
             thread = threading.Thread(target=outage)
             thread.start()
             load = subprocess.run(
                 ["taskset", "-c", str(opts.load_cpu), sys.executable, str(Path(__file__).with_name(
                     "steady_load.py")), "--port", str(server.port), "--paths", str(paths_file),
-                 "--rate", str(args.rate), "--seconds", str(args.seconds), "--connections", "64"],
+                 "--rate", str(args.rate), "--seconds", str(args.seconds), "--connections", "64",
+                 "--latencies", str(root / "latencies.txt")],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             thread.join()
             figures = json.loads(load.stdout)
+            phases = phase_latencies(root / "latencies.txt", moments)
             procs.stop(server.process, signal.SIGTERM)
             stored = server.stored_opens()
     finally:
@@ -134,9 +143,33 @@ def main(argv: list[str] | None = None) -> int:
         second, answers = worst_second["second"], worst_second["answers"]
         print(f"    second {second:>4}: {answers:>6,} answers, p99 {worst_second['p99_ms']:8.1f} ms, "
               f"max {worst_second['max_ms']:8.1f} ms")  # fmt: skip
+    print("  by phase (when each request was due):")
+    for phase, latencies in phases.items():
+        if latencies:
+            print(f"    {phase:<28} {len(latencies):>7,} answers, p99 {percentile(latencies, 99):8.1f} ms, "
+                  f"max {latencies[-1]:8.1f} ms")  # fmt: skip
     for name, value, target, ok in checks:
         print(f"  {name:<36} {value:>20}   target {target:<8} {'PASS' if ok else 'FAIL'}")
     return 0 if all(ok for *_, ok in checks) else 1
+
+
+def phase_latencies(path: Path, moments: dict[str, float]) -> dict[str, list[float]]:
+    """Each answer's latency (ms, sorted) by the phase it was due in: the whole-run p99 can hide a phase."""
+    phases: dict[str, list[float]] = {
+        "before the outage": [], "PostgreSQL down": [], "replaying the spool": [], "after the replay": [],
+    }  # fmt: skip
+    bounds = [moments.get("down", math.inf), moments.get("back", math.inf), moments.get("replayed", math.inf)]
+    names = list(phases)
+    for line in path.read_text().splitlines():
+        due, latency = (float(value) for value in line.split())
+        phases[names[bisect.bisect_right(bounds, due)]].append(latency)
+    for latencies in phases.values():
+        latencies.sort()
+    return phases
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    return sorted_values[max(0, math.ceil(pct / 100 * len(sorted_values)) - 1)]
 
 
 if __name__ == "__main__":
