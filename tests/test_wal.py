@@ -55,8 +55,12 @@ def test_the_wal_starts_over_while_the_writer_never_pauses(tmp_path: Path) -> No
         checkpointer.stop()
 
     assert checkpointer.rewinds > 0
-    # Without rewinding, three seconds of back-to-back commits leave a WAL of tens of megabytes.
-    assert max(sizes) < 16 * 1024 * 1024, f"WAL grew to {max(sizes):,} bytes"
+    # Without rewinding, back-to-back commits grow the WAL by tens of megabytes a second for as long as they
+    # last. With it, the log grows only until the first rewinds (how far depends on the disk's speed), then
+    # keeps its size: over the last two of the three seconds it may grow by little more than a rewind's worth.
+    after_one_second = sizes[len(sizes) // 3]
+    growth = max(sizes) - after_one_second
+    assert growth < 4 * 1024 * 1024, f"the WAL grew by {growth:,} bytes after the first second"
     engine = create_engine(url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM t")).scalar() == rows
