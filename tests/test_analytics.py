@@ -375,9 +375,10 @@ def test_on_sqlite_each_batch_folds_itself_once_the_rollups_are_caught_up(
 ) -> None:
     reader, writer = engines
     ids = build(writer)
+    folds = rollups.WriterRollups()
     with writer.begin() as conn:
         write_opens(
-            conn, [opened(ids["b"], 60, HUMAN_TB), opened(ids["x"], 70, PREFETCH)], LABELS, fold_rollups=True
+            conn, [opened(ids["b"], 60, HUMAN_TB), opened(ids["x"], 70, PREFETCH)], LABELS, folds=folds
         )
     with reader.connect() as conn:
         assert not rollups.pending(conn)  # folded in the batch's own transaction
@@ -385,14 +386,87 @@ def test_on_sqlite_each_batch_folds_itself_once_the_rollups_are_caught_up(
 
     with writer.begin() as conn:  # rollups behind (as after reclassify): the batch waits for the fold
         rollups.reset(conn)
-        write_opens(conn, [opened(ids["c"], 80, HUMAN_IOS)], LABELS, fold_rollups=True)
+        write_opens(conn, [opened(ids["c"], 80, HUMAN_IOS)], LABELS, folds=folds)
         assert conn.execute(select(func.count()).select_from(open_slots)).scalar_one() == 0
     assert rollups.catch_up(writer, reader) == 11
     assert_rollups_match(reader)
 
     with writer.begin() as conn:  # the newest opens go and their ids are handed out again
         maintenance.forget_recipient(conn, "c@example.com")
-        write_opens(conn, [opened(ids["a"], 90, HUMAN_IOS)], LABELS, fold_rollups=True)
+        write_opens(conn, [opened(ids["a"], 90, HUMAN_IOS)], LABELS, folds=folds)
+    with reader.connect() as conn:
+        assert not rollups.pending(conn)
+    assert_rollups_match(reader)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_under_load_the_writer_holds_its_counts_back_and_never_counts_twice(
+    engines: tuple[Engine, Engine],
+) -> None:
+    reader, writer = engines
+    ids = build(writer)
+    folds = rollups.WriterRollups(hold_from=2, interval=3600)  # batches of two or more are held back
+
+    def batch(*events: OpenEvent) -> None:
+        with writer.begin() as conn:
+            write_opens(conn, list(events), LABELS, folds=folds)
+
+    def slots_total() -> int:
+        with reader.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.sum(open_slots.c.opens), 0))).scalar_one())
+
+    before = slots_total()
+    batch(opened(ids["a"], 10, HUMAN_TB), opened(ids["b"], 20, PREFETCH))
+    batch(opened(ids["x"], 30, HUMAN_IOS), opened(ids["x"], 35, SCANNER))
+    assert slots_total() == before
+    with reader.connect() as conn:
+        assert rollups.pending(conn)  # held-back opens are above the watermark like any others
+    batch(opened(ids["c"], 40, SCANNER))  # a small batch: the load is light, everything is written
+    assert slots_total() == before + 5
+    with reader.connect() as conn:
+        assert not rollups.pending(conn)
+    assert_rollups_match(reader)
+
+    batch(opened(ids["a"], 50, HUMAN_IOS), opened(ids["b"], 55, HUMAN_TB))
+    assert rollups.catch_up(writer, reader) == 2  # a page view folds the held-back opens itself
+    batch(opened(ids["b"], 60, HUMAN_TB), opened(ids["d"], 65, HUMAN_TB))
+    with reader.connect() as conn:  # so the writer dropped what it held (nothing counts twice) and,
+        assert not rollups.pending(conn)  # folded under, writes with every batch for a while
+    assert_rollups_match(reader)
+
+    folds = rollups.WriterRollups(hold_from=2, interval=3600)
+    batch(opened(ids["c"], 70, HUMAN_TB), opened(ids["d"], 75, HUMAN_IOS))
+    assert slots_total() == before + 9
+    with writer.begin() as conn:  # `forget` deletes an open the writer holds counts of
+        maintenance.forget_recipient(conn, "c@example.com")
+    batch(opened(ids["a"], 80, HUMAN_TB))
+    with reader.connect() as conn:
+        assert rollups.pending(conn)  # the counts were dropped: the ordinary fold takes over
+    assert rollups.catch_up(writer, reader) == 2  # d's open and the last one; c's is gone
+    assert_rollups_match(reader)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_held_back_counts_are_written_within_the_interval_batch_or_no_batch(
+    engines: tuple[Engine, Engine],
+) -> None:
+    reader, writer = engines
+    ids = build(writer)
+    folds = rollups.WriterRollups(hold_from=1, interval=0.0)
+    with writer.begin() as conn:
+        write_opens(conn, [opened(ids["a"], 10, HUMAN_TB)], LABELS, folds=folds)
+    with reader.connect() as conn:
+        assert not rollups.pending(conn)  # the interval is over: written with the batch
+
+    folds = rollups.WriterRollups(hold_from=1, interval=0.2)
+    with writer.begin() as conn:
+        write_opens(conn, [opened(ids["b"], 20, HUMAN_IOS)], LABELS, folds=folds)
+    with writer.connect() as conn:
+        folds.catch_up(conn)  # between batches, within the interval: still held
+        with reader.connect() as read:
+            assert rollups.pending(read)
+        time.sleep(0.25)
+        folds.catch_up(conn)  # no batch came to write them: the writer's upkeep does
     with reader.connect() as conn:
         assert not rollups.pending(conn)
     assert_rollups_match(reader)

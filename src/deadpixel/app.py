@@ -101,12 +101,12 @@ class Deadpixel:
         )
         on_sqlite = is_sqlite(writer_engine)
         self.checkpointer = WalCheckpointer(settings.database_url) if on_sqlite else None
-        # On SQLite the writer folds the charts' rollups itself (rollups.WriterFold); elsewhere a task does.
-        self.writer_fold = rollups.WriterFold() if on_sqlite else None
+        # On SQLite the writer keeps the charts' rollups (rollups.WriterRollups); elsewhere a task does.
+        self.writer_rollups = rollups.WriterRollups() if on_sqlite else None
         self.cap = OpenCap(settings.open_cap) if settings.open_cap else None
         self.writer: GroupCommitWriter[OpenEvent] = GroupCommitWriter(
             writer_engine,
-            functools.partial(write_opens, builder=classifier, cap=self.cap, fold_rollups=on_sqlite),
+            functools.partial(write_opens, builder=classifier, cap=self.cap, folds=self.writer_rollups),
             batch_size=settings.batch_size,
             spool=Spool(node_spool_dir(settings.data_dir) / "opens", OpenEvent),
             after_batch=self._writer_upkeep if on_sqlite else None,
@@ -193,9 +193,9 @@ class Deadpixel:
 
     def _writer_upkeep(self, conn: Connection) -> None:
         """SQLite's upkeep from the pixel writer's thread between batches: nothing waits for its lock."""
-        assert self.checkpointer is not None and self.writer_fold is not None
+        assert self.checkpointer is not None and self.writer_rollups is not None
         self.checkpointer.catch_up(conn)
-        self.writer_fold(conn)
+        self.writer_rollups.catch_up(conn)
 
     async def _fold_rollups(self) -> None:
         """Keep the charts' rollups a few seconds behind the opens, so a page view finds little to fold."""
@@ -222,7 +222,7 @@ class Deadpixel:
                     self.checkpointer.start()
                 self.webhooks.start()
                 background.append(asyncio.create_task(self.metrics.run()))
-                if self.writer_fold is None:
+                if self.writer_rollups is None:
                     background.append(asyncio.create_task(self._fold_rollups()))
                 if self.settings.retention_days > 0:
                     background.append(asyncio.create_task(self._apply_retention()))

@@ -2,9 +2,9 @@
 
 A chart of a campaign with 100,000 opens would otherwise scan all of them, once per chart. Whoever reads the
 charts first (or a background task) folds the opens committed since the last fold into two small tables (on
-SQLite, each batch of opens folds itself as it is stored: ``Inline``): opens per campaign and UTC quarter
-hour (``open_slots``, enough for any time zone's hours, since every zone's offset is a whole number of quarter
-hours) and opens per campaign and value of each breakdown (``open_values``).
+SQLite, the pixel's writer counts the opens it stores itself: ``WriterRollups``): opens per campaign and UTC
+quarter hour (``open_slots``, enough for any time zone's hours, since every zone's offset is a whole number of
+quarter hours) and opens per campaign and value of each breakdown (``open_values``).
 
 Which opens are folded is tracked by id, not by time, so a spool replay that stores old opens late is
 folded like any new open (into the quarter hour it happened in). On PostgreSQL, ids are taken when a row is
@@ -16,19 +16,17 @@ the commit deadline). SQLite has one writer at a time and folds while holding th
 is in flight there and no gaps are noted. Folds are serialised by a row lock on ``rollup_state`` (on
 SQLite, by the write lock) and run in short transactions of at most ``CHUNK`` opens, so the pixel's writer
 never waits long for them.
-
-On SQLite, when the rollups are behind (after ``reclassify`` or an upgrade), a server folds from its pixel
-writer's own thread, between two batches (``WriterFold``): a fold in another thread would hold the one write
-lock while batches of opens wait behind it, and under steady load that is most of the pixel's slow answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
@@ -115,83 +113,149 @@ def refresh(writer: Engine, reader: Engine) -> None:
         log.warning("rollups: could not fold new opens now; showing them as of the last fold", exc_info=True)
 
 
-class WriterFold:
-    """Folds a little at a time from the pixel writer's SQLite connection, once a batch's requests are
-    answered.
+class WriterRollups:
+    """SQLite: the pixel writer keeps the rollups current itself, from the rows it stores.
 
-    Each fold is sized to about ``budget`` seconds (the cost per open is learnt as it goes), so the batch
-    after it waits at most that much longer; while more opens wait, the next batch is followed by the next
-    fold, else folding rests for ``interval`` seconds.
+    Each batch's opens are counted from the rows in hand as they are stored: nothing is read back. Under
+    load the counts are held back and written, with the watermark past them, once ``hold_up_to`` opens are
+    counted or ``interval`` seconds after the first, in a batch's transaction (or, when no batch comes,
+    between batches): one upsert per touched rollup row per second or so instead of per batch. With
+    enrichment on, a batch of 23 opens touched about 60 rollup rows, and those upserts were half of what
+    enrichment added to the writer's cost per open. A batch smaller than ``hold_from`` says the writer keeps
+    up easily, and writes its counts at once, so a lightly used server's charts are never behind. Held-back
+    opens are simply above the watermark, as after a crash: any fold reads them from the opens.
+
+    Whoever else changes the rollups meanwhile (a page view that folds, `forget`, `reclassify`, another
+    worker's writer) stamps ``rollup_state``; counts taken before that stamp are dropped, since the opens
+    they came from are still there to be folded. A writer whose counts were dropped writes them with every
+    batch for a while (``FOLDED_UNDER``): two writers that each held counts back would keep dropping each
+    other's, and a page that folded once is likely to ask again.
+
+    When the rollups are behind (after `reclassify`, or an upgrade), batches are left to the ordinary fold,
+    which ``catch_up`` runs from the writer's thread once a batch's requests are answered. Each such fold
+    is sized to about ``budget`` seconds (the cost per open is learnt as it goes), so the batch after it waits
+    at most that much longer; while more opens wait, the next batch is followed by the next fold, else
+    folding rests for ``rest`` seconds. A fold from another thread would hold the one write lock while
+    batches of opens wait behind it: under steady load, most of the pixel's slow answers.
     """
 
-    def __init__(self, budget: float = 0.005, interval: float = 1.0) -> None:
-        self._budget = budget
-        self._interval = interval
-        self._cost = 2e-5  # seconds per folded open
-        self._due = 0.0
-        self.folded = 0
+    FOLDED_UNDER = 10.0  # seconds of writing counts with every batch after some were dropped
 
-    def __call__(self, conn: Connection) -> None:
+    def __init__(
+        self,
+        hold_from: int = 8,
+        hold_up_to: int = 1000,
+        interval: float = 1.0,
+        budget: float = 0.005,
+        rest: float = 1.0,
+    ) -> None:
+        self._hold_from = hold_from
+        self._hold_up_to = hold_up_to
+        self._interval = interval
+        self._budget = budget
+        self._rest = rest
+        self._tally = Tally()
+        self._held = 0  # opens counted in _tally
+        self._counting = False  # whether the opens from _base up to _top are all in _tally
+        self._base = self._top = 0
+        self._stamp = 0.0  # rollup_state.updated_at as this writer last saw or wrote it
+        self._since = 0.0  # when the first open in _tally was counted
+        self._eager_until = 0.0
+        self._cost = 2e-5  # seconds per open folded by catch_up
+        self._due = 0.0
+        self.folded = 0  # opens folded by catch_up
+
+    def begin(self, conn: Connection) -> bool:
+        """Before a batch is inserted, holding the write lock: whether its rows can be counted in hand."""
+        ((watermark, newest, stamp),) = run(conn, _STATE)
+        newest = newest or 0
+        if self._counting and (watermark, stamp, newest) == (self._base, self._stamp, self._top):
+            return True
+        if self._counting and self._held:
+            self._eager_until = time.monotonic() + self.FOLDED_UNDER
+        self._tally, self._held = Tally(), 0
+        self._counting = newest <= watermark
+        self._base = self._top = watermark
+        self._stamp = stamp
+        return self._counting
+
+    def count(self, conn: Connection, rows: Sequence[dict[str, Any]], known: Mapping[str, Known]) -> None:
+        """After ``begin`` said yes and the batch's rows are inserted, in the same transaction."""
+        self._tally.add(
+            [
+                (row["id"], known[row["message_id"]].campaign_id, row["at"], row["kind"], row["client"],
+                 row["device"], row["os"], row["country"], row["message_id"],
+                 known[row["message_id"]].sent_at, known[row["message_id"]].status)
+                for row in rows
+            ]
+        )  # fmt: skip
+        self._top = max(self._top, max(row["id"] for row in rows))
         now = time.monotonic()
+        if not self._held:
+            self._since = now
+        self._held += len(rows)
+        hold = (
+            len(rows) >= self._hold_from
+            and self._held < self._hold_up_to
+            and now < self._since + self._interval
+            and now >= self._eager_until
+        )
+        if not hold:
+            self._write(conn)
+
+    def _write(self, conn: Connection) -> None:
+        self._tally.write(conn)
+        self._stamp = _new_stamp(self._stamp)
+        run(conn, _MOVE_WATERMARK, (self._top, self._stamp))
+        self._tally, self._held = Tally(), 0
+        self._base = self._top
+
+    def catch_up(self, conn: Connection) -> None:
+        """Between batches, once their requests are answered: write counts held back too long (no batch came
+        to write them), or fold a little when the rollups are behind."""
+        now = time.monotonic()
+        driver = conn.connection.driver_connection
+        if self._held and now >= self._since + self._interval:
+            with _unsynced(driver), conn.begin():
+                if self.begin(conn):
+                    self._write(conn)
         if now < self._due:
             return
-        driver = conn.connection.driver_connection
         # On the driver: a SQLAlchemy statement here would begin a transaction the writer never ends.
-        watermark, newest = driver.execute(_CAUGHT_UP).fetchone()  # type: ignore[union-attr]
-        if (newest or 0) <= watermark:  # the usual case: the batches fold themselves (``Inline``)
-            self._due = now + self._interval
+        watermark, newest, stamp = driver.execute(_STATE).fetchone()  # type: ignore[union-attr]
+        newest = newest or 0
+        counted = self._counting and (watermark, stamp, newest) == (self._base, self._stamp, self._top)
+        if newest <= watermark or counted:  # the usual case: the batches count themselves
+            self._due = now + self._rest
             return
         started = time.perf_counter()
-        # Rollups can always be folded again from the opens, so their commit need not wait for the disk:
-        # the next batch's fsync makes it durable (a crash before that only loses this fold, watermark too).
-        driver.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
-        try:
-            with conn.begin():
-                count, more = fold(conn, chunk=max(50, int(self._budget / self._cost)))
-        finally:
-            driver.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
+        with _unsynced(driver), conn.begin():
+            count, more = fold(conn, chunk=max(50, int(self._budget / self._cost)))
         if count:
             self._cost = (self._cost + (time.perf_counter() - started) / count) / 2
             self.folded += count
-        self._due = now if more else now + self._interval
+        self._due = now if more else now + self._rest
 
 
-class Inline:
-    """Folds a batch of opens into the rollups in the transaction that stores it: SQLite only.
-
-    SQLite has one writer, so a batch's opens take the ids just above every id stored before it. When the
-    rollups were caught up as the batch began (no open above the watermark), the batch is folded from the
-    rows in hand and the watermark moves past it: nothing is read back, and the cost comes a little with
-    every batch instead of in bursts that hold up the batches behind them. When they were not caught up
-    (after `reclassify`, or an upgrade), the batch is left to the ordinary fold, which goes in id order.
-    """
-
-    __slots__ = ()
-
-    @classmethod
-    def begin(cls, conn: Connection) -> Inline | None:
-        """Call before inserting the batch, holding the write lock."""
-        ((watermark, newest),) = run(conn, _CAUGHT_UP)
-        return cls() if (newest or 0) <= watermark else None
-
-    def fold(self, conn: Connection, rows: Sequence[dict[str, Any]], known: Mapping[str, Known]) -> None:
-        """Call after inserting ``rows``, in the same transaction."""
-        folded = []
-        for row in rows:
-            facts = known[row["message_id"]]
-            folded.append(
-                (None, facts.campaign_id, row["at"], row["kind"], row["client"], row["device"], row["os"],
-                 row["country"], row["message_id"], facts.sent_at, facts.status)
-            )  # fmt: skip
-        _add(conn, folded, sign=1)
-        run(conn, _PAST_BATCH, (time.time(),))
+@contextlib.contextmanager
+def _unsynced(driver: Any) -> Iterator[None]:
+    """Rollups can always be folded again from the opens, so their commit need not wait for the disk: the
+    next batch's fsync makes it durable (a crash before that only loses this fold, watermark too)."""
+    driver.execute("PRAGMA synchronous=NORMAL")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA synchronous=FULL")
 
 
-_CAUGHT_UP = f"SELECT watermark, (SELECT max(id) FROM opens) FROM rollup_state WHERE name = '{STATE}'"
-_PAST_BATCH = (
-    "UPDATE rollup_state SET watermark = max(watermark, (SELECT max(id) FROM opens)), updated_at = ? "
-    f"WHERE name = '{STATE}'"
-)
+_STATE = f"SELECT watermark, (SELECT max(id) FROM opens), updated_at FROM rollup_state WHERE name = '{STATE}'"
+_MOVE_WATERMARK = f"UPDATE rollup_state SET watermark = ?, updated_at = ? WHERE name = '{STATE}'"
+
+
+def _new_stamp(previous: float) -> float:
+    """A time for ``rollup_state.updated_at`` that differs from the one before, however coarse the clock."""
+    now = time.time()
+    return now if now != previous else math.nextafter(now, math.inf)
 
 
 def fold(conn: Connection, chunk: int = CHUNK, now: float | None = None) -> tuple[int, bool]:
@@ -245,8 +309,12 @@ def delete_opens(conn: Connection, message_ids: Sequence[str]) -> int:
         conn.execute(delete(opens).where(opens.c.id.in_(chained[start : start + _IN_CHUNK])))
     conn.execute(update(messages).where(messages.c.id.in_(message_ids)).values(last_open_id=None))
     highest = conn.execute(select(func.max(opens.c.id))).scalar() or 0
-    if highest < watermark:
-        conn.execute(update(rollup_state).where(rollup_state.c.name == STATE).values(watermark=highest))
+    # Stamped even when the watermark stays: a writer's counts held back may include opens just deleted.
+    conn.execute(
+        update(rollup_state)
+        .where(rollup_state.c.name == STATE)
+        .values(watermark=min(watermark, highest), updated_at=time.time())
+    )
     return len(chained)
 
 
@@ -256,7 +324,9 @@ def reset(conn: Connection) -> None:
     conn.execute(delete(open_values))
     conn.execute(delete(first_human_opens))
     conn.execute(delete(rollup_gaps))
-    conn.execute(update(rollup_state).where(rollup_state.c.name == STATE).values(watermark=0))
+    conn.execute(
+        update(rollup_state).where(rollup_state.c.name == STATE).values(watermark=0, updated_at=time.time())
+    )
 
 
 def _late_arrivals(conn: Connection, now: float) -> Sequence[Any]:
@@ -289,45 +359,67 @@ def _note_gaps(conn: Connection, watermark: int, ids: Iterable[int], now: float)
 
 
 def _add(conn: Connection, rows: Sequence[Any], sign: int) -> None:
-    """Add (or with ``sign=-1`` take away) these opens' counts, one upsert per touched rollup row; a human
-    open may also be its message's first (taking opens away leaves that to the caller)."""
-    if not rows:
-        return
-    slots: Counter[tuple[int, int, str]] = Counter()
-    values: Counter[tuple[int, str, str]] = Counter()
-    firsts: dict[str, dict[str, Any]] = {}
-    for _, campaign_id, at, kind, client, device, os, country, message_id, sent_at, status in rows:
-        group = "human" if kind in HUMAN_KINDS else "machine" if kind in MACHINE_KINDS else "other"
-        slots[campaign_id, int(at // SLOT), group] += sign
-        # One line per field of FIELDS: on SQLite this runs for every open as it is stored.
-        values[campaign_id, "kind", kind or ""] += sign
-        values[campaign_id, "client", client or ""] += sign
-        values[campaign_id, "device", device or ""] += sign
-        values[campaign_id, "os", os or ""] += sign
-        values[campaign_id, "country", country or ""] += sign
-        if sign > 0 and group == "human" and sent_at is not None and status == "sent":
-            wait = at - sent_at
-            if message_id not in firsts or wait < firsts[message_id]["wait"]:
-                firsts[message_id] = {"message_id": message_id, "campaign_id": campaign_id, "wait": wait}
-    per_slot: dict[tuple[int, int], dict[str, Any]] = {}
-    for (campaign_id, slot, group), n in slots.items():
-        entry = per_slot.get((campaign_id, slot))
-        if entry is None:
-            entry = {"campaign_id": campaign_id, "slot": slot, "opens": 0, "human": 0, "machine": 0}
-            per_slot[campaign_id, slot] = entry
-        entry["opens"] += n
-        if group != "other":
-            entry[group] += n
-    _upsert(conn, open_slots, ("campaign_id", "slot"), ("opens", "human", "machine"), list(per_slot.values()))
-    _upsert(
-        conn,
-        open_values,
-        ("campaign_id", "field", "value"),
-        ("opens",),
-        [{"campaign_id": c, "field": f, "value": v, "opens": n} for (c, f, v), n in values.items()],
-    )
-    if firsts:
-        _upsert_earliest(conn, list(firsts.values()))
+    """Add (or with ``sign=-1`` take away) these opens' counts; taking opens away leaves their messages'
+    first human opens to the caller."""
+    tally = Tally()
+    tally.add(rows, sign)
+    tally.write(conn)
+
+
+class Tally:
+    """Opens counted into what the rollups need, then written with one upsert per touched rollup row."""
+
+    __slots__ = ("firsts", "slots", "values")
+
+    def __init__(self) -> None:
+        self.slots: Counter[tuple[int, int, str]] = Counter()
+        self.values: Counter[tuple[int, str, str]] = Counter()
+        self.firsts: dict[str, dict[str, Any]] = {}  # a human open may be its message's first
+
+    def __bool__(self) -> bool:
+        return bool(self.slots)
+
+    def add(self, rows: Iterable[Sequence[Any]], sign: int = 1) -> None:
+        """Rows as ``_columns`` selects them."""
+        slots, values, firsts = self.slots, self.values, self.firsts
+        for _, campaign_id, at, kind, client, device, os, country, message_id, sent_at, status in rows:
+            group = "human" if kind in HUMAN_KINDS else "machine" if kind in MACHINE_KINDS else "other"
+            slots[campaign_id, int(at // SLOT), group] += sign
+            # One line per field of FIELDS: on SQLite this runs for every open as it is stored.
+            values[campaign_id, "kind", kind or ""] += sign
+            values[campaign_id, "client", client or ""] += sign
+            values[campaign_id, "device", device or ""] += sign
+            values[campaign_id, "os", os or ""] += sign
+            values[campaign_id, "country", country or ""] += sign
+            if sign > 0 and group == "human" and sent_at is not None and status == "sent":
+                wait = at - sent_at
+                if message_id not in firsts or wait < firsts[message_id]["wait"]:
+                    firsts[message_id] = {"message_id": message_id, "campaign_id": campaign_id, "wait": wait}
+
+    def write(self, conn: Connection) -> None:
+        if not self:
+            return
+        per_slot: dict[tuple[int, int], dict[str, Any]] = {}
+        for (campaign_id, slot, group), n in self.slots.items():
+            entry = per_slot.get((campaign_id, slot))
+            if entry is None:
+                entry = {"campaign_id": campaign_id, "slot": slot, "opens": 0, "human": 0, "machine": 0}
+                per_slot[campaign_id, slot] = entry
+            entry["opens"] += n
+            if group != "other":
+                entry[group] += n
+        _upsert(
+            conn, open_slots, ("campaign_id", "slot"), ("opens", "human", "machine"), list(per_slot.values())
+        )
+        _upsert(
+            conn,
+            open_values,
+            ("campaign_id", "field", "value"),
+            ("opens",),
+            [{"campaign_id": c, "field": f, "value": v, "opens": n} for (c, f, v), n in self.values.items()],
+        )
+        if self.firsts:
+            _upsert_earliest(conn, list(self.firsts.values()))
 
 
 def _upsert_earliest(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -121,14 +121,14 @@ def write_opens(
     events: Sequence[OpenEvent],
     builder: RowBuilder,
     cap: OpenCap | None = None,
-    fold_rollups: bool = False,
+    folds: rollups.WriterRollups | None = None,
 ) -> int:
     """Insert a batch of opens and bump the message counters, in the caller's transaction.
 
     Opens of messages erased meanwhile (``deadpixel forget``) are answered but not stored: a pixel still
     sitting in an inbox must not bring a forgotten person back. Returns how many were dropped that way.
-    Opens over the ``cap`` are counted on their message instead of stored. With ``fold_rollups`` (SQLite's
-    one writer), the batch is also added to the charts' rollups in this transaction (``rollups.Inline``).
+    Opens over the ``cap`` are counted on their message instead of stored. With ``folds`` (SQLite's one
+    writer), the batch is also counted into the charts' rollups (``rollups.WriterRollups``).
     """
     known = existing_messages(conn, (e.message_id for e in events), lock=True)
     kept = [e for e in events if e.message_id in known]
@@ -138,11 +138,11 @@ def write_opens(
             execute_many(conn, _count_capped, [{"mid": mid, "n": capped[mid]} for mid in sorted(capped)])
     if kept:
         rows = builder.rows(kept, send_times(known))
-        inline = rollups.Inline.begin(conn) if fold_rollups else None
+        counted = folds.begin(conn) if folds is not None else False
         chains.link(conn, rows, known)
         execute_many(conn, _insert_opens, rows)
         execute_many(conn, _bump_counters, counter_updates(rows))
         outbox.enqueue(conn, "open", rows)  # webhook deliveries, in this same transaction
-        if inline is not None:
-            inline.fold(conn, rows, known)
+        if folds is not None and counted:
+            folds.count(conn, rows, known)
     return len(events) - len(kept)
