@@ -30,8 +30,6 @@ PROXY_PREFETCH_SECONDS = 10.0
 """A provider proxy fetching this fast prefetches on delivery (gophish #1390/#3086 saw 4 s): not an open."""
 SUSPECT_NETWORK_SECONDS = 60.0
 """Scanners act on delivery; GMass calls opens under a minute likely false. Only with network evidence."""
-TIMING_HORIZON = max(TOO_FAST_SECONDS, PROXY_PREFETCH_SECONDS, SUSPECT_NETWORK_SECONDS)
-"""Past this many seconds after send no timing rule applies: the verdict is the one without a send time."""
 SCANNER_GROUPS = frozenset({"security", "microsoft", "google", "cloud"})
 
 
@@ -122,19 +120,34 @@ class Enricher:
         seconds_after_send: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Enrichment:
+        return self.enrich_open(ip, user_agent, method, _prefetch_header(headers), seconds_after_send)
+
+    def enrich_open(
+        self,
+        ip: str | None,
+        user_agent: str | None,
+        method: str,
+        purpose: str | None,
+        seconds_after_send: float | None,
+    ) -> Enrichment:
+        """``enrich`` with the facts as the ingest writer holds them, for every open; ``purpose`` is the
+        word of a prefetch hint (``prefetch_word``), or None."""
         seconds = _seconds(seconds_after_send)
-        address = self._address(ip)
-        if seconds is None or (seconds >= TIMING_HORIZON and not _listed_scanner(address)):
-            # Past every timing rule the verdict is the one without a send time: the same reader opening
-            # again, or a proxy fetching for many, is answered from the cache.
-            return self._timeless(ip, user_agent, method, _prefetch_header(headers) if headers else None)
-        return self._enrichment(address, user_agent, method, seconds, headers)
+        # The verdict without a send time holds from some seconds after send on (see ``_timing_horizon``):
+        # the same reader opening again, or a proxy fetching for many, is answered from the cache.
+        timeless, horizon = self._timeless(ip, user_agent, method, purpose)
+        if seconds is None or seconds >= horizon:
+            return timeless
+        headers = {"purpose": purpose} if purpose else None
+        return self._enrichment(self._address(ip), user_agent, method, seconds, headers)
 
     def _enrich_timeless(
         self, ip: str | None, user_agent: str | None, method: str, purpose: str | None
-    ) -> Enrichment:
+    ) -> tuple[Enrichment, float]:
+        address = self._address(ip)
         headers = {"purpose": purpose} if purpose else None
-        return self._enrichment(self._address(ip), user_agent, method, None, headers)
+        enrichment = self._enrichment(address, user_agent, method, None, headers)
+        return enrichment, _timing_horizon(address, analyse_user_agent(user_agent))
 
     def _enrichment(
         self,
@@ -221,9 +234,16 @@ class Enricher:
         return Verdict("human", _human_reason(facts), "human")
 
 
-def _listed_scanner(address: Address) -> bool:
-    """A listed scanner network's reason names the time since send, whatever it is."""
-    return address.listed is not None and address.listed.kind == "scanner"
+def _timing_horizon(address: Address, facts: UserAgentFacts) -> float:
+    """How many seconds after send the timing rules of ``classify`` stop applying to this reader: from then
+    on, its verdict is the one without a send time. A listed scanner network's reason always has the time."""
+    if address.listed is not None and address.listed.kind == "scanner":
+        return math.inf
+    if address.owner is not None and address.owner.group in SCANNER_GROUPS:
+        return SUSPECT_NETWORK_SECONDS
+    if facts.machine is not None and facts.machine.kind == "proxy":
+        return PROXY_PREFETCH_SECONDS
+    return TOO_FAST_SECONDS
 
 
 def _place_fields(place: Place) -> tuple[str | None, str | None, str | None, int | None, str | None]:
@@ -254,9 +274,19 @@ def _prefetch_header(headers: Mapping[str, str] | None) -> str | None:
         return None
     for name, value in headers.items():
         if name.lower() in ("purpose", "sec-purpose", "x-purpose", "x-moz"):
-            for word in ("prefetch", "preview", "prerender"):
-                if word in str(value).lower():
-                    return word
+            word = prefetch_word(str(value))
+            if word is not None:
+                return word
+    return None
+
+
+def prefetch_word(hint: str | None) -> str | None:
+    """What a speculative-load header's value says: prefetch, preview, prerender, or None."""
+    if hint:
+        lowered = hint.lower()
+        for word in ("prefetch", "preview", "prerender"):
+            if word in lowered:
+                return word
     return None
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deadpixel.config import Settings
-from deadpixel.enrich.classify import Enricher, Enrichment, Verdict
+from deadpixel.enrich.classify import Enricher, Enrichment, Verdict, prefetch_word
 from deadpixel.enrich.geo import GeoLookup
 from deadpixel.enrich.message import MessageEvent, adjust_message_verdicts
 from deadpixel.enrich.networks import Networks
@@ -59,15 +59,13 @@ class OpenClassifier:
         """The enriched columns, in ``ENRICHED_FIELDS`` order."""
         if self.enricher is None:
             return _UNCLASSIFIED
-        seconds = event.at - sent_at if sent_at is not None else None
-        headers = {"purpose": event.purpose} if event.purpose else None
         try:
-            return self.enricher.enrich(
-                ip=event.ip,
-                user_agent=event.user_agent,
-                method=event.method,
-                seconds_after_send=seconds,
-                headers=headers,
+            return self.enricher.enrich_open(
+                event.ip,
+                event.user_agent,
+                event.method,
+                prefetch_word(event.purpose),
+                event.at - sent_at if sent_at is not None else None,
             )
         except Exception:  # a rule bug must never cost an open: store it unclassified
             log.exception("enrichment failed for %r", event)
@@ -80,7 +78,7 @@ class OpenClassifier:
             for event in events
         ]
         if self.enricher is not None:
-            apply_message_pattern(rows)
+            apply_message_pattern(rows)  # on the full addresses
         for row in rows:
             row["ip"] = stored_ip(row["ip"], self.ip_mode)
         return rows
