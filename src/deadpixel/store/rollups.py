@@ -27,6 +27,8 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
@@ -181,14 +183,7 @@ class WriterRollups:
 
     def count(self, conn: Connection, rows: Sequence[dict[str, Any]], known: Mapping[str, Known]) -> None:
         """After ``begin`` said yes and the batch's rows are inserted, in the same transaction."""
-        self._tally.add(
-            [
-                (row["id"], known[row["message_id"]].campaign_id, row["at"], row["kind"], row["client"],
-                 row["device"], row["os"], row["country"], row["message_id"],
-                 known[row["message_id"]].sent_at, known[row["message_id"]].status)
-                for row in rows
-            ]
-        )  # fmt: skip
+        self._tally.add_stored(rows, known)
         self._top = max(self._top, max(row["id"] for row in rows))
         now = time.monotonic()
         if not self._held:
@@ -372,8 +367,8 @@ class Tally:
     __slots__ = ("firsts", "slots", "values")
 
     def __init__(self) -> None:
-        self.slots: Counter[tuple[int, int, str]] = Counter()
-        self.values: Counter[tuple[int, str, str]] = Counter()
+        self.slots: Counter[tuple[int, int, str | None]] = Counter()  # (campaign, slot, kind)
+        self.values: Counter[tuple[int, str, str | None]] = Counter()  # (campaign, field, value)
         self.firsts: dict[str, dict[str, Any]] = {}  # a human open may be its message's first
 
     def __bool__(self) -> bool:
@@ -381,33 +376,51 @@ class Tally:
 
     def add(self, rows: Iterable[Sequence[Any]], sign: int = 1) -> None:
         """Rows as ``_columns`` selects them."""
-        slots, values, firsts = self.slots, self.values, self.firsts
+        slots, values = self.slots, self.values
         for _, campaign_id, at, kind, client, device, os, country, message_id, sent_at, status in rows:
-            group = "human" if kind in HUMAN_KINDS else "machine" if kind in MACHINE_KINDS else "other"
-            slots[campaign_id, int(at // SLOT), group] += sign
-            # One line per field of FIELDS: on SQLite this runs for every open as it is stored.
-            values[campaign_id, "kind", kind or ""] += sign
-            values[campaign_id, "client", client or ""] += sign
-            values[campaign_id, "device", device or ""] += sign
-            values[campaign_id, "os", os or ""] += sign
-            values[campaign_id, "country", country or ""] += sign
-            if sign > 0 and group == "human" and sent_at is not None and status == "sent":
-                wait = at - sent_at
-                if message_id not in firsts or wait < firsts[message_id]["wait"]:
-                    firsts[message_id] = {"message_id": message_id, "campaign_id": campaign_id, "wait": wait}
+            slots[campaign_id, int(at // SLOT), kind] += sign
+            for field, value in zip(FIELDS, (kind, client, device, os, country), strict=True):
+                values[campaign_id, field, value] += sign
+            if sign > 0 and sent_at is not None and kind in HUMAN_KINDS and status == "sent":
+                self.first(message_id, campaign_id, at - sent_at)
+
+    def add_stored(self, rows: Sequence[Mapping[str, Any]], known: Mapping[str, Known]) -> None:
+        """Rows as the writer inserts them. This runs for every open stored on SQLite, so the breakdowns
+        are counted by ``Counter.update`` over iterators, without a Python step per open and field."""
+        facts = [known[row["message_id"]] for row in rows]
+        campaigns = [fact.campaign_id for fact in facts]
+        for field in FIELDS:
+            self.values.update(zip(campaigns, repeat(field), map(itemgetter(field), rows)))
+        slots = self.slots
+        for campaign_id, fact, row in zip(campaigns, facts, rows, strict=True):
+            at, kind = row["at"], row["kind"]
+            slots[campaign_id, int(at // SLOT), kind] += 1
+            if fact.sent_at is not None and kind in HUMAN_KINDS and fact.status == "sent":
+                self.first(row["message_id"], campaign_id, at - fact.sent_at)
+
+    def first(self, message_id: str, campaign_id: int, wait: float) -> None:
+        """A human open this long after its message was sent: kept if it is the message's earliest yet."""
+        first = self.firsts.get(message_id)
+        if first is None or wait < first["wait"]:
+            self.firsts[message_id] = {"message_id": message_id, "campaign_id": campaign_id, "wait": wait}
 
     def write(self, conn: Connection) -> None:
         if not self:
             return
         per_slot: dict[tuple[int, int], dict[str, Any]] = {}
-        for (campaign_id, slot, group), n in self.slots.items():
+        for (campaign_id, slot, kind), n in self.slots.items():
             entry = per_slot.get((campaign_id, slot))
             if entry is None:
                 entry = {"campaign_id": campaign_id, "slot": slot, "opens": 0, "human": 0, "machine": 0}
                 per_slot[campaign_id, slot] = entry
             entry["opens"] += n
-            if group != "other":
-                entry[group] += n
+            if kind in HUMAN_KINDS:
+                entry["human"] += n
+            elif kind in MACHINE_KINDS:
+                entry["machine"] += n
+        values: Counter[tuple[int, str, str]] = Counter()
+        for (campaign_id, field, value), n in self.values.items():
+            values[campaign_id, field, value or ""] += n
         _upsert(
             conn, open_slots, ("campaign_id", "slot"), ("opens", "human", "machine"), list(per_slot.values())
         )
@@ -416,7 +429,7 @@ class Tally:
             open_values,
             ("campaign_id", "field", "value"),
             ("opens",),
-            [{"campaign_id": c, "field": f, "value": v, "opens": n} for (c, f, v), n in self.values.items()],
+            [{"campaign_id": c, "field": f, "value": v, "opens": n} for (c, f, v), n in values.items()],
         )
         if self.firsts:
             _upsert_earliest(conn, list(self.firsts.values()))
