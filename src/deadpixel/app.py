@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import logging
 from typing import Any
 
@@ -22,6 +21,7 @@ from deadpixel.api import api_mount
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import ClickEvent, OpenEvent
+from deadpixel.heap import freeze_long_lived, keep_long_lived_frozen
 from deadpixel.hooks.deliver import Deliverer, DeliveryThread, Policy
 from deadpixel.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.logs import configure as configure_logs
@@ -213,15 +213,15 @@ class Deadpixel:
             if message["type"] == "lifespan.startup":
                 # Everything built so far (modules, the app, caches) lives as long as the worker: keep the
                 # cyclic collector from walking it again and again, a full pass of which held the pixel up
-                # for over 100 ms.
-                gc.collect()
-                gc.freeze()
+                # for over 100 ms. What survives later (the enrichment caches) is frozen as it grows.
+                freeze_long_lived(at_least=0)
                 self.writer.start()
                 self.click_writer.start()
                 if self.checkpointer is not None:
                     self.checkpointer.start()
                 self.webhooks.start()
                 background.append(asyncio.create_task(self.metrics.run()))
+                background.append(asyncio.create_task(keep_long_lived_frozen()))
                 if self.writer_rollups is None:
                     background.append(asyncio.create_task(self._fold_rollups()))
                 if self.settings.retention_days > 0:
