@@ -212,7 +212,7 @@ class WriterRollups:
         driver = conn.connection.driver_connection
         if self._held and now >= self._since + self._interval:
             with _unsynced(driver), conn.begin():
-                if self.begin(conn):
+                if self.begin(conn) and self._held:  # else another fold took them meanwhile
                     self._write(conn)
         if now < self._due:
             return
