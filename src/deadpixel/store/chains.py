@@ -6,8 +6,9 @@ dirtied another page of it: at a million opens that was a third of what every co
 its checkpoints grew with it, and the pixel's p99 latency doubled. The chain costs no page of its own: the
 open's row is written anyway, and so is its message's row, whose counters every batch bumps.
 
-The writer links a batch as it stores it. SQLite has one writer at a time; on PostgreSQL a batch locks its
-messages' rows first (``FOR UPDATE``, in id order), so two servers never link to the same predecessor.
+The writer links a batch as it stores it: on SQLite here (``link``), with the one writer's next ids; on
+PostgreSQL inside the batch's one statement (``deadpixel.store.writes``), after the batch has locked its
+messages' rows (``FOR UPDATE``, in id order), so two servers never link to the same predecessor.
 Reading a message's opens follows the chain, one primary-key lookup per open (``open_ids``).
 """
 
@@ -24,17 +25,13 @@ from deadpixel.store.schema import messages, opens
 if TYPE_CHECKING:
     from deadpixel.store.writes import Known
 
-_NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('opens', 'id')) FROM generate_series(1, %s) ORDER BY 1"
-
 
 def link(conn: Connection, rows: Sequence[dict[str, Any]], known: Mapping[str, Known]) -> None:
-    """Give each row its id and its predecessor, in the caller's transaction, before the rows are inserted."""
-    if conn.dialect.name == "postgresql":
-        ids = [row[0] for row in run(conn, _NEXT_IDS, (len(rows),))]
-    else:  # the one writer: the next ids are the ones after the highest
-        ((newest,),) = run(conn, "SELECT max(id) FROM opens")
-        first = (newest or 0) + 1
-        ids = list(range(first, first + len(rows)))
+    """SQLite: give each row its id and its predecessor, in the one writer's transaction, before the rows are
+    inserted; the next ids are the ones after the highest."""
+    ((newest,),) = run(conn, "SELECT max(id) FROM opens")
+    first = (newest or 0) + 1
+    ids = list(range(first, first + len(rows)))
     heads = {mid: facts.last_open_id for mid, facts in known.items()}
     for row, open_id in zip(rows, ids, strict=True):
         row["id"] = open_id
