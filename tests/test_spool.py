@@ -148,6 +148,75 @@ def test_a_batch_the_database_refuses_is_set_aside_not_retried_forever(tmp_path:
     assert writer.stats.events_dropped == 1
 
 
+def _record_before_the_writer_starts(writer: GroupCommitWriter[OpenEvent], events: list[OpenEvent]) -> None:
+    """Hand a batch to the writer before its thread runs, so the batch, not an idle pass, meets the spool."""
+
+    async def main() -> None:
+        answered = asyncio.gather(*(writer.record(event) for event in events))
+        while writer.queue_depth < len(events):
+            await asyncio.sleep(0)
+        writer.start()
+        await asyncio.wait_for(answered, 5)
+
+    asyncio.run(main())
+
+
+def test_new_opens_carry_a_chunk_of_the_spool_in_their_own_transaction(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    engine = create_engine(url, writer=True)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        message = create_message(conn, recipient="a@example.com")
+    spool = Spool(tmp_path / "spool", OpenEvent)
+    backlog = [OpenEvent(message, float(i), None, "spooled", "GET") for i in range(10)]
+    spool.append(backlog)
+    transactions: list[list[OpenEvent]] = []
+
+    def write(conn: Connection, events: list[OpenEvent]) -> int:
+        transactions.append(list(events))
+        return write_opens(conn, events, RAW)
+
+    writer = GroupCommitWriter(engine, write, spool=spool)
+    new = [OpenEvent(message, 100.0 + i, None, "new", "GET") for i in range(5)]
+    _record_before_the_writer_starts(writer, new)
+    writer.stop()
+    assert transactions == [new + backlog]
+    assert spool.pending() == []
+    assert stored(url) == (15, 15)
+    assert writer.stats.events_replayed == 10 and writer.stats.events_written == 5
+    engine.dispose()
+
+
+def test_a_refused_chunk_does_not_hold_back_the_new_opens_it_would_have_carried(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    engine = create_engine(url, writer=True)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        message = create_message(conn, recipient="a@example.com")
+    spool = Spool(tmp_path / "spool", OpenEvent)
+    spool.append([OpenEvent(message, 1.0, None, "refused", "GET")])
+
+    def write(conn: Connection, events: list[OpenEvent]) -> int:
+        if any(event.user_agent == "refused" for event in events):
+            from sqlalchemy.exc import DataError
+
+            raise DataError("INSERT", {}, ValueError("refused"))
+        return write_opens(conn, events, RAW)
+
+    writer = GroupCommitWriter(engine, write, spool=spool)
+    _record_before_the_writer_starts(
+        writer, [OpenEvent(message, 100.0 + i, None, "new", "GET") for i in range(5)]
+    )
+    deadline = time.monotonic() + 5
+    while spool.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer.stop()
+    assert stored(url) == (5, 5)
+    assert spool.pending() == [] and len(list(spool.quarantine.iterdir())) == 1
+    assert writer.stats.events_dropped == 1 and writer.stats.events_written == 5
+    engine.dispose()
+
+
 # --- a real PostgreSQL, stopped and started under load ----------------------------------------------------
 
 

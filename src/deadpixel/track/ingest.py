@@ -9,9 +9,10 @@ writer drains the queue first. A writer serves the one event loop of its worker 
 
 When the database is unreachable, a writer with a spool puts each batch there instead (durable on local
 disk) and releases its requests at once, then tries the database every ``probe_interval`` seconds. Once it
-answers, the spooled batches are replayed oldest first, each in one transaction with a marker row
+answers, the spooled batches are replayed oldest first, a chunk at a time with a marker row per batch
 (``spool_replays``), so a batch is stored exactly once even if the process dies between its commit and the
-removal of its file, or two workers replay it at the same time.
+removal of its file, or two workers replay it at the same time. While new opens keep coming, each of their
+batches carries the next chunk in its own transaction (``_commit_replaying``).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 HOLD_LIMIT = 100_000  # events held in memory when neither the database nor the spool can take them
-# Seconds of replay between two batches of new opens: after a long outage the backlog drains in chunks
-# this long, so the opens that keep arriving wait at most about this much longer than usual.
+# Seconds of replay per batch of new opens: after a long outage the backlog drains in chunks this long, so
+# the opens that keep arriving wait at most about this much longer than usual.
 REPLAY_BUDGET = 0.015
 # While the database is down, each batch waits this long for more opens before it goes to the spool. A spool
 # file's fsyncs take about a millisecond, so without the wait every file held one or two opens: 30 s without
@@ -177,13 +178,17 @@ class GroupCommitWriter(Generic[E]):
                 if events:
                     if self._down and time.monotonic() - self._last_probe >= self._probe_interval:
                         self._recover(conn)
+                    carried = False  # whether a chunk of the spool went with the batch
                     if not (self._down and self._spool_batch(events)):
-                        self._commit(conn, events)
+                        if self._draining and not self._held:
+                            carried = self._commit_replaying(conn, events)
+                        else:
+                            self._commit(conn, events)
                     self._settled += len(events)
                     _release(futures)
                     if self._after_batch is not None and not self._down:
                         self._housekeep(conn)
-                    if self._draining:
+                    if self._draining and not carried:
                         self._recover(conn)  # one chunk of the spool between batches of new opens
             while self._down or self._draining:  # a last try, so a clean stop leaves nothing behind
                 before = self._spool.events_waiting() if self._spool else 0
@@ -271,27 +276,78 @@ class GroupCommitWriter(Generic[E]):
                 self._down, self._draining = True, False
             return
         self._down = bool(self._held)
+        self._check_drained(conn)
+
+    def _check_drained(self, conn: Connection) -> None:
+        assert self._spool is not None
         was_draining, self._draining = self._draining, self._spool.has_pending()
         if was_draining and not self._draining:
             with conn.begin():
                 forget_old_replays(conn)
             log.info("the spool is replayed; every open is in the database")
 
+    def _claim_chunk(self, claims: contextlib.ExitStack) -> list[tuple[Path, list[E]]]:
+        """The oldest spooled batches this process may replay now, as many as fit in ``REPLAY_BUDGET``;
+        each stays claimed until ``claims`` closes."""
+        assert self._spool is not None
+        limit = max(1, int(REPLAY_BUDGET / self._replay_cost))
+        chosen: list[tuple[Path, list[E]]] = []
+        size = 0
+        for path in self._spool.oldest():
+            if size >= limit:
+                break
+            if claims.enter_context(self._spool.claimed(path)):
+                events = self._spool.load(path)
+                chosen.append((path, events))
+                size += len(events)
+        return chosen
+
+    def _learn_replay_cost(self, seconds: float, events: int) -> None:
+        if events:
+            self._replay_cost = (self._replay_cost + seconds / events) / 2
+
+    def _commit_replaying(self, conn: Connection, events: list[E]) -> bool:
+        """Commit a batch of new opens with the oldest chunk of the spool in the same transaction.
+
+        A transaction's fixed cost (its round trips, the lock on the messages, the commit's fsync) is most
+        of what a small batch costs on PostgreSQL: replayed in transactions of their own between batches,
+        a backlog drained at about a chunk per batch for twice the fixed cost. If anything about the chunk
+        fails, the new opens are committed on their own and False says the chunk is still to replay.
+        """
+        assert self._spool is not None
+        started = time.perf_counter()
+        chosen: list[tuple[Path, list[E]]] = []
+        replayed: list[E] = []
+        with contextlib.ExitStack() as claims:
+            try:
+                chosen = self._claim_chunk(claims)
+                replayed = [event for _, replay in chosen for event in replay]
+                if chosen:
+                    with conn.begin():
+                        if remember_replayed(conn, [batch_id(path) for path, _ in chosen]) < len(chosen):
+                            raise _SeenBefore
+                        erased = self._write(conn, events + replayed)
+            except Exception:  # the new opens must not wait on the backlog's trouble
+                chosen = []
+        if not chosen:  # nothing to replay here, or it failed: the new opens go alone
+            self._commit(conn, events)
+            return False
+        self._spool.remove(*(path for path, _ in chosen))
+        seconds = time.perf_counter() - started
+        self._learn_replay_cost(seconds, len(events) + len(replayed))
+        # Which side an erased message's opens were on is not known: the backlog's are counted first.
+        self.stats.events_replayed += len(replayed)
+        self.stats.events_for_erased_messages += erased
+        self._count(len(events) - max(0, erased - len(replayed)), seconds)
+        self._check_drained(conn)
+        return True
+
     def _replay_chunk(self, conn: Connection) -> None:
         """Replay the oldest spooled batches in one transaction, as many as fit in ``REPLAY_BUDGET``."""
         assert self._spool is not None
-        limit = max(1, int(REPLAY_BUDGET / self._replay_cost))
         started = time.perf_counter()
         with contextlib.ExitStack() as claims:
-            chosen: list[tuple[Path, list[E]]] = []
-            size = 0
-            for path in self._spool.oldest():
-                if size >= limit:
-                    break
-                if claims.enter_context(self._spool.claimed(path)):
-                    events = self._spool.load(path)
-                    chosen.append((path, events))
-                    size += len(events)
+            chosen = self._claim_chunk(claims)
             if not chosen:
                 return
             replayed = [event for _, events in chosen for event in events]
@@ -311,9 +367,7 @@ class GroupCommitWriter(Generic[E]):
                 return
         # Unlinked once the claims are let go, so the reaper, not this thread, waits for the filesystem.
         self._spool.remove(*(path for path, _ in chosen))
-        if replayed:
-            per_event = (time.perf_counter() - started) / len(replayed)
-            self._replay_cost = (self._replay_cost + per_event) / 2
+        self._learn_replay_cost(time.perf_counter() - started, len(replayed))
 
     def _store_held(self, conn: Connection) -> None:
         """Into the database if it answers, else into the spool if it has room again."""
