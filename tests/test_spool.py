@@ -148,6 +148,23 @@ def test_a_batch_the_database_refuses_is_set_aside_not_retried_forever(tmp_path:
     assert writer.stats.events_dropped == 1
 
 
+def test_a_spooled_batch_is_claimed_by_one_replayer_at_a_time(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", OpenEvent)
+    batch = [
+        OpenEvent("m1", 1.0, "192.0.2.1", "ua", "GET"),
+        OpenEvent("m2", 2.0, None, None, "HEAD", "prefetch"),
+    ]
+    path = spool.append(batch)
+    other_worker = Spool(tmp_path / "spool", OpenEvent)  # flock is per open file, as between processes
+    with spool.claim(path) as events:
+        assert events == batch
+        with other_worker.claim(path) as elsewhere:
+            assert elsewhere is None
+    spool.refuse(path)  # set aside: no longer anyone's to replay
+    with other_worker.claim(path) as gone:
+        assert gone is None
+
+
 def _record_before_the_writer_starts(writer: GroupCommitWriter[OpenEvent], events: list[OpenEvent]) -> None:
     """Hand a batch to the writer before its thread runs, so the batch, not an idle pass, meets the spool."""
 

@@ -296,8 +296,8 @@ class GroupCommitWriter(Generic[E]):
         for path in self._spool.oldest():
             if size >= limit:
                 break
-            if claims.enter_context(self._spool.claimed(path)):
-                events = self._spool.load(path)
+            events = claims.enter_context(self._spool.claim(path))
+            if events is not None:
                 chosen.append((path, events))
                 size += len(events)
         return chosen

@@ -89,7 +89,7 @@ class Spool(Generic[E]):
     def oldest(self) -> Iterator[Path]:
         """Spooled batches not yet replayed, oldest first (names start with a zero-padded time), one path at
         a time: after a long outage there are thousands, and a replay chunk takes a few. A file another
-        process removed meanwhile may still be named: ``claimed`` says no to it."""
+        process removed meanwhile may still be named: ``claim`` says no to it."""
         if not self._known or time.monotonic() - self._listed_at >= RELIST_SECONDS:
             self._relist()
         known, replayed = self._known, self._replayed
@@ -115,7 +115,10 @@ class Spool(Generic[E]):
         return sum(_count(name) for name in self._known if name not in replayed)
 
     def load(self, path: Path) -> list[E]:
-        rows: list[list[Any]] = json.loads(path.read_bytes())
+        return self._decode(path.read_bytes())
+
+    def _decode(self, data: bytes) -> list[E]:
+        rows: list[list[Any]] = json.loads(data)
         return [self._event_type(*row) for row in rows]
 
     def remove(self, *paths: Path) -> None:
@@ -147,20 +150,25 @@ class Spool(Generic[E]):
         path.rename(self.quarantine / path.name)
 
     @contextlib.contextmanager
-    def claimed(self, path: Path) -> Iterator[bool]:
-        """Whether this process may replay ``path`` now: False while another worker is replaying it."""
+    def claim(self, path: Path) -> Iterator[list[E] | None]:
+        """The batch's events while this process holds ``path``; None while another worker is replaying it,
+        or once it is gone. The events are read through the descriptor that holds the lock: a replay chunk
+        claims several files, and a second open of each cost as much again."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            yield False
+            yield None
             return
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                yield False
+                yield None
                 return
-            yield path.exists()
+            if not path.exists():  # replayed and removed, or set aside, by another worker meanwhile
+                yield None
+                return
+            yield self._decode(_read_all(fd))
         finally:
             os.close(fd)
 
@@ -186,6 +194,13 @@ def _count(name: str) -> int:
         return int(name.removesuffix(SUFFIX).rsplit("-", 1)[1])
     except (IndexError, ValueError):
         return 0
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _fsync_directory(directory: Path) -> None:
