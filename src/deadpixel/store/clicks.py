@@ -15,8 +15,9 @@ from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, u
 from deadpixel.enrich.opens import ENRICHED_FIELDS, OpenClassifier, apply_message_pattern
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, ClickEvent, OpenEvent
 from deadpixel.store import outbox
+from deadpixel.store.driver import run
 from deadpixel.store.schema import clicks, messages
-from deadpixel.store.writes import RowBuilder, existing_messages, send_times
+from deadpixel.store.writes import RowBuilder, encode_rows, existing_messages, postgres_batch_sql, send_times
 
 
 def _earlier(column: Any, param: str) -> Any:
@@ -29,6 +30,7 @@ def _later(column: Any, param: str) -> Any:
 
 CHUNK = 500
 _insert_clicks = insert(clicks)
+_STORE_POSTGRES = postgres_batch_sql(clicks, "click")
 _bump_click_counters = (
     update(messages)
     .where(messages.c.id == bindparam("mid"))
@@ -57,7 +59,7 @@ def click_counter_updates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]
         entry["own"] += kind == "self"
         entry["first"] = min(entry["first"], at)
         entry["last"] = max(entry["last"], at)
-    # In id order, so writers on several servers lock message rows in the same order (no deadlocks).
+    # In message id order, the order the batch locked them in.
     return [per_message[mid] for mid in sorted(per_message)]
 
 
@@ -76,12 +78,15 @@ def write_clicks(conn: Connection, events: Sequence[ClickEvent], builder: RowBui
 
     Returns how many clicks were dropped because their message was erased meanwhile.
     """
-    known = existing_messages(conn, (event.message_id for event in events))
+    known = existing_messages(conn, (event.message_id for event in events), lock=True)
     kept = [event for event in events if event.message_id in known]
     if kept:
         rows = click_rows(builder, kept, send_times(known))
-        conn.execute(_insert_clicks, rows)
-        conn.execute(_bump_click_counters, click_counter_updates(rows))
+        if conn.dialect.name == "postgresql":
+            run(conn, _STORE_POSTGRES, (encode_rows(rows),))
+        else:
+            conn.execute(_insert_clicks, rows)
+            conn.execute(_bump_click_counters, click_counter_updates(rows))
         outbox.enqueue(conn, "click", rows)  # webhook deliveries, in this same transaction
     return len(events) - len(kept)
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from sqlalchemy import Connection, bindparam, case, insert, update
+from sqlalchemy import Connection, Table, bindparam, case, insert, update
 from sqlalchemy.dialects import postgresql
 
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, OpenEvent
@@ -56,51 +56,59 @@ def _kinds(kinds: frozenset[str]) -> str:
     return ", ".join(f"'{kind}'" for kind in sorted(kinds))
 
 
-def _postgres_store_sql() -> str:
-    """PostgreSQL: a batch's opens, their chains and their messages' counters in one statement over one JSON
-    document.
+def postgres_batch_sql(table: Table, noun: str, chained: bool = False) -> str:
+    """PostgreSQL: a batch of events (``opens`` or ``clicks``) and its messages' counters in one statement
+    over one JSON document; with ``chained``, each message's chain of opens too.
 
-    With ``executemany`` the server ran one INSERT per open and one UPDATE per message, each a round of the
+    With ``executemany`` the server ran one INSERT per event and one UPDATE per message, each a round of the
     protocol, after a round trip for the new ids: a batch of 30 opens took about 12 ms in those steps, and
     after an outage the spool's replay was bound by them. Here the server unpacks the rows
     (``json_to_recordset``; one C-speed ``dumps`` in Python), takes their ids from the sequence, links each
     message's chain (the first new open points at ``last_open_id``, the rest at the one before them) and
     counts the counters from what it inserted. The messages' rows are locked already
-    (``existing_messages(lock=True)``), so ``last_open_id`` cannot move under it.
+    (``existing_messages(lock=True)``, in id order), so ``last_open_id`` cannot move under it and two
+    servers cannot deadlock on the counters.
     """
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    given = [column for column in opens.c if column.name not in ("id", "prev_id")]
+    given = [column for column in table.c if column.name not in ("id", "prev_id")]
     names = ", ".join(column.name for column in given)
     typed = ", ".join(f"{column.name} {column.type.compile(dialect=dialect)}" for column in given)
+    rows = f"json_to_recordset(%s::json) AS r({typed})"
+    if chained:
+        stored = (
+            f"WITH batch AS (SELECT {names}, nextval(pg_get_serial_sequence('{table.name}', 'id')) AS id"
+            f" FROM {rows}),"
+            f" linked AS (SELECT b.id, {', '.join('b.' + column.name for column in given)},"
+            " coalesce(lag(b.id) OVER (PARTITION BY b.message_id ORDER BY b.id), m.last_open_id) AS prev_id"
+            " FROM batch AS b JOIN messages AS m ON m.id = b.message_id),"
+            f" stored AS (INSERT INTO {table.name} (id, {names}, prev_id)"
+            f" SELECT id, {names}, prev_id FROM linked RETURNING id, message_id, at, kind)"
+        )
+    else:
+        stored = (
+            f"WITH stored AS (INSERT INTO {table.name} ({names}) SELECT {names} FROM {rows}"
+            " RETURNING id, message_id, at, kind)"
+        )
     return (
-        "WITH batch AS ("
-        f" SELECT {names}, nextval(pg_get_serial_sequence('opens', 'id')) AS id"
-        f" FROM json_to_recordset(%s::json) AS r({typed})"
-        "), linked AS ("
-        f" SELECT b.id, {', '.join('b.' + column.name for column in given)},"
-        " coalesce(lag(b.id) OVER (PARTITION BY b.message_id ORDER BY b.id), m.last_open_id) AS prev_id"
-        " FROM batch AS b JOIN messages AS m ON m.id = b.message_id"
-        "), stored AS ("
-        f" INSERT INTO opens (id, {names}, prev_id) SELECT id, {names}, prev_id FROM linked"
-        " RETURNING id, message_id, at, kind"
-        "), counted AS ("
+        f"{stored}, counted AS ("
         " SELECT message_id, count(*) AS n,"
         f" count(*) FILTER (WHERE kind IN ({_kinds(HUMAN_KINDS)})) AS human,"
         f" count(*) FILTER (WHERE kind IN ({_kinds(MACHINE_KINDS)})) AS machine,"
         " count(*) FILTER (WHERE kind = 'self') AS own, min(at) AS first, max(at) AS last, max(id) AS head"
         " FROM stored GROUP BY message_id"
-        ") UPDATE messages AS m SET open_count = m.open_count + c.n,"
-        " human_open_count = m.human_open_count + c.human,"
-        " machine_open_count = m.machine_open_count + c.machine,"
-        " self_open_count = m.self_open_count + c.own,"
-        " first_open_at = least(m.first_open_at, c.first), last_open_at = greatest(m.last_open_at, c.last),"
-        " last_open_id = c.head"
-        " FROM counted AS c WHERE m.id = c.message_id"
+        f") UPDATE messages AS m SET {noun}_count = m.{noun}_count + c.n,"
+        f" human_{noun}_count = m.human_{noun}_count + c.human,"
+        f" machine_{noun}_count = m.machine_{noun}_count + c.machine,"
+        f" self_{noun}_count = m.self_{noun}_count + c.own,"
+        f" first_{noun}_at = least(m.first_{noun}_at, c.first),"
+        f" last_{noun}_at = greatest(m.last_{noun}_at, c.last)"
+        + (", last_open_id = c.head" if chained else "")
+        + " FROM counted AS c WHERE m.id = c.message_id"
     )
 
 
-_STORE_POSTGRES = _postgres_store_sql()
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_STORE_POSTGRES = postgres_batch_sql(opens, "open", chained=True)
+encode_rows = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 class Known(NamedTuple):
@@ -192,7 +200,7 @@ def write_opens(
     if kept:
         rows = builder.rows(kept, send_times(known))
         if conn.dialect.name == "postgresql":
-            run(conn, _STORE_POSTGRES, (_encode(rows),))
+            run(conn, _STORE_POSTGRES, (encode_rows(rows),))
         else:
             counted = folds.begin(conn) if folds is not None else False
             chains.link(conn, rows, known)
