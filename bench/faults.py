@@ -5,7 +5,8 @@ One run of ``python bench/faults.py``:
 1. starts a PostgreSQL cluster of its own (``initdb`` into a temp dir, its own port, run as ``postgres``),
    so stopping it disturbs nothing else, and deadpixel (1 worker, CPU 0) on it;
 2. sends pixels at ``--rate`` per second for ``--seconds`` with the open-loop client of
-   bench/steady_load.py (CPU 1), while the database is stopped ``--down-after`` seconds in and started
+   bench/steady_load.py (CPU 1, sleeping between due times rather than spinning, so the database's
+   backends can have most of that core), while the database is stopped ``--down-after`` seconds in and started
    again ``--down-for`` seconds later;
 3. reports p50/p99/max of every answer over the whole run and in each phase (before the outage, during
    it, while the spool replays, after), how long after the restart the spool was empty, and checks that
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 ["taskset", "-c", str(opts.load_cpu), sys.executable, str(Path(__file__).with_name(
                     "steady_load.py")), "--port", str(server.port), "--paths", str(paths_file),
                  "--rate", str(args.rate), "--seconds", str(args.seconds), "--connections", "64",
-                 "--latencies", str(root / "latencies.txt")],
+                 "--latencies", str(root / "latencies.txt"), "--no-spin"],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             thread.join()

@@ -83,10 +83,11 @@ class PixelConnection(asyncio.Protocol):
 
 
 class SteadyLoad:
-    def __init__(self, requests: list[bytes], rate: float, total: int) -> None:
+    def __init__(self, requests: list[bytes], rate: float, total: int, spin: bool = True) -> None:
         self._requests = requests
         self._interval = 1.0 / rate
         self._total = total
+        self._spin = spin
         self._sent = 0
         self._answered = 0
         self._idle: deque[PixelConnection] = deque()
@@ -143,7 +144,7 @@ class SteadyLoad:
         start = self.started = time.perf_counter() + 0.05
         for i in range(self._total):
             due = start + i * self._interval
-            await _wait_until(due)
+            await (_wait_until(due) if self._spin else _sleep_until(due))
             self._dispatch(due)
         # Every request has gone out or is queued for a connection: wait for the last answers.
         with contextlib.suppress(TimeoutError):
@@ -170,6 +171,13 @@ async def _wait_until(due: float) -> None:
         await asyncio.sleep(remaining - SPIN_BELOW)
     while time.perf_counter() < due:
         await asyncio.sleep(0)  # let answers in while we wait
+
+
+async def _sleep_until(due: float) -> None:
+    """Without the spin: wake at most once a millisecond and send whatever is due by then. A request goes
+    out up to a millisecond late and its latency still counts from its due time."""
+    while (remaining := due - time.perf_counter()) > 0:
+        await asyncio.sleep(max(remaining, 0.001))
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:
@@ -241,7 +249,7 @@ async def steady_load(args: argparse.Namespace) -> dict[str, Any]:
     lines = [line for line in Path(args.paths).read_text().splitlines() if line]
     requests = [format_request(line, host_header) for line in lines]
     total = max(1, round(args.rate * (args.warmup + args.seconds)))
-    load = SteadyLoad(requests, args.rate, total)
+    load = SteadyLoad(requests, args.rate, total, spin=not args.no_spin)
     try:
         await load.connect(args.host, args.port, args.connections)
         await load.run(drain_timeout=args.drain_timeout)
@@ -275,6 +283,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the server settles into the steady load from whatever it did before.",
     )
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--no-spin",
+        action="store_true",
+        help="Sleep between due times instead of spinning through the last millisecond: for runs where "
+        "another process (a database) needs the client's core.",
+    )
     parser.add_argument("--drain-timeout", type=float, default=10.0)
     parser.add_argument(
         "--latencies", help="Write each answer's due time (perf_counter seconds) and latency (ms) here."

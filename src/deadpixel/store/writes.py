@@ -74,9 +74,11 @@ def postgres_batch_sql(table: Table, noun: str, chained: bool = False) -> str:
     names = ", ".join(column.name for column in given)
     typed = ", ".join(f"{column.name} {column.type.compile(dialect=dialect)}" for column in given)
     rows = f"json_to_recordset(%s::json) AS r({typed})"
+    # Looked up once per statement: as a plain argument of nextval the catalog lookup ran for every row.
+    sequence = f"(SELECT pg_get_serial_sequence('{table.name}', 'id')::regclass)"
     if chained:
         stored = (
-            f"WITH batch AS (SELECT {names}, nextval(pg_get_serial_sequence('{table.name}', 'id')) AS id"
+            f"WITH batch AS (SELECT {names}, nextval({sequence}) AS id"
             f" FROM {rows}),"
             f" linked AS (SELECT b.id, {', '.join('b.' + column.name for column in given)},"
             " coalesce(lag(b.id) OVER (PARTITION BY b.message_id ORDER BY b.id), m.last_open_id) AS prev_id"
@@ -128,7 +130,7 @@ def existing_messages(conn: Connection, message_ids: Iterable[str], lock: bool =
     """
     ids = sorted(set(message_ids))
     if conn.dialect.name == "postgresql":
-        query = _SELECT_KNOWN + ("id = ANY(%s) ORDER BY id FOR UPDATE" if lock else "id = ANY(%s)")
+        query = _SELECT_KNOWN_POSTGRES + (" ORDER BY m.id FOR UPDATE OF m" if lock else "")
         return {row[0]: Known._make(row[1:]) for row in run(conn, query, (ids,))}
     found: dict[str, Known] = {}
     for start in range(0, len(ids), 500):
@@ -142,6 +144,13 @@ def send_times(known: dict[str, Known]) -> dict[str, float]:
 
 
 _SELECT_KNOWN = "SELECT id, sent_at, coalesce(campaign_id, 0), status, last_open_id FROM messages WHERE "
+# A join on the unnested ids, not ``id = ANY(%s)``: the driver prepares a statement it runs often, and
+# PostgreSQL's generic plan for ``= ANY`` of a parameter tests every row against every id (it hashes only
+# a constant array). With 400 ids on 1,000 messages that took 10 ms where this takes 1.
+_SELECT_KNOWN_POSTGRES = (
+    "SELECT m.id, m.sent_at, coalesce(m.campaign_id, 0), m.status, m.last_open_id"
+    " FROM unnest(%s::text[]) AS wanted(id) JOIN messages AS m ON m.id = wanted.id"
+)
 
 
 @functools.lru_cache(maxsize=64)

@@ -8,11 +8,14 @@ themselves, so throughput comes from batching while every answered open is alrea
 writer drains the queue first. A writer serves the one event loop of its worker process.
 
 When the database is unreachable, a writer with a spool puts each batch there instead (durable on local
-disk) and releases its requests at once, then tries the database every ``probe_interval`` seconds. Once it
-answers, the spooled batches are replayed oldest first, a chunk at a time with a marker row per batch
-(``spool_replays``), so a batch is stored exactly once even if the process dies between its commit and the
-removal of its file, or two workers replay it at the same time. While new opens keep coming, each of their
-batches carries the next chunk in its own transaction (``_commit_replaying``).
+disk) and releases its requests at once. A second thread, the replayer, with a connection of its own, then
+tries the database every ``probe_interval`` seconds; once it answers, the replayer replays the spooled
+batches oldest first, a chunk at a time with a marker row per batch (``spool_replays``), so a batch is
+stored exactly once even if the process dies between its commit and the removal of its file, or two
+workers replay it at the same time. New batches keep going to the spool until it is empty, and only then
+does the writer commit to the database again: the opens that arrive meanwhile are answered as fast as during
+the outage, whatever size the replay's transactions are, and never race the replay for the same messages'
+rows.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar, cast
@@ -39,20 +42,29 @@ from sqlalchemy.exc import (
 )
 
 from deadpixel.store.replays import forget_old_replays, mark_replayed, remember_replayed
-from deadpixel.track.spool import Spool, batch_id
+from deadpixel.track.spool import Spool, batch_events, batch_id
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
 HOLD_LIMIT = 100_000  # events held in memory when neither the database nor the spool can take them
-# Seconds of replay per batch of new opens: after a long outage the backlog drains in chunks this long, so
-# the opens that keep arriving wait at most about this much longer than usual.
-REPLAY_BUDGET = 0.015
-# While the database is down, each batch waits this long for more opens before it goes to the spool. A spool
-# file's fsyncs take about a millisecond, so without the wait every file held one or two opens: 30 s without
+# Seconds of work per replay transaction. New opens do not wait for it (they go to the spool meanwhile), and
+# the longer it is, the less each event costs: a chunk locks and updates each of its messages once, however
+# many of their opens it holds. Another node's batches on the same messages wait for those locks, up to
+# their commit deadline, after which they are spooled.
+REPLAY_BUDGET = 0.2
+# While spooling, each batch waits this long for more opens before it goes to the spool. A spool file's
+# fsyncs take about a millisecond, so without the wait every file held one or two opens: 30 s without
 # PostgreSQL at 2,000 opens/s left 32,000 files, and every probe and replay chunk paid for that many. The
-# wait costs each open at most this much, only during an outage.
-SPOOL_LINGER = 0.005
+# replay claims and reads each file (about 250 µs a file while the pixel is busy), so 10 ms rather than 5
+# took a third off the replay's cost per open. The wait costs each open at most this much, only while the
+# spool is in use.
+SPOOL_LINGER = 0.01
+# The end of a replay holds the writer off (see ``_hand_back``), only when at most this many events are left:
+# a few milliseconds' worth.
+HAND_BACK_EVENTS = 200
+# How long the replayer waits when every batch left is claimed by another worker's replayer.
+CLAIMED_PAUSE = 0.05
 IDLE_UPKEEP = 1.0  # seconds without a batch after which the writer runs its upkeep anyway
 E = TypeVar("E")
 Tick = tuple[list[E], list["asyncio.Future[None]"]]
@@ -75,7 +87,13 @@ class IngestStats:
 
 class GroupCommitWriter(Generic[E]):
     """One per kind of event and process. ``write`` stores a batch in the caller's transaction and returns how
-    many events it deliberately did not store (e.g. for erased messages)."""
+    many events it deliberately did not store (e.g. for erased messages).
+
+    Who writes to the database is always one thread at a time: the writer while the spool is empty, the
+    replayer while it is not (``_spooling``, switched under ``_mode`` by the writer when a commit fails and
+    by the replayer once it has replayed everything). So ``write`` and the state it keeps (the open cap,
+    SQLite's rollups) never run in two threads at once.
+    """
 
     def __init__(
         self,
@@ -93,17 +111,19 @@ class GroupCommitWriter(Generic[E]):
         self._write = write
         self._spool = spool
         self._probe_interval = probe_interval
-        # Down until proven otherwise when an earlier run left batches in the spool.
-        # Draining until proven otherwise when an earlier run left batches in the spool.
-        self._down = False
-        self._draining = bool(spool and spool.has_pending())
-        self._last_probe = 0.0
+        # Spooling until proven otherwise when an earlier run left batches in the spool.
+        self._spooling = bool(spool and spool.has_pending())
+        self._mode = threading.Lock()  # held while the writer spools a batch or the replayer hands back
+        self._down = False  # the replayer's last try found no database
         self._held: list[E] = []
         self._replay_cost = 1e-4  # seconds per replayed event, learnt while the spool drains
         self._last_hold_log = -10.0
         self._last_down_log = -10.0
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._replayer = threading.Thread(target=self._replay_run, name=f"{name}-replayer", daemon=True)
+        self._wake_replayer = threading.Event()
+        self._stopping = False
         self._tick: Tick[E] | None = None
         self._handed_over = 0  # written by the event loop only
         self._settled = 0  # written by the writer thread only
@@ -111,6 +131,8 @@ class GroupCommitWriter(Generic[E]):
 
     def start(self) -> None:
         self._thread.start()
+        if self._spool is not None:
+            self._replayer.start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Commit everything handed over so far, then end the writer thread."""
@@ -154,13 +176,11 @@ class GroupCommitWriter(Generic[E]):
                 try:
                     item = self._queue.get(timeout=self._wait())
                 except queue.Empty:
-                    if self._down or self._draining:
-                        self._recover(conn)
-                    elif self._after_batch is not None:
+                    if not self._spooling:
                         self._housekeep(conn)  # idle: upkeep runs anyway, now and then
                     continue
-                # While the database is down, a batch gathers for up to SPOOL_LINGER: see the constant.
-                linger_until = time.monotonic() + SPOOL_LINGER if self._down else 0.0
+                # While spooling, a batch gathers for up to SPOOL_LINGER: see the constant.
+                linger_until = time.monotonic() + SPOOL_LINGER if self._spooling else 0.0
                 while True:
                     if item is _STOP:
                         stopping = True
@@ -176,43 +196,42 @@ class GroupCommitWriter(Generic[E]):
                     except queue.Empty:
                         break
                 if events:
-                    if self._down and time.monotonic() - self._last_probe >= self._probe_interval:
-                        self._recover(conn)
-                    carried = False  # whether a chunk of the spool went with the batch
-                    if not (self._down and self._spool_batch(events)):
-                        if self._draining and not self._held:
-                            carried = self._commit_replaying(conn, events)
-                        else:
-                            self._commit(conn, events)
+                    with self._mode:
+                        spooled = self._spooling and self._spool_batch(events)
+                    if not spooled:
+                        self._commit(conn, events)
                     self._settled += len(events)
                     _release(futures)
-                    if self._after_batch is not None and not self._down:
+                    if not self._spooling:
                         self._housekeep(conn)
-                    if self._draining and not carried:
-                        self._recover(conn)  # one chunk of the spool between batches of new opens
-            while self._down or self._draining:  # a last try, so a clean stop leaves nothing behind
-                before = self._spool.events_waiting() if self._spool else 0
-                self._recover(conn)
-                if self._down or (self._spool and self._spool.events_waiting() >= before):
-                    break
-            if self._spool is not None:
-                self._spool.close()
-            if self._held:
-                self.stats.events_lost += len(self._held)
-                log.error("stopping with %d answered events neither stored nor spooled: they are lost",
-                          len(self._held))  # fmt: skip
+        self._stop_replayer()
+        if self._spool is not None:
+            self._spool.close()
+        if self._held:
+            self.stats.events_lost += len(self._held)
+            log.error("stopping with %d answered events neither stored nor spooled: they are lost",
+                      len(self._held))  # fmt: skip
+
+    def _stop_replayer(self) -> None:
+        """Let the replayer have a last go at the spool: a clean stop leaves behind nothing it can store."""
+        if self._replayer.is_alive():
+            self._stopping = True
+            self._wake_replayer.set()
+            self._replayer.join()
 
     def _housekeep(self, conn: Connection) -> None:
         """Upkeep the store wants from its writer (see ``WalCheckpointer.catch_up``), once the batch's
         requests are answered, so only the next batch can wait for it."""
-        assert self._after_batch is not None
+        if self._after_batch is None:
+            return
         try:
             self._after_batch(conn)
         except Exception:
             log.warning("upkeep after a batch failed; it runs again after the next", exc_info=True)
 
     def _spool_batch(self, events: list[E]) -> bool:
-        """Set a batch aside so its requests can be answered; False only when there is no spool.
+        """Set a batch aside so its requests can be answered; False only when there is no spool. New
+        batches then go to the spool too, until the replayer has stored everything in it.
 
         When the spool cannot write either (the disk is full), the batch is held in memory, up to
         ``HOLD_LIMIT`` events, until the database or the spool takes it; past that limit events are
@@ -220,7 +239,9 @@ class GroupCommitWriter(Generic[E]):
         """
         if self._spool is None:
             return False
-        self._down = True
+        if not self._spooling:
+            self._spooling = True
+            self._wake_replayer.set()
         try:
             self._spool.append(events)
         except OSError as exc:
@@ -243,57 +264,103 @@ class GroupCommitWriter(Generic[E]):
         return len(self._held)
 
     def _wait(self) -> float | None:
-        """How long to wait for new opens: a probe's interval while down, not at all while draining, and
-        a second when idle if there is upkeep to run."""
-        if self._down:
-            return self._probe_interval
-        if self._draining:
-            return 0.0
+        """How long to wait for new opens: a second when idle if there is upkeep to run."""
         return IDLE_UPKEEP if self._after_batch is not None else None
 
-    def _recover(self, conn: Connection) -> None:
-        """Store what is held in memory, then replay one chunk of the spool, oldest first.
+    def _replay_run(self) -> None:
+        """The replayer: idle while the writer commits, busy from the first spooled batch until the spool is
+        empty again, with a probe every ``probe_interval`` while the database does not answer. It holds a
+        connection only while busy: most of the time there is nothing to replay."""
+        while True:
+            if not self._spooling:
+                if self._stopping:
+                    return
+                self._wake_replayer.wait()
+                self._wake_replayer.clear()
+                continue
+            try:
+                with self._engine.connect() as conn:
+                    while self._spooling:
+                        progressed = self._recover(conn)
+                        if self._stopping and not progressed:
+                            return  # a last try that got nowhere: what is left waits for the next start
+                        if self._down or not progressed:  # no database, or batches others are replaying
+                            self._pause(self._probe_interval if self._down else CLAIMED_PAUSE)
+            except SQLAlchemyError:  # no connection to be had: the database is down
+                self._down = True
+                if self._stopping:
+                    return
+                self._pause(self._probe_interval)
 
-        While the database is down this is the probe. Once it answers, new batches are committed directly
-        again and the spool is replayed a chunk at a time between them, so a long outage's backlog does
-        not hold up the requests that arrive while it is being replayed.
-        """
+    def _pause(self, seconds: float) -> None:
+        self._wake_replayer.wait(seconds)
+        self._wake_replayer.clear()
+
+    def _recover(self, conn: Connection) -> bool:
+        """Store what is held in memory, then replay one chunk of the spool, oldest first; hand the database
+        back to the writer once nothing is left. While the database is down this is the probe. False when
+        there was nothing this process could store."""
         assert self._spool is not None
-        self._last_probe = time.monotonic()
         try:
-            if self._held:
-                self._store_held(conn)
-            self._replay_chunk(conn)
-        except Exception as exc:  # the writer must outlive any replay failure: requests wait on it
+            progressed = self._store_held(conn) if self._held else False
+            limit = self._chunk_limit()
+            replayed = self._replay_chunk(conn, self._spool.oldest(), limit)
+            progressed = progressed or replayed is not None
+            # A chunk short of its limit took all there was: what is left came in while it was replayed.
+            handed_back = (replayed is None or replayed < limit) and self._hand_back(conn)
+        except Exception as exc:  # the replayer must outlive any replay failure
             if isinstance(exc, SQLAlchemyError) and _is_transient(exc):
-                self._down, self._draining = True, False
+                self._down = True
                 if time.monotonic() - self._last_down_log >= 10:  # one line per 10 s, not per probe
                     self._last_down_log = time.monotonic()
                     log.info("the database still does not answer; %d events wait in the spool, %d in memory",
                              self._spool.events_waiting(), len(self._held))  # fmt: skip
             else:
                 log.exception("replaying the spool failed; trying again in %.1f s", self._probe_interval)
-                self._down, self._draining = True, False
-            return
-        self._down = bool(self._held)
-        self._check_drained(conn)
-
-    def _check_drained(self, conn: Connection) -> None:
-        assert self._spool is not None
-        was_draining, self._draining = self._draining, self._spool.has_pending()
-        if was_draining and not self._draining:
-            with conn.begin():
+                self._down = True
+            return False
+        self._down = False
+        if handed_back:
+            with contextlib.suppress(SQLAlchemyError), conn.begin():
                 forget_old_replays(conn)
             log.info("the spool is replayed; every open is in the database")
+            return True
+        return progressed
 
-    def _claim_chunk(self, claims: contextlib.ExitStack) -> list[tuple[Path, list[E]]]:
-        """The oldest spooled batches this process may replay now, as many as fit in ``REPLAY_BUDGET``;
-        each stays claimed until ``claims`` closes."""
+    def _hand_back(self, conn: Connection) -> bool:
+        """Replay the last few batches with the writer held off, then let it commit new batches again.
+
+        While the writer spools a batch every few milliseconds the spool is never empty for long, so the
+        end of a replay holds ``_mode``: no batch of this process can reach the spool meanwhile. Batches
+        that other processes spooled after this moment are theirs to replay; older ones (a stopped
+        process's) are replayed here, unless another process has them claimed already.
+        """
         assert self._spool is not None
-        limit = max(1, int(REPLAY_BUDGET / self._replay_cost))
+        with self._mode:
+            if self._held:
+                return False
+            cutoff = f"{time.time_ns():020d}"  # spool file names start with the time they were written
+            older = [path for path in self._spool.pending() if path.name < cutoff]
+            if sum(map(batch_events, older)) > HAND_BACK_EVENTS:
+                return False  # more than a moment's worth: replayed first without holding the writer
+            if older:
+                self._replay_chunk(conn, iter(older), HAND_BACK_EVENTS)  # None: other processes have them
+            self._spooling = False
+            return True
+
+    def _chunk_limit(self) -> int:
+        """Events per replay transaction: as many as fit in ``REPLAY_BUDGET`` at the cost learnt so far."""
+        return max(1, int(REPLAY_BUDGET / self._replay_cost))
+
+    def _claim_chunk(
+        self, claims: contextlib.ExitStack, paths: Iterator[Path], limit: int
+    ) -> list[tuple[Path, list[E]]]:
+        """The first of ``paths`` this process may replay now, until they hold ``limit`` events; each stays
+        claimed until ``claims`` closes."""
+        assert self._spool is not None
         chosen: list[tuple[Path, list[E]]] = []
         size = 0
-        for path in self._spool.oldest():
+        for path in paths:
             if size >= limit:
                 break
             events = claims.enter_context(self._spool.claim(path))
@@ -306,50 +373,15 @@ class GroupCommitWriter(Generic[E]):
         if events:
             self._replay_cost = (self._replay_cost + seconds / events) / 2
 
-    def _commit_replaying(self, conn: Connection, events: list[E]) -> bool:
-        """Commit a batch of new opens with the oldest chunk of the spool in the same transaction.
-
-        A transaction's fixed cost (its round trips, the lock on the messages, the commit's fsync) is most
-        of what a small batch costs on PostgreSQL: replayed in transactions of their own between batches,
-        a backlog drained at about a chunk per batch for twice the fixed cost. If anything about the chunk
-        fails, the new opens are committed on their own and False says the chunk is still to replay.
-        """
-        assert self._spool is not None
-        started = time.perf_counter()
-        chosen: list[tuple[Path, list[E]]] = []
-        replayed: list[E] = []
-        with contextlib.ExitStack() as claims:
-            try:
-                chosen = self._claim_chunk(claims)
-                replayed = [event for _, replay in chosen for event in replay]
-                if chosen:
-                    with conn.begin():
-                        if remember_replayed(conn, [batch_id(path) for path, _ in chosen]) < len(chosen):
-                            raise _SeenBefore
-                        erased = self._write(conn, events + replayed)
-            except Exception:  # the new opens must not wait on the backlog's trouble
-                chosen = []
-        if not chosen:  # nothing to replay here, or it failed: the new opens go alone
-            self._commit(conn, events)
-            return False
-        self._spool.remove(*(path for path, _ in chosen))
-        seconds = time.perf_counter() - started
-        self._learn_replay_cost(seconds, len(events) + len(replayed))
-        # Which side an erased message's opens were on is not known: the backlog's are counted first.
-        self.stats.events_replayed += len(replayed)
-        self.stats.events_for_erased_messages += erased
-        self._count(len(events) - max(0, erased - len(replayed)), seconds)
-        self._check_drained(conn)
-        return True
-
-    def _replay_chunk(self, conn: Connection) -> None:
-        """Replay the oldest spooled batches in one transaction, as many as fit in ``REPLAY_BUDGET``."""
+    def _replay_chunk(self, conn: Connection, paths: Iterator[Path], limit: int) -> int | None:
+        """Replay the first spooled batches of ``paths`` in one transaction, until they hold ``limit``
+        events; returns how many they held, None when there were none this process could claim."""
         assert self._spool is not None
         started = time.perf_counter()
         with contextlib.ExitStack() as claims:
-            chosen = self._claim_chunk(claims)
+            chosen = self._claim_chunk(claims, paths, limit)
             if not chosen:
-                return
+                return None
             replayed = [event for _, events in chosen for event in events]
             try:
                 with conn.begin():
@@ -364,26 +396,30 @@ class GroupCommitWriter(Generic[E]):
             if not fresh:  # a batch stored before, or one the database refuses: one at a time
                 for path, _ in chosen:
                     self._replay(conn, path)
-                return
+                return len(replayed)
         # Unlinked once the claims are let go, so the reaper, not this thread, waits for the filesystem.
         self._spool.remove(*(path for path, _ in chosen))
         self._learn_replay_cost(time.perf_counter() - started, len(replayed))
+        return len(replayed)
 
-    def _store_held(self, conn: Connection) -> None:
+    def _store_held(self, conn: Connection) -> bool:
         """Into the database if it answers, else into the spool if it has room again."""
         assert self._spool is not None
-        held = self._held
+        with self._mode:  # the writer adds to it while the spool fails
+            held, self._held = self._held, []
         try:
             with conn.begin():
                 self.stats.events_for_erased_messages += self._write(conn, held)
         except SQLAlchemyError:
-            with contextlib.suppress(OSError):  # still no room: they stay in memory
-                self._spool.append(held)
-                self._held = []
-                self.stats.events_spooled += len(held)
+            with self._mode:
+                try:
+                    self._spool.append(held)
+                    self.stats.events_spooled += len(held)
+                except OSError:  # still no room: they stay in memory, oldest first
+                    self._held[:0] = held
             raise
-        self._held = []
         self.stats.events_replayed += len(held)
+        return True
 
     def _replay(self, conn: Connection, path: Path) -> None:
         assert self._spool is not None
@@ -419,7 +455,9 @@ class GroupCommitWriter(Generic[E]):
                     self._commit_one_by_one(conn, events)
                     return
                 self.stats.commit_failures += 1
-                if self._spool_batch(events):
+                with self._mode:
+                    spooled = self._spool_batch(events)
+                if spooled:
                     log.warning("committing %d opens failed (%s); spooled them, the pixel goes on answering",
                                 len(events), exc.__class__.__name__)  # fmt: skip
                     return

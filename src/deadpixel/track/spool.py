@@ -53,6 +53,7 @@ class Spool(Generic[E]):
         self._sequence = itertools.count()
         self._replayed: set[str] = set()  # names handed to the reaper and not unlinked yet
         self._known: deque[str] = deque()  # names not replayed yet, oldest first
+        self._names = threading.Lock()  # guards _known: the writer appends while the replayer reads it
         self._listed_at = -RELIST_SECONDS
         self._unlinks: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
         self._reaper: threading.Thread | None = None
@@ -78,13 +79,15 @@ class Spool(Generic[E]):
             with contextlib.suppress(OSError):
                 partial.unlink()
             raise
-        self._known.append(name)  # the newest: its name starts with the time
+        with self._names:
+            self._known.append(name)  # the newest: its name starts with the time
         return target
 
     def pending(self) -> list[Path]:
         """Spooled batches not yet replayed, oldest first: all of them, from a fresh listing."""
         self._relist()
-        return [self.directory / name for name in self._known if name not in self._replayed]
+        with self._names:
+            return [self.directory / name for name in self._known if name not in self._replayed]
 
     def oldest(self) -> Iterator[Path]:
         """Spooled batches not yet replayed, oldest first (names start with a zero-padded time), one path at
@@ -92,27 +95,30 @@ class Spool(Generic[E]):
         process removed meanwhile may still be named: ``claim`` says no to it."""
         if not self._known or time.monotonic() - self._listed_at >= RELIST_SECONDS:
             self._relist()
-        known, replayed = self._known, self._replayed
-        while known and known[0] in replayed:
-            known.popleft()
-        snapshot = [name for name in itertools.islice(known, SNAPSHOT) if name not in replayed]
+        with self._names:
+            known, replayed = self._known, self._replayed
+            while known and known[0] in replayed:
+                known.popleft()
+            snapshot = [name for name in itertools.islice(known, SNAPSHOT) if name not in replayed]
         return (self.directory / name for name in snapshot)
 
     def _relist(self) -> None:
-        replayed = self._replayed
-        names = sorted(
-            name for name in os.listdir(self.directory) if name.endswith(SUFFIX) and name not in replayed
-        )
-        self._known = deque(names)
-        self._listed_at = time.monotonic()
+        with self._names:  # a batch appended meanwhile must not fall out of the new list
+            replayed = self._replayed
+            names = sorted(
+                name for name in os.listdir(self.directory) if name.endswith(SUFFIX) and name not in replayed
+            )
+            self._known = deque(names)
+            self._listed_at = time.monotonic()
 
     def has_pending(self) -> bool:
         return next(self.oldest(), None) is not None
 
     def events_waiting(self) -> int:
         self._relist()
-        replayed = self._replayed
-        return sum(_count(name) for name in self._known if name not in replayed)
+        with self._names:
+            replayed = self._replayed
+            return sum(_count(name) for name in self._known if name not in replayed)
 
     def load(self, path: Path) -> list[E]:
         return self._decode(path.read_bytes())
@@ -187,6 +193,11 @@ def events_waiting(data_dir: Path) -> int:
 def batch_id(path: Path) -> str:
     """The name a replayed batch is remembered by in the store (``spool_replays``)."""
     return path.name.removesuffix(SUFFIX)
+
+
+def batch_events(path: Path) -> int:
+    """How many events a spooled batch holds, from its name."""
+    return _count(path.name)
 
 
 def _count(name: str) -> int:
