@@ -321,8 +321,6 @@ class GroupCommitWriter(Generic[E]):
             return False
         self._down = False
         if handed_back:
-            with contextlib.suppress(SQLAlchemyError), conn.begin():
-                forget_old_replays(conn)
             log.info("the spool is replayed; every open is in the database")
             return True
         return progressed
@@ -345,6 +343,8 @@ class GroupCommitWriter(Generic[E]):
                 return False  # more than a moment's worth: replayed first without holding the writer
             if older:
                 self._replay_chunk(conn, iter(older), HAND_BACK_EVENTS)  # None: other processes have them
+            with conn.begin():
+                forget_old_replays(conn)
             self._spooling = False
             return True
 
