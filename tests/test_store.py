@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Connection, inspect, select
 
 from deadpixel.enrich.opens import OpenClassifier
@@ -17,7 +20,7 @@ from deadpixel.store import migrate
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import messages, metadata, opens
-from deadpixel.store.writes import write_opens
+from deadpixel.store.writes import encode_rows, write_opens
 from deadpixel.track.ingest import GroupCommitWriter
 
 RAW = OpenClassifier(None, "full")
@@ -150,3 +153,14 @@ def test_the_writer_survives_a_failing_write_and_still_answers(tmp_path: Path) -
     with engine.connect() as conn:
         assert sorted(conn.execute(select(opens.c.user_agent)).scalars()) == ["after", "fine"]
     engine.dispose()
+
+
+_cell = st.one_of(
+    st.none(), st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False), st.text()
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["message_id", "at", "ip", "reason"]), _cell), max_size=700))
+def test_rows_encoded_a_slice_at_a_time_are_one_json_array_of_them(rows: list[dict[str, object]]) -> None:
+    assert json.loads(encode_rows(rows)) == rows

@@ -110,7 +110,18 @@ def postgres_batch_sql(table: Table, noun: str, chained: bool = False) -> str:
 
 
 _STORE_POSTGRES = postgres_batch_sql(opens, "open", chained=True)
-encode_rows = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+ENCODE_SLICE = 250  # rows per call of the C encoder
+
+
+def encode_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as one JSON array, encoded a slice at a time. A replay chunk holds thousands of rows: in one
+    call the C encoder held the interpreter's lock for 10 ms or more while the pixel's requests waited;
+    between slices, other threads get their turn."""
+    if len(rows) <= ENCODE_SLICE:
+        return _encode(rows)
+    step = ENCODE_SLICE
+    return "[" + ",".join(_encode(rows[at : at + step])[1:-1] for at in range(0, len(rows), step)) + "]"
 
 
 class Known(NamedTuple):
