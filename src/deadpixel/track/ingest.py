@@ -52,7 +52,7 @@ HOLD_LIMIT = 100_000  # events held in memory when neither the database nor the 
 # the longer it is, the less each event costs: a chunk locks and updates each of its messages once, however
 # many of their opens it holds. Another node's batches on the same messages wait for those locks, up to
 # their commit deadline, after which they are spooled.
-REPLAY_BUDGET = 0.2
+REPLAY_BUDGET = 0.3
 # While spooling, each batch waits this long for more opens before it goes to the spool. A spool file's
 # fsyncs take about a millisecond, so without the wait every file held one or two opens: 30 s without
 # PostgreSQL at 2,000 opens/s left 32,000 files, and every probe and replay chunk paid for that many. The
