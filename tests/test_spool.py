@@ -153,6 +153,45 @@ def test_the_writer_commits_again_after_a_replay_while_opens_keep_coming(tmp_pat
     engine.dispose()
 
 
+def test_two_workers_sharing_a_spool_replay_it_once_and_both_commit_again(tmp_path: Path) -> None:
+    """Two writers (as two worker processes of one node) spool into one directory during an outage, under
+    load, and replay it side by side once the database is back: every open is stored once, and both go
+    back to committing directly."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    engine = create_engine(url, writer=True)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        message = create_message(conn, recipient="a@example.com")
+    outage = Outage()
+    outage.down.set()
+    spools = [Spool(tmp_path / "spool", OpenEvent) for _ in range(2)]  # flock tells them apart
+    writers = [GroupCommitWriter(engine, outage.write, spool=spool, probe_interval=0.05) for spool in spools]
+    for writer in writers:
+        writer.start()
+
+    async def steady(writer: GroupCommitWriter[OpenEvent], seconds: float) -> int:
+        sent, deadline = 0, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await asyncio.wait_for(writer.record(OpenEvent(message, float(sent), None, "two", "GET")), 5)
+            sent += 1
+            if sent == 60:
+                outage.down.clear()
+        return sent
+
+    async def main() -> int:
+        return sum(await asyncio.gather(*(steady(writers[i % 2], 2.5) for i in range(8))))
+
+    sent = asyncio.run(main())
+    written_under_load = [writer.stats.events_written for writer in writers]
+    for writer in writers:
+        writer.stop()
+    assert all(writer.stats.events_spooled > 0 for writer in writers)
+    assert all(written > 0 for written in written_under_load)  # both commit directly again
+    assert Spool(tmp_path / "spool", OpenEvent).pending() == []
+    assert stored(url) == (sent, sent)
+    engine.dispose()
+
+
 def test_a_spool_left_by_a_stopped_process_is_replayed_by_the_next(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'w.db'}"
     engine = create_engine(url, writer=True)
