@@ -7,7 +7,10 @@ One run of ``python bench/soak.py``:
 2. **Soak.** A fresh deadpixel on CPU 0, and the open-loop client of bench/steady_load.py (CPU 1) at half
    that capacity (or ``--rate``) for ``--minutes``, in windows of ``--window`` seconds. After each window:
    the server's RSS (main process and workers), the window's p50/p99/max latency and any non-200 answer,
-   unanswered request or lost connection.
+   unanswered request or lost connection, and the server's CPU: its share of its core and per answer. An
+   open-loop load of small, spread-out batches costs more per answer than the capacity run's 64 busy
+   connections, so a server near its core's limit at "half capacity" is flagged: its latency then says
+   more about the machine than about the headroom.
 3. **Checks.** The first window is a warm-up (caches fill, the WAL grows to its working size); after it,
    RSS at the end within 10% of RSS after the first measured window, p99 under 10 ms in every window, zero
    errors in any window, and, after a SIGTERM that drains the queue, rows stored == 200 answers counted
@@ -33,6 +36,12 @@ import pixel as bench
 
 WINDOW_P99_MS = 10.0
 RSS_GROWTH = 0.10
+BUSY_CORE = 0.8  # a server busier than this at "half capacity" has no room left for a burst
+
+
+def server_cpu(root: int) -> float:
+    """CPU seconds of the server and its worker processes so far."""
+    return bench.tree_cpu(root, bench.all_processes())
 
 
 @dataclass
@@ -44,6 +53,8 @@ class Window:
     max_ms: float
     ok: int
     errors: int
+    server_core: float  # share of its core the server used over the window
+    cpu_us: float  # server CPU per answer
 
 
 def tree_rss_kib(root: int) -> int:
@@ -109,24 +120,29 @@ def main(argv: list[str] | None = None) -> int:
             # One window of warm-up first (caches fill, the WAL grows to its working size): its answers
             # count for stored == answered, its latency and memory do not.
             while time.monotonic() - started < args.minutes * 60 + args.window:
+                cpu_before, wall_before = server_cpu(server.process.pid), time.monotonic()
                 out = subprocess.run(
                     ["taskset", "-c", str(opts.load_cpu), sys.executable, str(Path(__file__).with_name(
                         "steady_load.py")), "--port", str(server.port), "--paths", str(paths_file),
                      "--rate", str(rate), "--seconds", str(args.window), "--connections", "64"],
                     capture_output=True, text=True, check=True,
                 )  # fmt: skip
+                cpu = server_cpu(server.process.pid) - cpu_before
+                wall = time.monotonic() - wall_before
                 figures = json.loads(out.stdout)
                 answered += figures["ok"]
                 errors = figures["other_status"] + figures["unanswered"] + figures["lost_connections"]
                 window = Window(
                     (time.monotonic() - started) / 60, tree_rss_kib(server.process.pid) / 1024,
                     figures["p50_ms"], figures["p99_ms"], figures["max_ms"], figures["ok"], errors,
+                    cpu / wall, cpu / max(1, figures["ok"]) * 1e6,
                 )  # fmt: skip
                 windows.append(window)
                 bench.log(
                     f"  {window.minute:5.1f} min  RSS {window.rss_mib:6.1f} MiB  p50 {window.p50_ms:5.2f} ms"
                     f"  p99 {window.p99_ms:6.2f} ms  max {window.max_ms:7.2f} ms  ok {window.ok:,}"
-                    f"  errors {window.errors}"
+                    f"  errors {window.errors}  server core {window.server_core:4.0%}"
+                    f" ({window.cpu_us:5.1f} µs CPU each)"
                 )
             procs.stop(server.process, signal.SIGTERM)
             stored = server.stored_opens()
@@ -144,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ndeadpixel soak: {rate:,.0f} requests/s, {args.minutes:g} min, {args.mix} mix, 1 worker, SQLite")
     for name, value, target, ok in checks:
         print(f"  {name:<34} {value:>22}   target {target:<8} {'PASS' if ok else 'FAIL'}")
+    busiest = max(w.server_core for w in windows)
+    print(f"  server's core busy (per window)    {min(w.server_core for w in windows):.0%} to {busiest:.0%}")
+    if busiest > BUSY_CORE:
+        print(
+            f"warning: at this rate the server used up to {busiest:.0%} of its core: the open-loop load pays"
+            " per-batch and per-wake-up costs that the capacity run's busy connections share, so half the"
+            " capacity was not half the work"
+        )
     if args.json:
         print(json.dumps({"rate": rate, "windows": [w.__dict__ for w in windows],
                           "checks": {name: ok for name, _, _, ok in checks}}))  # fmt: skip
