@@ -375,7 +375,7 @@ def test_on_sqlite_each_batch_folds_itself_once_the_rollups_are_caught_up(
 ) -> None:
     reader, writer = engines
     ids = build(writer)
-    folds = rollups.WriterRollups()
+    folds = rollups.WriterRollups(busy_gap=0)  # light load: however close together, each batch is written
     with writer.begin() as conn:
         write_opens(
             conn, [opened(ids["b"], 60, HUMAN_TB), opened(ids["x"], 70, PREFETCH)], LABELS, folds=folds
@@ -405,7 +405,8 @@ def test_under_load_the_writer_holds_its_counts_back_and_never_counts_twice(
 ) -> None:
     reader, writer = engines
     ids = build(writer)
-    folds = rollups.WriterRollups(hold_from=2, interval=3600)  # batches of two or more are held back
+    # Batches of two or more are held back; time between batches does not count here.
+    folds = rollups.WriterRollups(hold_from=2, busy_gap=0, interval=3600)
 
     def batch(*events: OpenEvent) -> None:
         with writer.begin() as conn:
@@ -434,7 +435,7 @@ def test_under_load_the_writer_holds_its_counts_back_and_never_counts_twice(
         assert not rollups.pending(conn)  # folded under, writes with every batch for a while
     assert_rollups_match(reader)
 
-    folds = rollups.WriterRollups(hold_from=2, interval=3600)
+    folds = rollups.WriterRollups(hold_from=2, busy_gap=0, interval=3600)
     batch(opened(ids["c"], 70, HUMAN_TB), opened(ids["d"], 75, HUMAN_IOS))
     assert slots_total() == before + 9
     with writer.begin() as conn:  # `forget` deletes an open the writer holds counts of
@@ -443,6 +444,33 @@ def test_under_load_the_writer_holds_its_counts_back_and_never_counts_twice(
     with reader.connect() as conn:
         assert rollups.pending(conn)  # the counts were dropped: the ordinary fold takes over
     assert rollups.catch_up(writer, reader) == 2  # d's open and the last one; c's is gone
+    assert_rollups_match(reader)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_small_batches_close_together_are_held_back_and_one_after_a_pause_is_written(
+    engines: tuple[Engine, Engine],
+) -> None:
+    reader, writer = engines
+    ids = build(writer)
+    folds = rollups.WriterRollups(hold_from=100, busy_gap=0.5, interval=3600)
+
+    def batch(*events: OpenEvent) -> None:
+        with writer.begin() as conn:
+            write_opens(conn, list(events), LABELS, folds=folds)
+
+    def pending() -> bool:
+        with reader.connect() as conn:
+            return rollups.pending(conn)
+
+    batch(opened(ids["a"], 10, HUMAN_TB))
+    assert not pending()  # the first batch in a while: written at once
+    batch(opened(ids["b"], 20, HUMAN_IOS))
+    batch(opened(ids["c"], 30, SCANNER))
+    assert pending()  # one open each, but right after the one before: that is load
+    time.sleep(0.6)
+    batch(opened(ids["d"], 40, HUMAN_TB))
+    assert not pending()  # after a pause: written, with what was held
     assert_rollups_match(reader)
 
 

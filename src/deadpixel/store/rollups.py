@@ -123,8 +123,11 @@ class WriterRollups:
     counted or ``interval`` seconds after the first, in a batch's transaction (or, when no batch comes,
     between batches): one upsert per touched rollup row per second or so instead of per batch. With
     enrichment on, a batch of 23 opens touched about 60 rollup rows, and those upserts were half of what
-    enrichment added to the writer's cost per open. A batch smaller than ``hold_from`` says the writer keeps
-    up easily, and writes its counts at once, so a lightly used server's charts are never behind. Held-back
+    enrichment added to the writer's cost per open. A batch smaller than ``hold_from`` that comes more than
+    ``busy_gap`` seconds after the one before says the writer keeps up easily, and its counts are written at
+    once, so a lightly used server's charts are never behind. Small batches close together are load too: an
+    open-loop stream of a few thousand opens a second comes in batches of five to ten, one every few
+    milliseconds, and writing the rollups with each of them cost as much as inserting the opens. Held-back
     opens are simply above the watermark, as after a crash: any fold reads them from the opens.
 
     Whoever else changes the rollups meanwhile (a page view that folds, `forget`, `reclassify`, another
@@ -146,12 +149,15 @@ class WriterRollups:
     def __init__(
         self,
         hold_from: int = 8,
+        busy_gap: float = 0.01,
         hold_up_to: int = 1000,
         interval: float = 1.0,
         budget: float = 0.005,
         rest: float = 1.0,
     ) -> None:
         self._hold_from = hold_from
+        self._busy_gap = busy_gap
+        self._last_counted = -math.inf  # when the batch before was counted
         self._hold_up_to = hold_up_to
         self._interval = interval
         self._budget = budget
@@ -186,11 +192,13 @@ class WriterRollups:
         self._tally.add_stored(rows, known)
         self._top = max(self._top, max(row["id"] for row in rows))
         now = time.monotonic()
+        busy = len(rows) >= self._hold_from or now - self._last_counted < self._busy_gap
+        self._last_counted = now
         if not self._held:
             self._since = now
         self._held += len(rows)
         hold = (
-            len(rows) >= self._hold_from
+            busy
             and self._held < self._hold_up_to
             and now < self._since + self._interval
             and now >= self._eager_until
