@@ -421,7 +421,9 @@ def test_postgresql_down_under_load_the_pixel_answers_and_every_open_lands_once(
     finally:
         server.kill()
     assert set(statuses) == {200}
-    assert len(during) > 100
+    # One client in turn: each answer waits for its batch to be spooled (fsynced), so how many fit
+    # in the two seconds is the disk's business; enough of them for a p99 is this test's.
+    assert len(during) > 30
     assert during[int(len(during) * 0.99)] < 0.05  # p99 while the database is down
     assert replayed_after < 5
     engine = create_engine(cluster.url)  # type: ignore[attr-defined]
