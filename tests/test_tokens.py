@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import base64
+import hmac
 import string
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deadpixel.keys import SigningKeys
-from deadpixel.tokens import MESSAGE_ID_BYTES, PIXEL, TokenSigner, new_message_id
+from deadpixel.tokens import MESSAGE_ID_BYTES, PIXEL, TokenSigner, _Hmac, b32hex, new_message_id
 
 KEYS = SigningKeys(1, {1: b"k" * 32})
 SIGNER = TokenSigner(KEYS)
@@ -111,3 +114,29 @@ def test_any_payload_round_trips_and_any_tampering_fails(payload: bytes, pos: in
     assert SIGNER.verify(PIXEL, token, MESSAGE_ID_BYTES) == payload
     tampered = token[:pos] + ALPHABET[(ALPHABET.index(token[pos]) + delta) % 32] + token[pos + 1 :]
     assert SIGNER.verify(PIXEL, tampered, MESSAGE_ID_BYTES) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=200), st.binary(max_size=100))
+def test_the_precomputed_hmac_is_hmac_sha256(key: bytes, message: bytes) -> None:
+    """Keys shorter than, as long as and longer than SHA-256's 64-byte block."""
+    assert _Hmac(key).digest(message) == hmac.digest(key, message, "sha256")
+
+
+def test_tokens_made_before_the_precomputed_hmac_still_verify() -> None:
+    """The token format is unchanged: one signed with the standard library's HMAC is genuine."""
+    payload = bytes(range(MESSAGE_ID_BYTES))
+    body = bytes([1]) + payload
+    token = base64.b32hexencode(body + hmac.digest(b"k" * 32, PIXEL + body, "sha256")[:9]).decode().lower()
+    assert SIGNER.verify(PIXEL, token, MESSAGE_ID_BYTES) == payload
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 6).flatmap(lambda n: st.binary(min_size=5 * n, max_size=5 * n)))
+def test_b32hex_is_lower_case_base32hex(data: bytes) -> None:
+    assert b32hex(data) == base64.b32hexencode(data).decode().lower()
+
+
+def test_b32hex_refuses_what_would_need_padding() -> None:
+    with pytest.raises(ValueError, match="multiple of 5"):
+        b32hex(b"1234")
