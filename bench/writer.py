@@ -5,7 +5,8 @@ fresh schema in the PostgreSQL database named, dropped afterwards), with 300 mes
 writes of the same batches, a few seconds each, ``--rounds`` times:
 
 - **deadpixel**: ``write_opens`` and the commit, as the pixel's writer runs them (message lookup and lock,
-  enrichment of the batch's rows, the insert with each message's chain, the counters);
+  or on SQLite the writer's memory of its messages; enrichment of the batch's rows, the insert with each
+  message's chain, the counters);
 - **floor**: the same rows, built the same way (enrichment included), stored with one ``executemany`` INSERT
   into a table of the same columns, and the commit: what any durable store of these rows costs on this
   database and machine. The difference is the store's own work: lookups, locks, chains, counters.
@@ -39,7 +40,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.migrate import ensure_current
 from deadpixel.store.schema import opens
-from deadpixel.store.writes import write_opens
+from deadpixel.store.writes import KnownMessages, write_opens
 
 AGENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "mail-user-agents.tsv"
 
@@ -121,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         values = ", ".join([mark] * len(columns))
         floor_sql = f"INSERT INTO bench_floor ({', '.join(columns)}) VALUES ({values})"
 
+        memory = KnownMessages() if engine.dialect.name == "sqlite" else None  # as the server's writer
+
         def deadpixel(conn: Connection, batch: list[OpenEvent]) -> int:
-            return len(batch) - write_opens(conn, batch, builder)
+            return len(batch) - write_opens(conn, batch, builder, memory=memory)
 
         def floor(conn: Connection, batch: list[OpenEvent]) -> int:
             rows: list[dict[str, Any]] = builder.rows(batch, {})

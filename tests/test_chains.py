@@ -1,5 +1,6 @@
 """Each message's chain of opens holds exactly its opens: after batches, replays, concurrent writers on
-PostgreSQL, forgetting, and the upgrade that builds the chains from the opens already stored."""
+PostgreSQL, forgetting, the SQLite writer's memory of its messages, and the upgrade that builds the chains
+from the opens already stored."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from deadpixel.store import chains, maintenance, migrate
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import messages, opens
-from deadpixel.store.writes import write_opens
+from deadpixel.store.sending import mark_sent
+from deadpixel.store.writes import KnownMessages, existing_messages, write_opens
 
 RAW = OpenClassifier(None, "full")
 
@@ -57,6 +59,61 @@ def test_batches_link_each_open_to_the_one_before(database_url: str) -> None:
         with engine.begin() as conn:  # SQLite hands the erased ids out again: no chain may pick them up
             write_opens(conn, [OpenEvent(ids[3], time.time(), None, None, "GET")] * 3, RAW)
         assert_chains_hold_every_open(engine)
+    finally:
+        engine.dispose()
+
+
+class _RolledBack(Exception):
+    pass
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_writers_memory_of_its_messages_never_outlives_a_change_by_anyone_else(
+    database_url: str, seed: int
+) -> None:
+    """The writer's batches, on one long-lived connection as in the server, mixed at random with what
+    others do meanwhile: send or forget a message, make new ones, the replayer's batches on a connection of
+    its own, and batches of the writer that are rolled back. After every step the chains hold every open,
+    and what the writer would look up from memory is what the store says."""
+    engine = create_engine(database_url, writer=True)
+    try:
+        migrate.ensure_current(engine)
+        ids = make_messages(engine, 8)
+        memory = KnownMessages()
+        rng = random.Random(seed)
+
+        def batch() -> list[OpenEvent]:
+            return [
+                OpenEvent(rng.choice(ids), time.time(), None, None, "GET") for _ in range(rng.randint(1, 6))
+            ]
+
+        with engine.connect() as writer, engine.connect() as replayer:
+            for step in range(40):
+                action = rng.choice(["write"] * 5 + ["rolled back", "replay", "send", "forget", "new"])
+                if action == "write":
+                    with writer.begin():
+                        write_opens(writer, batch(), RAW, memory=memory)
+                elif action == "rolled back":
+                    with pytest.raises(_RolledBack), writer.begin():
+                        write_opens(writer, batch(), RAW, memory=memory)
+                        raise _RolledBack
+                elif action == "replay":
+                    with replayer.begin():
+                        write_opens(replayer, batch(), RAW, memory=memory)
+                elif action == "send":
+                    with engine.begin() as conn:
+                        mark_sent(conn, [rng.choice(ids)], time.time() - step)
+                elif action == "forget":
+                    with engine.begin() as conn:
+                        maintenance.forget_recipient(conn, f"r{rng.randrange(len(ids))}@example.com")
+                else:
+                    ids += make_messages(engine, 1)
+                assert_chains_hold_every_open(engine)
+                with writer.begin():
+                    remembered, newest = memory.lookup(writer, ids)
+                    assert remembered == existing_messages(writer, ids)
+                    assert newest == chains.newest_open_id(writer)
     finally:
         engine.dispose()
 

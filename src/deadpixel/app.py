@@ -31,7 +31,7 @@ from deadpixel.store.clicks import purge_click_detail, write_clicks
 from deadpixel.store.db import WalCheckpointer, create_engine, is_sqlite
 from deadpixel.store.links import LinkResolver
 from deadpixel.store.maintenance import purge_raw_detail
-from deadpixel.store.writes import write_opens
+from deadpixel.store.writes import KnownMessages, write_opens
 from deadpixel.tokens import TokenSigner
 from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
 from deadpixel.track.cap import OpenCap
@@ -106,7 +106,13 @@ class Deadpixel:
         self.cap = OpenCap(settings.open_cap) if settings.open_cap else None
         self.writer: GroupCommitWriter[OpenEvent] = GroupCommitWriter(
             writer_engine,
-            functools.partial(write_opens, builder=classifier, cap=self.cap, folds=self.writer_rollups),
+            functools.partial(
+                write_opens,
+                builder=classifier,
+                cap=self.cap,
+                folds=self.writer_rollups,
+                memory=KnownMessages() if on_sqlite else None,
+            ),
             batch_size=settings.batch_size,
             spool=Spool(node_spool_dir(settings.data_dir) / "opens", OpenEvent),
             after_batch=self._writer_upkeep if on_sqlite else None,

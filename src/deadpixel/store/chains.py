@@ -26,17 +26,22 @@ if TYPE_CHECKING:
     from deadpixel.store.writes import Known
 
 
-def link(conn: Connection, rows: Sequence[dict[str, Any]], known: Mapping[str, Known]) -> None:
-    """SQLite: give each row its id and its predecessor, in the one writer's transaction, before the rows are
-    inserted; the next ids are the ones after the highest."""
+def newest_open_id(conn: Connection) -> int:
     ((newest,),) = run(conn, "SELECT max(id) FROM opens")
-    first = (newest or 0) + 1
-    ids = list(range(first, first + len(rows)))
-    heads = {mid: facts.last_open_id for mid, facts in known.items()}
-    for row, open_id in zip(rows, ids, strict=True):
+    return int(newest or 0)
+
+
+def link(rows: Sequence[dict[str, Any]], known: Mapping[str, Known], newest: int) -> dict[str, int]:
+    """SQLite: give each row its id and its predecessor, in the one writer's transaction, before the rows are
+    inserted; the next ids are the ones after ``newest``, the highest stored. Returns each linked message's
+    new newest open."""
+    heads: dict[str, int] = {}
+    for open_id, row in enumerate(rows, newest + 1):
+        mid = row["message_id"]
         row["id"] = open_id
-        row["prev_id"] = heads[row["message_id"]]
-        heads[row["message_id"]] = open_id
+        row["prev_id"] = heads[mid] if mid in heads else known[mid].last_open_id
+        heads[mid] = open_id
+    return heads
 
 
 def open_ids(message_ids: Sequence[str]) -> CTE:

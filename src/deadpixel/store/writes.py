@@ -150,6 +150,50 @@ def existing_messages(conn: Connection, message_ids: Iterable[str], lock: bool =
     return found
 
 
+class KnownMessages:
+    """SQLite's one writer remembers what it read and wrote of the messages it stores opens for, so a batch
+    whose messages it has seen skips their lookup: about a sixth of what the writer spends per open.
+
+    What it remembers holds while nobody else writes: SQLite's ``data_version`` moves when another
+    connection commits (a message sent or erased, another worker's opens, the replayer), and the newest open
+    is the one this writer stored last unless its last batch was rolled back. When either has moved, it
+    starts over from the store.
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self._limit = limit
+        self._known: dict[str, Known | None] = {}  # None: no such message (erased)
+        self._seen: tuple[object, int, int] | None = None  # connection, data_version, newest open id
+
+    def lookup(self, conn: Connection, message_ids: Iterable[str]) -> tuple[dict[str, Known], int]:
+        """The batch's messages that exist, and the newest open's id, in the writer's transaction."""
+        ((version, newest),) = run(conn, _VERSION_AND_NEWEST)
+        newest = newest or 0
+        seen = (conn.connection.dbapi_connection, version, newest)
+        if seen != self._seen or len(self._known) > self._limit:
+            self._known.clear()
+        self._seen = seen
+        wanted = set(message_ids)
+        missing = [mid for mid in wanted if mid not in self._known]
+        if missing:
+            found = existing_messages(conn, missing)
+            self._known.update((mid, found.get(mid)) for mid in missing)
+        known = self._known
+        return {mid: facts for mid in wanted if (facts := known[mid]) is not None}, newest
+
+    def stored(self, heads: dict[str, int], newest: int) -> None:
+        """After the batch's rows are inserted: each message's new newest open, and the batch's highest id."""
+        known = self._known
+        for mid, head in heads.items():
+            sent_at, campaign_id, status, _ = known[mid]  # type: ignore[misc]  # stored: so it exists
+            known[mid] = Known(sent_at, campaign_id, status, head)  # a third of what _replace costs
+        if self._seen is not None:
+            self._seen = (self._seen[0], self._seen[1], newest)
+
+
+_VERSION_AND_NEWEST = "SELECT (SELECT data_version FROM pragma_data_version()), (SELECT max(id) FROM opens)"
+
+
 def send_times(known: dict[str, Known]) -> dict[str, float]:
     return {mid: facts.sent_at for mid, facts in known.items() if facts.sent_at is not None}
 
@@ -203,15 +247,21 @@ def write_opens(
     builder: RowBuilder,
     cap: OpenCap | None = None,
     folds: rollups.WriterRollups | None = None,
+    memory: KnownMessages | None = None,
 ) -> int:
     """Insert a batch of opens and bump the message counters, in the caller's transaction.
 
     Opens of messages erased meanwhile (``deadpixel forget``) are answered but not stored: a pixel still
     sitting in an inbox must not bring a forgotten person back. Returns how many were dropped that way.
-    Opens over the ``cap`` are counted on their message instead of stored. With ``folds`` (SQLite's one
-    writer), the batch is also counted into the charts' rollups (``rollups.WriterRollups``).
+    Opens over the ``cap`` are counted on their message instead of stored. With ``folds`` and ``memory``
+    (SQLite's one writer), the batch is also counted into the charts' rollups (``rollups.WriterRollups``)
+    and its messages are looked up in what the writer remembers (``KnownMessages``).
     """
-    known = existing_messages(conn, (e.message_id for e in events), lock=True)
+    newest: int | None = None
+    if memory is not None:
+        known, newest = memory.lookup(conn, (e.message_id for e in events))
+    else:
+        known = existing_messages(conn, (e.message_id for e in events), lock=True)
     kept = [e for e in events if e.message_id in known]
     if cap is not None:
         kept, capped = cap.split(kept)
@@ -223,8 +273,12 @@ def write_opens(
             run(conn, _STORE_POSTGRES, (encode_rows(rows),))
         else:
             counted = folds.begin(conn) if folds is not None else False
-            chains.link(conn, rows, known)
+            if newest is None:
+                newest = chains.newest_open_id(conn)
+            heads = chains.link(rows, known, newest)
             execute_many(conn, _insert_opens, rows)
+            if memory is not None:
+                memory.stored(heads, newest + len(rows))
             execute_many(conn, _bump_counters, counter_updates(rows))
             if folds is not None and counted:
                 folds.count(conn, rows, known)
