@@ -6,8 +6,11 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from hypothesis import given, settings
@@ -21,6 +24,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import messages, metadata, opens
 from deadpixel.store.writes import encode_rows, write_opens
+from deadpixel.track import ingest
 from deadpixel.track.ingest import GroupCommitWriter
 
 RAW = OpenClassifier(None, "full")
@@ -153,6 +157,58 @@ def test_the_writer_survives_a_failing_write_and_still_answers(tmp_path: Path) -
     with engine.connect() as conn:
         assert sorted(conn.execute(select(opens.c.user_agent)).scalars()) == ["after", "fine"]
     engine.dispose()
+
+
+def test_a_busy_writer_waits_a_moment_for_a_fuller_batch_and_an_idle_one_never_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a batch of LINGER_FROM opens the next one gathers for up to LINGER (stretched here so a slow
+    machine cannot split it), and is committed as soon as it holds LINGER_UNTIL; after a small batch, an
+    open is committed at once."""
+    monkeypatch.setattr(ingest, "LINGER", 5.0)
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}", writer=True)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        mid = create_message(conn, recipient="a@example.com")
+    sizes: list[int] = []
+
+    def write(conn: Connection, events: list[OpenEvent]) -> int:
+        sizes.append(len(events))
+        return write_opens(conn, events, RAW)
+
+    writer = GroupCommitWriter(engine, write)
+    writer.start()
+
+    def opens(count: int) -> list[Coroutine[Any, Any, None]]:
+        return [writer.record(OpenEvent(mid, 1.0, None, None, "GET")) for _ in range(count)]
+
+    async def in_ticks(ticks: int, per_tick: int) -> None:
+        """``ticks`` event-loop ticks 10 ms apart, each handing ``per_tick`` opens to the writer."""
+        waiting = []
+        for _ in range(ticks):
+            waiting += [asyncio.ensure_future(record) for record in opens(per_tick)]
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(*waiting), timeout=4)
+
+    async def scenario() -> float:
+        await asyncio.gather(*opens(ingest.LINGER_FROM))  # one tick: one big batch
+        began = time.monotonic()
+        await in_ticks(4, ingest.LINGER_UNTIL // 4)  # the writer is busy: these wait for each other
+        full_after = time.monotonic() - began
+        monkeypatch.setattr(ingest, "LINGER", 0.05)
+        await asyncio.gather(*opens(2))  # waits 50 ms in vain: a small batch
+        monkeypatch.setattr(ingest, "LINGER", 5.0)
+        began = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*opens(1)), timeout=4)  # after a small batch: at once
+        return max(full_after, time.monotonic() - began)
+
+    try:
+        slowest = asyncio.run(scenario())
+    finally:
+        writer.stop()
+        engine.dispose()
+    assert sizes == [ingest.LINGER_FROM, ingest.LINGER_UNTIL, 2, 1]
+    assert slowest < 2.0  # neither waited out the 5 s
 
 
 _cell = st.one_of(
