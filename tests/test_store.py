@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, inspect, select
 
 from deadpixel.enrich.opens import OpenClassifier
-from deadpixel.events import OpenEvent
+from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, OpenEvent
 from deadpixel.store import migrate
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import messages, metadata, opens
-from deadpixel.store.writes import encode_rows, write_opens
+from deadpixel.store.writes import counter_updates, encode_rows, write_opens
 from deadpixel.track import ingest
 from deadpixel.track.ingest import GroupCommitWriter
 
@@ -220,3 +220,34 @@ _cell = st.one_of(
 @given(st.lists(st.dictionaries(st.sampled_from(["message_id", "at", "ip", "reason"]), _cell), max_size=700))
 def test_rows_encoded_a_slice_at_a_time_are_one_json_array_of_them(rows: list[dict[str, object]]) -> None:
     assert json.loads(encode_rows(rows)) == rows
+
+
+_KINDS = sorted(HUMAN_KINDS | MACHINE_KINDS | {"self"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abc"), st.floats(0, 1e9), st.one_of(st.none(), st.sampled_from(_KINDS))),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_counter_updates_add_up_each_messages_opens(opens: list[tuple[str, float, str | None]]) -> None:
+    rows = [
+        {"id": n, "message_id": mid, "at": at, "kind": kind} for n, (mid, at, kind) in enumerate(opens, 1)
+    ]
+    expected = []
+    for mid in sorted({row["message_id"] for row in rows}):
+        mine = [row for row in rows if row["message_id"] == mid]
+        expected.append({
+            "mid": mid,
+            "n": len(mine),
+            "human": sum(row["kind"] in HUMAN_KINDS for row in mine),
+            "machine": sum(row["kind"] in MACHINE_KINDS for row in mine),
+            "own": sum(row["kind"] == "self" for row in mine),
+            "first": min(row["at"] for row in mine),
+            "last": max(row["at"] for row in mine),
+            "head": max(row["id"] for row in mine),
+        })  # fmt: skip
+    assert counter_updates(rows) == expected

@@ -214,23 +214,29 @@ def _select_known(count: int) -> str:
 
 
 def counter_updates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each message's counter update for a batch, in message id order (the order the batch locked them in).
+
+    A message's first row in the batch makes its whole entry at once: under load most batches hold one open
+    per message, and stepping each counter of each row cost a microsecond per open."""
     per_message: dict[str, dict[str, Any]] = {}
     for row in rows:
-        at, kind = row["at"], row.get("kind")
-        entry = per_message.get(row["message_id"])
+        mid, at, kind = row["message_id"], row["at"], row.get("kind")
+        entry = per_message.get(mid)
         if entry is None:
-            entry = per_message[row["message_id"]] = {
-                "mid": row["message_id"], "n": 0, "human": 0, "machine": 0, "own": 0, "first": at, "last": at,
-                "head": None,
+            per_message[mid] = {
+                "mid": mid, "n": 1, "human": int(kind in HUMAN_KINDS), "machine": int(kind in MACHINE_KINDS),
+                "own": int(kind == "self"), "first": at, "last": at, "head": row["id"],
             }  # fmt: skip
+            continue
         entry["n"] += 1
         entry["human"] += kind in HUMAN_KINDS
         entry["machine"] += kind in MACHINE_KINDS
         entry["own"] += kind == "self"
-        entry["first"] = min(entry["first"], at)
-        entry["last"] = max(entry["last"], at)
+        if at < entry["first"]:
+            entry["first"] = at
+        if at > entry["last"]:
+            entry["last"] = at
         entry["head"] = row["id"]  # rows come in id order: the last one is the newest
-    # In message id order, the order the batch locked them in.
     return [per_message[mid] for mid in sorted(per_message)]
 
 
