@@ -9,8 +9,9 @@ One run of ``python bench/soak.py``:
    the server's RSS (main process and workers), the window's p50/p99/max latency and any non-200 answer,
    unanswered request or lost connection, and the server's CPU: its share of its core and per answer. An
    open-loop load of small, spread-out batches costs more per answer than the capacity run's 64 busy
-   connections, so a server near its core's limit at "half capacity" is flagged: its latency then says
-   more about the machine than about the headroom.
+   connections, so "half capacity" keeps the core more than half busy; past 80% the soak says so, and the
+   CPU per answer in each window tells a server that was working from one that was waiting (a stalled
+   disk or machine). See docs/design.md, "Half the capacity is not half the work".
 3. **Checks.** The first window is a warm-up (caches fill, the WAL grows to its working size); after it,
    RSS at the end within 10% of RSS after the first measured window, p99 under 10 ms in every window, zero
    errors in any window, and, after a SIGTERM that drains the queue, rows stored == 200 answers counted
@@ -36,7 +37,7 @@ import pixel as bench
 
 WINDOW_P99_MS = 10.0
 RSS_GROWTH = 0.10
-BUSY_CORE = 0.8  # a server busier than this at "half capacity" has no room left for a burst
+BUSY_CORE = 0.8  # past this share of its core at "half capacity", the soak points it out
 
 
 def server_cpu(root: int) -> float:
