@@ -6,9 +6,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -179,7 +177,7 @@ def test_a_busy_writer_waits_a_moment_for_a_fuller_batch_and_an_idle_one_never_w
     writer = GroupCommitWriter(engine, write)
     writer.start()
 
-    def opens(count: int) -> list[Coroutine[Any, Any, None]]:
+    def opens(count: int) -> list[asyncio.Future[None]]:
         return [writer.record(OpenEvent(mid, 1.0, None, None, "GET")) for _ in range(count)]
 
     async def in_ticks(ticks: int, per_tick: int) -> None:
