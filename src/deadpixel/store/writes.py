@@ -152,7 +152,7 @@ def existing_messages(conn: Connection, message_ids: Iterable[str], lock: bool =
 
 class KnownMessages:
     """SQLite's one writer remembers what it read and wrote of the messages it stores opens for, so a batch
-    whose messages it has seen skips their lookup: about a sixth of what the writer spends per open.
+    whose messages it has seen skips their lookup (2.7 of the writer's 22 µs per open, in batches of 24).
 
     What it remembers holds while nobody else writes: SQLite's ``data_version`` moves when another
     connection commits (a message sent or erased, another worker's opens, the replayer), and the newest open
