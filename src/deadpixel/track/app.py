@@ -6,6 +6,7 @@ request gets the GIF; only a genuine token is recorded, and then only after its 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,8 @@ def request_facts(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str |
 
 
 class PixelEndpoint:
+    """The pixel's one piece of work, for the ASGI path below and for ``deadpixel.track.protocol``."""
+
     def __init__(
         self, signer: TokenSigner, writer: GroupCommitWriter[OpenEvent], client_ip: ClientIPResolver
     ) -> None:
@@ -65,27 +68,33 @@ class PixelEndpoint:
         self._client_ip = client_ip
         self.stats = TrackStats()
 
+    def record(
+        self, path: str, method: str, peer: str | None, headers: list[tuple[bytes, bytes]]
+    ) -> asyncio.Future[None] | None:
+        """Queue the open a GET or HEAD of ``path`` stands for; the future is done once it is committed.
+        None for a token that is not ours: that request gets the GIF at once and leaves no trace."""
+        self.stats.requests += 1
+        token = path[len(PIXEL_PREFIX) :]
+        if token.endswith((".gif", ".GIF")):  # some clients upper-case the whole URL
+            token = token[:-4]
+        message_id = self._signer.pixel_message_id(token)
+        if message_id is None:
+            self.stats.invalid_tokens += 1
+            return None
+        ip = self._client_ip.resolve(peer, headers)
+        user_agent, purpose = request_facts(headers)
+        event = OpenEvent(message_id, time.time(), ip[:MAX_IP] if ip else None, user_agent, method, purpose)
+        return self._writer.record(event)
+
     async def __call__(self, scope: dict[str, Any], send: Any) -> None:
         method = scope["method"]
         if method != "GET" and method != "HEAD":
             await send(_NOT_ALLOWED)
             await send(_EMPTY_BODY)
             return
-        self.stats.requests += 1
-        token = scope["path"][len(PIXEL_PREFIX) :]
-        if token.endswith((".gif", ".GIF")):  # some clients upper-case the whole URL
-            token = token[:-4]
-        message_id = self._signer.pixel_message_id(token)
-        if message_id is None:
-            self.stats.invalid_tokens += 1
-        else:
-            headers = scope["headers"]
-            client = scope.get("client")
-            ip = self._client_ip.resolve(client[0] if client else None, headers)
-            user_agent, purpose = request_facts(headers)
-            event = OpenEvent(
-                message_id, time.time(), ip[:MAX_IP] if ip else None, user_agent, method, purpose
-            )
-            await self._writer.record(event)
+        client = scope.get("client")
+        committed = self.record(scope["path"], method, client[0] if client else None, scope["headers"])
+        if committed is not None:
+            await committed
         await send(_START)
         await send(_BODY if method == "GET" else _EMPTY_BODY)
