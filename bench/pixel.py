@@ -17,7 +17,7 @@ One run of ``python bench/pixel.py`` measures, on loopback:
 * **Latency.** p50/p99/max of deadpixel at a steady half of its measured throughput, from an open-loop
   client (bench/steady_load.py) that counts each request from the moment it was due.
 * **Cost.** Server CPU time per request, read from /proc (utime + stime of the server process and all its
-  descendants: nginx's worker, granian's worker processes) at the instants the measuring window opens and
+  descendants: nginx's worker, uvicorn's worker processes) at the instants the measuring window opens and
   closes.
 * **Group commit.** deadpixel's own counters (batches, opens per batch, time per commit) under full load
   and at half load, which show whether the writer is what limits it.

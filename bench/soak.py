@@ -59,7 +59,7 @@ class Window:
 
 
 def tree_rss_kib(root: int) -> int:
-    """Resident memory of ``root`` and its descendants (Granian's worker processes), from /proc."""
+    """Resident memory of ``root`` and its descendants (uvicorn's worker processes), from /proc."""
     processes = bench.all_processes()
     family, frontier = {root}, [root]
     while frontier:

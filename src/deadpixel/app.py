@@ -1,6 +1,6 @@
 """The ASGI application: the pixel hot path first, everything else through Starlette.
 
-Granian (or any ASGI server) loads ``create_app`` in each worker process. Settings come from the environment,
+uvicorn (or any ASGI server) loads ``create_app`` in each worker process. Settings come from the environment,
 so every worker of ``deadpixel serve --workers N`` builds the same app.
 """
 

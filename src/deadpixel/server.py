@@ -1,12 +1,14 @@
-"""Start the HTTP server: prepare the store once, then hand the app to Granian's worker processes.
+"""Start the HTTP server: prepare the store once, then hand the app to uvicorn's worker processes.
 
-Granian (Rust HTTP/1.1 and HTTP/2, process-per-worker) gives the pixel the most requests per CPU second of the
-ASGI servers we measured; see docs/decisions.md.
+uvicorn serves the ASGI app, except that its connections start with ``deadpixel.track.protocol``, which
+answers the pixel itself and hands every other request to uvicorn's own protocol; see docs/design.md.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+from types import FrameType
 
 from deadpixel.config import ENV_PREFIX, Settings, ensure_data_dir
 from deadpixel.keys import load_or_create_keys
@@ -39,9 +41,16 @@ def export_to_workers(settings: Settings) -> None:
     os.environ[ENV_PREFIX + "BASE_URL"] = settings.base_url
 
 
+# Seconds a stopping worker waits for its last requests: feeds end on their own within web.feed.LIFETIME.
+GRACEFUL_STOP = 20
+
+
+def _stopped(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: Settings) -> None:
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
+    import uvicorn
 
     prepare(settings)
     export_to_workers(settings)
@@ -51,14 +60,25 @@ def serve(settings: Settings) -> None:
 
         gauges = backlog_gauges(create_engine(settings.database_url))
         serve_prometheus(settings.data_dir, settings.metrics_host, settings.metrics_port, gauges)
-    Granian(
+    # Once it has drained, uvicorn raises again the signal that stopped it, for the handler it found: a stop
+    # that was asked for ends with status 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stopped)
+    uvicorn.run(
         "deadpixel.app:create_app",
         factory=True,
-        address=settings.host,
+        host=settings.host,
         port=settings.port,
-        interface=Interfaces.ASGI,
         workers=settings.workers,
-        loop=Loops.uvloop,
-        log_access=False,
-        respawn_failed_workers=True,
-    ).serve()
+        loop="uvloop",
+        http="deadpixel.track.protocol:PixelProtocol",
+        ws="none",
+        interface="asgi3",
+        lifespan="on",
+        proxy_headers=False,  # DEADPIXEL_TRUSTED_PROXIES decides whom to believe (track.client_ip)
+        server_header=False,
+        access_log=False,
+        log_config=None,  # the app configures logging (deadpixel.logs)
+        log_level="warning",
+        timeout_graceful_shutdown=GRACEFUL_STOP,
+    )

@@ -9,9 +9,9 @@ look-back picks it up, and the ids already sent are remembered so none is sent t
 
 Each event's ``id`` is the cursor (``o<open id>.c<click id>``), so a browser that reconnects (EventSource does
 by itself) sends ``Last-Event-ID`` and carries on where it stopped. The server ends each stream after
-``LIFETIME`` seconds and the browser reconnects at once: Granian waits for open connections before a worker
-stops, so a stream that never ended would hold up every restart, and each reconnection checks the session
-again (a new password, a deleted account end the feed within that time).
+``LIFETIME`` seconds and the browser reconnects at once: a stopping worker waits for open responses (up to
+``server.GRACEFUL_STOP``), so a stream that never ended would hold up every restart, and each reconnection
+checks the session again (a new password, a deleted account end the feed within that time).
 """
 
 from __future__ import annotations
