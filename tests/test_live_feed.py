@@ -196,7 +196,8 @@ def test_in_a_real_browser_new_opens_appear_without_a_reload(
             page.fill("input[name=password]", "correct horse")
             page.click("button[type=submit]")
             page.wait_for_url("**/campaigns/spring")
-            page.wait_for_function("document.getElementById('live-status').textContent === 'live'")
+            # A locator, not wait_for_function: that evaluates a string in the page, which its CSP forbids.
+            sync_api.expect(page.locator("#live-status")).to_have_text("live")
             assert httpx.get(server.url + path, headers={"user-agent": THUNDERBIRD}).status_code == 200
             item = page.locator(f"#live-feed li[data-message='{mid}']")
             item.wait_for(timeout=8000)
