@@ -69,6 +69,7 @@ SPOOL_LINGER = 0.01
 LINGER = 0.001
 LINGER_FROM = 16
 LINGER_UNTIL = 32
+LINGER_NAP = 0.00025  # how often a gathering batch looks for more (see ``_next_tick``)
 # The end of a replay holds the writer off (see ``_hand_back``), only when at most this many events are left:
 # a few milliseconds' worth.
 HAND_BACK_EVENTS = 200
@@ -182,29 +183,13 @@ class GroupCommitWriter(Generic[E]):
         with self._engine.connect() as conn:
             stopping = False
             while not stopping:
-                events: list[E] = []
-                futures: list[asyncio.Future[None]] = []
                 try:
                     item = self._queue.get(timeout=self._wait())
                 except queue.Empty:
                     if not self._spooling:
                         self._housekeep(conn)  # idle: upkeep runs anyway, now and then
                     continue
-                linger_until, enough = self._gathering()
-                while True:
-                    if item is _STOP:
-                        stopping = True
-                        break
-                    tick_events, tick_futures = cast(Tick[E], item)
-                    events.extend(tick_events)
-                    futures.extend(tick_futures)
-                    if len(events) >= enough:
-                        break
-                    try:
-                        wait = linger_until - time.monotonic()
-                        item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                    except queue.Empty:
-                        break
+                events, futures, stopping = self._gather(item)
                 if events:
                     with self._mode:
                         spooled = self._spooling and self._spool_batch(events)
@@ -222,6 +207,38 @@ class GroupCommitWriter(Generic[E]):
             self.stats.events_lost += len(self._held)
             log.error("stopping with %d answered events neither stored nor spooled: they are lost",
                       len(self._held))  # fmt: skip
+
+    def _gather(self, item: object) -> tuple[list[E], list[asyncio.Future[None]], bool]:
+        """The batch that starts with ``item``, a tick's hand-over: its events, their futures, and whether
+        the writer was asked to stop."""
+        linger_until, enough = self._gathering()
+        events: list[E] = []
+        futures: list[asyncio.Future[None]] = []
+        while item is not None:
+            if item is _STOP:
+                return events, futures, True
+            tick_events, tick_futures = cast(Tick[E], item)
+            events.extend(tick_events)
+            futures.extend(tick_futures)
+            if len(events) >= enough:
+                break
+            item = self._next_tick(linger_until)
+        return events, futures, False
+
+    def _next_tick(self, until: float) -> object | None:
+        """The next hand-over, waiting for it until ``until`` at most; None when none came.
+
+        It naps rather than waits on the queue: a wait would wake this thread for every tick's hand-over,
+        at a steady 17,000 opens/s once per open, each a switch away from the event loop and back."""
+        while True:
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            wait = until - time.monotonic()
+            if wait <= 0:
+                return None
+            time.sleep(min(wait, LINGER_NAP))
 
     def _gathering(self) -> tuple[float, int]:
         """Until when a new batch waits for more events, and how many are enough to stop waiting: see
