@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,12 @@ from sqlalchemy import Connection, inspect, select
 
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, OpenEvent
-from deadpixel.store import migrate
+from deadpixel.store import migrate, writes
 from deadpixel.store.db import create_engine
+from deadpixel.store.driver import execute_many
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import messages, metadata, opens
-from deadpixel.store.writes import counter_updates, encode_rows, write_opens
+from deadpixel.store.writes import bump_counters_on_sqlite, counter_updates, encode_rows, write_opens
 from deadpixel.track import ingest
 from deadpixel.track.ingest import GroupCommitWriter
 
@@ -249,3 +251,61 @@ def test_counter_updates_add_up_each_messages_opens(opens: list[tuple[str, float
             "head": max(row["id"] for row in mine),
         })  # fmt: skip
     assert counter_updates(rows) == expected
+
+
+_COUNTERS = ["open_count", "human_open_count", "machine_open_count", "self_open_count", "first_open_at",
+             "last_open_at", "last_open_id"]  # fmt: skip
+
+
+def _counters_after(conn: Connection, bump: Callable[[], None]) -> list[tuple[object, ...]]:
+    """The messages' counters after ``bump``, which is then rolled back."""
+    with conn.begin() as transaction:
+        bump()
+        rows = conn.execute(
+            select(messages.c.id, *(messages.c[name] for name in _COUNTERS)).order_by(messages.c.id)
+        )
+        counters = [tuple(row) for row in rows]
+        transaction.rollback()
+    return counters
+
+
+@pytest.fixture(scope="module")
+def counted_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Connection, list[str]]]:
+    """Messages with counters already set (some with opens, some without), shared by the examples below."""
+    engine = create_engine(f"sqlite:///{tmp_path_factory.mktemp('counters') / 'c.db'}", writer=True)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        ids = [create_message(conn, recipient=f"r{n}@example.com") for n in range(1100)]
+        conn.execute(
+            messages.update()
+            .where(messages.c.id.in_(ids[::2]))
+            .values(open_count=3, human_open_count=1, first_open_at=500.0, last_open_at=600.0, last_open_id=7)
+        )
+    with engine.connect() as conn:
+        yield conn, ids
+    engine.dispose()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_one_update_from_values_bumps_the_counters_as_one_update_per_message_does(
+    counted_store: tuple[Connection, list[str]], data: st.DataObject
+) -> None:
+    conn, ids = counted_store
+    wanted = data.draw(st.sampled_from([3, 40, 1100]))  # 1,100: over one statement's rows
+    opens_drawn = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(ids[:wanted]), st.floats(0, 1e9), st.sampled_from([*_KINDS, None])),
+            min_size=1,
+            max_size=60 if wanted < 1100 else 1,
+        )
+    )
+    if wanted == 1100:
+        opens_drawn = [(mid, 700.0, "human") for mid in ids]
+    rows = [
+        {"id": n, "message_id": m, "at": at, "kind": kind}
+        for n, (m, at, kind) in enumerate(opens_drawn, 1000)
+    ]
+    updates = counter_updates(rows)
+    one_per_message = _counters_after(conn, lambda: execute_many(conn, writes._bump_counters, updates))
+    assert _counters_after(conn, lambda: bump_counters_on_sqlite(conn, updates)) == one_per_message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,6 +23,37 @@ def execute_many(conn: Connection, statement: Any, rows: Sequence[dict[str, Any]
     """
     compiled, values = _compiled(statement, conn.dialect)
     run_many(conn, compiled.string, list(map(values, rows)) if values is not None else list(rows))
+
+
+ROWS_PER_STATEMENT = 500  # SQLite allows 32,766 parameters a statement; an open's row has 19
+
+
+def insert_rows(conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """An INSERT of many rows: on SQLite, one statement of up to ``ROWS_PER_STATEMENT`` rows at a time;
+    elsewhere ``execute_many``.
+
+    sqlite3's ``executemany`` steps its statement once per row and lets go of the interpreter's lock around
+    each step, so a writer thread had to win the lock back from the event loop's once per row.
+    """
+    if conn.dialect.name != "sqlite" or len(rows) < 2:
+        execute_many(conn, statement, rows)
+        return
+    compiled, values = _compiled(statement, conn.dialect)
+    assert values is not None  # SQLite's parameters are positional
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        run(
+            conn,
+            _values_for(compiled.string, len(chunk)),
+            list(itertools.chain.from_iterable(map(values, chunk))),
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def _values_for(single_row: str, count: int) -> str:
+    """``INSERT ... VALUES (?, ...)`` made into the same INSERT of ``count`` rows."""
+    head, _, row = single_row.rpartition(" VALUES ")
+    return f"{head} VALUES {', '.join([row] * count)}"
 
 
 def run(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:

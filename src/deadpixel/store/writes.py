@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import operator
+import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -12,7 +15,7 @@ from sqlalchemy.dialects import postgresql
 
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, OpenEvent
 from deadpixel.store import chains, outbox, rollups
-from deadpixel.store.driver import execute_many, run
+from deadpixel.store.driver import ROWS_PER_STATEMENT, execute_many, insert_rows, run
 from deadpixel.store.schema import messages, opens
 
 if TYPE_CHECKING:
@@ -240,6 +243,41 @@ def counter_updates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [per_message[mid] for mid in sorted(per_message)]
 
 
+# SQLite 3.33 and later: a batch's counters in one UPDATE ... FROM a VALUES list, one step of the statement
+# where ``executemany`` takes one per message (why that matters: ``driver.insert_rows``). Older SQLite does
+# without UPDATE ... FROM and gets the ``executemany``.
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
+_COUNTER_KEYS = ("mid", "n", "human", "machine", "own", "first", "last", "head")  # VALUES' column1..column8
+_counter_values = operator.itemgetter(*_COUNTER_KEYS)
+
+
+@functools.lru_cache(maxsize=256)
+def _bump_counters_from_values(count: int) -> str:
+    row = "(" + ", ".join("?" * len(_COUNTER_KEYS)) + ")"
+    return (
+        "UPDATE messages SET open_count = open_count + v.column2,"
+        " human_open_count = human_open_count + v.column3,"
+        " machine_open_count = machine_open_count + v.column4,"
+        " self_open_count = self_open_count + v.column5,"
+        " first_open_at = CASE WHEN first_open_at IS NULL OR first_open_at > v.column6"
+        " THEN v.column6 ELSE first_open_at END,"
+        " last_open_at = CASE WHEN last_open_at IS NULL OR last_open_at < v.column7"
+        " THEN v.column7 ELSE last_open_at END,"
+        " last_open_id = v.column8"
+        f" FROM (VALUES {', '.join([row] * count)}) AS v WHERE messages.id = v.column1"
+    )
+
+
+def bump_counters_on_sqlite(conn: Connection, updates: list[dict[str, Any]]) -> None:
+    if not _UPDATE_FROM or len(updates) < 2:
+        execute_many(conn, _bump_counters, updates)
+        return
+    for start in range(0, len(updates), ROWS_PER_STATEMENT):
+        chunk = updates[start : start + ROWS_PER_STATEMENT]
+        values = list(itertools.chain.from_iterable(map(_counter_values, chunk)))
+        run(conn, _bump_counters_from_values(len(chunk)), values)
+
+
 _count_capped = (
     update(messages)
     .where(messages.c.id == bindparam("mid"))
@@ -282,10 +320,10 @@ def write_opens(
             if newest is None:
                 newest = chains.newest_open_id(conn)
             heads = chains.link(rows, known, newest)
-            execute_many(conn, _insert_opens, rows)
+            insert_rows(conn, _insert_opens, rows)
             if memory is not None:
                 memory.stored(heads, newest + len(rows))
-            execute_many(conn, _bump_counters, counter_updates(rows))
+            bump_counters_on_sqlite(conn, counter_updates(rows))
             if folds is not None and counted:
                 folds.count(conn, rows, known)
         outbox.enqueue(conn, "open", rows)  # webhook deliveries, in this same transaction
