@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from deadpixel.api import api_mount
@@ -48,6 +48,9 @@ ROLLUP_INTERVAL = 5.0  # seconds between background folds of new opens into the 
 # milliseconds of folding at a time, and never more than half the interpreter (see rollups.catch_up).
 FOLD_CHUNK = 500
 FOLD_REST = 1.0
+# Headers a proxy adds to say whom it forwards for (RFC 7239 Forwarded, the de-facto X-Forwarded-For and
+# X-Real-IP, and Via).
+FORWARDING_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip", b"via"})
 
 
 def build_web(
@@ -76,7 +79,25 @@ def build_web(
             return PlainTextResponse("ready\n")
         return PlainTextResponse("database unreachable\n", status_code=503)
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    resolver = ClientIPResolver(settings.trusted_proxies if settings is not None else ())
+
+    async def healthz_client(request: Request) -> JSONResponse:
+        # What address the server takes this request to come from, so ``deadpixel doctor`` can tell whether
+        # DEADPIXEL_TRUSTED_PROXIES fits the proxy in front. It tells the caller only about its own request.
+        peer = request.client.host if request.client else None
+        raw = request.headers.raw
+        view = {
+            "client": resolver.resolve(peer, raw),
+            "forwarded": any(name.lower() in FORWARDING_HEADERS for name, _ in raw),
+            "trusted": resolver.trusts(peer),
+        }
+        return JSONResponse(view, headers={"cache-control": "no-store"})
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/healthz/client", healthz_client),
+        Route("/readyz", readyz),
+    ]
     if signer is not None:
         routes += unsubscribe_routes(engine, signer)
     if api is not None:

@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from deadpixel import analytics, exports
 from deadpixel.bounces.commands import bounces
 from deadpixel.config import ConfigError, Settings, ensure_data_dir, load_settings
+from deadpixel.doctor.command import doctor
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings, networks_dir
 from deadpixel.hooks.commands import webhook
 from deadpixel.hooks.registry import backlog_gauges
@@ -140,6 +141,7 @@ main.add_command(suppression)
 main.add_command(bounces)
 main.add_command(webhook)
 main.add_command(webhook, "webhooks")
+main.add_command(doctor)
 
 
 @main.command()

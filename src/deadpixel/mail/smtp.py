@@ -181,6 +181,16 @@ class SMTPSender:
             except (OSError, smtplib.SMTPException):
                 smtp.close()
 
+    def connect(self) -> None:
+        """Open the connection now (EHLO, STARTTLS or TLS, AUTH) without sending anything: how
+        ``deadpixel doctor`` checks a login. Raises DeliveryError."""
+        if self._smtp is not None:
+            return
+        try:
+            self._open()
+        except (OSError, smtplib.SMTPException) as exc:
+            raise _classify(exc, uncertain=False) from exc
+
     def _discard(self) -> None:
         smtp, self._smtp = self._smtp, None
         if smtp is not None:

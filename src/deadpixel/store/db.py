@@ -7,6 +7,7 @@ answered open survives a crash or a power cut, while readers never block the wri
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -60,6 +61,11 @@ def create_engine(
 
     busy_timeout = SQLITE_BUSY_TIMEOUT_MS if lock_timeout_ms is None else lock_timeout_ms
     engine = sa_create_engine(url)
+    database = make_url(url).database
+
+    @event.listens_for(engine, "do_connect")
+    def _before_connect(*_: Any) -> None:
+        _create_private(database)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -89,6 +95,18 @@ def create_engine(
         run(conn, begin)
 
     return engine
+
+
+def _create_private(database: str | None) -> None:
+    """Create a new SQLite file 0600 before SQLite does: it would follow the umask (usually 0644), and its
+    -wal and -shm files take the database file's mode. The file holds readers' addresses."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:  # it exists (the usual case), or SQLite will report what is wrong itself
+        return
+    os.close(fd)
 
 
 def _bound_postgres_waits(engine: Engine, timeout_ms: int) -> None:

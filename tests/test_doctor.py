@@ -1,0 +1,499 @@
+"""``deadpixel doctor`` against real deployments on loopback: a real ``deadpixel serve``, TLS and plain
+forwarders in front of it, a real SMTP server with AUTH, real SQLite and PostgreSQL stores."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import select
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from deadpixel.config import Settings
+from deadpixel.doctor.clock import offset_status
+from deadpixel.doctor.files import GiB, MiB, disk_status
+from deadpixel.doctor.geo import snapshot_date
+from deadpixel.store.db import create_engine
+from deadpixel.store.migrate import SCHEMA_REVISION, downgrade
+
+from .conftest import Server, free_port
+from .helpers import count_opens
+
+CHECK_NAMES = [
+    "base_url",
+    "pixel",
+    "tls",
+    "proxies",
+    "permissions",
+    "database",
+    "disk",
+    "clock",
+    "signing_keys",
+    "smtp",
+    "bounce_mx",
+    "geo_data",
+]
+READER = "203.0.113.9"  # the address a forwarder below claims to forward for
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """SQLite unless a test asks for PostgreSQL itself (conftest's default runs every test on both)."""
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@dataclass
+class Report:
+    code: int
+    document: dict[str, Any]
+    stderr: str
+
+    def check(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = next(c for c in self.document["checks"] if c["name"] == name)
+        return found
+
+    def failed(self) -> set[str]:
+        return {c["name"] for c in self.document["checks"] if c["status"] == "fail"}
+
+
+def doctor_env(env: dict[str, str], **extra: str) -> dict[str, str]:
+    full = {name: value for name, value in os.environ.items() if name != "SSL_CERT_FILE"}
+    return {**full, **env, **extra}
+
+
+def run_doctor(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deadpixel", "doctor", "--timeout", "3", *args],
+        env=doctor_env(env, **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def doctor_json(env: dict[str, str], **extra: str) -> Report:
+    done = run_doctor(env, "--json", **extra)
+    assert "Traceback" not in done.stderr, done.stderr
+    return Report(done.returncode, json.loads(done.stdout), done.stderr)
+
+
+# --- a whole deployment ---------------------------------------------------------------------------------
+
+
+def test_a_healthy_deployment_passes_and_records_no_open(
+    server: Server, env: dict[str, str], settings: Settings
+) -> None:
+    report = doctor_json(env, DEADPIXEL_BASE_URL=server.url)
+    assert report.code == 0, report.document
+    assert list(report.document) == ["status", "checks"]
+    assert [c["name"] for c in report.document["checks"]] == CHECK_NAMES
+    for check in report.document["checks"]:
+        assert set(check) == {"name", "status", "message", "fix"}
+        assert check["status"] in ("ok", "warn", "skip")
+        assert (check["fix"] is None) == (check["status"] in ("ok", "skip")), check
+    assert report.document["status"] in ("ok", "warn")
+    statuses = {c["name"]: c["status"] for c in report.document["checks"]}
+    assert statuses | {"geo_data": "?"} == {
+        "base_url": "ok",
+        "pixel": "ok",
+        "tls": "skip",  # http:// on loopback
+        "proxies": "ok",
+        "permissions": "ok",
+        "database": "ok",
+        "disk": "ok",
+        "clock": "ok",
+        "signing_keys": "ok",
+        "smtp": "skip",
+        "bounce_mx": "skip",
+        "geo_data": "?",  # the built-in snapshot ages with the calendar
+    }
+    assert "no proxy" in report.check("proxies")["message"]
+    assert SCHEMA_REVISION in report.check("database")["message"]
+    # The pixel was asked for with a forged token: answered, never recorded.
+    assert count_opens(settings) == 0
+
+    text = run_doctor(env, DEADPIXEL_BASE_URL=server.url)
+    assert text.returncode == 0
+    lines = text.stdout.splitlines()
+    assert lines[0].split()[:2] == ["ok", "base_url"]
+    assert lines[-1].endswith("skip") and "fail" not in lines[-1]
+
+
+def test_an_open_data_dir_fails_with_the_chmod_that_fixes_it(server: Server, env: dict[str, str]) -> None:
+    data_dir = Path(env["DEADPIXEL_DATA_DIR"])
+    database = Path(env["DEADPIXEL_DATABASE_URL"].removeprefix("sqlite:///"))
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600  # created private, as the data dir is
+    data_dir.chmod(0o755)
+    (data_dir / "signing-keys.json").chmod(0o644)
+
+    report = doctor_json(env, DEADPIXEL_BASE_URL=server.url)
+    assert report.code == 1
+    assert report.failed() == {"permissions", "signing_keys"}
+    permissions = report.check("permissions")
+    assert f"{data_dir} is 0755" in permissions["message"]
+    assert f"chmod 700 {data_dir}" in permissions["fix"]
+    assert f"chmod 600 {data_dir / 'signing-keys.json'}" in permissions["fix"]
+
+    # The user runs the fix as printed, and the next run passes.
+    subprocess.run(permissions["fix"].removeprefix("run: "), shell=True, check=True)
+    assert doctor_json(env, DEADPIXEL_BASE_URL=server.url).code == 0
+
+
+def test_an_unreachable_base_url_and_trust_in_everyone_fail_in_one_line_each(env: dict[str, str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    done = run_doctor(env, DEADPIXEL_BASE_URL=url, DEADPIXEL_TRUSTED_PROXIES="0.0.0.0/0")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("fail  base_url") and "connection refused" in first
+
+    report = doctor_json(env, DEADPIXEL_BASE_URL=url, DEADPIXEL_TRUSTED_PROXIES="0.0.0.0/0")
+    assert report.failed() >= {"base_url", "proxies"}
+    assert report.check("pixel")["status"] == "skip"
+    assert "0.0.0.0/0" in report.check("proxies")["message"]
+    assert "DEADPIXEL_TRUSTED_PROXIES" in report.check("proxies")["fix"]
+
+
+def test_a_bad_setting_is_one_failed_check(env: dict[str, str]) -> None:
+    report = doctor_json(env, DEADPIXEL_BASE_URL="ftp://nope")
+    assert report.code == 1
+    assert [c["name"] for c in report.document["checks"]] == ["settings"]
+    assert "DEADPIXEL_BASE_URL" in report.check("settings")["message"]
+
+
+# --- TLS and proxies in front of the server --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificate:
+    cert: Path
+    key: Path
+    not_after: dt.datetime
+
+
+def make_certificate(folder: Path, days_left: float) -> Certificate:
+    """A self-signed certificate for 127.0.0.1 that ends ``days_left`` days from now."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "doctor test")])
+    now = dt.datetime.now(dt.UTC)
+    not_after = (now + dt.timedelta(days=days_left)).replace(microsecond=0)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=60))
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return Certificate(folder / "cert.pem", folder / "key.pem", not_after)
+
+
+class Forwarder:
+    """A tiny reverse proxy on loopback: optionally terminates TLS, optionally appends an X-Forwarded-For
+    (as nginx's $proxy_add_x_forwarded_for does), then passes bytes both ways."""
+
+    def __init__(self, backend_port: int, tls: Certificate | None = None, forward_for: str | None = None):
+        self.backend_port = backend_port
+        self.forward_for = forward_for
+        self.context: ssl.SSLContext | None = None
+        if tls is not None:
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(tls.cert, tls.key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.context else 'http'}://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        try:
+            client.settimeout(10)
+            if self.context is not None:
+                client = self.context.wrap_socket(client, server_side=True)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            if self.forward_for is not None:
+                end = head.index(b"\r\n\r\n")
+                head = head[:end] + f"\r\nX-Forwarded-For: {self.forward_for}".encode() + head[end:]
+            with socket.create_connection(("127.0.0.1", self.backend_port), timeout=10) as backend:
+                backend.sendall(head)
+                self._pipe(client, backend)
+        except OSError:
+            pass  # a refused handshake or a dropped peer: the doctor's side sees it
+        finally:
+            client.close()
+
+    @staticmethod
+    def _pipe(client: socket.socket, backend: socket.socket) -> None:
+        while True:
+            pending = client.pending() if isinstance(client, ssl.SSLSocket) else 0
+            ready = [client] if pending else select.select([client, backend], [], [], 10)[0]
+            if not ready:
+                return
+            for sock in ready:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                (backend if sock is client else client).sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def forwarders() -> Iterator[list[Forwarder]]:
+    made: list[Forwarder] = []
+    yield made
+    for forwarder in made:
+        forwarder.close()
+
+
+def test_certificates_valid_near_expiry_expired_and_untrusted(
+    server: Server, env: dict[str, str], tmp_path: Path, forwarders: list[Forwarder]
+) -> None:
+    def behind_tls(days_left: float, name: str) -> tuple[Report, Certificate]:
+        cert = make_certificate(tmp_path / name, days_left)
+        forwarders.append(Forwarder(server.port, tls=cert))
+        report = doctor_json(env, DEADPIXEL_BASE_URL=forwarders[-1].url, SSL_CERT_FILE=str(cert.cert))
+        return report, cert
+
+    report, _ = behind_tls(90, "fine")
+    assert report.code == 0, report.document
+    assert report.check("tls")["status"] == "ok" and report.check("pixel")["status"] == "ok"
+
+    report, cert = behind_tls(5, "soon")
+    assert report.code == 0  # a warning alone passes
+    tls = report.check("tls")
+    assert tls["status"] == "warn"
+    assert cert.not_after.strftime("%Y-%m-%d %H:%M") in tls["message"]
+    assert "renew" in tls["fix"]
+
+    report, cert = behind_tls(-2, "expired")
+    assert report.code == 1
+    tls = report.check("tls")
+    assert tls["status"] == "fail" and "expired on" in tls["message"]
+    assert cert.not_after.strftime("%Y-%m-%d %H:%M") in tls["message"]
+    assert report.check("base_url")["status"] == "fail"
+
+    # Valid dates but not trusted: no SSL_CERT_FILE names it.
+    forwarders.append(Forwarder(server.port, tls=make_certificate(tmp_path / "untrusted", 90)))
+    report = doctor_json(env, DEADPIXEL_BASE_URL=forwarders[-1].url)
+    tls = report.check("tls")
+    assert tls["status"] == "fail" and "not valid" in tls["message"] and "SSL_CERT_FILE" in tls["fix"]
+
+
+def test_a_proxy_the_server_does_not_trust_fails_and_trusting_it_passes(
+    server_factory: type[Server], env: dict[str, str], forwarders: list[Forwarder]
+) -> None:
+    untrusting = server_factory(env=dict(env)).start()
+    forwarders.append(Forwarder(untrusting.port, forward_for=READER))
+    report = doctor_json(env, DEADPIXEL_BASE_URL=forwarders[-1].url)
+    proxies = report.check("proxies")
+    assert proxies["status"] == "fail", proxies
+    assert "127.0.0.1" in proxies["message"] and "the proxy itself" in proxies["message"]
+    assert "DEADPIXEL_TRUSTED_PROXIES" in proxies["fix"]
+    untrusting.stop()
+
+    trusting_env = {**env, "DEADPIXEL_TRUSTED_PROXIES": "127.0.0.1/32"}
+    trusting = server_factory(env=trusting_env).start()
+    forwarders.append(Forwarder(trusting.port, forward_for=READER))
+    report = doctor_json(trusting_env, DEADPIXEL_BASE_URL=forwarders[-1].url)
+    proxies = report.check("proxies")
+    assert proxies["status"] == "ok", proxies
+    assert READER in proxies["message"] and "forged" in proxies["message"]
+
+
+def test_a_server_that_believes_anyones_forwarded_for_fails(
+    server_factory: type[Server], env: dict[str, str]
+) -> None:
+    # The server trusts everyone; the doctor's own settings do not say so: only a forged header tells.
+    gullible = server_factory(env={**env, "DEADPIXEL_TRUSTED_PROXIES": "0.0.0.0/0"}).start()
+    report = doctor_json(env, DEADPIXEL_BASE_URL=gullible.url)
+    proxies = report.check("proxies")
+    assert proxies["status"] == "fail" and "198.51.100.77" in proxies["message"], proxies
+
+
+# --- SMTP -------------------------------------------------------------------------------------------------
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list[Envelope] = []
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def authenticator(
+    server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    good = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        b"ann",
+        b"s3cret",
+    )
+    return AuthResult(success=good, handled=False)
+
+
+def test_smtp_login_with_starttls_right_and_wrong_password(env: dict[str, str], tmp_path: Path) -> None:
+    cert = make_certificate(tmp_path / "smtp", 30)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert.cert, cert.key)
+    sink = Sink()
+    port = free_port()
+    controller = Controller(
+        sink,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=context,
+        require_starttls=True,
+        auth_required=True,
+        authenticator=authenticator,
+    )
+    controller.start()
+    try:
+        smtp = {
+            "DEADPIXEL_SMTP_HOST": "127.0.0.1",
+            "DEADPIXEL_SMTP_PORT": str(port),
+            "DEADPIXEL_SMTP_USERNAME": "ann",
+            "SSL_CERT_FILE": str(cert.cert),
+        }
+        right = doctor_json(env, **smtp, DEADPIXEL_SMTP_PASSWORD="s3cret").check("smtp")
+        assert right["status"] == "ok" and "as ann" in right["message"], right
+
+        wrong = doctor_json(env, **smtp, DEADPIXEL_SMTP_PASSWORD="nope").check("smtp")
+        assert wrong["status"] == "fail" and "535" in wrong["message"], wrong
+        assert "DEADPIXEL_SMTP_PASSWORD" in wrong["fix"]
+
+        untrusted = doctor_json(env, **{**smtp, "SSL_CERT_FILE": ""}, DEADPIXEL_SMTP_PASSWORD="s3cret")
+        assert untrusted.check("smtp")["status"] == "fail"
+        assert "certificate" in untrusted.check("smtp")["message"]
+    finally:
+        controller.stop()
+    assert sink.messages == []  # a check never sends mail
+
+
+# --- the store --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_store_behind_the_newest_schema_fails_until_upgraded(
+    backend: str, env: dict[str, str], settings: Settings, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgresql":
+        url = str(request.getfixturevalue("postgres_url"))
+        env = {**env, "DEADPIXEL_DATABASE_URL": url}
+        engine = create_engine(url)
+        from deadpixel.store.migrate import upgrade
+
+        upgrade(engine)
+    else:
+        engine = create_engine(settings.database_url)
+    previous = f"{int(SCHEMA_REVISION) - 1:04d}"
+    downgrade(engine, previous)
+    engine.dispose()
+
+    report = doctor_json(env)
+    database = report.check("database")
+    assert report.code == 1 and database["status"] == "fail"
+    assert previous in database["message"] and SCHEMA_REVISION in database["message"]
+    assert "deadpixel db upgrade" in database["fix"]
+    if backend == "postgresql":
+        clock = report.check("clock")
+        assert clock["status"] == "ok" and "PostgreSQL" in clock["message"], clock
+
+    upgraded = subprocess.run(
+        [sys.executable, "-m", "deadpixel", "db", "upgrade"],
+        env=doctor_env(env),
+        capture_output=True,
+        text=True,
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert doctor_json(env).check("database")["status"] == "ok"
+
+
+def test_a_missing_sqlite_file_is_reported_and_not_created(env: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.db"
+    report = doctor_json(env, DEADPIXEL_DATABASE_URL=f"sqlite:///{missing}")
+    assert report.check("database")["status"] == "fail"
+    assert str(missing) in report.check("database")["message"]
+    assert not missing.exists()
+
+
+# --- thresholds -------------------------------------------------------------------------------------------
+
+
+def test_thresholds() -> None:
+    assert disk_status(99 * MiB, 200 * GiB) == "fail"
+    assert disk_status(900 * MiB, 2 * GiB) == "warn"  # under 1 GiB
+    assert disk_status(5 * GiB, 100 * GiB) == "warn"  # under 10 %
+    assert disk_status(20 * GiB, 100 * GiB) == "ok"
+    assert [offset_status(s) for s in (0.4, -4.9, 5.5, -30, 61, -90)] == [
+        "ok",
+        "ok",
+        "warn",
+        "warn",
+        "fail",
+        "fail",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("info", "expected"),
+    [
+        ("MAXMIND:GeoLite2-CountryASN-IPv4IPv6-en-20240618", dt.date(2024, 6, 18)),
+        ("dbip-country-lite 2026-11-01 (CC BY 4.0)", dt.date(2026, 11, 1)),
+        ("geo data v3, built 20261203T0400Z", dt.date(2026, 12, 3)),
+        ("20241340 then 2025-02-30 then 20250228", dt.date(2025, 2, 28)),  # impossible dates skipped
+        ("build 1234567890123", None),
+        ("unknown", None),
+    ],
+)
+def test_the_geo_snapshot_date_is_read_defensively(info: str, expected: dt.date | None) -> None:
+    assert snapshot_date(info) == expected
