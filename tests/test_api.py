@@ -52,6 +52,7 @@ PUBLIC = {
     CLICK_PREFIX,
     "/u/{token}",
     "/healthz",
+    "/healthz/client",
     "/readyz",
     "/api/v1/openapi.json",
     "/login",
