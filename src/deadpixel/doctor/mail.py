@@ -22,7 +22,12 @@ def smtp(ctx: Context) -> Finding:
             sender.connect()
     except DeliveryError as error:
         reason = error.reason
-        if error.code in (530, 534, 535, 538) or "auth" in reason.lower():
+        if "AUTH" in reason and "not supported" in reason:
+            fix = (
+                "the server offers no AUTH on this connection: use DEADPIXEL_SMTP_TLS=starttls or ssl, or "
+                "unset DEADPIXEL_SMTP_USERNAME for a relay that needs no login"
+            )
+        elif error.code in (530, 534, 535, 538) or "auth" in reason.lower():
             fix = "check DEADPIXEL_SMTP_USERNAME and DEADPIXEL_SMTP_PASSWORD (some want an app password)"
         elif "certificate" in reason:
             fix = (

@@ -21,7 +21,7 @@ FORGED_TOKEN = "0" * ((1 + MESSAGE_ID_BYTES + MAC_BYTES) * 8 // 5)
 # X-Forwarded-For to see whether the server believes it.
 FORGED_ADDRESS = "198.51.100.77"
 CERT_WARN_DAYS = 14
-UNREACHABLE = "the base URL does not answer (see base_url)"
+UNREACHABLE = "the base URL could not be asked (see base_url)"
 
 FIX_UNREACHABLE = (
     "start the server (deadpixel serve) and check that DEADPIXEL_BASE_URL is the public URL readers load "
