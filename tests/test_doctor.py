@@ -32,7 +32,7 @@ from deadpixel.config import Settings, load_settings
 from deadpixel.doctor.clock import offset_status
 from deadpixel.doctor.context import Context
 from deadpixel.doctor.files import GiB, MiB, disk_status
-from deadpixel.doctor.geo import snapshot_date
+from deadpixel.doctor.geo import geo_data, snapshot_date
 from deadpixel.doctor.mail import bounce_mx
 from deadpixel.doctor.result import Finding
 from deadpixel.doctor.runner import CHECKS, run_checks
@@ -159,7 +159,7 @@ def test_an_open_data_dir_fails_with_the_chmod_that_fixes_it(server: Server, env
     assert f"chmod 600 {data_dir / 'signing-keys.json'}" in permissions["fix"]
 
     # The user runs the fix as printed, and the next run passes.
-    subprocess.run(permissions["fix"].removeprefix("run: "), shell=True, check=True)
+    subprocess.run(permissions["fix"], shell=True, check=True)
     assert check_here(env, "permissions")["status"] == "ok"
     assert check_here(env, "signing_keys")["status"] == "ok"
 
@@ -568,3 +568,23 @@ def test_the_bounce_domains_mx_found_missing_or_unanswered(env: dict[str, str]) 
         server.close()
     silent = mx("bounces.example.com", free_port())  # nothing answers there
     assert silent.status == "skip" and "DNS does not answer" in silent.message
+
+
+def test_geo_data_older_than_six_months_warns_and_names_a_configured_mmdb(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from deadpixel.enrich.geo import builtin_data_info
+
+    mmdb_writer = pytest.importorskip("mmdb_writer")
+    netaddr = pytest.importorskip("netaddr")
+    writer = mmdb_writer.MMDBWriter(ip_version=6, database_type="GeoLite2-City", ipv4_compatible=True)
+    writer.insert_network(netaddr.IPSet(["81.2.69.0/24"]), {"country": {"iso_code": "GB"}})
+    writer.to_db_file(str(tmp_path / "city.mmdb"))
+    ctx = Context(load_settings({**env, "DEADPIXEL_GEOIP_DATABASE": str(tmp_path / "city.mmdb")}))
+
+    built_in = snapshot_date(builtin_data_info())
+    assert built_in is not None  # whatever the data set, its name must carry a date
+    fresh = geo_data(ctx, today=built_in + dt.timedelta(days=30))
+    assert fresh.status == "ok" and "city.mmdb" in fresh.message and str(built_in) in fresh.message
+    stale = geo_data(ctx, today=max(built_in, dt.date.today()) + dt.timedelta(days=200))
+    assert stale.status == "warn" and "months old" in stale.message and stale.fix is not None

@@ -64,7 +64,7 @@ def permissions(ctx: Context) -> Finding:
     if problems:
         return fail(
             "others can read what only deadpixel should: " + "; ".join(problems),
-            "run: " + " && ".join(fixes),
+            " && ".join(fixes),
         )
     return ok(f"{data_dir} is private (0700) and so are its database, keys and secrets (0600)")
 
@@ -121,6 +121,6 @@ def signing_keys(ctx: Context) -> Finding:
         mode = stat.S_IMODE(path.stat().st_mode)
         return fail(
             f"{path} is {mode:04o}: anyone who reads it can forge opens and clicks",
-            f"run: chmod 600 {shlex.quote(str(path))}",
+            f"chmod 600 {shlex.quote(str(path))}",
         )
     return ok(f"{len(keys.keys)} signing key(s) in {path}, current id {keys.current_id}, mode 0600")
