@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -104,15 +105,22 @@ def _pip_cache() -> str:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free port below the kernel's ephemeral range (32768 up), which port-0 binds and outgoing
+    connections never take: the port stays free for the minute the Quick start's pip install takes."""
+    for _ in range(100):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port between 20000 and 32000")
 
 
 def clean_env(home: Path, port: int | None = None) -> dict[str, str]:
     """The test's environment without deadpixel's or a virtualenv's traces, a new HOME, and a free port."""
-    dropped = ("DEADPIXEL_", "VIRTUAL_ENV", "XDG_", "PYTHONPATH", "PYTHONHOME", "PIP_REQUIRE_VIRTUALENV")
+    dropped = ("DEADPIXEL_", "VIRTUAL_ENV", "XDG_", "PYTHONPATH", "PYTHONHOME")
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
     if sys.prefix != sys.base_prefix:  # the venv running the tests is no part of a fresh machine
         own_bin = str(Path(sys.prefix) / "bin")
