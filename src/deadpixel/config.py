@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
 
+from deadpixel.extras import MissingExtra, require_postgres
+
 ENV_PREFIX = "DEADPIXEL_"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -188,6 +190,11 @@ def _as_database_url(raw: Any) -> str:
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme not in ("sqlite", "postgresql", "postgres"):
         raise ConfigError("database_url", f"must start with sqlite:// or postgresql:// (got {url!r})")
+    if scheme != "sqlite":
+        try:
+            require_postgres()
+        except MissingExtra as exc:
+            raise ConfigError("database_url", str(exc)) from None
     return url
 
 
