@@ -26,7 +26,7 @@ def deadpixel(*args: str, stdin: str = "", check: bool = True) -> subprocess.Com
 def test_a_hash_is_salted_and_carries_its_parameters() -> None:
     first, second = hash_password("correct horse"), hash_password("correct horse")
     assert first != second
-    assert first.startswith("scrypt$16384$8$1$")
+    assert first.startswith("scrypt$131072$8$1$")  # OWASP: N=2**17, r=8, p=1
     assert check_password("correct horse", first) and check_password("correct horse", second)
     assert not check_password("correct horsE", first)
     assert not check_password("correct horse", "md5$whatever") and not check_password("x", "garbage")
