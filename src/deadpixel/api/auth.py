@@ -3,11 +3,16 @@
 This runs as middleware before routing, so a route added later cannot forget to ask for a token, and an
 unknown path answers 401 rather than telling a stranger what exists. One indexed lookup of the secret's hash
 per request: revoking a token takes effect on the next request, on every server.
+
+Failed checks are braked per client address (FailureLimiter): once an address has failed too often, its
+unknown tokens get 429 without a lookup. A token that has passed in this process is still looked up (so a
+revocation still counts at once) and never braked, so a valid client behind the same address is not slowed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from typing import Any
@@ -16,8 +21,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from deadpixel.api.errors import error_response
-from deadpixel.api.ratelimit import RateLimiter
+from deadpixel.api.ratelimit import FailureLimiter, RateLimiter
 from deadpixel.store.api_tokens import mark_used, token_for_secret
+from deadpixel.track.client_ip import ClientIPResolver
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +31,21 @@ PUBLIC_PATHS = frozenset({"/openapi.json"})
 CHALLENGE = {"www-authenticate": 'Bearer realm="deadpixel"'}
 # last_used_at is a hint for `token list`, not an audit log: written at most once a minute per token.
 LAST_USED_EVERY = 60.0
+FAILED_TOKENS_PER_MINUTE = 10  # per client address and server process, in a burst or spread out
+GOOD_TOKENS_KEPT = 1024  # digests of tokens that passed here, exempt from the failure brake
 
 
 class BearerAuth:
-    def __init__(self, app: Any, reads: Engine, writes: Engine, limiter: RateLimiter) -> None:
+    def __init__(
+        self, app: Any, reads: Engine, writes: Engine, limiter: RateLimiter, client_ip: ClientIPResolver
+    ) -> None:
         self.app = app
         self.reads = reads
         self.writes = writes
         self.limiter = limiter
+        self.client_ip = client_ip
+        self.failures = FailureLimiter(FAILED_TOKENS_PER_MINUTE)
+        self._good: dict[bytes, None] = {}  # insertion-ordered: the oldest is forgotten first
         self._last_marked: dict[int, float] = {}
 
     def _lookup(self, secret: str) -> int | None:
@@ -62,8 +75,21 @@ class BearerAuth:
             answer = error_response(401, "a bearer token is required", headers=CHALLENGE)
             await answer(scope, receive, send)
             return
+        digest = hashlib.sha256(secret.strip().encode("utf-8")).digest()
+        peer = scope.get("client")
+        client = self.client_ip.resolve(peer[0] if peer else None, scope["headers"]) or "?"
+        if digest not in self._good:
+            wait = self.failures.wait(client)
+            if wait:
+                answer = error_response(
+                    429, "too many invalid tokens from this address", headers={"retry-after": str(wait)}
+                )
+                await answer(scope, receive, send)
+                return
         token_id = await asyncio.to_thread(self._lookup, secret.strip())
         if token_id is None:
+            self.failures.failed(client)
+            self._good.pop(digest, None)
             answer = error_response(
                 401,
                 "the token is not valid (unknown or revoked)",
@@ -71,6 +97,9 @@ class BearerAuth:
             )
             await answer(scope, receive, send)
             return
+        self._good[digest] = None
+        if len(self._good) > GOOD_TOKENS_KEPT:
+            del self._good[next(iter(self._good))]
         wait = self.limiter.take(token_id)
         if wait:
             answer = error_response(429, "rate limit exceeded", headers={"retry-after": str(wait)})
