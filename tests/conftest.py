@@ -61,6 +61,8 @@ def env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> d
     values = {
         "DEADPIXEL_DATA_DIR": str(tmp_path / "data"),
         "DEADPIXEL_DATABASE_URL": database_url,
+        # Passwords hashed at a test-only low cost, so that signing in stays quick (see deadpixel.users).
+        "DEADPIXEL_TEST_SCRYPT_N": "1024",
     }
     for name in list(os.environ):
         if name.startswith("DEADPIXEL_") and name != PG_ENV:

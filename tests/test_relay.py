@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import re
 import shutil
@@ -38,7 +40,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.links import link_url
 from deadpixel.store.maintenance import forget_recipient
 from deadpixel.store.schema import campaigns, messages, opens, relayed
-from deadpixel.users import create_user
+from deadpixel.users import SIGN_IN_TRIES, create_user
 
 from .conftest import Server, free_port
 from .smtp_sink import HOST, Sink, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
@@ -404,6 +406,95 @@ def test_unauthenticated_clients_cannot_relay(
         answers = [client.docmd("AUTH", "PLAIN AGFsaWNlAGd1ZXNz")[0] for _ in range(AUTH_TRIES + 1)]
         assert answers == [535] * AUTH_TRIES + [421]
     assert upstream.sink.messages == [] and rows(settings, messages) == []
+
+
+def plain(name: str, password: str) -> str:
+    return "PLAIN " + base64.b64encode(f"\0{name}\0{password}".encode()).decode()
+
+
+def test_relay_guesses_meet_the_dashboards_brake_and_leave_other_addresses_alone(
+    relay: RunningRelay, settings: Settings, server_factory: type[Server], env: dict[str, str]
+) -> None:
+    answers = []
+    for connection in range(10):  # what a guesser did: a new connection every 3 tries
+        with smtplib.SMTP(HOST, relay.port, timeout=10) as client:
+            client.starttls(context=client_tls(settings))
+            client.ehlo()
+            answers += [
+                client.docmd("AUTH", plain("alice", f"guess {connection}.{i}")) for i in range(AUTH_TRIES)
+            ]
+    codes = [code for code, _ in answers]
+    assert codes == [535] * SIGN_IN_TRIES + [454] * (10 * AUTH_TRIES - SIGN_IN_TRIES)
+    assert b"try again in" in answers[-1][1]
+    # One brake for every way in: the dashboard refuses the same address and account too.
+    server = server_factory(env=dict(env)).start()
+    with httpx.Client(base_url=server.url) as browser:
+        page = browser.get("/login")
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        form = {"csrf": csrf, "name": "alice", "password": PASSWORD}
+        assert browser.post("/login", data=form).status_code == 429
+    # Alice's mail client at another address is not locked out.
+    with smtplib.SMTP(HOST, relay.port, timeout=10, source_address=("127.0.0.2", 0)) as client:
+        client.starttls(context=client_tls(settings))
+        client.ehlo()
+        assert client.docmd("AUTH", plain("alice", PASSWORD))[0] == 235
+
+
+@SQLITE_ONLY
+def test_password_checks_leave_the_event_loop_free_and_hash_one_at_a_time(
+    relay: RunningRelay, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEADPIXEL_TEST_SCRYPT_N", str(2**14))  # the old default cost: enough to see a stall
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        create_user(conn, "carol", PASSWORD)
+    engine.dispose()
+    running, most = 0, 0
+    lock = threading.Lock()
+    real_scrypt = hashlib.scrypt
+
+    def counted(*args: Any, **kwargs: Any) -> bytes:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return real_scrypt(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(hashlib, "scrypt", counted)
+    guessers = []
+    for _ in range(6):
+        client = smtplib.SMTP(HOST, relay.port, timeout=30)
+        client.starttls(context=client_tls(settings))
+        client.ehlo()
+        guessers.append(client)
+    probe = smtplib.SMTP(HOST, relay.port, timeout=30)
+    probe.ehlo()
+    start = threading.Barrier(len(guessers) + 1)
+    codes: list[int] = []
+
+    def guess(client: smtplib.SMTP) -> None:
+        start.wait()
+        codes.append(client.docmd("AUTH", plain("carol", "wrong"))[0])
+
+    threads = [threading.Thread(target=guess, args=(client,)) for client in guessers]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    latencies = []
+    while not latencies or any(thread.is_alive() for thread in threads):
+        began = time.perf_counter()
+        assert probe.noop()[0] == 250
+        latencies.append(time.perf_counter() - began)
+        time.sleep(0.01)
+    for client in [*guessers, probe]:
+        client.close()
+    assert codes == [535] * len(guessers)
+    assert max(latencies) < 0.1, f"NOOP waited {max(latencies):.3f} s while passwords were checked"
+    assert most == 1
 
 
 @SQLITE_ONLY

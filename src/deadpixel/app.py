@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Mount, Route
@@ -40,6 +41,7 @@ from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter
 from deadpixel.track.spool import Spool, node_spool_dir
 from deadpixel.web.dashboard import Dashboard
+from deadpixel.web.framing import NoFraming
 from deadpixel.web.unsubscribe import unsubscribe_routes
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,7 @@ def build_web(
         routes.append(api)
     if signer is not None and settings is not None:
         routes += Dashboard(engine, settings, signer, writer=writer or engine).routes()
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(NoFraming)])
 
 
 class Deadpixel:

@@ -16,6 +16,7 @@ from deadpixel.api.ratelimit import RateLimiter
 from deadpixel.api.routes import api_routes
 from deadpixel.config import Settings
 from deadpixel.tokens import TokenSigner
+from deadpixel.track.client_ip import ClientIPResolver
 
 PREFIX = "/api/v1"
 
@@ -33,7 +34,15 @@ def api_mount(reads: Engine, writes: Engine, settings: Settings, signer: TokenSi
     limiter = RateLimiter(settings.api_rate)
     app = Starlette(
         routes=[_any_character(route) for route in api_routes(reads, writes, settings, signer)],
-        middleware=[Middleware(BearerAuth, reads=reads, writes=writes, limiter=limiter)],
+        middleware=[
+            Middleware(
+                BearerAuth,
+                reads=reads,
+                writes=writes,
+                limiter=limiter,
+                client_ip=ClientIPResolver(settings.trusted_proxies),
+            )
+        ],
         exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error},
     )
     mount = _any_character(Mount(PREFIX, app=app))

@@ -31,3 +31,32 @@ class RateLimiter:
             return 0
         self._buckets[key] = (tokens, now)
         return max(1, math.ceil((1.0 - tokens) / self.refill))
+
+
+class FailureLimiter:
+    """Failed token checks per client address: a bucket of ``burst`` failures that refills ``burst`` a
+    minute. An address with an empty bucket is answered 429 before its token is looked up, so a stream of
+    made-up tokens costs the database a handful of lookups, not one each. Per process, like RateLimiter."""
+
+    MAX_ADDRESSES = 10_000  # beyond this, full buckets (addresses that stopped failing) are forgotten
+
+    def __init__(self, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(burst)
+        self.refill = burst / 60.0
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (failures left, at)
+
+    def _left(self, key: str, now: float) -> float:
+        left, at = self._buckets.get(key, (self.capacity, now))
+        return min(self.capacity, left + (now - at) * self.refill)
+
+    def wait(self, key: str) -> int:
+        """0 when ``key`` may try a token, else the whole seconds until it may (for Retry-After)."""
+        left = self._left(key, self.clock())
+        return 0 if left >= 1.0 else max(1, math.ceil((1.0 - left) / self.refill))
+
+    def failed(self, key: str) -> None:
+        now = self.clock()
+        self._buckets[key] = (max(0.0, self._left(key, now) - 1.0), now)
+        if len(self._buckets) > self.MAX_ADDRESSES:
+            self._buckets = {k: v for k, v in self._buckets.items() if self._left(k, now) < self.capacity}

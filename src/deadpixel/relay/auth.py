@@ -1,14 +1,25 @@
-"""Who may submit: deadpixel accounts over AUTH PLAIN or LOGIN, and only over TLS unless on loopback."""
+"""Who may submit: deadpixel accounts over AUTH PLAIN or LOGIN, and only over TLS unless on loopback.
+
+aiosmtpd calls an ``authenticator`` synchronously on the event loop, where a password hash (a few tenths of
+a second at today's cost) would hold up every other connection. So the relay brings its own PLAIN and LOGIN
+mechanisms, which read the credentials with aiosmtpd's public ``challenge_auth`` and await the check in
+deadpixel.users.sign_in: on the hashing thread, through the same brake as the dashboard's sign-in, keyed on
+the connection's address and the account.
+"""
 
 from __future__ import annotations
 
+import binascii
 import ipaddress
+from base64 import b64decode
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 from sqlalchemy import Engine
 
-from deadpixel.users import authenticate
+from deadpixel.users import sign_in
+
+BRAKED = "454 4.7.0 Too many failed sign-ins; try again in {} seconds"
 
 
 def is_loopback(host: str) -> bool:
@@ -21,23 +32,51 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class AccountAuthenticator:
-    """aiosmtpd's authenticator hook: the session's ``auth_data`` becomes the account name on success.
+class AccountSMTP(SMTP):
+    """aiosmtpd's SMTP server whose AUTH checks deadpixel accounts; ``auth_data`` becomes the account name."""
 
-    aiosmtpd calls this synchronously on the event loop, so a login costs one scrypt (about 40 ms) of loop
-    time: fine for the handful of logins a relay for people sees. The server allows few tries per connection.
-    """
+    def __init__(self, *args: Any, accounts: Engine, **kwargs: Any) -> None:
+        """``accounts`` is a writer engine (``writer=True``): every try is counted in the store."""
+        self._accounts = accounts
+        super().__init__(*args, **kwargs)
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    async def _decoded(self, initial: str | None, challenge: str) -> bytes | None:
+        """The client's answer to ``challenge`` (or the initial response it sent along), base64-decoded;
+        None when it aborted or sent no base64, which has been answered already."""
+        if initial is None:
+            answer = await self.challenge_auth(challenge)
+            return None if answer is MISSING else bytes(answer)
+        try:
+            return b64decode(initial.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            await self.push("501 5.5.2 Can't decode base64")
+            return None
 
-    def __call__(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
-    ) -> AuthResult:
-        if not isinstance(auth_data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        name = auth_data.login.decode("utf-8", "replace")
-        password = auth_data.password.decode("utf-8", "replace")
-        with self._engine.connect() as conn:
-            ok = authenticate(conn, name, password)
-        return AuthResult(success=ok, handled=False, auth_data=name if ok else None)
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        blob = await self._decoded(args[1] if len(args) > 1 else None, "")
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self._check(parts[1], parts[2])
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        login = await self._decoded(args[1] if len(args) > 1 else None, self.AuthLoginUsernameChallenge)
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await self._decoded(None, self.AuthLoginPasswordChallenge)
+        if password is None:
+            return AuthResult(success=False, handled=True)
+        return await self._check(login, password)
+
+    async def _check(self, login: bytes, password: bytes) -> AuthResult:
+        assert self.session is not None
+        peer = self.session.peer
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        name = login.decode("utf-8", "replace")
+        result = await sign_in(self._accounts, client, name, password.decode("utf-8", "replace"))
+        if result.retry_after:
+            return AuthResult(success=False, handled=False, message=BRAKED.format(result.retry_after))
+        return AuthResult(success=result.ok, handled=False, auth_data=name if result.ok else None)

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from deadpixel.config import Settings, ensure_data_dir
 from deadpixel.keys import load_or_create_keys
 from deadpixel.mail.smtp import SMTPSettings
-from deadpixel.relay.auth import AccountAuthenticator, is_loopback
+from deadpixel.relay.auth import AccountSMTP, is_loopback
 from deadpixel.relay.handler import RelayHandler
 from deadpixel.relay.tls import server_context
 from deadpixel.relay.upstream import Upstream
@@ -24,7 +24,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.migrate import ensure_current
 from deadpixel.tokens import TokenSigner
 
-AUTH_TRIES = 3  # per connection; each costs a scrypt hash
+AUTH_TRIES = 3  # per connection, besides the sign-in brake of deadpixel.users
 
 
 def _quiet_loopback_auth(record: logging.LogRecord) -> bool:
@@ -62,7 +62,6 @@ class Relay:
         tracker = Tracker(self.settings, TokenSigner(load_or_create_keys(self.settings.keys_file)))
         self._upstream = Upstream(self._upstream_settings)
         self._handler = handler = RelayHandler(self._engine, tracker, self._upstream)
-        authenticator = AccountAuthenticator(self._engine)
         hostname = self.settings.smtp_helo or socket.gethostname()  # getfqdn() can stall on DNS
 
         if self.loopback:  # plain-text AUTH on loopback is a decision: no warning on every connection
@@ -71,17 +70,17 @@ class Relay:
         def protocol() -> SMTP:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
-                return self._smtp(handler, hostname, tls, authenticator)
+                return self._smtp(handler, hostname, tls)
 
         self._server = await asyncio.get_running_loop().create_server(protocol, self.host, self.port)
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
 
-    def _smtp(
-        self, handler: RelayHandler, hostname: str, tls: ssl.SSLContext, authenticator: AccountAuthenticator
-    ) -> SMTP:
-        return SMTP(
+    def _smtp(self, handler: RelayHandler, hostname: str, tls: ssl.SSLContext) -> SMTP:
+        assert self._engine is not None
+        return AccountSMTP(
             handler,
+            accounts=self._engine,
             hostname=hostname,
             ident="deadpixel relay",
             data_size_limit=self.settings.relay_max_size,
@@ -90,7 +89,6 @@ class Relay:
             require_starttls=not self.loopback,
             auth_required=True,
             auth_require_tls=not self.loopback,
-            authenticator=authenticator,
             command_call_limit={"AUTH": AUTH_TRIES, "*": 2**31 - 1},  # guessing needs new connections
         )
 

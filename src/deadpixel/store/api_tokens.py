@@ -98,5 +98,11 @@ def token_for_secret(conn: Connection, secret: str) -> int | None:
     return None if found is None else int(found)
 
 
+def live_secret_hashes(conn: Connection) -> frozenset[str]:
+    """The hashes of every token not revoked: a short list, which the API's brake on guessing reads."""
+    rows = conn.execute(select(api_tokens.c.secret_hash).where(api_tokens.c.revoked_at.is_(None)))
+    return frozenset(rows.scalars())
+
+
 def mark_used(conn: Connection, token_id: int, at: float) -> None:
     conn.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=at))

@@ -343,3 +343,27 @@ webhook_deliveries = Table(
     Index(None, "status", "next_attempt_at"),
     Index(None, "webhook_id", "id"),
 )
+
+# The sign-in brake (deadpixel.store.sign_ins): failed and in-flight sign-ins per (client address, account)
+# in a fixed window, shared by every server process and by the dashboard and the relay alike.
+sign_in_tries = Table(
+    "sign_in_tries",
+    metadata,
+    Column("client", String(64), primary_key=True),
+    Column("account", String(64), primary_key=True),
+    Column("tries", Integer, nullable=False),
+    Column("window_start", Float, nullable=False),
+    Index(None, "window_start"),
+)
+
+# Signed-in dashboard sessions (deadpixel.store.web_sessions). The cookie carries a random id; the store
+# keeps only its SHA-256, so a copy of the table signs nobody in. Deleting the row ends the session.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_name", String(64), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)

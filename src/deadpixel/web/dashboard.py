@@ -9,6 +9,7 @@ its definition.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -26,12 +27,20 @@ from starlette.staticfiles import StaticFiles
 from deadpixel import analytics, exports
 from deadpixel.config import Settings
 from deadpixel.pixels import new_pixel
-from deadpixel.store import rollups
+from deadpixel.store import rollups, web_sessions
 from deadpixel.tokens import TokenSigner
-from deadpixel.users import authenticate, session_stamp
+from deadpixel.track.client_ip import ClientIPResolver
+from deadpixel.users import sign_in
 from deadpixel.web import charts
 from deadpixel.web import feed as live
-from deadpixel.web.session import LOGIN_CSRF_COOKIE, LoginBrake, Session, Sessions, load_secret, same_token
+from deadpixel.web.session import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_SECONDS,
+    Session,
+    Sessions,
+    load_secret,
+    same_token,
+)
 from deadpixel.web.settings import SettingsPages
 
 SECURITY_HEADERS = {
@@ -60,7 +69,7 @@ class Dashboard:
         self.sessions = Sessions(
             load_secret(settings.data_dir / "session-secret"), secure=settings.base_url.startswith("https://")
         )
-        self.brake = LoginBrake()
+        self.client_ip = ClientIPResolver(settings.trusted_proxies)
         self.zone = ZoneInfo(settings.timezone)
         self.templates = Environment(
             loader=PackageLoader("deadpixel.web", "templates"),
@@ -106,8 +115,8 @@ class Dashboard:
 
     def signed_in(self, page: Page) -> Callable[[Request], Awaitable[Response]]:
         async def guarded(request: Request) -> Response:
-            session = self.sessions.read(request)
-            if session is None or not same_token(session.stamp, await self.read(session_stamp, session.user)):
+            session = await self.session(request)
+            if session is None:
                 target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
                 return RedirectResponse(f"/login?next={target}", status_code=303)
             if request.method == "POST":
@@ -117,6 +126,21 @@ class Dashboard:
             return await page(request, session)
 
         return guarded
+
+    async def session(self, request: Request) -> Session | None:
+        """The request's session, if its cookie names one the store still holds."""
+        session_id = self.sessions.session_id(request)
+        if session_id is None:
+            return None
+        found = await self.read(web_sessions.find, session_id, time.time())
+        return None if found is None else Session(session_id, found.user, found.csrf)
+
+    async def write(self, work: Callable[..., Any], *args: Any) -> Any:
+        def run() -> Any:
+            with self.writer.begin() as conn:
+                return work(conn, *args)
+
+        return await asyncio.to_thread(run)
 
     async def read(self, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         def run() -> Any:
@@ -139,25 +163,27 @@ class Dashboard:
         return self.login_page(request, _safe_next(request.query_params.get("next")))
 
     async def login(self, request: Request) -> Response:
-        client = request.client.host if request.client else "?"
         form = await request.form()
         target = _safe_next(str(form.get("next") or ""))
-        wait = self.brake.retry_after(client)
-        if wait:
-            response = self.login_page(request, target, 429, "Too many failed sign-ins. Try again later.")
-            response.headers["retry-after"] = str(wait)
-            return response
         if not same_token(form.get("csrf"), request.cookies.get(LOGIN_CSRF_COOKIE)):
             return self.login_page(request, target, 403, "The sign-in form expired. Please try again.")
+        peer = request.client.host if request.client else None
+        client = self.client_ip.resolve(peer, request.scope["headers"])
         name, password = str(form.get("name") or ""), str(form.get("password") or "")
-        if not await self.read(authenticate, name, password):
-            self.brake.failed(client)
+        result = await sign_in(self.writer, client or "?", name, password)
+        if result.retry_after:
+            response = self.login_page(request, target, 429, "Too many failed sign-ins. Try again later.")
+            response.headers["retry-after"] = str(result.retry_after)
+            return response
+        if not result.ok:
             return self.login_page(request, target, 401, "Wrong name or password.")
         redirect = RedirectResponse(target, status_code=303)
-        self.sessions.start(redirect, name, await self.read(session_stamp, name))
+        session_id = await self.write(web_sessions.start, name, time.time(), SESSION_SECONDS)
+        self.sessions.start(redirect, session_id)
         return redirect
 
     async def logout(self, request: Request, session: Session) -> Response:
+        await self.write(web_sessions.end, session.id)
         response = RedirectResponse("/login", status_code=303)
         self.sessions.end(response)
         return response

@@ -1,11 +1,12 @@
-"""Dashboard sign-in: a signed session cookie, CSRF tokens for every form, and a brake on password guessing.
+"""Dashboard sign-in: a signed cookie naming a session kept on the server, and CSRF tokens for every form.
 
-The cookie holds the account name, a digest of its password hash and the session's CSRF token, signed
-(itsdangerous) with a secret made on first start and kept 0600 in the data dir, like the signing keys. It is
-``HttpOnly``, ``SameSite=Lax``, and ``Secure`` when the public base URL is HTTPS. Every page checks the
-account and the digest, so deleting an account or changing its password (``deadpixel user passwd``) ends
-its sessions everywhere, including a stolen cookie. Before sign-in, the login form is protected by a
-double-submit token: a random cookie that the form must echo.
+The cookie holds a random session id, signed (itsdangerous) with a secret made on first start and kept 0600
+in the data dir, like the signing keys. It is ``HttpOnly``, ``SameSite=Lax``, and ``Secure`` when the public
+base URL is HTTPS. The session itself (account, CSRF token, expiry) is a row in the store
+(deadpixel.store.web_sessions) that every page looks up: signing out, a new password (``deadpixel user
+passwd``) or deleting the account deletes it, so a copied cookie stops working at once. Before sign-in, the
+login form is protected by a double-submit token: a random cookie that the form must echo. Password guessing
+is braked in deadpixel.users, for the dashboard and the relay alike.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,15 +24,13 @@ from starlette.responses import Response
 SESSION_COOKIE = "deadpixel_session"
 LOGIN_CSRF_COOKIE = "deadpixel_login"
 SESSION_SECONDS = 14 * 86400
-LOGIN_TRIES = 10  # failed sign-ins per client address ...
-LOGIN_WINDOW = 600.0  # ... per this many seconds
 
 
 @dataclass(frozen=True)
 class Session:
+    id: str
     user: str
     csrf: str
-    stamp: str
 
 
 def load_secret(path: Path) -> bytes:
@@ -50,11 +46,14 @@ def load_secret(path: Path) -> bytes:
 
 
 class Sessions:
+    """The cookie side of a session; the store holds the rest."""
+
     def __init__(self, secret: bytes, secure: bool) -> None:
         self._serializer = URLSafeTimedSerializer(secret, salt="deadpixel-session")
         self._secure = secure
 
-    def read(self, request: Request) -> Session | None:
+    def session_id(self, request: Request) -> str | None:
+        """The session id the browser's cookie carries, when its signature holds and it is not too old."""
         raw = request.cookies.get(SESSION_COOKIE)
         if not raw:
             return None
@@ -62,14 +61,11 @@ class Sessions:
             data = self._serializer.loads(raw, max_age=SESSION_SECONDS)
         except BadSignature:
             return None
-        fields = [data.get(key) for key in ("u", "c", "s")] if isinstance(data, dict) else []
-        user, csrf, stamp = fields if len(fields) == 3 else (None, None, None)
-        if not isinstance(user, str) or not isinstance(csrf, str) or not isinstance(stamp, str):
-            return None
-        return Session(user, csrf, stamp)
+        found = data.get("i") if isinstance(data, dict) else None
+        return found if isinstance(found, str) and found else None
 
-    def start(self, response: Response, user: str, stamp: str) -> None:
-        value = self._serializer.dumps({"u": user, "c": secrets.token_urlsafe(24), "s": stamp})
+    def start(self, response: Response, session_id: str) -> None:
+        value = self._serializer.dumps({"i": session_id})
         response.set_cookie(
             SESSION_COOKIE, value, max_age=SESSION_SECONDS, httponly=True, samesite="lax", secure=self._secure
         )
@@ -88,35 +84,3 @@ class Sessions:
 
 def same_token(given: object, expected: str | None) -> bool:
     return isinstance(given, str) and bool(expected) and hmac.compare_digest(given, expected or "")
-
-
-class LoginBrake:
-    """At most LOGIN_TRIES failed sign-ins per client address per LOGIN_WINDOW; in memory, per process."""
-
-    def __init__(self, tries: int = LOGIN_TRIES, window: float = LOGIN_WINDOW) -> None:
-        self._tries = tries
-        self._window = window
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, client: str, now: float) -> deque[float]:
-        failures = self._failures.setdefault(client, deque())
-        while failures and failures[0] < now - self._window:
-            failures.popleft()
-        return failures
-
-    def retry_after(self, client: str) -> int:
-        """Seconds until ``client`` may try again; 0 when it may now."""
-        now = time.monotonic()
-        with self._lock:
-            failures = self._recent(client, now)
-            if len(failures) < self._tries:
-                return 0
-            return int(failures[0] + self._window - now) + 1
-
-    def failed(self, client: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._recent(client, now).append(now)
-            if len(self._failures) > 10_000:  # a spray of addresses must not grow this without bound
-                self._failures = {c: f for c, f in self._failures.items() if f and f[-1] > now - self._window}
