@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+from datetime import date
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from deadpixel.enrich import GeoLookup, Networks, Place
+from deadpixel.enrich.geo import builtin_data_info, builtin_data_source
 from deadpixel.enrich.networks import PrefixTable, format_ip, parse_cidr, parse_ip
 from deadpixel.enrich.update import (
     parse_apple_egress,
@@ -39,20 +43,36 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("ip", "country", "asn", "owner"),
     [
-        ("8.8.8.8", "US", 15169, "GOOGLE"),
-        ("2001:4860:4860::8888", "US", 15169, "GOOGLE"),
-        ("1.1.1.1", "AU", 13335, "CLOUDFLARENET"),
-        ("17.58.0.1", "US", 714, "APPLE-ENGINEERING"),
-        ("81.2.69.160", "GB", None, "Andrews & Arnold Ltd"),
-        ("::ffff:8.8.8.8", "US", 15169, "GOOGLE"),
+        ("8.8.8.8", "US", 15169, "Google LLC"),
+        ("2001:4860:4860::8888", None, 15169, "Google LLC"),  # anycast: its country varies by snapshot
+        ("1.1.1.1", "AU", 13335, "Cloudflare, Inc."),
+        ("17.58.0.1", "US", 714, "Apple Inc."),
+        ("81.2.69.160", "GB", 20712, "Andrews & Arnold Ltd"),
+        ("::ffff:8.8.8.8", "US", 15169, "Google LLC"),
+        ("40.107.0.1", None, 8075, "Microsoft Corporation"),
+        ("2a01:111:f403:1::5", None, 8075, "Microsoft Corporation"),
     ],
 )
 def test_offline_country_and_network(
-    geo: GeoLookup, ip: str, country: str, asn: int | None, owner: str
+    geo: GeoLookup, ip: str, country: str | None, asn: int, owner: str
 ) -> None:
     place = geo.lookup(ip)
-    assert (place.country, place.asn, place.network_owner) == (country, asn, owner)
+    assert (place.asn, place.network_owner) == (asn, owner)
+    assert place.country == country if country else place.country is not None and len(place.country) == 2
     assert (place.region, place.city) == (None, None)  # only a user-supplied .mmdb has those
+
+
+def test_builtin_data_says_its_source_and_date() -> None:
+    info = builtin_data_info()
+    dates = re.findall(r"\d{4}-\d{2}-\d{2}", info)
+    source = builtin_data_source()
+    assert dates == [source["date"]]  # one date, the snapshot's: `deadpixel doctor` reads it
+    assert date.fromisoformat(source["date"]) == min(date.fromisoformat(p["date"]) for p in source["parts"])
+    for part in source["parts"]:
+        assert part["package"] in info and part["licence"] == "CC-BY-4.0"
+        assert (resources.files("deadpixel.enrich") / "data" / "geo" / part["file"]).is_file()
+    notice = (resources.files("deadpixel.enrich") / "data" / "geo" / "NOTICE").read_text(encoding="utf-8")
+    assert "db-ip.com" in notice and "routeviews.org" in notice and "nro.net" in notice
 
 
 @pytest.mark.parametrize(
@@ -87,8 +107,8 @@ def test_user_mmdb_adds_region_and_city_and_wins_on_country(tmp_path: Path) -> N
     writer.to_db_file(str(path))
     lookup = GeoLookup(str(path))
     try:
-        assert lookup.lookup("81.2.69.160") == Place("GB", "England", "London", None, "Andrews & Arnold Ltd")
-        assert lookup.lookup("8.8.8.8") == Place("DE", None, None, 15169, "GOOGLE")
+        assert lookup.lookup("81.2.69.160") == Place("GB", "England", "London", 20712, "Andrews & Arnold Ltd")
+        assert lookup.lookup("8.8.8.8") == Place("DE", None, None, 15169, "Google LLC")
         assert lookup.lookup("9.9.9.9").country == "US"  # not in the file: the built-in data answers
     finally:
         lookup.close()
@@ -160,11 +180,34 @@ def test_shipped_network_lists(ip: str, owner: str | None) -> None:
 
 def test_owner_groups() -> None:
     networks = Networks.load()
-    assert networks.owner("GOOGLE").group == "google"  # type: ignore[union-attr]
+    assert networks.owner("Google LLC", 15169).group == "google"  # type: ignore[union-attr]
+    assert networks.owner("Google LLC", 396982).group == "cloud"  # type: ignore[union-attr]  # the number decides
+    assert networks.owner("Google LLC", 99999999).group == "google"  # type: ignore[union-attr]  # else the name
+    assert networks.owner("GOOGLE").group == "google"  # type: ignore[union-attr]  # GeoLite2's spelling
     assert networks.owner("AKAMAI-AS").group == "relay"  # type: ignore[union-attr]
     assert networks.owner("Proofpoint, Inc.").group == "security"  # type: ignore[union-attr]
     assert networks.owner(None, asn=8075).group == "microsoft"  # type: ignore[union-attr]
-    assert networks.owner("Andrews & Arnold Ltd") is None
+    assert networks.owner("Andrews & Arnold Ltd", 20712) is None
+
+
+@pytest.mark.parametrize(
+    ("ip", "group"),
+    [
+        ("8.8.8.8", "google"),
+        ("66.249.84.1", "google"),
+        ("17.58.0.1", "apple"),
+        ("172.224.224.40", "relay"),
+        ("104.16.1.1", "relay"),
+        ("151.101.1.1", "relay"),
+        ("40.107.0.1", "microsoft"),
+        ("52.94.0.1", "cloud"),
+        ("64.235.150.1", "security"),
+    ],
+)
+def test_the_builtin_data_finds_the_owners_verdicts_rely_on(geo: GeoLookup, ip: str, group: str) -> None:
+    place = geo.lookup(ip)
+    owner = Networks.load().owner(place.network_owner, place.asn)
+    assert owner is not None and owner.group == group, place
 
 
 # --- update: parsing the official lists (no network: the fetch is replaced) -------------------------------
@@ -207,12 +250,12 @@ def test_update_writes_files_that_replace_the_shipped_ones(tmp_path: Path) -> No
             return GOOGLE_JSON
         return json.dumps([{"id": 10, "ips": ["40.107.0.0/16"]}])
 
-    counts, failures = update_networks(tmp_path, fetch=fake_fetch)
+    counts, failures = update_networks(tmp_path, fetch=fake_fetch, mirror="")
     assert failures == {}
     assert counts == {
         "microsoft-eop.csv": 1,
         "apple-private-relay.csv": 2,
-        "google-user-triggered-fetchers.csv": 4,
+        "google-user-triggered-fetchers.csv": 2,  # the same two ranges in each of Google's three files
     }
     networks = Networks.load(update_dir=tmp_path)
     assert (
@@ -230,7 +273,7 @@ def test_update_keeps_old_files_when_a_source_fails(tmp_path: Path) -> None:
     def broken(url: str) -> str:
         raise OSError("no route to host")
 
-    counts, failures = update_networks(tmp_path, fetch=broken)
+    counts, failures = update_networks(tmp_path, fetch=broken, mirror="")
     assert counts == {}
     assert set(failures) == {
         "microsoft-eop.csv",

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from deadpixel.app import Deadpixel
 from deadpixel.config import Settings
+from deadpixel.enrich.geo import builtin_data_source
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import OpenEvent
 from deadpixel.hooks import registry
@@ -60,6 +61,17 @@ def test_the_settings_page_needs_a_sign_in_and_shows_the_configuration(client: T
     for shown in expected:
         assert shown in page.text, shown
     assert 'href="/settings"' in page.text
+
+
+def test_the_settings_page_says_where_the_geo_data_comes_from_and_its_date(client: TestClient) -> None:
+    assert sign_in(client) == 303
+    page = client.get("/settings").text
+    source = builtin_data_source()
+    assert f'<time id="geo-date" datetime="{source["date"]}">' in page
+    for part in source["parts"]:
+        assert f"{part['package']} {part['version']}" in page and part["date"] in page
+    assert '<a href="https://db-ip.com">IP Geolocation by DB-IP</a>' in page  # CC BY 4.0 attribution
+    assert "DEADPIXEL_GEOIP_DATABASE" in page  # no database of one's own: how to add region and city
 
 
 def test_webhooks_are_added_with_their_secret_shown_once_and_removed(

@@ -119,29 +119,34 @@ def read_network_file(path: Path | Traversable) -> Iterator[NetworkEntry]:
 
 @dataclass(frozen=True, slots=True)
 class OwnerInfo:
-    name: str  # the owner's name as the geo data spells it ("GOOGLE", "AKAMAI-AS")
-    asn: int | None  # only where that name belongs to one AS; the offline data carries names, not numbers
+    name: str  # the owner's name as the geo data spells it ("Google LLC", "GOOGLE")
+    asn: int | None  # the AS number the row is about; the number decides, the name is a fallback
     group: str  # "google", "apple", "relay", "microsoft", "yahoo", "security", "cloud"
     label: str  # what a person reads: "Google", "Proofpoint", "iCloud Private Relay partner (Akamai)"
 
 
-def read_owner_file(path: Path | Traversable) -> dict[str, OwnerInfo]:
-    owners = {}
+def read_owner_rows(path: Path | Traversable) -> list[OwnerInfo]:
+    """Rows ``name,asn,group,label`` in file order; a name may come back with another AS number."""
+    rows = []
     with path.open("r", encoding="utf-8") as fh:
         for row in csv.reader(line for line in fh if line.strip() and not line.startswith("#")):
             if len(row) >= 4 and row[0] != "name":
                 name, asn, group, label = (cell.strip() for cell in row[:4])
-                owners[name] = OwnerInfo(name, int(asn) if asn.isdigit() else None, group, label)
-    return owners
+                rows.append(OwnerInfo(name, int(asn) if asn.isdigit() else None, group, label))
+    return rows
 
 
 class Networks:
     """The shipped (or updated) network lists, loaded once per process."""
 
-    def __init__(self, entries: Iterable[NetworkEntry], owners: dict[str, OwnerInfo]) -> None:
+    def __init__(self, entries: Iterable[NetworkEntry], owners: Iterable[OwnerInfo]) -> None:
         self.ranges: PrefixTable[NetworkEntry] = PrefixTable((e.cidr, e) for e in entries)
-        self.owners = owners
-        self._by_asn = {o.asn: o for o in owners.values() if o.asn is not None}
+        self.owners: dict[str, OwnerInfo] = {}
+        self._by_asn: dict[int, OwnerInfo] = {}
+        for info in owners:
+            self.owners.setdefault(info.name, info)
+            if info.asn is not None:
+                self._by_asn.setdefault(info.asn, info)
 
     @classmethod
     def load(cls, update_dir: str | Path | None = None) -> Networks:
@@ -153,16 +158,16 @@ class Networks:
                 entries.extend(read_network_file(updated / name))
             elif name in NETWORK_FILES:
                 entries.extend(read_network_file(DATA / "networks" / name))
-        return cls(entries, read_owner_file(DATA / "asn-owners.csv"))
+        return cls(entries, read_owner_rows(DATA / "asn-owners.csv"))
 
     def match(self, ip: IP | None) -> NetworkEntry | None:
         return None if ip is None else self.ranges.lookup(ip)
 
     def owner(self, name: str | None, asn: int | None = None) -> OwnerInfo | None:
-        """Who runs a network, by the geo data's owner name or, from a user's ASN database, its number."""
-        if asn is not None and asn in self._by_asn:
-            return self._by_asn[asn]
-        return self.owners.get(name) if name else None
+        """Who runs a network: by its AS number first, then by the owner's name (an owner's AS not listed
+        here, or a user's database with names and no numbers)."""
+        found = self._by_asn.get(asn) if asn is not None else None
+        return found or (self.owners.get(name) if name else None)
 
     def asn_for(self, name: str | None) -> int | None:
         info = self.owners.get(name) if name else None

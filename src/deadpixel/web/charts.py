@@ -12,23 +12,39 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pygal
-from pygal.style import Style
+if TYPE_CHECKING:
+    import types
 
-_STYLE = Style(
-    background="transparent",
-    plot_background="transparent",
-    foreground="#333",
-    foreground_strong="#111",
-    foreground_subtle="#999",
-    colors=("#1a7f5a", "#c2671b", "#5b6ee1", "#8d8d8d"),
-    font_family="system-ui, -apple-system, 'Segoe UI', sans-serif",
-    label_font_size=11,
-    major_label_font_size=11,
-    legend_font_size=12,
-)
+
+@functools.cache
+def _pygal() -> types.ModuleType:
+    """pygal, imported when the first chart is drawn: a server that only answers pixels (or a CLI command)
+    does not hold its modules, several MiB per process, until someone opens a dashboard page."""
+    import pygal
+
+    return pygal
+
+
+@functools.cache
+def _style() -> Any:
+    from pygal.style import Style
+
+    return Style(
+        background="transparent",
+        plot_background="transparent",
+        foreground="#333",
+        foreground_strong="#111",
+        foreground_subtle="#999",
+        colors=("#1a7f5a", "#c2671b", "#5b6ee1", "#8d8d8d"),
+        font_family="system-ui, -apple-system, 'Segoe UI', sans-serif",
+        label_font_size=11,
+        major_label_font_size=11,
+        legend_font_size=12,
+    )
+
+
 _SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
 _XML_DECLARATION = re.compile(r"^<\?xml[^>]*>\s*")
 
@@ -63,7 +79,7 @@ def forget_drawn() -> None:
 
 
 def _common() -> dict[str, Any]:
-    return {"js": [], "style": _STYLE, "height": 260, "width": 760, "disable_xml_declaration": True}
+    return {"js": [], "style": _style(), "height": 260, "width": 760, "disable_xml_declaration": True}
 
 
 def _svg(chart: Any) -> str:
@@ -74,6 +90,8 @@ def _svg(chart: Any) -> str:
 @_memoised
 def opens_over_time(days: Sequence[dict[str, Any]]) -> str:
     """Stacked bars per day: opens by people (human, proxy) and by machines (prefetch, scanner)."""
+    import pygal
+
     chart = pygal.StackedBar(
         **_common(), legend_at_bottom=True, x_label_rotation=30, show_minor_x_labels=False, truncate_label=10
     )
@@ -90,6 +108,8 @@ def opens_over_time(days: Sequence[dict[str, Any]]) -> str:
 @_memoised
 def opens_by_hour(hours: Sequence[dict[str, Any]]) -> str:
     """Stacked areas per local hour of the first days: a line chart draws 72 hours far faster than bars."""
+    import pygal
+
     chart = pygal.StackedLine(
         **_common(), fill=True, show_dots=False, legend_at_bottom=True, x_label_rotation=30,
         show_minor_x_labels=False, truncate_label=16,
@@ -108,6 +128,8 @@ def opens_by_hour(hours: Sequence[dict[str, Any]]) -> str:
 @_memoised
 def time_to_open(buckets: Sequence[dict[str, Any]]) -> str:
     """Bars of opened messages by how long after sending they were first opened."""
+    import pygal
+
     chart = pygal.Bar(**_common(), show_legend=False, print_values=True, x_label_rotation=30)
     chart.x_labels = [b["label"] for b in buckets]
     chart.add("messages", [b["messages"] for b in buckets])
@@ -117,7 +139,9 @@ def time_to_open(buckets: Sequence[dict[str, Any]]) -> str:
 @_memoised
 def sparkline(values: Sequence[int]) -> str:
     """A tiny line of opens per day, no axes: for a row of the campaigns list."""
-    chart = pygal.Line(js=[], style=_STYLE, disable_xml_declaration=True, show_dots=False, fill=True)
+    import pygal
+
+    chart = pygal.Line(js=[], style=_style(), disable_xml_declaration=True, show_dots=False, fill=True)
     chart.add("opens", list(values))
     rendered: str = chart.render_sparkline(width=120, height=24, is_unicode=True)
     return _XML_DECLARATION.sub("", _SCRIPT.sub("", rendered))
@@ -133,6 +157,8 @@ def heat_levels(cells: Sequence[Sequence[int]], levels: int = 8) -> list[list[tu
 def breakdown_bars(title: str, rows: Sequence[dict[str, Any]]) -> str:
     """Horizontal bars of opens per value (client, country, verdict ...); unknown values say so."""
     size = {"width": 420, "height": 90 + 34 * max(1, len(rows))}
+    import pygal
+
     chart = pygal.HorizontalBar(**_common() | size, show_legend=False, print_values=True, title_font_size=14)
     chart.title = title
     chart.x_labels = [str(row["value"]) if row["value"] is not None else "unknown" for row in rows]  # type: ignore[misc]

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from deadpixel.config import Settings
+from deadpixel.enrich.geo import builtin_data_source
 from deadpixel.hooks import registry
 from deadpixel.store.api_tokens import TokenError, create_token, list_tokens, revoke_token
 from deadpixel.web.session import Session
@@ -39,6 +40,13 @@ def configuration(settings: Settings) -> list[tuple[str, str, str]]:
             "DEADPIXEL_WEBHOOK_MAX_ATTEMPTS, DEADPIXEL_WEBHOOK_BACKOFF",
         ),
     ]
+
+
+def geo_data(settings: Settings) -> dict[str, Any]:
+    """The built-in country and network data (date, packages, licences) and the user's own database."""
+    source = builtin_data_source()
+    own = str(settings.geoip_database) if settings.geoip_database else None
+    return {"date": source["date"], "parts": source["parts"], "own": own}
 
 
 class SettingsPages:
@@ -66,6 +74,7 @@ class SettingsPages:
         data = await self._run(self.reader, gather)
         return self.render(
             "settings.html", status, session=session, configuration=configuration(self.settings),
+            geo=geo_data(self.settings),
             your_address=request.client.host if request.client else None, shown=shown, **data,
         )  # fmt: skip
 
