@@ -66,10 +66,9 @@ def base_image() -> str:
         print(f"base: debootstrap --variant=minbase bookworm {ROOTFS_CACHE} ...", flush=True)
         ROOTFS_CACHE.parent.mkdir(parents=True, exist_ok=True)
         run("debootstrap", "--variant=minbase", "bookworm", str(ROOTFS_CACHE), "http://deb.debian.org/debian")
-    tar = subprocess.Popen(
-        ["tar", "-C", str(ROOTFS_CACHE), "--exclude=./var/cache/apt/archives/*.deb", "-c", "."],
-        stdout=subprocess.PIPE,
-    )
+    # Without the downloaded packages and apt's lists, as in Debian's own images.
+    leave_out = ["--exclude=./var/cache/apt/archives/*.deb", "--exclude=./var/lib/apt/lists/*"]
+    tar = subprocess.Popen(["tar", "-C", str(ROOTFS_CACHE), *leave_out, "-c", "."], stdout=subprocess.PIPE)
     run(*PODMAN, "import", "-", BASE_NAME, stdin=tar.stdout)
     tar.wait()
     print(f"base: imported {ROOTFS_CACHE} as {BASE_NAME}")
