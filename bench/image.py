@@ -12,7 +12,8 @@
    server is PID 1 with a loopback of its own, as in a container. Then the checks below, each printed, and
    exit status 1 when any failed. Containers and mounts are removed at the end; the image is kept.
 
-``--cached`` lets podman reuse the layers of an earlier build (the build time is then not a full build).
+``--cached`` lets podman reuse the layers of an earlier build (the build time is then not a full build);
+``--workers N`` runs the server with N worker processes (uvicorn's supervisor is then PID 1).
 """
 
 from __future__ import annotations
@@ -277,7 +278,7 @@ def healthcheck_argv(c: Container) -> list[str]:
     return test
 
 
-def check_running(c: Container, checks: Checks) -> None:
+def check_running(c: Container, checks: Checks, workers: int) -> None:
     secret_dir = c.root / "run" / "secrets"
     secret_dir.mkdir(parents=True, exist_ok=True)
     secret = secret_dir / "database_url"
@@ -287,7 +288,13 @@ def check_running(c: Container, checks: Checks) -> None:
     secret.chmod(0o400)
     # The open cap (60 stored opens per message and minute) would make the SIGTERM check below count
     # capped opens; it is off here, which also shows a setting taken from the environment.
-    c.start({"DEADPIXEL_DATABASE_URL_FILE": "/run/secrets/database_url", "DEADPIXEL_OPEN_CAP": "0"})
+    c.start(
+        {
+            "DEADPIXEL_DATABASE_URL_FILE": "/run/secrets/database_url",
+            "DEADPIXEL_OPEN_CAP": "0",
+            "DEADPIXEL_WORKERS": str(workers),
+        }
+    )
     healthy = c.wait_healthy()
     checks.check("the entrypoint serves: /healthz answers 200 inside the namespace", healthy)
     if not healthy:
@@ -369,6 +376,7 @@ def main() -> int:
     )
     parser.add_argument("--tag", default="localhost/deadpixel:bench")
     parser.add_argument("--cached", action="store_true", help="reuse podman's layer cache")
+    parser.add_argument("--workers", type=int, default=1, help="DEADPIXEL_WORKERS for the server (default 1)")
     parser.add_argument("--fetch", help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -392,7 +400,7 @@ def main() -> int:
     print(f"image: {args.tag}, {c.size / 1e6:.0f} MB; command {c.command}, user {c.user}")
     try:
         check_image(c, checks)
-        check_running(c, checks)
+        check_running(c, checks, args.workers)
     finally:
         c.remove()
     print(f"{len(checks.results) - checks.failed} of {len(checks.results)} checks passed")
