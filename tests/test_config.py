@@ -4,9 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from deadpixel.config import ConfigError, load_settings
+from tests.conftest import Server
 
 
 def test_defaults_put_everything_in_the_data_dir(tmp_path: Path) -> None:
@@ -78,3 +80,111 @@ def test_the_cli_stops_on_a_bad_setting_with_one_line_and_no_traceback(
     assert result.stderr.strip().splitlines() == [
         "Error: bad setting: DEADPIXEL_PORT: must be a whole number (got 'nope')"
     ]
+
+
+# Container secrets: DEADPIXEL_<NAME>_FILE names a file that holds the value.
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "extra"),
+    [
+        ("DATABASE_URL", "postgresql://deadpixel:s3cret@db/deadpixel", {}),
+        ("SMTP_PASSWORD", "pa ss\tword", {"DEADPIXEL_SMTP_USERNAME": "me"}),
+        ("BOUNCE_IMAP_PASSWORD", "imap-secret", {"DEADPIXEL_BOUNCE_IMAP_USERNAME": "bounces"}),
+    ],
+)
+def test_a_secret_comes_from_the_file_its_file_variable_names(
+    tmp_path: Path, name: str, value: str, extra: dict[str, str]
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(value + "\n")
+    env = {"DEADPIXEL_DATA_DIR": str(tmp_path), f"DEADPIXEL_{name}_FILE": str(secret), **extra}
+    assert getattr(load_settings(env), name.lower()) == value
+
+
+def test_an_empty_secret_variable_does_not_stand_in_the_way_of_its_file(tmp_path: Path) -> None:
+    secret = tmp_path / "url"
+    secret.write_text("sqlite:////srv/x.db\r\n")
+    env = {
+        "DEADPIXEL_DATA_DIR": str(tmp_path),
+        "DEADPIXEL_DATABASE_URL": "",
+        "DEADPIXEL_DATABASE_URL_FILE": str(secret),
+    }
+    assert load_settings(env).database_url == "sqlite:////srv/x.db"
+    env["DEADPIXEL_DATABASE_URL_FILE"] = ""  # an empty _FILE (e.g. `${VAR:-}` in compose) is no file
+    env["DEADPIXEL_DATABASE_URL"] = "sqlite:////srv/y.db"
+    assert load_settings(env).database_url == "sqlite:////srv/y.db"
+
+
+def test_a_secret_set_both_ways_is_an_error_naming_both(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("from-file")
+    env = {
+        "DEADPIXEL_DATA_DIR": str(tmp_path),
+        "DEADPIXEL_SMTP_USERNAME": "me",
+        "DEADPIXEL_SMTP_PASSWORD": "from-env",
+        "DEADPIXEL_SMTP_PASSWORD_FILE": str(secret),
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert str(caught.value) == (
+        "DEADPIXEL_SMTP_PASSWORD: is set and so is DEADPIXEL_SMTP_PASSWORD_FILE; set only one of them"
+    )
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "not text"])
+def test_an_unreadable_secret_file_names_the_setting_and_the_path(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "secret"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "not text":
+        path.write_bytes(b"\xff\xfe\x00")
+    env = {"DEADPIXEL_DATA_DIR": str(tmp_path), "DEADPIXEL_BOUNCE_IMAP_PASSWORD_FILE": str(path)}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    message = str(caught.value)
+    assert message.startswith(f"DEADPIXEL_BOUNCE_IMAP_PASSWORD_FILE: cannot read {path}: ")
+    assert "\n" not in message
+
+
+def test_only_secret_settings_are_read_from_files(tmp_path: Path) -> None:
+    (tmp_path / "port").write_text("9999")
+    s = load_settings({"DEADPIXEL_DATA_DIR": str(tmp_path), "DEADPIXEL_PORT_FILE": str(tmp_path / "port")})
+    assert s.port == 8000
+
+
+def test_the_cli_reports_an_unreadable_secret_file_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "deadpixel", "report"],
+        env={
+            "DEADPIXEL_DATA_DIR": str(tmp_path),
+            "DEADPIXEL_DATABASE_URL_FILE": str(tmp_path / "nope"),
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: bad setting: DEADPIXEL_DATABASE_URL_FILE: cannot read {tmp_path / 'nope'}: "
+        "No such file or directory"
+    ]
+
+
+def test_the_server_and_its_workers_use_the_database_url_file(tmp_path: Path) -> None:
+    """serve hands its settings to the workers through the environment; a _FILE secret must survive that."""
+    store = tmp_path / "elsewhere" / "store.db"
+    store.parent.mkdir()
+    secret = tmp_path / "database_url"
+    secret.write_text(f"sqlite:///{store}\n")
+    server = Server(
+        env={"DEADPIXEL_DATA_DIR": str(tmp_path / "data"), "DEADPIXEL_DATABASE_URL_FILE": str(secret)}
+    )
+    server.start()
+    try:
+        assert httpx.get(server.url + "/readyz", timeout=5).status_code == 200
+        assert store.is_file()
+        assert not (tmp_path / "data" / "deadpixel.db").exists()
+    finally:
+        assert server.stop() == 0

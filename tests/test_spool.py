@@ -7,8 +7,10 @@ stops and starts a real PostgreSQL cluster of its own under load.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import tempfile
 import threading
@@ -538,3 +540,13 @@ def test_a_full_disk_the_pixel_still_answers_and_nothing_answered_is_lost(
     finally:
         server.kill()
     assert stored(settings.database_url) == (301, 301)
+
+
+def test_the_spool_and_the_directories_it_makes_are_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        Spool(tmp_path / "data" / "spool" / "opens", OpenEvent)
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "data", tmp_path / "data" / "spool", tmp_path / "data" / "spool" / "opens"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -309,3 +311,19 @@ def test_one_update_from_values_bumps_the_counters_as_one_update_per_message_doe
     updates = counter_updates(rows)
     one_per_message = _counters_after(conn, lambda: execute_many(conn, writes._bump_counters, updates))
     assert _counters_after(conn, lambda: bump_counters_on_sqlite(conn, updates)) == one_per_message
+
+
+def test_a_new_sqlite_store_and_its_wal_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """Whatever the umask: the file holds readers' addresses (in a container the umask is 022)."""
+    path = tmp_path / "new.db"
+    old = os.umask(0o022)
+    try:
+        engine = create_engine(f"sqlite:///{path}", writer=True)
+        migrate.ensure_current(engine)
+        with engine.connect():
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+        engine.dispose()
+    finally:
+        os.umask(old)
+    assert {"new.db", "new.db-wal", "new.db-shm"} <= set(modes)
+    assert set(modes.values()) == {0o600}

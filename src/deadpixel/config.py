@@ -21,6 +21,9 @@ import platformdirs
 from deadpixel.extras import MissingExtra, require_postgres
 
 ENV_PREFIX = "DEADPIXEL_"
+# Settings that hold a credential: each may instead come from a file named by DEADPIXEL_<NAME>_FILE, the way
+# container secrets arrive (/run/secrets/...), so the value never sits in the environment or a compose file.
+SECRET_SETTINGS = ("database_url", "smtp_password", "bounce_imap_password")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -246,9 +249,27 @@ def _file_settings(env: Mapping[str, str], data_dir: Path) -> dict[str, Any]:
         raise ConfigError("config", f"cannot read {path}: {exc}") from None
 
 
+def _read_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:
+    """The environment with each DEADPIXEL_<NAME>_FILE of a secret setting replaced by the file's content."""
+    found = {}
+    for name in SECRET_SETTINGS:
+        var = ENV_PREFIX + name.upper()
+        path = env.get(var + "_FILE")
+        if not path:
+            continue
+        if env.get(var):
+            raise ConfigError(name, f"is set and so is {var}_FILE; set only one of them")
+        try:
+            found[var] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(name + "_file", f"cannot read {path}: {problem}") from None
+    return {**env, **found} if found else env
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build settings: explicit overrides beat environment variables, which beat the TOML file."""
-    env = os.environ if env is None else env
+    env = _read_secret_files(os.environ if env is None else env)
     data_dir = Path(
         overrides.get("data_dir")
         or env.get(ENV_PREFIX + "DATA_DIR")

@@ -35,7 +35,8 @@ def prepare(settings: Settings) -> None:
 def export_to_workers(settings: Settings) -> None:
     """Workers are fresh processes that read settings from the environment: hand them ours."""
     os.environ[ENV_PREFIX + "DATA_DIR"] = str(settings.data_dir)
-    os.environ[ENV_PREFIX + "DATABASE_URL"] = settings.database_url
+    if not os.environ.get(ENV_PREFIX + "DATABASE_URL_FILE"):  # a secret file: workers read it themselves
+        os.environ[ENV_PREFIX + "DATABASE_URL"] = settings.database_url
     os.environ[ENV_PREFIX + "HOST"] = settings.host
     os.environ[ENV_PREFIX + "PORT"] = str(settings.port)
     os.environ[ENV_PREFIX + "BASE_URL"] = settings.base_url

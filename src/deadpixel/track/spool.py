@@ -58,7 +58,10 @@ class Spool(Generic[E]):
         self._unlinks: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
         self._reaper: threading.Thread | None = None
         self._lock = threading.Lock()
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Parents too: mkdir(parents=True) would make them with the umask's mode, and they list its files.
+        for path in (*reversed(directory.parents), directory):
+            if not path.exists():
+                path.mkdir(mode=0o700, exist_ok=True)
 
     def append(self, events: Sequence[E]) -> Path:
         """Store a batch durably; raises OSError (a full disk, say) when it cannot."""
