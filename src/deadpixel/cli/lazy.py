@@ -57,8 +57,6 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except click.exceptions.Exit:
-            raise
         except Exception as exc:
             line = one_line(exc)
             if line is None:
