@@ -78,5 +78,6 @@ def networks_update(cli: Cli) -> None:
         click.echo(f"{name}: {count} ranges")
     for name, reason in failures.items():
         click.echo(f"{name}: not updated ({reason})", err=True)
-    if not counts:
-        raise click.ClickException("no list could be updated; the shipped lists stay in use")
+    if failures:
+        failed, total = len(failures), len(counts) + len(failures)
+        raise click.ClickException(f"{failed} of {total} lists not updated; their previous files stay in use")
