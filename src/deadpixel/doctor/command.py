@@ -1,4 +1,4 @@
-"""``deadpixel doctor``: kept thin and light, since the CLI imports it on every run."""
+"""``deadpixel doctor``: kept thin and light; the CLI loads it only when the command runs."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ answered open survives a crash or a power cut, while readers never block the wri
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sqlite3
@@ -32,16 +31,6 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
-
-
-def _create_private(database: str | None) -> None:
-    """Create a new SQLite file readable by its owner only: it holds readers' addresses. SQLite gives the
-    -wal and -shm files the database's mode, so they stay private too."""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    # It may exist already, or not be creatable here: then SQLite says why when it opens it.
-    with contextlib.suppress(OSError):
-        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -71,7 +60,6 @@ def create_engine(
         return engine
 
     busy_timeout = SQLITE_BUSY_TIMEOUT_MS if lock_timeout_ms is None else lock_timeout_ms
-    _create_private(make_url(url).database)
     engine = sa_create_engine(url)
     database = make_url(url).database
 

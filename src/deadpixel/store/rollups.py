@@ -32,7 +32,6 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS
@@ -458,12 +457,24 @@ def _upsert(
     execute_many(conn, _adding_statement(conn.dialect.name, table, keys, counts), rows)
 
 
+def _dialect_insert(dialect: str) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT; imported on first use, so that reading a SQLite store
+    (``deadpixel report``) does not load the PostgreSQL dialect and, through it, asyncio."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
+
+
 @functools.cache
 def _earliest_statement(dialect: str) -> Any:
     """Keep the earlier wait. Only an earlier one writes: a later open of a message (nearly every one) leaves
     the row, its page and its index entry as they are, where ``SET wait = min(...)`` rewrote them all."""
     t = first_human_opens
-    statement: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
+    statement: Any = _dialect_insert(dialect)(t)
     statement = statement.values(
         message_id=bindparam("message_id"), campaign_id=bindparam("campaign_id"), wait=bindparam("wait")
     )
@@ -477,8 +488,7 @@ def _earliest_statement(dialect: str) -> Any:
 @functools.cache
 def _adding_statement(dialect: str, table: Any, keys: tuple[str, ...], counts: tuple[str, ...]) -> Any:
     """An upsert that adds ``counts`` to the row at ``keys``; built once, so its compiled SQL is reused."""
-    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = dialect_insert(table).values({name: bindparam(name) for name in (*keys, *counts)})
+    statement = _dialect_insert(dialect)(table).values({name: bindparam(name) for name in (*keys, *counts)})
     return statement.on_conflict_do_update(
         index_elements=list(keys), set_={name: table.c[name] + statement.excluded[name] for name in counts}
     )

@@ -1,0 +1,82 @@
+"""What every command shares within one invocation: the settings, loaded once, and the store.
+
+Commands reach it with ``@pass_cli``. Nothing heavy is imported here at module level: SQLAlchemy, the
+migrations and the settings parser load when a command first asks for them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from deadpixel.config import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Cli:
+    """The object on ``click.Context.obj`` for one run of ``deadpixel``."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The settings from the environment and the config file, read and checked on first use."""
+        return self.load()
+
+    def load(self, **overrides: Any) -> Settings:
+        """Read the settings once, with a command's options (``--host``, ``--port``) over the environment."""
+        if self._settings is None:
+            from deadpixel.config import load_settings
+
+            self._settings = load_settings(**overrides)
+        elif overrides:
+            raise RuntimeError("the settings were read before the command's options could apply")
+        return self._settings
+
+    @contextmanager
+    def store(self) -> Iterator[Connection]:
+        """A connection to a store that is migrated to the current schema (created on first use)."""
+        from deadpixel.config import ensure_data_dir
+        from deadpixel.store.db import create_engine
+        from deadpixel.store.migrate import ensure_current
+
+        settings = self.settings
+        ensure_data_dir(settings)
+        engine = create_engine(settings.database_url)
+        try:
+            ensure_current(engine)
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
+    def fold_rollups(self) -> None:
+        """Bring the charts' rollups up to date, through an engine that takes SQLite's write lock up front."""
+        from deadpixel.store import rollups
+        from deadpixel.store.db import create_engine
+
+        writer = create_engine(self.settings.database_url, writer=True)
+        try:
+            rollups.catch_up(writer)
+        finally:
+            writer.dispose()
+
+
+pass_cli = click.make_pass_decorator(Cli, ensure=True)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
