@@ -28,11 +28,12 @@ from deadpixel.config import Settings
 from deadpixel.pixels import new_pixel
 from deadpixel.store import rollups
 from deadpixel.tokens import TokenSigner
-from deadpixel.users import authenticate, session_stamp
+from deadpixel.users import authenticate, has_users, session_stamp
 from deadpixel.web import charts
 from deadpixel.web import feed as live
 from deadpixel.web.session import LOGIN_CSRF_COOKIE, LoginBrake, Session, Sessions, load_secret, same_token
 from deadpixel.web.settings import SettingsPages
+from deadpixel.web.setup import SetupPages
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -85,6 +86,7 @@ class Dashboard:
             Route("/pixels/new", self.signed_in(self.new_pixel_form), methods=["GET"]),
             Route("/pixels/new", self.signed_in(self.new_pixel), methods=["POST"]),
             *self.settings_routes(),
+            *SetupPages(self.engine, self.writer, self.settings, self.sessions, self.render).routes(),
             Mount("/static", app=static, name="static"),
         ]
 
@@ -127,16 +129,18 @@ class Dashboard:
 
     # --- sign-in --------------------------------------------------------------------------------------
 
-    def login_page(
+    async def login_page(
         self, request: Request, target: str, status: int = 200, error: str | None = None
     ) -> Response:
         token = self.sessions.login_page_token(request)
-        response = self.render("login.html", status, csrf=token, next=target, error=error)
+        first = not await self.read(has_users)
+        response = self.render("login.html", status, csrf=token, next=target, error=error, first=first)
         self.sessions.remember_login_token(response, token)
         return response
 
     async def login_form(self, request: Request) -> Response:
-        return self.login_page(request, _safe_next(request.query_params.get("next")))
+        """200 whether or not an account exists yet; before the first, it says how to make one."""
+        return await self.login_page(request, _safe_next(request.query_params.get("next")))
 
     async def login(self, request: Request) -> Response:
         client = request.client.host if request.client else "?"
@@ -144,15 +148,16 @@ class Dashboard:
         target = _safe_next(str(form.get("next") or ""))
         wait = self.brake.retry_after(client)
         if wait:
-            response = self.login_page(request, target, 429, "Too many failed sign-ins. Try again later.")
+            busy = "Too many failed sign-ins. Try again later."
+            response = await self.login_page(request, target, 429, busy)
             response.headers["retry-after"] = str(wait)
             return response
         if not same_token(form.get("csrf"), request.cookies.get(LOGIN_CSRF_COOKIE)):
-            return self.login_page(request, target, 403, "The sign-in form expired. Please try again.")
+            return await self.login_page(request, target, 403, "The sign-in form expired. Please try again.")
         name, password = str(form.get("name") or ""), str(form.get("password") or "")
         if not await self.read(authenticate, name, password):
             self.brake.failed(client)
-            return self.login_page(request, target, 401, "Wrong name or password.")
+            return await self.login_page(request, target, 401, "Wrong name or password.")
         redirect = RedirectResponse(target, status_code=303)
         self.sessions.start(redirect, name, await self.read(session_stamp, name))
         return redirect
