@@ -324,3 +324,33 @@ def test_clicks_unsubscribes_and_the_dashboard_work_through_the_proxy(
     with engine.connect() as conn:
         assert conn.execute(select(suppressions.c.address)).scalars().all() == ["ann@example.org"]
     engine.dispose()
+
+
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded", "X-Real-IP"])
+def test_the_pixels_own_protocol_and_the_asgi_path_read_the_same_one_header(
+    server_factory: type[Server], env: dict[str, str], settings: Settings, header: str
+) -> None:
+    """A pixel on a fresh connection is answered by deadpixel.track.protocol; on a connection that served
+    any other request first, by the ASGI app. Both believe only DEADPIXEL_PROXY_HEADER."""
+    server = server_factory(
+        env={
+            **env,
+            "DEADPIXEL_TRUSTED_PROXIES": "127.0.0.1/32",
+            "DEADPIXEL_IP_MODE": "full",
+            "DEADPIXEL_PROXY_HEADER": header,
+        }
+    ).start()
+    named = {
+        "X-Forwarded-For": "198.51.100.23",
+        "Forwarded": "for=198.51.100.23",
+        "X-Real-IP": "198.51.100.23",
+    }
+    sent = {**CLAIMS, header.lower(): named[header]}
+    (fresh, fresh_path), (handed, handed_path) = make_pixels(settings, 2)
+    with httpx.Client(base_url=server.url) as client:
+        assert client.get(fresh_path, headers=sent).status_code == 200
+    with httpx.Client(base_url=server.url) as client:
+        assert client.get("/healthz").status_code == 200  # the connection is uvicorn's from here on
+        assert client.get(handed_path, headers=sent).status_code == 200
+    assert stored_ips(settings, fresh) == ["198.51.100.23"]
+    assert stored_ips(settings, handed) == ["198.51.100.23"]
