@@ -20,6 +20,7 @@ from deadpixel.server import offer_setup_link
 from deadpixel.store.db import create_engine
 from deadpixel.users import list_users
 from tests.conftest import Server
+from tests.test_browser_e2e import CHROMIUM, CHROMIUM_ARGS
 
 LINK = re.compile(r"(https?://\S+/setup/(\S+))")
 
@@ -165,3 +166,31 @@ def test_two_submissions_at_once_make_one_account(
         client.close()
     assert sorted(codes) == [303] + [404] * (racers - 1)
     assert len(accounts(settings)) == 1
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_in_a_real_browser_the_link_makes_the_account_and_signs_it_in(
+    server_factory: type[Server], env: dict[str, str], settings: Settings
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+    server = server_factory(env=dict(env)).start()
+    link = console_link(server)
+    assert link is not None
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            assert page.url == server.url + "/login?next=/"
+            assert "setup link" in page.locator("#first-account").inner_text()
+            page.goto(local(server, link))
+            page.fill("input[name=name]", "ann")
+            page.fill("input[name=password]", "correct horse")
+            page.fill("input[name=password2]", "correct horse")
+            page.click("button[type=submit]")
+            page.wait_for_url(server.url + "/campaigns")
+            assert page.locator(".who").inner_text() == "ann"
+        finally:
+            browser.close()
+    assert accounts(settings) == ["ann"]
