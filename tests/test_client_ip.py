@@ -151,6 +151,11 @@ def test_all_hops_trusted_gives_the_leftmost() -> None:
     assert PROXIES.resolve("127.0.0.1", h(x_forwarded_for="10.0.0.9, 10.0.0.1")) == "10.0.0.9"
 
 
+def test_trusts_says_whether_a_peers_headers_are_believed() -> None:
+    assert PROXIES.trusts("127.0.0.1") and PROXIES.trusts("10.1.2.3")
+    assert not PROXIES.trusts("203.0.113.9") and not PROXIES.trusts(None) and not PROXIES.trusts("junk")
+
+
 def test_no_peer_is_no_address() -> None:
     assert PROXIES.resolve(None, h(x_forwarded_for="198.51.100.1")) is None
 

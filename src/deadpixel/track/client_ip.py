@@ -78,6 +78,11 @@ class ClientIPResolver:
     def _is_trusted(self, ip: IPAddress) -> bool:
         return any(ip in network for network in self._trusted)
 
+    def trusts(self, peer: str | None) -> bool:
+        """Whether forwarding headers from this socket peer are believed."""
+        ip = _parse_ip(peer) if peer else None
+        return ip is not None and self._is_trusted(ip)
+
     def resolve(self, peer: str | None, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         """Return the client address as text, given the socket peer and the raw request headers (names in
         lower case, as ASGI servers and deadpixel.track.protocol give them)."""
