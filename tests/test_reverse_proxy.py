@@ -33,6 +33,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.messages import campaign_id
 from deadpixel.store.schema import campaign_recipients, opens, suppressions
 from deadpixel.tokens import TokenSigner
+from deadpixel.web.session import LOGIN_TRIES
 from tests.conftest import Server, free_port
 from tests.helpers import make_pixels
 from tests.test_clicks import click_rows, tracked_message
@@ -216,9 +217,9 @@ def behind_proxy(
         _stop(proxy.process)
 
 
-def reader(proxy: Proxy) -> httpx.Client:
-    """A client on 127.0.0.7 that trusts the proxy's CA and keeps cookies."""
-    transport = httpx.HTTPTransport(local_address=READER, verify=_trust(proxy.ca), retries=1)
+def reader(proxy: Proxy, address: str = READER) -> httpx.Client:
+    """A client on 127.0.0.7 (or ``address``) that trusts the proxy's CA and keeps cookies."""
+    transport = httpx.HTTPTransport(local_address=address, verify=_trust(proxy.ca), retries=1)
     return httpx.Client(base_url=proxy.url, transport=transport)
 
 
@@ -319,6 +320,17 @@ def test_clicks_unsubscribes_and_the_dashboard_work_through_the_proxy(
         assert answer.status_code == 303 and answer.headers["location"] == "/campaigns"
         assert {"secure", "httponly"} <= cookie_flags(answer, "deadpixel_session")
         assert client.get("/campaigns").status_code == 200
+
+        # The sign-in brake counts each reader's failures, not the proxy's: a guesser on 127.0.0.7 is
+        # stopped, and ann on 127.0.0.8 still signs in.
+        client.cookies.clear()
+        guess = {"name": "ann", "password": "wrong", "csrf": form_csrf(client.get("/login"))}
+        codes = [client.post("/login", data=guess).status_code for _ in range(LOGIN_TRIES + 1)]
+        assert codes == [401] * LOGIN_TRIES + [429]
+    with reader(proxy, "127.0.0.8") as other:
+        login = other.get("/login")
+        again = {"name": "ann", "password": "pw", "csrf": form_csrf(login), "next": "/campaigns"}
+        assert other.post("/login", data=again, follow_redirects=False).status_code == 303
 
     engine = create_engine(settings.database_url)
     with engine.connect() as conn:

@@ -129,7 +129,6 @@ class Deadpixel:
             load_or_create_keys(settings.keys_file), reload=KeyFileReloader(settings.keys_file)
         )
         client_ip = ClientIPResolver(settings.trusted_proxies, settings.proxy_header)
-        self.client_ip = client_ip if settings.trusted_proxies else None
         self.pixel = PixelEndpoint(signer, self.writer, client_ip)
         self.click = ClickEndpoint(signer, LinkResolver(self.engine), self.click_writer, client_ip)
         # The API's writes (new messages, tokens' last use) take SQLite's write lock up front, as writers do.
@@ -179,19 +178,7 @@ class Deadpixel:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
-            if self.client_ip is not None and kind == "http":
-                scope = self._reader_as_client(scope, self.client_ip)
             await self.web(scope, receive, send)
-
-    @staticmethod
-    def _reader_as_client(scope: dict[str, Any], client_ip: ClientIPResolver) -> dict[str, Any]:
-        """Behind a trusted proxy, the pages see the reader as their client (the sign-in brake counts a
-        reader's failures, not the proxy's), by the same rule as the pixel."""
-        client = scope.get("client")
-        if not client:
-            return scope
-        reader = client_ip.resolve(client[0], scope["headers"])
-        return scope if reader == client[0] else {**scope, "client": (reader, 0)}
 
     async def _apply_retention(self) -> None:
         """Drop raw detail past DEADPIXEL_RETENTION_DAYS once an hour (idempotent on every node)."""

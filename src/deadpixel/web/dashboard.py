@@ -28,6 +28,7 @@ from deadpixel.config import Settings
 from deadpixel.pixels import new_pixel
 from deadpixel.store import rollups
 from deadpixel.tokens import TokenSigner
+from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.users import authenticate, has_users, session_stamp
 from deadpixel.web import charts
 from deadpixel.web import feed as live
@@ -62,6 +63,7 @@ class Dashboard:
             load_secret(settings.data_dir / "session-secret"), secure=settings.base_url.startswith("https://")
         )
         self.brake = LoginBrake()
+        self.client_ip = ClientIPResolver(settings.trusted_proxies, settings.proxy_header)
         self.zone = ZoneInfo(settings.timezone)
         self.templates = Environment(
             loader=PackageLoader("deadpixel.web", "templates"),
@@ -91,7 +93,7 @@ class Dashboard:
         ]
 
     def settings_routes(self) -> list[BaseRoute]:
-        pages = SettingsPages(self.engine, self.writer, self.settings, self.render)
+        pages = SettingsPages(self.engine, self.writer, self.settings, self.render, self.reader)
         return [
             Route("/settings", self.signed_in(pages.show), methods=["GET"]),
             Route("/settings/webhooks", self.signed_in(pages.add_webhook), methods=["POST"]),
@@ -120,6 +122,11 @@ class Dashboard:
 
         return guarded
 
+    def reader(self, request: Request) -> str | None:
+        """Who is asking: behind a trusted proxy, the address it forwards for, by the pixel's rule, so the
+        sign-in brake counts one reader's failures, not every reader's behind the proxy."""
+        return self.client_ip.resolve(request.client.host if request.client else None, request.headers.raw)
+
     async def read(self, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         def run() -> Any:
             with self.engine.connect() as conn:
@@ -143,7 +150,7 @@ class Dashboard:
         return await self.login_page(request, _safe_next(request.query_params.get("next")))
 
     async def login(self, request: Request) -> Response:
-        client = request.client.host if request.client else "?"
+        client = self.reader(request) or "?"
         form = await request.form()
         target = _safe_next(str(form.get("next") or ""))
         wait = self.brake.retry_after(client)
