@@ -102,10 +102,18 @@ def test_the_first_account_is_made_in_the_browser_once_whichever_worker_answers(
         assert differ.status_code == 400 and "differ" in differ.text
         bad_name = client.post(local(server, link), data={**fields, "name": "-ann", "csrf": csrf})
         assert bad_name.status_code == 400 and "not a usable name" in bad_name.text
-        made = client.post(local(server, link), data={**fields, "csrf": csrf}, follow_redirects=False)
-        assert made.status_code == 303 and made.headers["location"] == "/campaigns"
-        assert client.get("/campaigns").status_code == 200  # signed in as the new account
+        made = client.post(local(server, link), data={**fields, "csrf": csrf})
+        assert made.status_code == 201 and 'id="created"' in made.text
         assert client.get(local(server, link)).status_code == 404  # used: valid once
+        login = client.get("/login")
+        assert 'id="first-account"' not in login.text
+        signed_in = client.post(
+            "/login",
+            data={"name": "ann", "password": "correct horse", "csrf": form_csrf(login), "next": "/campaigns"},
+            follow_redirects=False,
+        )
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/campaigns"
+        assert client.get("/campaigns").status_code == 200
 
     assert accounts(settings) == ["ann"]
     assert not path.exists()
@@ -164,7 +172,7 @@ def test_two_submissions_at_once_make_one_account(
         thread.join()
     for client in clients:
         client.close()
-    assert sorted(codes) == [303] + [404] * (racers - 1)
+    assert sorted(codes) == [201] + [404] * (racers - 1)
     assert len(accounts(settings)) == 1
 
 
@@ -188,6 +196,11 @@ def test_in_a_real_browser_the_link_makes_the_account_and_signs_it_in(
             page.fill("input[name=name]", "ann")
             page.fill("input[name=password]", "correct horse")
             page.fill("input[name=password2]", "correct horse")
+            page.click("button[type=submit]")
+            assert "ann" in page.locator("#created").inner_text()
+            page.click("text=Sign in")
+            page.fill("input[name=name]", "ann")
+            page.fill("input[name=password]", "correct horse")
             page.click("button[type=submit]")
             page.wait_for_url(server.url + "/campaigns")
             assert page.locator(".who").inner_text() == "ann"

@@ -28,8 +28,7 @@ from deadpixel.config import Settings
 from deadpixel.pixels import new_pixel
 from deadpixel.store import rollups
 from deadpixel.tokens import TokenSigner
-from deadpixel.track.client_ip import ClientIPResolver
-from deadpixel.users import authenticate, has_users, session_stamp
+from deadpixel.users import authenticate, session_stamp
 from deadpixel.web import charts
 from deadpixel.web import feed as live
 from deadpixel.web.session import LOGIN_CSRF_COOKIE, LoginBrake, Session, Sessions, load_secret, same_token
@@ -63,7 +62,6 @@ class Dashboard:
             load_secret(settings.data_dir / "session-secret"), secure=settings.base_url.startswith("https://")
         )
         self.brake = LoginBrake()
-        self.client_ip = ClientIPResolver(settings.trusted_proxies, settings.proxy_header)
         self.zone = ZoneInfo(settings.timezone)
         self.templates = Environment(
             loader=PackageLoader("deadpixel.web", "templates"),
@@ -88,12 +86,12 @@ class Dashboard:
             Route("/pixels/new", self.signed_in(self.new_pixel_form), methods=["GET"]),
             Route("/pixels/new", self.signed_in(self.new_pixel), methods=["POST"]),
             *self.settings_routes(),
-            *SetupPages(self.engine, self.writer, self.settings, self.sessions, self.render).routes(),
+            *self.setup_routes(),
             Mount("/static", app=static, name="static"),
         ]
 
     def settings_routes(self) -> list[BaseRoute]:
-        pages = SettingsPages(self.engine, self.writer, self.settings, self.render, self.reader)
+        pages = SettingsPages(self.engine, self.writer, self.settings, self.render)
         return [
             Route("/settings", self.signed_in(pages.show), methods=["GET"]),
             Route("/settings/webhooks", self.signed_in(pages.add_webhook), methods=["POST"]),
@@ -101,6 +99,12 @@ class Dashboard:
             Route("/settings/tokens", self.signed_in(pages.create_token), methods=["POST"]),
             Route("/settings/tokens/{id}/revoke", self.signed_in(pages.revoke_token), methods=["POST"]),
         ]
+
+    def setup_routes(self) -> list[BaseRoute]:
+        """The first account's one-time link; the sign-in page points to it while it waits."""
+        pages = SetupPages(self.engine, self.writer, self.settings, self.sessions, self.render)
+        self.templates.globals["setup_pending"] = pages.pending
+        return pages.routes()
 
     # --- plumbing -------------------------------------------------------------------------------------
 
@@ -122,11 +126,6 @@ class Dashboard:
 
         return guarded
 
-    def reader(self, request: Request) -> str | None:
-        """Who is asking: behind a trusted proxy, the address it forwards for, by the pixel's rule, so the
-        sign-in brake counts one reader's failures, not every reader's behind the proxy."""
-        return self.client_ip.resolve(request.client.host if request.client else None, request.headers.raw)
-
     async def read(self, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         def run() -> Any:
             with self.engine.connect() as conn:
@@ -136,35 +135,32 @@ class Dashboard:
 
     # --- sign-in --------------------------------------------------------------------------------------
 
-    async def login_page(
+    def login_page(
         self, request: Request, target: str, status: int = 200, error: str | None = None
     ) -> Response:
         token = self.sessions.login_page_token(request)
-        first = not await self.read(has_users)
-        response = self.render("login.html", status, csrf=token, next=target, error=error, first=first)
+        response = self.render("login.html", status, csrf=token, next=target, error=error)
         self.sessions.remember_login_token(response, token)
         return response
 
     async def login_form(self, request: Request) -> Response:
-        """200 whether or not an account exists yet; before the first, it says how to make one."""
-        return await self.login_page(request, _safe_next(request.query_params.get("next")))
+        return self.login_page(request, _safe_next(request.query_params.get("next")))
 
     async def login(self, request: Request) -> Response:
-        client = self.reader(request) or "?"
+        client = request.client.host if request.client else "?"
         form = await request.form()
         target = _safe_next(str(form.get("next") or ""))
         wait = self.brake.retry_after(client)
         if wait:
-            busy = "Too many failed sign-ins. Try again later."
-            response = await self.login_page(request, target, 429, busy)
+            response = self.login_page(request, target, 429, "Too many failed sign-ins. Try again later.")
             response.headers["retry-after"] = str(wait)
             return response
         if not same_token(form.get("csrf"), request.cookies.get(LOGIN_CSRF_COOKIE)):
-            return await self.login_page(request, target, 403, "The sign-in form expired. Please try again.")
+            return self.login_page(request, target, 403, "The sign-in form expired. Please try again.")
         name, password = str(form.get("name") or ""), str(form.get("password") or "")
         if not await self.read(authenticate, name, password):
             self.brake.failed(client)
-            return await self.login_page(request, target, 401, "Wrong name or password.")
+            return self.login_page(request, target, 401, "Wrong name or password.")
         redirect = RedirectResponse(target, status_code=303)
         self.sessions.start(redirect, name, await self.read(session_stamp, name))
         return redirect

@@ -42,19 +42,11 @@ def configuration(settings: Settings) -> list[tuple[str, str, str]]:
 
 
 class SettingsPages:
-    def __init__(
-        self,
-        reader: Engine,
-        writer: Engine,
-        settings: Settings,
-        render: Render,
-        address: Callable[[Request], str | None],
-    ) -> None:
+    def __init__(self, reader: Engine, writer: Engine, settings: Settings, render: Render) -> None:
         self.reader = reader
         self.writer = writer
         self.settings = settings
         self.render = render
-        self.address = address  # the asker's address, as the pixel would record it
 
     async def _run(self, engine: Engine, work: Callable[[Connection], Any]) -> Any:
         def run() -> Any:
@@ -74,7 +66,7 @@ class SettingsPages:
         data = await self._run(self.reader, gather)
         return self.render(
             "settings.html", status, session=session, configuration=configuration(self.settings),
-            your_address=self.address(request), shown=shown, **data,
+            your_address=request.client.host if request.client else None, shown=shown, **data,
         )  # fmt: skip
 
     async def show(self, request: Request, session: Session) -> Response:

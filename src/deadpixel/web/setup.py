@@ -2,8 +2,8 @@
 
 The page exists only while no account exists and only for the current token (deadpixel.setup_link); any
 other token, a used one, or any token once an account exists gets the same plain 404 as a path that was
-never there. The form is CSRF-protected like the sign-in form (a double-submit cookie), asks for the
-password twice, and signs the new account in.
+never there. The form is CSRF-protected like the sign-in form (a double-submit cookie) and asks for the
+password twice. The new account then signs in with the ordinary form, so sign-in stays in one place.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 
 from sqlalchemy import Engine
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from deadpixel import setup_link
 from deadpixel.config import Settings
-from deadpixel.users import UserError, check_name, create_user, has_users, session_stamp
+from deadpixel.users import UserError, check_name, create_user, has_users
 from deadpixel.web.session import LOGIN_CSRF_COOKIE, Sessions, same_token
 
 Render = Callable[..., Response]
@@ -35,7 +35,7 @@ class SetupPages:
         self, reader: Engine, writer: Engine, settings: Settings, sessions: Sessions, render: Render
     ) -> None:
         self.reader = reader
-        self.writer = writer
+        self.writer = writer  # takes SQLite's write lock up front
         self.settings = settings
         self.sessions = sessions
         self.render = render
@@ -45,6 +45,11 @@ class SetupPages:
             Route("/setup/{token}", self.form, methods=["GET"]),
             Route("/setup/{token}", self.create, methods=["POST"]),
         ]
+
+    def pending(self) -> bool:
+        """Whether a setup link is waiting to be used (the sign-in page then points to it); a file check,
+        no database read, so the sign-in page costs what it did."""
+        return setup_link.token_file(self.settings.data_dir).exists()
 
     async def _open(self, token: str) -> bool:
         """Whether the link works now: the current token, and still no account."""
@@ -90,15 +95,15 @@ class SetupPages:
         if claim is None:
             return not_found()
 
-        def make() -> str | None:
+        def make() -> bool:
             with self.writer.begin() as conn:
                 if has_users(conn):  # made meanwhile with `deadpixel user create`
-                    return None
+                    return False
                 create_user(conn, name, password)
-                return session_stamp(conn, name)
+                return True
 
         try:
-            stamp = await asyncio.to_thread(make)
+            made = await asyncio.to_thread(make)
         except UserError as exc:
             claim.give_back()
             return self.page(request, token, 400, name=name, error=str(exc))
@@ -106,8 +111,6 @@ class SetupPages:
             claim.give_back()
             raise
         claim.done()
-        if stamp is None:
+        if not made:
             return not_found()
-        redirect = RedirectResponse("/campaigns", status_code=303)
-        self.sessions.start(redirect, name, stamp)
-        return redirect
+        return self.render("setup.html", 201, created=name)
