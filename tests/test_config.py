@@ -18,6 +18,7 @@ def test_defaults_put_everything_in_the_data_dir(tmp_path: Path) -> None:
     assert (s.host, s.port, s.workers) == ("127.0.0.1", 8000, 1)
     assert s.base_url == "http://127.0.0.1:8000"
     assert s.trusted_proxies == ()
+    assert s.proxy_header == "x-forwarded-for"
 
 
 def test_environment_beats_the_toml_file_and_overrides_beat_both(tmp_path: Path) -> None:
@@ -30,6 +31,16 @@ def test_environment_beats_the_toml_file_and_overrides_beat_both(tmp_path: Path)
     assert s.base_url == "https://t.example.com"
     assert [str(n) for n in s.trusted_proxies] == ["10.0.0.0/8"]
     assert load_settings(env, port=9200).port == 9200
+
+
+def test_the_proxy_header_is_named_in_any_case(tmp_path: Path) -> None:
+    for given, meant in [
+        ("Forwarded", "forwarded"),
+        ("X-Real-IP", "x-real-ip"),
+        ("x-forwarded-for", "x-forwarded-for"),
+    ]:
+        env = {"DEADPIXEL_DATA_DIR": str(tmp_path), "DEADPIXEL_PROXY_HEADER": given}
+        assert load_settings(env).proxy_header == meant
 
 
 def test_base_url_follows_host_and_port_by_default(tmp_path: Path) -> None:
@@ -48,6 +59,7 @@ def test_base_url_follows_host_and_port_by_default(tmp_path: Path) -> None:
         ("BASE_URL", "ftp://x", "DEADPIXEL_BASE_URL"),
         ("BASE_URL", "https://x/?a=1", "DEADPIXEL_BASE_URL"),
         ("TRUSTED_PROXIES", "10.0.0.0/8, nonsense", "DEADPIXEL_TRUSTED_PROXIES: 'nonsense'"),
+        ("PROXY_HEADER", "True-Client-IP", "DEADPIXEL_PROXY_HEADER: must be one of x-forwarded-for"),
         ("DATABASE_URL", "mysql://x", "DEADPIXEL_DATABASE_URL"),
         ("CONFIG", "/nonexistent.toml", "DEADPIXEL_CONFIG"),
         ("TIMEZONE", "Mars/Olympus_Mons", "DEADPIXEL_TIMEZONE: must be an IANA time zone"),

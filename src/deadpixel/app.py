@@ -151,7 +151,7 @@ class Deadpixel:
         signer = TokenSigner(
             load_or_create_keys(settings.keys_file), reload=KeyFileReloader(settings.keys_file)
         )
-        client_ip = ClientIPResolver(settings.trusted_proxies)
+        client_ip = ClientIPResolver(settings.trusted_proxies, settings.proxy_header)
         self.pixel = PixelEndpoint(signer, self.writer, client_ip)
         self.click = ClickEndpoint(signer, LinkResolver(self.engine), self.click_writer, client_ip)
         # The API's writes (new messages, tokens' last use) take SQLite's write lock up front, as writers do.

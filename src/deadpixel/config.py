@@ -25,6 +25,7 @@ ENV_PREFIX = "DEADPIXEL_"
 # container secrets arrive (/run/secrets/...), so the value never sits in the environment or a compose file.
 SECRET_SETTINGS = ("database_url", "smtp_password", "bounce_imap_password")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 
 
 class ConfigError(Exception):
@@ -44,6 +45,7 @@ class Settings:
     workers: int = 1
     base_url: str = ""
     trusted_proxies: tuple[Network, ...] = field(default_factory=tuple)
+    proxy_header: str = "x-forwarded-for"  # the one header read from a trusted proxy (track.client_ip)
     batch_size: int = 2000
     open_cap: int = 60  # stored opens per message per minute and server process; 0: no cap
     commit_deadline_ms: int = 1000  # a batch that waits longer on a lock goes to the spool
@@ -296,6 +298,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         workers=_as_int("workers", 1, 256)(value("workers", 1)),
         base_url=_as_base_url(value("base_url", base_default)),
         trusted_proxies=_as_networks("trusted_proxies")(value("trusted_proxies", "")),
+        proxy_header=_as_choice("proxy_header", PROXY_HEADERS)(value("proxy_header", "x-forwarded-for")),
         batch_size=_as_int("batch_size", 1, 100_000)(value("batch_size", 2000)),
         open_cap=_as_int("open_cap", 0, 1_000_000)(value("open_cap", 60)),
         commit_deadline_ms=_as_int("commit_deadline_ms", 50, 600_000)(value("commit_deadline_ms", 1000)),

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from types import FrameType
 
+from deadpixel import setup_link
 from deadpixel.config import ENV_PREFIX, Settings, ensure_data_dir
 from deadpixel.keys import load_or_create_keys
 from deadpixel.store import rollups
 from deadpixel.store.db import create_engine
 from deadpixel.store.migrate import ensure_current
+from deadpixel.users import has_users
 
 
 def prepare(settings: Settings) -> None:
@@ -30,6 +33,25 @@ def prepare(settings: Settings) -> None:
     finally:
         writer.dispose()
         engine.dispose()
+
+
+def offer_setup_link(settings: Settings) -> str | None:
+    """While no account exists, a fresh one-time link to create the first one in the browser, printed on
+    the console only (never logged to a file or a collector: it is as good as a password until used).
+    Written before the workers start, so whichever worker answers knows it."""
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            exists = has_users(conn)
+    finally:
+        engine.dispose()
+    if exists:
+        setup_link.discard(settings.data_dir)
+        return None
+    link = f"{settings.base_url}/setup/{setup_link.issue(settings.data_dir)}"
+    print(f"deadpixel: create the first account in your browser (works once): {link}", file=sys.stderr)
+    sys.stderr.flush()
+    return link
 
 
 def export_to_workers(settings: Settings) -> None:
@@ -54,6 +76,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     prepare(settings)
+    offer_setup_link(settings)
     export_to_workers(settings)
     if settings.metrics_port:
         from deadpixel.hooks.registry import backlog_gauges

@@ -149,6 +149,10 @@ def list_users(conn: Connection) -> list[User]:
     return [User(name, created_at) for name, created_at in rows]
 
 
+def has_users(conn: Connection) -> bool:
+    return conn.execute(select(users.c.name).limit(1)).first() is not None
+
+
 def set_password(conn: Connection, name: str, password: str) -> None:
     """A new password; every dashboard session of the account ends with the old one."""
     if not password:

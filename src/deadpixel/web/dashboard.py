@@ -42,6 +42,7 @@ from deadpixel.web.session import (
     same_token,
 )
 from deadpixel.web.settings import SettingsPages
+from deadpixel.web.setup import SetupPages
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -94,6 +95,7 @@ class Dashboard:
             Route("/pixels/new", self.signed_in(self.new_pixel_form), methods=["GET"]),
             Route("/pixels/new", self.signed_in(self.new_pixel), methods=["POST"]),
             *self.settings_routes(),
+            *self.setup_routes(),
             Mount("/static", app=static, name="static"),
         ]
 
@@ -106,6 +108,12 @@ class Dashboard:
             Route("/settings/tokens", self.signed_in(pages.create_token), methods=["POST"]),
             Route("/settings/tokens/{id}/revoke", self.signed_in(pages.revoke_token), methods=["POST"]),
         ]
+
+    def setup_routes(self) -> list[BaseRoute]:
+        """The first account's one-time link; the sign-in page points to it while it waits."""
+        pages = SetupPages(self.engine, self.writer, self.settings, self.sessions, self.render)
+        self.templates.globals["setup_pending"] = pages.pending
+        return pages.routes()
 
     # --- plumbing -------------------------------------------------------------------------------------
 
