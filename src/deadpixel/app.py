@@ -81,7 +81,11 @@ def build_web(
             return PlainTextResponse("ready\n")
         return PlainTextResponse("database unreachable\n", status_code=503)
 
-    resolver = ClientIPResolver(settings.trusted_proxies if settings is not None else ())
+    resolver = (
+        ClientIPResolver(settings.trusted_proxies, settings.proxy_header)
+        if settings is not None
+        else ClientIPResolver(())
+    )
 
     async def healthz_client(request: Request) -> JSONResponse:
         # What address the server takes this request to come from, so ``deadpixel doctor`` can tell whether

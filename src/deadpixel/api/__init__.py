@@ -40,7 +40,7 @@ def api_mount(reads: Engine, writes: Engine, settings: Settings, signer: TokenSi
                 reads=reads,
                 writes=writes,
                 limiter=limiter,
-                client_ip=ClientIPResolver(settings.trusted_proxies),
+                client_ip=ClientIPResolver(settings.trusted_proxies, settings.proxy_header),
             )
         ],
         exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error},

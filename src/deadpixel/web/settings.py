@@ -20,6 +20,7 @@ from deadpixel.config import Settings
 from deadpixel.enrich.geo import builtin_data_source
 from deadpixel.hooks import registry
 from deadpixel.store.api_tokens import TokenError, create_token, list_tokens, revoke_token
+from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.web.session import Session
 
 Render = Callable[..., Response]
@@ -55,6 +56,7 @@ class SettingsPages:
         self.writer = writer
         self.settings = settings
         self.render = render
+        self.client_ip = ClientIPResolver(settings.trusted_proxies, settings.proxy_header)
 
     async def _run(self, engine: Engine, work: Callable[[Connection], Any]) -> Any:
         def run() -> Any:
@@ -72,10 +74,11 @@ class SettingsPages:
             }
 
         data = await self._run(self.reader, gather)
+        peer = request.client.host if request.client else None
         return self.render(
             "settings.html", status, session=session, configuration=configuration(self.settings),
             geo=geo_data(self.settings),
-            your_address=request.client.host if request.client else None, shown=shown, **data,
+            your_address=self.client_ip.resolve(peer, request.scope["headers"]), shown=shown, **data,
         )  # fmt: skip
 
     async def show(self, request: Request, session: Session) -> Response:
