@@ -61,7 +61,9 @@ class Relay:
         tls = server_context(self.settings)
         tracker = Tracker(self.settings, TokenSigner(load_or_create_keys(self.settings.keys_file)))
         self._upstream = Upstream(self._upstream_settings)
-        self._handler = handler = RelayHandler(self._engine, tracker, self._upstream)
+        self._handler = handler = RelayHandler(
+            self._engine, tracker, self._upstream, self.settings.relay_max_recipients
+        )
         authenticator = AccountAuthenticator(self._engine)
         hostname = self.settings.smtp_helo or socket.gethostname()  # getfqdn() can stall on DNS
 
