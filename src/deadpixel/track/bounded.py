@@ -17,14 +17,27 @@ piece the bytes of the head being read are known and at most one more request ca
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD = 16 * 1024  # bytes of request line and headers, for every route (the pixel's protocol uses it too)
 MAX_PIPELINED = 64  # requests queued behind the one being answered, per connection
 TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _BLANK = b"\r\n\r\n"
+
+
+class _Flow(FlowControl):
+    """uvicorn's flow control with one more reason not to read: bytes read and not yet parsed. uvicorn
+    resumes reading whenever a request takes its body; while ``holding``, that waits for the parser."""
+
+    holding = False
+
+    def resume_reading(self) -> None:
+        if not self.holding:
+            super().resume_reading()
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -45,6 +58,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._body_bytes = 0
 
     # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.flow = self._flow = _Flow(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._refusing:
@@ -97,7 +114,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 data, at = b"", 0
                 break
             if len(self.pipeline) >= MAX_PIPELINED:
-                self.flow.pause_reading()
+                self._flow.holding = True
+                self._flow.pause_reading()
                 break
             end = self._piece_end(data, at)
             piece = data[at:end]
@@ -114,6 +132,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._refusing or at >= len(data):
             data, at = b"", 0
         self._unfed, self._at = data, at
+        if not data and self._flow.holding and not self._refusing:  # all parsed: read again
+            self._flow.holding = False
+            self._flow.resume_reading()
 
     def _piece_end(self, data: bytes, at: int) -> int:
         """Just past the next blank line from ``at``, or the end of what was read."""
@@ -136,7 +157,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += fed
         if self._head_bytes > MAX_HEAD:
             self._refusing = True
-            self.flow.pause_reading()
+            self._flow.holding = True  # nothing more is read from this connection
+            self._flow.pause_reading()
             self._refuse_when_answered()
 
     def _refuse_when_answered(self) -> None:
