@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import binascii
 import os
 import re
 import shutil
@@ -717,6 +716,8 @@ class CountingSink(Sink):
 @SQLITE_ONLY
 def test_copies_are_built_and_sent_one_at_a_time(settings: Settings, account: str) -> None:
     """A 512 KiB HTML message to 16 recipients: the peak memory is a few times the message, not 16."""
+    import binascii
+
     html = "<!doctype html><html><body>\r\n" + f"<p>{'Hello there. ' * 60}</p>\r\n" * 700
     raw = (
         message(html=html)

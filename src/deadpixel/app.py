@@ -45,15 +45,15 @@ from deadpixel.web.dashboard import Dashboard
 from deadpixel.web.unsubscribe import unsubscribe_routes
 
 log = logging.getLogger(__name__)
+# Request bodies, in bytes (deadpixel.bodies; docs/design.md says why these): the sign-in and dashboard forms
+# and every route that takes no body; a one-click unsubscribe; the JSON API (docs/api.md).
+MAX_BODY = 16 * 1024
+MAX_UNSUBSCRIBE_BODY = 4 * 1024
 ROLLUP_INTERVAL = 5.0  # seconds between background folds of new opens into the charts' rollups
 # A background fold's chunk (opens) and its pause after each, as a multiple of the chunk's time: a few
 # milliseconds of folding at a time, and never more than half the interpreter (see rollups.catch_up).
 FOLD_CHUNK = 500
 FOLD_REST = 1.0
-# Request bodies, in bytes (deadpixel.bodies; docs/design.md says why these): the sign-in and dashboard forms
-# and every route that takes no body; a one-click unsubscribe; the JSON API (docs/api.md).
-MAX_BODY = 16 * 1024
-MAX_UNSUBSCRIBE_BODY = 4 * 1024
 
 
 def build_web(

@@ -47,13 +47,11 @@ class _Outcome:
 
 
 class RelayHandler:
-    def __init__(
-        self, engine: Engine, tracker: Tracker, upstream: Upstream, max_recipients: int = 100
-    ) -> None:
+    def __init__(self, engine: Engine, tracker: Tracker, upstream: Upstream) -> None:
         self._engine = engine
         self._tracker = tracker
         self._upstream = upstream
-        self._max_recipients = max_recipients
+        self._max_recipients = tracker.settings.relay_max_recipients
         self._running: set[asyncio.Future[str]] = set()  # kept referenced until done, even if the client left
 
     async def drain(self) -> None:

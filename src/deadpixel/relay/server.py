@@ -61,9 +61,7 @@ class Relay:
         tls = server_context(self.settings)
         tracker = Tracker(self.settings, TokenSigner(load_or_create_keys(self.settings.keys_file)))
         self._upstream = Upstream(self._upstream_settings)
-        self._handler = handler = RelayHandler(
-            self._engine, tracker, self._upstream, self.settings.relay_max_recipients
-        )
+        self._handler = handler = RelayHandler(self._engine, tracker, self._upstream)
         authenticator = AccountAuthenticator(self._engine)
         hostname = self.settings.smtp_helo or socket.gethostname()  # getfqdn() can stall on DNS
 

@@ -29,9 +29,8 @@ from deadpixel.pixels import new_pixel
 from deadpixel.store import rollups
 from deadpixel.tokens import TokenSigner
 from deadpixel.users import authenticate, session_stamp
-from deadpixel.web import charts
+from deadpixel.web import charts, forms
 from deadpixel.web import feed as live
-from deadpixel.web.forms import read_form
 from deadpixel.web.session import LOGIN_CSRF_COOKIE, LoginBrake, Session, Sessions, load_secret, same_token
 from deadpixel.web.settings import SettingsPages
 
@@ -112,7 +111,7 @@ class Dashboard:
                 target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
                 return RedirectResponse(f"/login?next={target}", status_code=303)
             if request.method == "POST":
-                form = await read_form(request)
+                form = await forms.read_form(request)
                 if not same_token(form.get("csrf"), session.csrf):
                     return self.render("error.html", 403, message="The form expired; reload the page.")
             return await page(request, session)
@@ -141,7 +140,7 @@ class Dashboard:
 
     async def login(self, request: Request) -> Response:
         client = request.client.host if request.client else "?"
-        form = await read_form(request)
+        form = await forms.read_form(request)
         target = _safe_next(str(form.get("next") or ""))
         wait = self.brake.retry_after(client)
         if wait:
@@ -281,7 +280,7 @@ class Dashboard:
 
     async def new_pixel(self, request: Request, session: Session) -> Response:
         """A tracked message for mail sent from Gmail, Outlook or any client: the snippet to paste."""
-        form = await read_form(request)
+        form = await forms.read_form(request)
         fields = {name: str(form.get(name) or "").strip() for name in ("to", "subject", "campaign")}
         if not _looks_like_address(fields["to"]):
             return self.render(
