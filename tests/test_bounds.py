@@ -102,20 +102,25 @@ def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
 
 
 def stream_until_answered(sock: socket.socket, first: bytes, chunk: bytes, most: int) -> tuple[bytes, int]:
-    """Send ``first``, then ``chunk`` after ``chunk`` until the server answers or hangs up (or ``most`` bytes
-    went out); return all it answered until it closed, and how many bytes of chunks went out before."""
+    """Send ``first``, then ``chunk`` after ``chunk`` until the server refuses (413 or 431) or hangs up (or
+    ``most`` bytes went out); return all it answered until it closed, and how many bytes of chunks went out
+    before the refusal came."""
     sock.sendall(first)
-    sent = 0
+    got, sent = b"", 0
     while sent < most:
         readable, _, _ = select.select([sock], [], [], 0)
-        if readable:
-            break
         try:
+            if readable:
+                data = sock.recv(65536)
+                got += data
+                if not data or b" 413 " in got or b" 431 " in got:
+                    break
+                continue  # an answer to a request before: go on
             sock.sendall(chunk)
-        except OSError:  # the server closed: its answer is waiting
+        except OSError:  # the server closed: its answer is read below
             break
         sent += len(chunk)
-    return read_until_closed(sock), sent
+    return got + read_until_closed(sock), sent
 
 
 # 1. Bodies
@@ -231,7 +236,7 @@ def test_a_huge_head_on_any_route_gets_431_quickly_and_costs_no_memory(server: S
         ):
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
                 started = time.monotonic()
-                head, sent = stream_until_answered(sock, first, b"a" * 65536, 96 * MiB)
+                head, sent = stream_until_answered(sock, first, b"a" * 65536, 24 * MiB)
                 took = time.monotonic() - started
                 if first.startswith(b"GET /healthz"):  # the request before the long head is answered first
                     assert status_of(head) == 200 and b"\r\n\r\nok\n" in head, head
