@@ -14,8 +14,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from deadpixel.config import Settings
+from deadpixel.track.bounded import MAX_HEAD
 from deadpixel.track.pixel import GIF
-from deadpixel.track.protocol import MAX_HEAD, may_be_pixel
+from deadpixel.track.protocol import may_be_pixel
 
 from .conftest import Server
 from .helpers import count_opens, make_pixels

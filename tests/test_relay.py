@@ -16,8 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -772,3 +773,62 @@ def test_a_reader_opens_a_relayed_copy_in_chromium(
     assert opened.message_id == ids["bob@example.org"] and "Chrome" in opened.user_agent
     figures = report(settings, "Q3 outreach")
     assert (figures["sent"], figures["unique_opens"]) == (2, 1)
+
+
+@SQLITE_ONLY
+def test_past_the_recipient_limit_rcpt_gets_452_and_the_others_get_the_message(
+    settings: Settings, account: str, upstream: SMTPServerHandle
+) -> None:
+    running = start_relay(replace(settings, relay_max_recipients=3), upstream.port)
+    try:
+        with smtplib.SMTP(HOST, running.port, timeout=10) as client:
+            client.starttls(context=client_tls(settings))
+            client.login("alice", PASSWORD)
+            refused = client.sendmail("alice@example.com", RECIPIENTS, message())
+    finally:
+        running.stop()
+    assert list(refused) == RECIPIENTS[3:]
+    code, reply = refused[RECIPIENTS[3]]
+    assert code == 452 and reply.startswith(b"4.5.3 Too many recipients")  # RFC 5321, 4.5.3.1.10
+    assert sorted(rcpt for copy in upstream.sink.messages for rcpt in copy.rcpt_tos) == sorted(RECIPIENTS[:3])
+
+
+@dataclass
+class CountingSink(Sink):
+    """An upstream that keeps only the size of what it was given, so that memory measured is the relay's."""
+
+    sizes: list[int] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.sizes.append(len(envelope.content))
+        return "250 2.0.0 queued"
+
+
+@SQLITE_ONLY
+def test_copies_are_built_and_sent_one_at_a_time(settings: Settings, account: str) -> None:
+    """A 512 KiB HTML message to 16 recipients: the peak memory is a few times the message, not 16."""
+    import binascii
+
+    html = "<!doctype html><html><body>\r\n" + f"<p>{'Hello there. ' * 60}</p>\r\n" * 700
+    raw = (
+        message(html=html)
+        .replace(binascii.b2a_qp(html.encode(), istext=True), html.encode())
+        .replace(b"Transfer-Encoding: quoted-printable", b"Transfer-Encoding: 8bit")
+    )  # long lines: fewer of them
+    assert len(raw) > 512 * 1024
+    recipients = [f"r{i}@example.org" for i in range(16)]
+    handle = SMTPServerHandle(CountingSink()).start()
+    running = start_relay(settings, handle.port)
+    try:
+        submit(settings, running.port, message(html=HTML), ["warm@example.org"])  # imports, caches, pools
+        tracemalloc.start()
+        submit(settings, running.port, raw, recipients)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        running.stop()
+        handle.stop()
+    sink = handle.sink
+    assert isinstance(sink, CountingSink) and len(sink.sizes) == 1 + len(recipients)
+    # Client, relay and upstream together: about 9 times the message here; all 16 copies at once, over 25.
+    assert peak < 14 * len(raw), peak / len(raw)

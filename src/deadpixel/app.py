@@ -19,6 +19,8 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from deadpixel.api import api_mount
+from deadpixel.api.body import MAX_BODY as MAX_API_BODY
+from deadpixel.bodies import BodyLimit, Limit
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import ClickEvent, OpenEvent
@@ -45,6 +47,10 @@ from deadpixel.web.framing import NoFraming
 from deadpixel.web.unsubscribe import unsubscribe_routes
 
 log = logging.getLogger(__name__)
+# Request bodies, in bytes (deadpixel.bodies; docs/design.md says why these): the sign-in and dashboard forms
+# and every route that takes no body; a one-click unsubscribe; the JSON API (docs/api.md).
+MAX_BODY = 16 * 1024
+MAX_UNSUBSCRIBE_BODY = 4 * 1024
 ROLLUP_INTERVAL = 5.0  # seconds between background folds of new opens into the charts' rollups
 # A background fold's chunk (opens) and its pause after each, as a multiple of the chunk's time: a few
 # milliseconds of folding at a time, and never more than half the interpreter (see rollups.catch_up).
@@ -162,6 +168,11 @@ class Deadpixel:
         self.api_engine = create_engine(settings.database_url, writer=True)
         api = api_mount(self.engine, self.api_engine, settings, signer)
         self.web = build_web(self.engine, signer, settings, api, writer=self.api_engine)
+        self.bounded = BodyLimit(
+            self._route,
+            MAX_BODY,
+            [Limit("/u/", MAX_UNSUBSCRIBE_BODY), Limit("/api/", MAX_API_BODY, json=True)],
+        )
         self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)
         # Every worker delivers webhooks; leases in the outbox keep them off each other's rows.
         deliverer = Deliverer(self.engine, self.api_engine, Policy.from_settings(settings))
@@ -198,12 +209,19 @@ class Deadpixel:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
-        if kind == "http" and scope["path"].startswith(PIXEL_PREFIX):
-            await self.pixel(scope, send)
-        elif kind == "http" and scope["path"].startswith(CLICK_PREFIX):
-            await self.click(scope, send)
+        if kind == "http":
+            await self.bounded(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+        else:
+            await self.web(scope, receive, send)
+
+    async def _route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope["path"]
+        if path.startswith(PIXEL_PREFIX):
+            await self.pixel(scope, send)
+        elif path.startswith(CLICK_PREFIX):
+            await self.click(scope, send)
         else:
             await self.web(scope, receive, send)
 

@@ -78,6 +78,7 @@ class Settings:
     relay_tls_cert: Path | None = None  # None: a self-signed certificate made on first start
     relay_tls_key: Path | None = None
     relay_max_size: int = 50 * 1024 * 1024  # bytes, announced with SIZE
+    relay_max_recipients: int = 100  # per message; RFC 5321 asks servers to take at least 100
     # Bounces (``deadpixel bounces``): VERP envelope senders under bounce_domain, the listener for that
     # domain, a mailbox to read, and after how many soft bounces in a row an address counts as hard.
     bounce_domain: str | None = None
@@ -363,6 +364,9 @@ def _relay_settings(value: Callable[[str, Any], Any]) -> dict[str, Any]:
         "relay_tls_key": key,
         "relay_max_size": _as_int("relay_max_size", 1024, 2**31 - 1)(
             value("relay_max_size", 50 * 1024 * 1024)
+        ),
+        "relay_max_recipients": _as_int("relay_max_recipients", 1, 100_000)(
+            value("relay_max_recipients", 100)
         ),
     }
 

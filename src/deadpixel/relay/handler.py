@@ -3,6 +3,11 @@
 The copies' message rows (and links) are committed before anything goes upstream, so the first pixel fetch
 finds them; they become ``sent`` only once the upstream took them. The client hears 250 only when every copy
 was taken (see reply.py), so a message is never lost between the relay and the upstream.
+
+A copy is as large as the message, so the copies are built and handed over one at a time: the relay holds
+about one copy beside the message, whatever the number of recipients. That number is bounded too
+(DEADPIXEL_RELAY_MAX_RECIPIENTS): past it, RCPT gets 452, and the client sends the rest in another
+transaction (RFC 5321, 4.5.3.1.10).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class _Copy:
     claims: list[Claim]  # one for a tracked copy; every recipient for an untracked one
-    data: bytes
+    data: bytes | None = None  # None: a tracked copy, built when its turn comes
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,7 @@ class RelayHandler:
         self._engine = engine
         self._tracker = tracker
         self._upstream = upstream
+        self._max_recipients = tracker.settings.relay_max_recipients
         self._running: set[asyncio.Future[str]] = set()  # kept referenced until done, even if the client left
 
     async def drain(self) -> None:
@@ -81,7 +87,13 @@ class RelayHandler:
         except SQLAlchemyError:
             log.exception("relay: cannot record a message")
             return "451 4.3.0 cannot record the message right now; try again later"
-        outcomes = await asyncio.gather(*(self._send(c, envelope_from, smtputf8) for c in copies))
+        outcomes = []
+        for copy in copies:  # one at a time: one copy in memory, however many recipients
+            data = (
+                copy.data if copy.data is not None else await asyncio.to_thread(self._build, submitted, copy)
+            )
+            outcomes.append(await self._send(copy, data, envelope_from, smtputf8))
+            del data
         try:
             await asyncio.to_thread(self._settle, submitted.key, outcomes)
         except SQLAlchemyError:  # the upstream has the copies: say so, even if the books are behind
@@ -110,19 +122,33 @@ class RelayHandler:
                 if c.message_id is None or submitted.html is None:
                     untracked.append(c)  # one copy for all of them: it is the same for everyone
                     continue
-                rewrite = self._tracker.rewriter(c.message_id) if submitted.track_links else None
-                html, urls = track_html(submitted.html, self._tracker.pixel_url(c.message_id), rewrite)
+                urls: list[str] = []
+                if submitted.track_links:  # the links are minted again, the same, when the copy is built
+                    _, urls = self._tracked_html(submitted, c.message_id)
                 replace_links(conn, c.message_id, urls)
-                copies.append(_Copy([c], submitted.copy_with(html)))
+                copies.append(_Copy([c]))
         if untracked:
             copies.append(_Copy(untracked, submitted.outgoing))
         return copies, len(claims)
+
+    def _tracked_html(self, submitted: Submitted, message_id: str) -> tuple[str, list[str]]:
+        assert submitted.html is not None
+        rewrite = self._tracker.rewriter(message_id) if submitted.track_links else None
+        return track_html(submitted.html, self._tracker.pixel_url(message_id), rewrite)
+
+    def _build(self, submitted: Submitted, copy: _Copy) -> bytes:
+        """One recipient's copy: the message with its own pixel (and links)."""
+        message_id = copy.claims[0].message_id
+        assert message_id is not None
+        return submitted.copy_with(self._tracked_html(submitted, message_id)[0])
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         """Addresses on the suppression list (unsubscribed, bounced, complained) are refused one by one, so
         the client tells its user and the others still get the message."""
+        if len(envelope.rcpt_tos) >= self._max_recipients:
+            return f"452 4.5.3 Too many recipients (at most {self._max_recipients} a message)"
         try:
             blocked = await asyncio.to_thread(self._suppressed, address)
         except SQLAlchemyError:
@@ -138,13 +164,13 @@ class RelayHandler:
         with self._engine.connect() as conn:
             return bool(suppressed(conn, [address.strip().lower()]))
 
-    async def _send(self, copy: _Copy, envelope_from: str, smtputf8: bool) -> _Outcome:
+    async def _send(self, copy: _Copy, data: bytes, envelope_from: str, smtputf8: bool) -> _Outcome:
         addresses = [c.address for c in copy.claims]
         if len(copy.claims) == 1 and copy.claims[0].message_id is not None:  # one message: its VERP sender
             envelope_from = self._tracker.envelope_from(copy.claims[0].message_id) or envelope_from
         try:
             refused = await self._upstream.send(
-                copy.data, envelope_from=envelope_from, recipients=addresses, smtputf8=smtputf8
+                data, envelope_from=envelope_from, recipients=addresses, smtputf8=smtputf8
             )
         except DeliveryError as error:
             if error.recipients:

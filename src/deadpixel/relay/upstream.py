@@ -1,7 +1,7 @@
 """The real SMTP server behind the relay: a few kept-open connections, used from worker threads.
 
-smtplib blocks, so each copy goes out on a worker thread. A small pool of connections lets one message's
-copies travel side by side and spares every later message the connect, TLS and AUTH round trips.
+smtplib blocks, so each copy goes out on a worker thread. A small pool of connections lets the messages of
+several clients travel side by side and spares every later message the connect, TLS and AUTH round trips.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ the open is queued with the writer, and the prebuilt answer is written once its 
 
 The first request that is anything else (the dashboard, the API, a click, a request with a body, an upgrade,
 bytes that are not HTTP) hands the connection, from that request's first byte, to uvicorn's own
-``HttpToolsProtocol`` for good, once the pixels before it are answered. uvicorn then answers it as it answers
-any request, a 400 for a malformed one included. Answers leave in the order their requests came (HTTP/1.1
+``HttpToolsProtocol`` for good (with deadpixel.track.bounded's limits on heads and pipelining), once the
+pixels before it are answered. uvicorn then answers it as it answers any request, a 400 for a malformed one
+included. Answers leave in the order their requests came (HTTP/1.1
 pipelining): a forged token's GIF, which needs no commit, waits behind a genuine one's.
 """
 
@@ -23,18 +24,16 @@ from typing import Any, cast
 
 import httptools
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from deadpixel.track import pixel
 from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
+from deadpixel.track.bounded import MAX_HEAD, MAX_PIPELINED, TOO_LARGE, BoundedHttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD = 16 * 1024  # bytes of request line and headers; a longer head is refused with 431
-MAX_WAITING = 64  # answers waiting on one connection before it stops reading (a client that never reads)
+MAX_WAITING = MAX_PIPELINED  # answers waiting on one connection before it stops reading
 _STARTS = (b"GET " + PIXEL_PREFIX.encode(), b"HEAD " + PIXEL_PREFIX.encode())
-_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 Answer = tuple["asyncio.Future[None] | None", bytes]
 
@@ -155,7 +154,7 @@ class PixelProtocol(asyncio.Protocol):
         self._buffer = stream[start:]
         if len(self._buffer) > MAX_HEAD:
             self._buffer = b""
-            self._queue(None, _TOO_LARGE)
+            self._queue(None, TOO_LARGE)
             self._close_when_answered()
 
     def pause_writing(self) -> None:
@@ -278,7 +277,7 @@ class PixelProtocol(asyncio.Protocol):
         self._server_state.connections.discard(self)
         self._handing_over = None
         self._closing = True
-        successor = HttpToolsProtocol(self._config, self._server_state, self._app_state, self._loop)
+        successor = BoundedHttpToolsProtocol(self._config, self._server_state, self._app_state, self._loop)
         successor.connection_made(transport)
         transport.set_protocol(successor)
         if not self._reading:

@@ -31,7 +31,7 @@ from deadpixel.store import rollups, web_sessions
 from deadpixel.tokens import TokenSigner
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.users import sign_in
-from deadpixel.web import charts
+from deadpixel.web import charts, forms
 from deadpixel.web import feed as live
 from deadpixel.web.session import (
     LOGIN_CSRF_COOKIE,
@@ -128,7 +128,7 @@ class Dashboard:
                 target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
                 return RedirectResponse(f"/login?next={target}", status_code=303)
             if request.method == "POST":
-                form = await request.form()
+                form = await forms.read_form(request)
                 if not same_token(form.get("csrf"), session.csrf):
                     return self.render("error.html", 403, message="The form expired; reload the page.")
             return await page(request, session)
@@ -171,7 +171,7 @@ class Dashboard:
         return self.login_page(request, _safe_next(request.query_params.get("next")))
 
     async def login(self, request: Request) -> Response:
-        form = await request.form()
+        form = await forms.read_form(request)
         target = _safe_next(str(form.get("next") or ""))
         if not same_token(form.get("csrf"), request.cookies.get(LOGIN_CSRF_COOKIE)):
             return self.login_page(request, target, 403, "The sign-in form expired. Please try again.")
@@ -314,7 +314,7 @@ class Dashboard:
 
     async def new_pixel(self, request: Request, session: Session) -> Response:
         """A tracked message for mail sent from Gmail, Outlook or any client: the snippet to paste."""
-        form = await request.form()
+        form = await forms.read_form(request)
         fields = {name: str(form.get(name) or "").strip() for name in ("to", "subject", "campaign")}
         if not _looks_like_address(fields["to"]):
             return self.render(

@@ -21,6 +21,7 @@ from deadpixel.enrich.geo import builtin_data_source
 from deadpixel.hooks import registry
 from deadpixel.store.api_tokens import TokenError, create_token, list_tokens, revoke_token
 from deadpixel.track.client_ip import ClientIPResolver
+from deadpixel.web.forms import read_form
 from deadpixel.web.session import Session
 
 Render = Callable[..., Response]
@@ -85,7 +86,7 @@ class SettingsPages:
         return await self.page(request, session)
 
     async def add_webhook(self, request: Request, session: Session) -> Response:
-        form = await request.form()
+        form = await read_form(request)
         url, events = str(form.get("url") or ""), [str(e) for e in form.getlist("events")]
         try:
             made, secret = await self._run(self.writer, lambda conn: registry.add_webhook(conn, url, events))
@@ -102,7 +103,7 @@ class SettingsPages:
         return await self.page(request, session, removed_webhook=webhook_id)
 
     async def create_token(self, request: Request, session: Session) -> Response:
-        name = str((await request.form()).get("name") or "").strip()
+        name = str((await read_form(request)).get("name") or "").strip()
         try:
             made, secret = await self._run(self.writer, lambda conn: create_token(conn, name))
         except TokenError as exc:

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 from deadpixel import setup_link
 from deadpixel.config import Settings
 from deadpixel.users import UserError, check_name, create_user, has_users
+from deadpixel.web.forms import read_form
 from deadpixel.web.session import LOGIN_CSRF_COOKIE, Sessions, same_token
 
 Render = Callable[..., Response]
@@ -78,7 +79,7 @@ class SetupPages:
         token = request.path_params["token"]
         if not await self._open(token):
             return not_found()
-        form = await request.form()
+        form = await read_form(request)
         name = str(form.get("name") or "").strip()
         password, again = str(form.get("password") or ""), str(form.get("password2") or "")
         if not same_token(form.get("csrf"), request.cookies.get(LOGIN_CSRF_COOKIE)):

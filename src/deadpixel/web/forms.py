@@ -1,0 +1,19 @@
+"""The dashboard's forms, parsed with bounds: a few fields, no files, small values.
+
+Starlette's defaults (1000 fields and files, 1 MiB a part) suit uploads; no deadpixel form has more than a
+handful of short fields, and the sign-in form is open to anyone. Over a bound, Starlette answers 400. The
+body itself is bounded before this (deadpixel.bodies).
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+
+MAX_FIELDS = 20  # the largest form (a webhook: URL, every event kind, CSRF token) has under ten
+MAX_PART = 8 * 1024  # bytes of one field's name or value
+
+
+async def read_form(request: Request) -> FormData:
+    """The request's form; every later call gets the same one (Starlette keeps it)."""
+    return await request.form(max_files=0, max_fields=MAX_FIELDS, max_part_size=MAX_PART)
