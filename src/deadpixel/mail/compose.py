@@ -24,6 +24,8 @@ from html.entities import html5 as _HTML5_ENTITIES
 from html.parser import HTMLParser
 from types import MappingProxyType
 
+from deadpixel.urls import redirectable
+
 __all__ = ["Composed", "compose", "html_to_text", "inject_pixel", "rewrite_links", "track_html"]
 
 Rewrite = Callable[[str], str | None]
@@ -159,6 +161,8 @@ def _trackable(value: str) -> str | None:
         return None
     if any(marker in lower for marker in PLACEHOLDER_MARKERS):
         return None
+    if not redirectable(url):
+        return None  # no host, or too long: the click endpoint would answer 404, so keep the link as written
     return url
 
 
