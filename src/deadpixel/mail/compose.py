@@ -30,9 +30,15 @@ __all__ = ["Composed", "compose", "html_to_text", "inject_pixel", "rewrite_links
 
 Rewrite = Callable[[str], str | None]
 
+# The pixel sits in a zero-size float that clips it, so it takes no room: a 1 px block after the last element
+# showed as a hairline under coloured footers, and any in-flow box at the end of the body stops the last
+# paragraph's margin from collapsing with the body's. A float leaves both alone, and its image still loads
+# (it is clipped, not display:none). Where a client drops the wrapper's CSS, the image shows as the 1 px
+# block it was before. docs/sending.md has the measurements.
 PIXEL_TEMPLATE = (
+    '<div style="float:left;width:0;height:0;max-height:0;overflow:hidden;line-height:0;font-size:0">'
     '<img src="{src}" width="1" height="1" alt="" border="0"'
-    ' style="border:0;width:1px;height:1px;display:block">'
+    ' style="border:0;width:1px;height:1px;display:block"></div>'
 )
 
 # Merge tags of mail services that fill the URL in after we hand the message over. A token minted now would
