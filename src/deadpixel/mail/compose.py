@@ -157,6 +157,10 @@ def decode_attribute(raw: str) -> str:
     return _CHARREF.sub(_decode_charref, raw) if "&" in raw else raw
 
 
+# A campaign asks about the same few links for every recipient: answer each once.
+_redirectable = functools.lru_cache(maxsize=4096)(redirectable)
+
+
 def _trackable(value: str) -> str | None:
     """The URL a click on this href opens, if it is one we may rewrite."""
     url = value.strip(_C0_AND_SPACE)
@@ -167,7 +171,7 @@ def _trackable(value: str) -> str | None:
         return None
     if any(marker in lower for marker in PLACEHOLDER_MARKERS):
         return None
-    if not redirectable(url):
+    if not _redirectable(url):
         return None  # no host, or too long: the click endpoint would answer 404, so keep the link as written
     return url
 
