@@ -379,6 +379,7 @@ def _click(server: Server, settings: Settings, page: str) -> tuple[int, str | No
 LONGEST = "https://a.example/" + "x" * (MAX_LOCATION - len("https://a.example/"))
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # composing only: one store will do
 @pytest.mark.parametrize(
     "url",
     [
