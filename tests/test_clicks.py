@@ -4,6 +4,7 @@ verdicts, counters and the report's click figures."""
 from __future__ import annotations
 
 import html
+import http.client
 import json
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from sqlalchemy import select
 
 from deadpixel.config import Settings
 from deadpixel.keys import load_or_create_keys
-from deadpixel.mail.compose import PLACEHOLDER_MARKERS
+from deadpixel.mail.compose import PLACEHOLDER_MARKERS, rewrite_links
 from deadpixel.send.tracked import Tracker
 from deadpixel.store import migrate
 from deadpixel.store.db import create_engine
@@ -29,7 +30,7 @@ from deadpixel.store.links import LinkResolver, link_url, save_links
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import clicks, links, messages
 from deadpixel.tokens import TokenSigner
-from deadpixel.track.click import location
+from deadpixel.urls import MAX_LOCATION, location
 
 from .conftest import Server
 
@@ -344,3 +345,103 @@ def test_every_rewritten_link_resolves_to_its_original(
             assert target == (mid, number)
             assert link_url(conn, mid, number) == composed.links[number]
     engine.dispose()
+
+
+def _link_page(url: str) -> str:
+    return f'<p>Hi</p><a href="{html.escape(url, quote=True)}">x</a>'
+
+
+def _compose_link(settings: Settings, url: str) -> tuple[str, list[str]]:
+    """Rewrite one link as sending does and store it; return the new HTML and the URLs it tracks."""
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        mid = create_message(conn, recipient="p@example.com")
+        page, urls = rewrite_links(_link_page(url), Tracker(settings, signer_for(settings)).rewriter(mid))
+        save_links(conn, [(mid, urls)])
+    engine.dispose()
+    return page, urls
+
+
+def _click(server: Server, settings: Settings, page: str) -> tuple[int, str | None]:
+    """Click the page's link; the status and the raw Location (a client library would parse it first)."""
+    href = html.unescape(page.split('href="', 1)[1].split('"', 1)[0])
+    path = local(server, settings, href)[len(server.url) :]
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("location")
+    finally:
+        conn.close()
+
+
+LONGEST = "https://a.example/" + "x" * (MAX_LOCATION - len("https://a.example/"))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # composing only: one store will do
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://",
+        "https://",
+        "http:///x",
+        "https:///",
+        "http://:80/",
+        "http://user@/",
+        "http://[::1/",
+        "http://a.example:80x/",
+        "http://a b.example/",
+        "https://\u00e4..example/",  # an empty label IDNA cannot encode
+        LONGEST + "x",  # one byte over the Location limit
+        "https://b\u00fccher.example/" + "\u00e9" * (MAX_LOCATION // 6),  # over the limit once encoded
+    ],
+)
+def test_links_the_click_endpoint_cannot_follow_stay_as_written(settings: Settings, url: str) -> None:
+    """A placeholder ``href="http://"`` or an overlong URL would become a tracked link that answers 404."""
+    page, urls = _compose_link(settings, url)
+    assert page == _link_page(url) and urls == []
+
+
+def test_the_longest_followable_link_is_tracked_and_redirects(server: Server, settings: Settings) -> None:
+    assert len(LONGEST) == MAX_LOCATION
+    page, urls = _compose_link(settings, LONGEST)
+    assert urls == [LONGEST]
+    assert _click(server, settings, page) == (302, LONGEST)
+
+
+def test_a_non_ascii_host_keeps_its_port_and_user_in_the_redirect() -> None:
+    assert location("https://us\u00e9r@B\u00dcCHER.example:8443/p") == (
+        b"https://us%C3%A9r@xn--bcher-kva.example:8443/p"
+    )
+
+
+_HOSTS = st.sampled_from(
+    [
+        *("", "a.example", "A.Example:8080", "b\u00fccher.example", "B\u00dcCHER.example:9", "u:p@a.example"),
+        *("[::1]:81", ":80", "a..b", "[x"),
+    ]
+)
+_PATHS = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12) | st.integers(
+    MAX_LOCATION - 40, MAX_LOCATION + 10
+).map(lambda n: "/" + "p" * n)
+
+
+@hypothesis_settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(scheme=st.sampled_from(["http://", "HTTPS://", "https:/", "ftp://"]), host=_HOSTS, path=_PATHS)
+@example(scheme="http://", host="", path="")
+@example(scheme="https://", host="a.example", path="/" + "p" * (MAX_LOCATION - len("https://a.example/")))
+def test_every_tracked_link_redirects_and_every_refused_one_is_untouched(
+    server: Server, settings: Settings, scheme: str, host: str, path: str
+) -> None:
+    """Rewriter and click endpoint share one predicate: what is tracked, a real server follows."""
+    url = (scheme + host + path)[: MAX_LOCATION + 64]
+    page, urls = _compose_link(settings, url)
+    if not urls:
+        assert page == _link_page(url)
+        assert location(url.strip()) is None or any(m in url.lower() for m in PLACEHOLDER_MARKERS)
+        return
+    [original] = urls
+    header = location(original)
+    assert header is not None
+    assert _click(server, settings, page) == (302, header.decode())

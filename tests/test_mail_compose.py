@@ -240,6 +240,39 @@ def test_pixel_url_is_attribute_escaped() -> None:
     assert out.count("<img") == 1
 
 
+# --- links the click endpoint cannot follow ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        "http://",
+        "https://",
+        "HTTP://",
+        " http:// ",
+        "http:///x",
+        "https:///",
+        "http://a:port/",
+        "http://a b/",
+    ],
+)
+def test_placeholder_and_broken_links_are_left_as_written(href: str) -> None:
+    """``href="http://"`` is a common placeholder: tracking it would give a link that answers 404."""
+    recorder = Recorder()
+    source = f'<p><a href="{href}">soon</a> <a href="https://a.example/">ok</a></p>'
+    out, links = rewrite_links(source, recorder)
+    assert recorder.seen == links == ["https://a.example/"]
+    assert out == source.replace("https://a.example/", "https://trk.example/c/0")
+
+
+def test_templates_keep_their_placeholder_links() -> None:
+    source = (Path(__file__).parent / "data" / "templates" / "list-digest-padded-body.html").read_text()
+    recorder = Recorder()
+    out, links = rewrite_links(source, recorder)
+    assert links == ["https://news.example/1", "https://news.example/2"]
+    assert '<a href="http://">(link to come)</a>' in out
+
+
 # --- the sample newsletter keeps every byte -----------------------------------------------------------------
 
 

@@ -47,7 +47,7 @@ from .conftest import Server, free_port
 from .smtp_sink import HOST, Sink, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 
 PASSWORD = "correct horse battery"
-PIXEL = re.compile(r'<img src="([^"]+/o/([0-9a-v]{32})\.gif)"[^>]*>')
+PIXEL = re.compile(r'<div style="[^"]*"><img src="([^"]+/o/([0-9a-v]{32})\.gif)"[^>]*></div>')
 # What these tests check does not depend on the database; the others run on both.
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

@@ -24,13 +24,21 @@ from html.entities import html5 as _HTML5_ENTITIES
 from html.parser import HTMLParser
 from types import MappingProxyType
 
+from deadpixel.urls import redirectable
+
 __all__ = ["Composed", "compose", "html_to_text", "inject_pixel", "rewrite_links", "track_html"]
 
 Rewrite = Callable[[str], str | None]
 
+# The pixel sits in a zero-size float that clips it, so it takes no room: a 1 px block after the last element
+# showed as a hairline under coloured footers, and any in-flow box at the end of the body stops the last
+# paragraph's margin from collapsing with the body's. A float leaves both alone, and its image still loads
+# (it is clipped, not display:none). Where a client drops the wrapper's CSS, the image shows as the 1 px
+# block it was before. docs/sending.md has the measurements.
 PIXEL_TEMPLATE = (
+    '<div style="float:left;width:0;height:0;max-height:0;overflow:hidden;line-height:0;font-size:0">'
     '<img src="{src}" width="1" height="1" alt="" border="0"'
-    ' style="border:0;width:1px;height:1px;display:block">'
+    ' style="border:0;width:1px;height:1px;display:block"></div>'
 )
 
 # Merge tags of mail services that fill the URL in after we hand the message over. A token minted now would
@@ -149,6 +157,10 @@ def decode_attribute(raw: str) -> str:
     return _CHARREF.sub(_decode_charref, raw) if "&" in raw else raw
 
 
+# A campaign asks about the same few links for every recipient: answer each once.
+_redirectable = functools.lru_cache(maxsize=4096)(redirectable)
+
+
 def _trackable(value: str) -> str | None:
     """The URL a click on this href opens, if it is one we may rewrite."""
     url = value.strip(_C0_AND_SPACE)
@@ -159,6 +171,8 @@ def _trackable(value: str) -> str | None:
         return None
     if any(marker in lower for marker in PLACEHOLDER_MARKERS):
         return None
+    if not _redirectable(url):
+        return None  # no host, or too long: the click endpoint would answer 404, so keep the link as written
     return url
 
 

@@ -13,16 +13,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from deadpixel.events import ClickEvent
 from deadpixel.tokens import TokenSigner
 from deadpixel.track.app import MAX_IP, request_facts
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter
+from deadpixel.urls import location
 
 CLICK_PREFIX = "/c/"
-MAX_LOCATION = 8192
 
 _NO_CACHE = (b"cache-control", b"no-store, no-cache, must-revalidate, private, max-age=0")
 _NOT_FOUND_BODY = (
@@ -60,35 +59,6 @@ class ClickStats:
     requests: int = 0
     invalid_tokens: int = 0
     unknown_links: int = 0
-
-
-# Printable ASCII that may stand in a Location header as it is; everything else is percent-encoded.
-_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"<>\\^`{|}')
-
-
-def location(url: str) -> bytes | None:
-    """The stored URL as an ASCII header value (IDNA host, UTF-8 percent-encoding), or None if unusable."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return None  # compose only ever stores http(s) links; anything else is not ours to follow
-    if url.isascii() and all(c in _SAFE for c in url):
-        return url.encode("ascii") if len(url) <= MAX_LOCATION else None
-    netloc = parts.netloc
-    if not netloc.isascii():
-        host = parts.hostname or ""
-        try:
-            ascii_host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
-        netloc = netloc.replace(host, ascii_host) if host in netloc else ascii_host
-    rest = urlunsplit(("", "", parts.path, parts.query, parts.fragment))
-    value = f"{parts.scheme}://{quote(netloc, safe=_SAFE)}{quote(rest, safe=_SAFE)}"
-    if len(value) > MAX_LOCATION:
-        return None
-    return value.encode("ascii")
 
 
 def _redirect(target: bytes) -> list[dict[str, Any]]:
