@@ -6,6 +6,7 @@ The attack: make the writer fail, then read every file under the data dir and ev
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import sqlite3
@@ -21,8 +22,11 @@ from deadpixel.config import Settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.enrich.privacy import redacted
 from deadpixel.events import OpenEvent
+from deadpixel.keys import load_or_create_keys
 from deadpixel.store import migrate
 from deadpixel.store.db import create_engine
+from deadpixel.store.links import save_links
+from deadpixel.tokens import TokenSigner
 from deadpixel.track.ingest import GroupCommitWriter
 from deadpixel.track.spool import Spool
 
@@ -49,7 +53,12 @@ def _wait_for(check: object, seconds: float = 10.0) -> None:
 def test_opens_spooled_while_the_database_is_locked_keep_only_what_the_mode_keeps(
     mode: str, server_factory: type[Server], env: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:
-    pixel = make_pixels(settings, 1)[0][1]
+    message, pixel = make_pixels(settings, 1)[0]
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        save_links(conn, [(message, ["https://example.com/a"])])
+    engine.dispose()
+    link = f"/c/{TokenSigner(load_or_create_keys(settings.keys_file)).click_token(message, 0)}"
     server = server_factory(
         env=env
         | {
@@ -68,16 +77,21 @@ def test_opens_spooled_while_the_database_is_locked_keep_only_what_the_mode_keep
             for _ in range(3):
                 answer = client.get(pixel, headers={"X-Forwarded-For": READER, "User-Agent": "Mail/1"})
                 assert answer.status_code == 200
+            answer = client.get(link, headers={"X-Forwarded-For": READER, "User-Agent": "Mail/1"})
+            assert answer.status_code in (302, 303, 307)
+        _wait_for(lambda: any((settings.data_dir / "spool" / "clicks").glob("*.batch")), 5)
+        clicks_spooled = any((settings.data_dir / "spool" / "clicks").glob("*.batch"))
         spooled = _everything_written(settings.data_dir)
     finally:
         holder.rollback()
         holder.close()
-    _wait_for(lambda: not any(spool.glob("*.batch")))
+    _wait_for(lambda: not any(spool.parent.glob("*/*.batch")))
     assert server.stop() == 0
     assert server.process is not None and server.process.stderr is not None
     logged = server.process.stderr.read()
 
-    assert b'"Mail/1"' in spooled  # the open did wait in the spool
+    assert b'"Mail/1"' in spooled  # the opens did wait in the spool
+    assert clicks_spooled  # and so did the click
     if mode == "full":
         assert READER.encode() in spooled  # so this test can tell
     else:
@@ -132,8 +146,6 @@ def test_refused_batches_and_logged_failures_keep_only_what_the_mode_keeps(
 
     async def record() -> None:
         await breaks.record(event)
-
-    import asyncio
 
     asyncio.run(record())
     breaks.stop()
