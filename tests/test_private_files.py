@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from deadpixel.keys import load_or_create_keys
 
-from .conftest import PG_ENV, Server
+from .conftest import PG_ENV, Server, free_port
 
 SECRETS = ("signing-keys.json", "session-secret", "setup-token", "relay-tls.pem", "deadpixel.toml")
 
@@ -44,13 +47,13 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
     return env | {"DEADPIXEL_DATA_DIR": str(tmp_path / "data")}
 
 
-def _loosened_data_dir(env: dict[str, str]) -> Path:
+def _loosened_data_dir(env: dict[str, str], secrets: tuple[str, ...] = SECRETS) -> Path:
     """A working data dir (store, keys) whose files and directories others can read, as ``cp -r`` leaves."""
     created = _run(env, "report")
     assert created.returncode == 0, created.stderr
     data = Path(env["DEADPIXEL_DATA_DIR"])
     load_or_create_keys(data / "signing-keys.json")
-    for name in SECRETS:
+    for name in secrets:
         path = data / name
         if not path.exists():
             path.write_text("# secret\n" if name == "deadpixel.toml" else "secret\n")
@@ -143,3 +146,32 @@ def test_a_database_outside_the_data_dir_is_made_private_and_nothing_beside_it(
     assert _mode(elsewhere / "other.txt") == 0o644
     assert _mode(elsewhere) == 0o755  # the directory is the operator's
     assert f"made {elsewhere / 'store.db'} private: mode 0644 -> 0600" in report.stderr
+
+
+def test_relay_makes_a_loose_data_dir_private(clean_env: dict[str, str]) -> None:
+    data = _loosened_data_dir(clean_env, tuple(name for name in SECRETS if name != "relay-tls.pem"))
+    port = free_port()
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "deadpixel", "relay", "--port", str(port)],
+        env=clean_env | {"DEADPIXEL_SMTP_HOST": "127.0.0.1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert relay.poll() is None, relay.stderr.read().decode()  # type: ignore[union-attr]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the relay did not start"
+                time.sleep(0.05)
+    finally:
+        os.killpg(relay.pid, signal.SIGTERM)
+        relay.wait(20)
+    assert relay.stderr is not None
+    _assert_private(data, relay.stderr.read().decode())
+    assert _mode(data / "relay-tls.pem") == 0o600  # generated on this start
+    assert _doctor_permissions(clean_env)["status"] == "ok"
