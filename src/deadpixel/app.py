@@ -23,6 +23,7 @@ from deadpixel.api.body import MAX_BODY as MAX_API_BODY
 from deadpixel.bodies import BodyLimit, Limit
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
+from deadpixel.enrich.privacy import redacted
 from deadpixel.events import ClickEvent, OpenEvent
 from deadpixel.heap import freeze_long_lived, keep_long_lived_frozen
 from deadpixel.hooks.deliver import Deliverer, DeliveryThread, Policy
@@ -126,6 +127,9 @@ class Deadpixel:
         self.settings = settings
         self.engine = create_engine(settings.database_url)
         classifier = OpenClassifier.from_settings(settings)
+        # What a spool file or a log line may hold of a reader's address: what the store keeps.
+        redact_open = functools.partial(redacted, mode=settings.ip_mode)
+        redact_click = functools.partial(redacted, mode=settings.ip_mode)
         writer_engine = create_engine(
             settings.database_url,
             writer=True,
@@ -147,8 +151,9 @@ class Deadpixel:
                 memory=KnownMessages() if on_sqlite else None,
             ),
             batch_size=settings.batch_size,
-            spool=Spool(node_spool_dir(settings.data_dir) / "opens", OpenEvent),
+            spool=Spool(node_spool_dir(settings.data_dir) / "opens", OpenEvent, redact_open),
             after_batch=self._writer_upkeep if on_sqlite else None,
+            redact=redact_open,
         )
         # Clicks are rare next to opens: a writer of their own keeps them off the pixel's batches.
         self.click_writer: GroupCommitWriter[ClickEvent] = GroupCommitWriter(
@@ -156,7 +161,8 @@ class Deadpixel:
             functools.partial(write_clicks, builder=classifier),
             batch_size=settings.batch_size,
             name="deadpixel-click-writer",
-            spool=Spool(node_spool_dir(settings.data_dir) / "clicks", ClickEvent),
+            spool=Spool(node_spool_dir(settings.data_dir) / "clicks", ClickEvent, redact_click),
+            redact=redact_click,
         )
         signer = TokenSigner(
             load_or_create_keys(settings.keys_file), reload=KeyFileReloader(settings.keys_file)

@@ -420,5 +420,9 @@ def _bounce_settings(value: Callable[[str, Any], Any]) -> dict[str, Any]:
 
 
 def ensure_data_dir(settings: Settings) -> None:
-    """Create the data dir readable only by its owner: it holds secrets and, by default, the data."""
+    """Create the data dir readable only by its owner, or make it so again: it holds secrets and, by
+    default, the data (see deadpixel.private)."""
+    from deadpixel.private import tighten_data_dir
+
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tighten_data_dir(settings.data_dir)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 from deadpixel.doctor.context import Context
 from deadpixel.doctor.result import Finding, fail, ok, warn
+from deadpixel.private import SECRET_NAMES, SQLITE_COMPANIONS
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 DISK_FAIL_BYTES = 100 * MiB
 DISK_WARN_BYTES = 1 * GiB
 DISK_WARN_FRACTION = 0.10
-# Files deadpixel keeps in the data dir that hold secrets or readers' data.
-SECRET_NAMES = ("signing-keys.json", "session-secret", "relay-tls.pem", "deadpixel.toml")
-SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+# Files deadpixel keeps in the data dir that hold secrets or readers' data: the same names every start
+# makes private again (deadpixel.private), so a start leaves nothing for this check to find.
 
 
 def _open_to_others(path: Path) -> bool:

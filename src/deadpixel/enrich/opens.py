@@ -7,6 +7,7 @@ answer waits only for the commit of the batch.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from deadpixel.enrich.classify import Enricher, Enrichment, Verdict, prefetch_wo
 from deadpixel.enrich.geo import GeoLookup
 from deadpixel.enrich.message import MessageEvent, adjust_message_verdicts
 from deadpixel.enrich.networks import Networks
-from deadpixel.enrich.privacy import stored_ip
+from deadpixel.enrich.privacy import redacted, scrubbed, stored_ip
 from deadpixel.enrich.useragent import warm_up
 from deadpixel.events import OpenEvent
 
@@ -68,7 +69,9 @@ class OpenClassifier:
                 event.at - sent_at if sent_at is not None else None,
             )
         except Exception:  # a rule bug must never cost an open: store it unclassified
-            log.exception("enrichment failed for %r", event)
+            kept = redacted(event, self.ip_mode)
+            trace = scrubbed(traceback.format_exc(), [(event.ip, kept.ip)])
+            log.error("enrichment failed for %r\n%s", kept, trace.rstrip())
             return _UNCLASSIFIED
 
     def rows(self, events: Sequence[OpenEvent], sent_at: dict[str, float]) -> list[dict[str, Any]]:

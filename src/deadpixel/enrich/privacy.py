@@ -7,6 +7,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Iterable
+from typing import TypeVar
+
+from deadpixel.events import ClickEvent, OpenEvent
+
+Event = TypeVar("Event", OpenEvent, ClickEvent)
 
 IP_MODES = ("full", "truncate", "none")
 
@@ -31,3 +37,22 @@ def _truncated(ip: str) -> str | None:
         address = address.ipv4_mapped
     prefix = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+
+
+def redacted(event: Event, mode: str) -> Event:
+    """``event`` with its address reduced as the store would keep it: what a spool file or a log line may
+    hold. Derive country and network from the full address before this, never after."""
+    if mode == "full" or event.ip is None:
+        return event
+    return event._replace(ip=stored_ip(event.ip, mode))
+
+
+def scrubbed(text: str, addresses: Iterable[tuple[str | None, str | None]]) -> str:
+    """``text`` (a traceback, an error message) with each full address replaced by what is kept of it.
+
+    Exceptions raised while an event is handled may quote its address; the log line must not.
+    """
+    changes = {full: kept or "-" for full, kept in addresses if full and full != kept}
+    for full in sorted(changes, key=len, reverse=True):  # 81.2.69.160 before 81.2.69.16
+        text = text.replace(full, changes[full])
+    return text

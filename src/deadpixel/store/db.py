@@ -2,6 +2,9 @@
 
 SQLite runs in WAL mode with ``synchronous=FULL``: a commit is on disk before the pixel is answered, so an
 answered open survives a crash or a power cut, while readers never block the writer.
+
+Every engine hides statement parameters from its errors and logs (``hide_parameters``): they are readers'
+addresses and recipients, and an error message ends up in a log line, where DEADPIXEL_IP_MODE must hold too.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import os
 import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 
+from deadpixel.private import tighten_sqlite
 from deadpixel.store.driver import run
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -54,14 +59,15 @@ def create_engine(
     """
     url = normalise_url(url)
     if make_url(url).get_backend_name() != "sqlite":
-        engine = sa_create_engine(url, pool_pre_ping=True)
+        engine = sa_create_engine(url, pool_pre_ping=True, hide_parameters=True)
         if lock_timeout_ms is not None:
             _bound_postgres_waits(engine, lock_timeout_ms)
         return engine
 
     busy_timeout = SQLITE_BUSY_TIMEOUT_MS if lock_timeout_ms is None else lock_timeout_ms
-    engine = sa_create_engine(url)
+    engine = sa_create_engine(url, hide_parameters=True)
     database = make_url(url).database
+    _make_private(database)
 
     @event.listens_for(engine, "do_connect")
     def _before_connect(*_: Any) -> None:
@@ -107,6 +113,14 @@ def _create_private(database: str | None) -> None:
     except OSError:  # it exists (the usual case), or SQLite will report what is wrong itself
         return
     os.close(fd)
+
+
+def _make_private(database: str | None) -> None:
+    """An existing SQLite file (and its -wal, -shm) made 0600 again, wherever it lives: one restored or
+    copied under a 0022 umask is 0644, readable by every local user."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    tighten_sqlite(Path(database))
 
 
 def _bound_postgres_waits(engine: Engine, timeout_ms: int) -> None:

@@ -26,7 +26,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar, cast
@@ -41,6 +42,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
+from deadpixel.enrich.privacy import scrubbed
 from deadpixel.store.replays import forget_old_replays, mark_replayed, remember_replayed
 from deadpixel.track.spool import Spool, batch_events, batch_id
 
@@ -114,8 +116,10 @@ class GroupCommitWriter(Generic[E]):
         spool: Spool[E] | None = None,
         probe_interval: float = 0.25,
         after_batch: Callable[[Connection], None] | None = None,
+        redact: Callable[[E], E] | None = None,
     ) -> None:
         self._engine = engine
+        self._redact = redact  # what a log line may show of an event (see _log_failure)
         self._after_batch = after_batch
         self._batch_size = batch_size
         self._write = write
@@ -468,8 +472,8 @@ class GroupCommitWriter(Generic[E]):
                     self.stats.events_replayed += len(events)
                     self.stats.events_for_erased_messages += erased
         except (DataError, IntegrityError):
-            log.exception("the database refuses spooled batch %s; it is set aside in %s", path.name,
-                          self._spool.quarantine)  # fmt: skip
+            self._log_failure(events, "the database refuses spooled batch %s; it is set aside in %s",
+                              path.name, self._spool.quarantine)  # fmt: skip
             self.stats.events_dropped += len(events)
             self._spool.refuse(path)
             return
@@ -483,12 +487,16 @@ class GroupCommitWriter(Generic[E]):
                 with conn.begin():
                     erased = self._write(conn, events)
             except (DataError, IntegrityError):
-                log.exception("a batch of %d opens was refused; writing them one by one", len(events))
+                self._log_failure(
+                    events, "a batch of %d opens was refused; writing them one by one", len(events)
+                )
                 self._commit_one_by_one(conn, events)
                 return
             except SQLAlchemyError as exc:
                 if not _is_transient(exc):
-                    log.exception("a batch of %d opens failed; writing them one by one", len(events))
+                    self._log_failure(
+                        events, "a batch of %d opens failed; writing them one by one", len(events)
+                    )
                     self._commit_one_by_one(conn, events)
                     return
                 self.stats.commit_failures += 1
@@ -498,12 +506,14 @@ class GroupCommitWriter(Generic[E]):
                     log.warning("committing %d opens failed (%s); spooled them, the pixel goes on answering",
                                 len(events), exc.__class__.__name__)  # fmt: skip
                     return
-                log.exception("committing %d opens failed; retrying in %.2f s", len(events), delay)
+                self._log_failure(
+                    events, "committing %d opens failed; retrying in %.2f s", len(events), delay
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             except Exception:  # a bug must not kill the writer: every waiting request would hang
-                log.exception("a batch of %d opens failed; writing them one by one", len(events))
+                self._log_failure(events, "a batch of %d opens failed; writing them one by one", len(events))
                 self._commit_one_by_one(conn, events)
                 return
             self._count(len(events) - erased, time.perf_counter() - started)
@@ -521,13 +531,27 @@ class GroupCommitWriter(Generic[E]):
                     self._commit(conn, [event])  # the database went away meanwhile: wait for it
                     continue
                 self.stats.events_dropped += 1
-                log.exception("dropped an open the database refuses: %r", event)
+                self._log_failure([event], "dropped an open the database refuses: %r", self._shown(event))
             except Exception:
                 self.stats.events_dropped += 1
-                log.exception("dropped an open that could not be written: %r", event)
+                self._log_failure(
+                    [event], "dropped an open that could not be written: %r", self._shown(event)
+                )
             else:
                 self._count(1 - erased, 0.0)
                 self.stats.events_for_erased_messages += erased
+
+    def _shown(self, event: E) -> E:
+        return event if self._redact is None else self._redact(event)
+
+    def _log_failure(self, events: Sequence[E], message: str, *args: object) -> None:
+        """``log.exception`` for a failure while handling ``events``: the traceback may quote them (a bug's
+        message, a driver's error), so each address in it is reduced as the store keeps it."""
+        trace = traceback.format_exc().rstrip()
+        if self._redact is not None:
+            full = {getattr(event, "ip", None): event for event in events}
+            trace = scrubbed(trace, ((ip, getattr(self._shown(e), "ip", None)) for ip, e in full.items()))
+        log.error(message + "\n%s", *args, trace)
 
     def _count(self, n: int, seconds: float) -> None:
         stats = self.stats

@@ -6,6 +6,10 @@ the data dir (written, fsynced, renamed into place, directory fsynced) and relea
 their opens are as durable there as in the database. The writer keeps trying the database and, once it
 answers, replays the files oldest first (see ``GroupCommitWriter``).
 
+A file holds only what the store would keep of a reader's address (``redact``, from DEADPIXEL_IP_MODE):
+the replay derives country and network from that, which for ``truncate`` are those of the full address
+(no geo or network list entry is finer than a /24 or a /48, as a rule), and for ``none`` are unknown.
+
 A file's name carries its event count, so the spool's size is known from a directory listing.
 
 A long outage leaves thousands of files, and listing and sorting them costs about a millisecond per
@@ -46,10 +50,14 @@ SNAPSHOT = 1000  # names handed out at a time: far more than one replay chunk ta
 class Spool(Generic[E]):
     """Files of one kind of event (opens or clicks), shared by the workers of one data dir."""
 
-    def __init__(self, directory: Path, event_type: Callable[..., E]) -> None:
+    def __init__(
+        self, directory: Path, event_type: Callable[..., E], redact: Callable[[E], E] | None = None
+    ) -> None:
         self.directory = directory
         self.quarantine = directory / "refused"
         self._event_type = event_type
+        # What a file may hold of an event: its address as the store keeps it (DEADPIXEL_IP_MODE).
+        self._redact = redact
         self._sequence = itertools.count()
         self._replayed: set[str] = set()  # names handed to the reaper and not unlinked yet
         self._known: deque[str] = deque()  # names not replayed yet, oldest first
@@ -68,6 +76,8 @@ class Spool(Generic[E]):
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence)}-{len(events)}{SUFFIX}"
         target = self.directory / name
         partial = self.directory / f".{name}.partial"
+        if self._redact is not None:
+            events = [self._redact(event) for event in events]
         data = json.dumps([list(event) for event in events]).encode()  # type: ignore[call-overload]
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
