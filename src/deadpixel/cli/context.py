@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Engine
 
     from deadpixel.config import Settings
 
@@ -43,32 +43,35 @@ class Cli:
         return self._settings
 
     @contextmanager
-    def store(self) -> Iterator[Connection]:
-        """A connection to a store that is migrated to the current schema (created on first use)."""
+    def engine(self, *, writer: bool = False) -> Iterator[Engine]:
+        """An engine on the store, with the data dir and its files made private first (every way in does)."""
         from deadpixel.config import ensure_data_dir
         from deadpixel.store.db import create_engine
-        from deadpixel.store.migrate import ensure_current
 
         settings = self.settings
         ensure_data_dir(settings)
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, writer=writer)
         try:
+            yield engine
+        finally:
+            engine.dispose()
+
+    @contextmanager
+    def store(self) -> Iterator[Connection]:
+        """A connection to a store that is migrated to the current schema (created on first use)."""
+        from deadpixel.store.migrate import ensure_current
+
+        with self.engine() as engine:
             ensure_current(engine)
             with engine.begin() as conn:
                 yield conn
-        finally:
-            engine.dispose()
 
     def fold_rollups(self) -> None:
         """Bring the charts' rollups up to date, through an engine that takes SQLite's write lock up front."""
         from deadpixel.store import rollups
-        from deadpixel.store.db import create_engine
 
-        writer = create_engine(self.settings.database_url, writer=True)
-        try:
+        with self.engine(writer=True) as writer:
             rollups.catch_up(writer)
-        finally:
-            writer.dispose()
 
 
 pass_cli = click.make_pass_decorator(Cli, ensure=True)

@@ -19,14 +19,8 @@ from deadpixel.cli.context import Cli, pass_cli
 @pass_cli
 def export_command(cli: Cli, kind: str, campaign: str | None, output: Path | None) -> None:
     """Export opens, clicks or per-recipient status as CSV, oldest first, streamed (see docs/exports.md)."""
-    from deadpixel.store.db import create_engine
-
     with cli.store() as conn:
         exports.query(conn, kind, campaign)  # an unknown campaign stops here, before any file is written
-    engine = create_engine(cli.settings.database_url)
-    try:
-        with click.open_file(str(output) if output else "-", "wb") as out:
-            for chunk in exports.stream(engine, kind, campaign):
-                out.write(chunk)
-    finally:
-        engine.dispose()
+    with cli.engine() as engine, click.open_file(str(output) if output else "-", "wb") as out:
+        for chunk in exports.stream(engine, kind, campaign):
+            out.write(chunk)

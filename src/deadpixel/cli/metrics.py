@@ -15,14 +15,9 @@ def metrics(cli: Cli, as_json: bool, prometheus: bool) -> None:
     """Counters of the running server's processes, summed (pixel requests, invalid tokens, opens, batches)."""
     from deadpixel.hooks.registry import backlog_gauges
     from deadpixel.metrics import node_totals, prometheus_text
-    from deadpixel.store.db import create_engine
 
-    settings = cli.settings
-    engine = create_engine(settings.database_url)
-    try:
-        totals, processes = node_totals(settings.data_dir, backlog_gauges(engine))
-    finally:
-        engine.dispose()
+    with cli.engine() as engine:
+        totals, processes = node_totals(cli.settings.data_dir, backlog_gauges(engine))
     if prometheus:
         click.echo(prometheus_text(totals, processes), nl=False)
         return
@@ -30,7 +25,7 @@ def metrics(cli: Cli, as_json: bool, prometheus: bool) -> None:
         print_json({"processes": processes, **totals})
         return
     if not processes:
-        click.echo(f"No running server publishes metrics in {settings.data_dir}.")
+        click.echo(f"No running server publishes metrics in {cli.settings.data_dir}.")
         return
     click.echo(f"{processes} server process(es)")
     for name, value in totals.items():

@@ -18,19 +18,12 @@ def db() -> None:
 @pass_cli
 def db_upgrade(cli: Cli) -> None:
     """Migrate the store to the current schema (every command also does this on first use)."""
-    from deadpixel.config import ensure_data_dir
-    from deadpixel.store.db import create_engine
     from deadpixel.store.migrate import current_revision, upgrade
 
-    settings = cli.settings
-    ensure_data_dir(settings)
-    engine = create_engine(settings.database_url)
-    try:
+    with cli.engine() as engine:
         before = current_revision(engine)
         upgrade(engine)
         after = current_revision(engine)
-    finally:
-        engine.dispose()
     if before == after:
         click.echo(f"Schema already current (revision {after}).")
     else:
@@ -41,14 +34,10 @@ def db_upgrade(cli: Cli) -> None:
 @pass_cli
 def db_current(cli: Cli) -> None:
     """Show the schema revision of the store and the newest one this version knows."""
-    from deadpixel.store.db import create_engine
     from deadpixel.store.migrate import current_revision, head_revision
 
-    engine = create_engine(cli.settings.database_url)
-    try:
+    with cli.engine() as engine:
         click.echo(f"store: {current_revision(engine) or 'empty'}; newest: {head_revision()}")
-    finally:
-        engine.dispose()
 
 
 @click.command("backup")
