@@ -206,9 +206,7 @@ class Guard:
         for address in found:
             why = self.refusal(address)
             if why:
-                raise Refused(
-                    f"{host} resolves to {address}, {why}; allow it with {ALLOW_SETTING} if it is meant"
-                )
+                raise Refused(f"{host} resolves to {why}; allow it with {ALLOW_SETTING} if it is meant")
         return found
 
     def check_host(self, host: str, port: int, resolve: bool = True) -> None:

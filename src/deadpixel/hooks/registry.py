@@ -76,13 +76,15 @@ def check_url(url: str, guard: Guard | None = None, resolve: bool = True) -> str
         raise WebhookError(f"{url!r} is not an http:// or https:// URL")
     if any(c.isspace() or ord(c) < 0x20 for c in url) or port == 0:
         raise WebhookError(f"{url!r} is not a usable URL")
-    try:  # the host exactly as the client will send it to the resolver
-        parsed = httpx.URL(url)
-        host = parsed.raw_host.decode("ascii")
-    except (httpx.InvalidURL, UnicodeError):
-        raise WebhookError(f"{url!r} is not a usable URL") from None
+    guard = guard or Guard()
     try:
-        (guard or Guard()).check_host(host, parsed.port or (443 if parsed.scheme == "https" else 80), resolve)
+        guard.check_host(parts.hostname, port or 80, resolve=False)  # spelt-out addresses and known names
+        try:  # the host exactly as the client will hand it to the resolver
+            parsed = httpx.URL(url)
+            host = parsed.raw_host.decode("ascii")
+        except (httpx.InvalidURL, UnicodeError):
+            raise WebhookError(f"{url!r} is not a usable URL") from None
+        guard.check_host(host, parsed.port or (443 if parsed.scheme == "https" else 80), resolve)
     except Refused as exc:
         raise WebhookError(f"refused: {exc}") from None
     return url
