@@ -366,7 +366,9 @@ def test_the_settings_page_refuses_private_targets_and_hides_why_deliveries_fail
     client: TestClient, settings: Settings, receiver: Receiver
 ) -> None:
     assert sign_in(client) == 303
-    token = client.get("/settings").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    shown = client.get("/settings").text
+    assert "public addresses, and ::1" in shown and "DEADPIXEL_WEBHOOK_ALLOW" in shown
+    token = shown.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     for url in (
         receiver.url,
         "http://169.254.169.254/",

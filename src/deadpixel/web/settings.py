@@ -42,6 +42,13 @@ def configuration(settings: Settings) -> list[tuple[str, str, str]]:
             f"{settings.webhook_max_attempts} attempts, first retry after {settings.webhook_backoff:g} s",
             "DEADPIXEL_WEBHOOK_MAX_ATTEMPTS, DEADPIXEL_WEBHOOK_BACKOFF",
         ),
+        (
+            "Webhook receivers",
+            "public addresses, and " + ", ".join(settings.webhook_allow)
+            if settings.webhook_allow
+            else "public addresses only",
+            "DEADPIXEL_WEBHOOK_ALLOW",
+        ),
     ]
 
 
