@@ -402,3 +402,35 @@ def test_the_settings_page_refuses_private_targets_and_hides_why_deliveries_fail
     assert "the receiver did not accept the delivery" in page and "could not connect" in page
     for leak in ("418", "HTTP", "ConnectError", "refused", "Errno"):
         assert leak not in page.split('id="webhook-list"', 1)[1], leak
+
+
+def test_a_redirect_to_the_metadata_service_is_not_followed() -> None:
+    hits: list[str] = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            hits.append(self.path)
+            self.send_response(307)
+            self.send_header("location", "http://169.254.169.254/latest/meta-data/")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with new_client(Policy(timeout=2.0, guard=Guard.allowing("127.0.0.1"))) as client:
+            url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+            outcome = post(client, url, "whsec_x", "test", "e1", b"{}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (outcome.status, outcome.error, outcome.detail) == (
+        307,
+        "the receiver did not accept the delivery",
+        "HTTP 307",
+    )
+    assert hits == ["/hook"]
