@@ -191,7 +191,9 @@ class Guard:
         if address is not None:
             why = self.refusal(address)
             if why:
-                raise Refused(f"{host} is {why}; allow it with {ALLOW_SETTING} if it is meant")
+                meant = embedded_ipv4(address) or address  # what a resolver-reader should see
+                shown = host if str(meant) == name else f"{host} ({meant})"
+                raise Refused(f"{shown} is {why}; allow it with {ALLOW_SETTING} if it is meant")
         elif name not in self.hosts and (name in BLOCKED_NAMES or name.endswith(".localhost")):
             raise Refused(f"{host} names this machine or a cloud metadata service; allow it with "
                           f"{ALLOW_SETTING} if it is meant")  # fmt: skip
