@@ -24,6 +24,7 @@ from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import ClickEvent, OpenEvent
 from deadpixel.hooks import registry
 from deadpixel.hooks.deliver import Deliverer, Policy
+from deadpixel.hooks.guard import Guard
 from deadpixel.hooks.signing import HEADER, sign, verify
 from deadpixel.keys import load_or_create_keys
 from deadpixel.store import outbox
@@ -36,6 +37,8 @@ from deadpixel.store.writes import write_opens
 from deadpixel.tokens import TokenSigner
 from tests.conftest import Server, free_port
 
+# The receivers here listen on loopback, which webhooks may reach only when allow-listed.
+LOOPBACK = Guard.allowing("127.0.0.1", "::1")
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"
 
 
@@ -107,6 +110,13 @@ class Receiver:
     def attempts(self, event_id: str) -> list[Hit]:
         with self.lock:
             return [h for h in self.hits if h.headers.get("Deadpixel-Event-Id") == event_id]
+
+
+@pytest.fixture(autouse=True)
+def allow_loopback(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``deadpixel`` processes these tests start may reach the loopback receivers."""
+    env["DEADPIXEL_WEBHOOK_ALLOW"] = "127.0.0.1, ::1"
+    monkeypatch.setenv("DEADPIXEL_WEBHOOK_ALLOW", env["DEADPIXEL_WEBHOOK_ALLOW"])
 
 
 @pytest.fixture
@@ -213,8 +223,8 @@ def test_events_survive_a_receiver_that_is_down_then_arrive_once_each(
 ) -> None:
     reader, writer = engines
     with writer.begin() as conn:
-        hook, secret = registry.add_webhook(conn, receiver.url)
-        only_clicks, click_secret = registry.add_webhook(conn, receiver.url + "/clicks", "click")
+        hook, secret = registry.add_webhook(conn, receiver.url, guard=LOOPBACK)
+        only_clicks, click_secret = registry.add_webhook(conn, receiver.url + "/clicks", "click", LOOPBACK)
         mid = create_message(conn, recipient="ann@example.com", subject="Hi", campaign="spring")
         save_links(conn, [(mid, ["https://example.com/a", "https://example.com/b?x=1"])])
     receiver.fail_first = 3  # each event: three refusals, then accepted
@@ -227,7 +237,7 @@ def test_events_survive_a_receiver_that_is_down_then_arrive_once_each(
             (only_clicks.id, 1),
         ]
 
-    policy = Policy(backoff=0.1, max_attempts=6, timeout=2.0)
+    policy = Policy(backoff=0.1, max_attempts=6, timeout=2.0, guard=LOOPBACK)
     deliverer = Deliverer(reader, writer, policy)
     try:
         drain_until(deliverer, lambda: len(receiver.delivered()) == 8)
@@ -268,10 +278,10 @@ def test_a_receiver_that_never_recovers_ends_failed_and_can_be_retried(
 ) -> None:
     reader, writer = engines
     with writer.begin() as conn:
-        hook, _ = registry.add_webhook(conn, receiver.url, "open")
+        hook, _ = registry.add_webhook(conn, receiver.url, "open", LOOPBACK)
     receiver.fail_until = time.time() + 3600
     seed_opens(writer, 2)
-    deliverer = Deliverer(reader, writer, Policy(backoff=0.05, max_attempts=3, timeout=2.0))
+    deliverer = Deliverer(reader, writer, Policy(backoff=0.05, max_attempts=3, timeout=2.0, guard=LOOPBACK))
     try:
         drain_until(deliverer, lambda: len(receiver.hits) == 6)
         deliverer.drain()
@@ -280,7 +290,7 @@ def test_a_receiver_that_never_recovers_ends_failed_and_can_be_retried(
             assert registry.backlog(conn) == {"pending": 0, "failed": 2}
             failed = registry.recent_deliveries(conn)
             assert {(d.status, d.attempts, d.last_status, d.last_error) for d in failed} == {
-                ("failed", 3, 503, "HTTP 503")
+                ("failed", 3, 503, "the receiver did not accept the delivery")
             }
         receiver.fail_until = 0
         retried = deadpixel("webhook", "retry", str(hook.id))
@@ -304,7 +314,7 @@ def test_rows_for_a_webhook_removed_elsewhere_are_dropped_not_sent(
     """Another process removed the webhook; this one's cache still names it for up to two seconds."""
     reader, writer = engines
     with writer.begin() as conn:
-        hook, _ = registry.add_webhook(conn, receiver.url)
+        hook, _ = registry.add_webhook(conn, receiver.url, guard=LOOPBACK)
     seed_opens(writer, 2)  # this process now caches the webhook
     with writer.begin() as conn:
         conn.execute(delete(webhooks).where(webhooks.c.id == hook.id))
@@ -312,7 +322,7 @@ def test_rows_for_a_webhook_removed_elsewhere_are_dropped_not_sent(
     seed_opens(writer, 3)  # written for the removed webhook, from the cache
     with reader.connect() as conn:
         assert conn.execute(select(func.count()).select_from(webhook_deliveries)).scalar() == 3
-    deliverer = Deliverer(reader, writer, Policy(backoff=0.1, timeout=2.0))
+    deliverer = Deliverer(reader, writer, Policy(backoff=0.1, timeout=2.0, guard=LOOPBACK))
     try:
         assert deliverer.drain() == 3
     finally:
@@ -329,10 +339,10 @@ def test_two_deliverers_never_send_the_same_row(
     the lease on SQLite), so every event is sent exactly once."""
     reader, writer = engines
     with writer.begin() as conn:
-        _, secret = registry.add_webhook(conn, receiver.url, "open")
+        _, secret = registry.add_webhook(conn, receiver.url, "open", LOOPBACK)
     receiver.delay = 0.01
     ids = seed_opens(writer, 80)
-    policy = Policy(backoff=0.1, timeout=2.0, batch=8, concurrency=4)
+    policy = Policy(backoff=0.1, timeout=2.0, batch=8, concurrency=4, guard=LOOPBACK)
     writers = [create_engine(settings.database_url, writer=True) for _ in range(2)]
     deliverers = [Deliverer(reader, own, policy) for own in writers]
     threads = [threading.Thread(target=d.drain) for d in deliverers]
@@ -368,12 +378,13 @@ def test_webhook_commands(settings: Settings, receiver: Receiver) -> None:
     assert verify(secret, hit.headers[HEADER], hit.body) and json.loads(hit.body)["type"] == "test"
     receiver.fail_until = time.time() + 3600
     failing = deadpixel("webhook", "test", "1")
-    assert failing.returncode == 1 and "HTTP 503" in failing.stderr
+    assert failing.returncode == 1
+    assert "webhook 1: the receiver did not accept the delivery (HTTP 503)" in failing.stderr
 
     unreachable = deadpixel("webhook", "add", "http://[::1]:1/nothing-listens", "--events", "click")
     assert unreachable.returncode == 0, unreachable.stderr
     refused = deadpixel("webhook", "test", "2")
-    assert refused.returncode == 1 and "webhook 2: ConnectError" in refused.stderr
+    assert refused.returncode == 1 and "webhook 2: could not connect (ConnectError" in refused.stderr
     assert deadpixel("webhook", "remove", "2").returncode == 0
 
     delivered = deadpixel("webhooks", "deliver")

@@ -64,6 +64,9 @@ class Settings:
     webhook_backoff: float = 30.0
     webhook_max_attempts: int = 10
     webhook_timeout: float = 10.0
+    # CIDRs, addresses and host names webhooks may reach although they are loopback, private, link-local...
+    # (deadpixel.hooks.guard); empty: only public addresses.
+    webhook_allow: tuple[str, ...] = ()
     # Outgoing mail (``deadpixel send``, ``campaign send``); nothing else needs these.
     smtp_host: str | None = None
     smtp_port: int | None = None  # None: 465 for ssl, 587 otherwise
@@ -146,6 +149,20 @@ def _as_networks(name: str) -> Callable[[Any], tuple[Network, ...]]:
         return tuple(networks)
 
     return parse
+
+
+def _as_webhook_allow(raw: Any) -> tuple[str, ...]:
+    """The webhook allow-list, each item checked now (imported here: only servers and webhooks need it)."""
+    from deadpixel.hooks.guard import parse_allow
+
+    items = tuple(
+        str(i).strip() for i in (raw if isinstance(raw, list) else str(raw).replace(",", " ").split())
+    )
+    try:
+        parse_allow(items)
+    except ValueError as exc:
+        raise ConfigError("webhook_allow", str(exc)) from None
+    return items
 
 
 def _as_choice(name: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
@@ -317,6 +334,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         webhook_backoff=_as_float("webhook_backoff", 0.01, 86_400)(value("webhook_backoff", 30)),
         webhook_max_attempts=_as_int("webhook_max_attempts", 1, 100)(value("webhook_max_attempts", 10)),
         webhook_timeout=_as_float("webhook_timeout", 0.1, 300)(value("webhook_timeout", 10)),
+        webhook_allow=_as_webhook_allow(value("webhook_allow", "")),
         **_smtp_settings(value),
         **_relay_settings(value),
         **_bounce_settings(value),

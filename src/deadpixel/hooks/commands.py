@@ -15,6 +15,7 @@ from sqlalchemy import Engine, update
 from deadpixel.config import load_settings
 from deadpixel.hooks import registry
 from deadpixel.hooks.deliver import Deliverer, Policy, new_client, post
+from deadpixel.hooks.guard import Guard
 from deadpixel.send.commands import migrated_engine
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import webhook_deliveries
@@ -48,8 +49,11 @@ def webhook() -> None:
 @click.option("--events", default="open,click", show_default=True, help="Which events to send: open, click.")
 def webhook_add(url: str, events: str) -> None:
     """Add a webhook and print its signing secret: shown this once."""
+    guard = Guard.allowing(*load_settings().webhook_allow)
+    with _errors():
+        url = registry.check_url(url, guard)  # the name is looked up before the transaction begins
     with _errors(), _engine() as engine, engine.begin() as conn:
-        made, secret = registry.add_webhook(conn, url, events)
+        made, secret = registry.add_webhook(conn, url, events, guard)
     click.echo(
         f"Webhook {made.id} added for {', '.join(made.events)}. Signing secret (shown only now):", err=True
     )
@@ -96,7 +100,7 @@ def webhook_test(webhook_id: int) -> None:
     with new_client(Policy.from_settings(settings)) as client:
         outcome = post(client, found.url, secret, "test", event_id, body)
     if not outcome.ok:
-        raise click.ClickException(f"webhook {webhook_id}: {outcome.error}")
+        raise click.ClickException(f"webhook {webhook_id}: {outcome.error} ({outcome.detail})")
     click.echo(f"Webhook {webhook_id} answered {outcome.status}.")
 
 

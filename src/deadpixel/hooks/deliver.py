@@ -10,6 +10,12 @@ at least once, and the event id lets a receiver drop a repeat.
 A failed attempt (no answer, a timeout, any status outside 2xx, redirects included) is tried again after
 ``backoff`` seconds, doubling each time up to ``max_backoff``; after ``max_attempts`` the row is ``failed``
 and stays visible until its webhook is removed.
+
+Every connection goes through ``guard.PinnedBackend``: the receiver's name is resolved, each address checked
+(no loopback, private, link-local or metadata address unless allow-listed) and the connection made to the
+checked address. What went wrong is logged in detail; the outbox records only "could not connect" or "the
+receiver did not accept the delivery", since whoever reads the settings page could otherwise use webhooks
+to tell closed ports from open ones on the server's network.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpcore
 import httpx
 from sqlalchemy import Connection, Engine, bindparam, delete, exists, or_, select, update
 
 from deadpixel.config import Settings
+from deadpixel.hooks.guard import Guard, PinnedBackend
 from deadpixel.hooks.signing import HEADER, sign
 from deadpixel.store.schema import campaigns, links, messages, webhook_deliveries, webhooks
 
@@ -35,6 +43,8 @@ log = logging.getLogger(__name__)
 USER_AGENT = "deadpixel-webhook/1"
 KEEP_DELIVERED = 7 * 86400  # delivered rows kept this long, for the settings page
 d = webhook_deliveries.c
+COULD_NOT_CONNECT = "could not connect"
+NOT_ACCEPTED = "the receiver did not accept the delivery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +56,7 @@ class Policy:
     batch: int = 32  # rows per claim
     concurrency: int = 8  # POSTs in flight per deliverer
     poll: float = 1.0  # seconds between looks at the outbox when nothing was due
+    guard: Guard = field(default_factory=Guard)  # which addresses receivers may have
 
     @property
     def lease(self) -> float:
@@ -64,6 +75,7 @@ class Policy:
             max_attempts=settings.webhook_max_attempts,
             timeout=settings.webhook_timeout,
             poll=min(1.0, settings.webhook_backoff),
+            guard=Guard.allowing(*settings.webhook_allow),
         )
 
 
@@ -89,7 +101,8 @@ class Claimed:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     status: int | None
-    error: str | None
+    error: str | None  # generic, for the outbox and the settings page
+    detail: str | None = None  # what exactly went wrong, for the log and ``deadpixel webhook test``
 
     @property
     def ok(self) -> bool:
@@ -108,16 +121,39 @@ def post(client: httpx.Client, url: str, secret: str, event: str, event_id: str,
         with client.stream("POST", url, content=body, headers=headers) as response:
             status = response.status_code
     except Exception as exc:  # any failure to get an answer is a failed attempt, never a row stuck in a lease
-        return Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
-    return Outcome(status, None if 200 <= status < 300 else f"HTTP {status}")
+        return Outcome(None, COULD_NOT_CONNECT, f"{type(exc).__name__}: {exc}"[:300])
+    if 200 <= status < 300:
+        return Outcome(status, None)
+    return Outcome(status, NOT_ACCEPTED, f"HTTP {status}")
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport with its connection pool built on ``PinnedBackend``: every new connection is to
+    an address the guard checked. httpx has no parameter for the network backend, so the pool it made is
+    replaced by an equal one (same TLS context, limits, HTTP/1.1) that has it."""
+
+    def __init__(self, guard: Guard, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        if not isinstance(self._pool, httpcore.ConnectionPool):  # the attribute every httpx >= 0.27 has
+            raise RuntimeError("this httpx version keeps its connection pool elsewhere")
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=PinnedBackend(guard),
+        )
 
 
 def new_client(policy: Policy) -> httpx.Client:
+    """Redirects are not followed and proxy variables are ignored: the guarded connection is the request's."""
+    limits = httpx.Limits(max_connections=policy.concurrency)
     return httpx.Client(
         timeout=policy.timeout,
         follow_redirects=False,
+        trust_env=False,
         headers={"user-agent": USER_AGENT},
-        limits=httpx.Limits(max_connections=policy.concurrency),
+        transport=GuardedTransport(policy.guard, limits),
     )
 
 
@@ -305,10 +341,12 @@ class Deliverer:
                 status, next_at = "failed", now
                 self.stats.failed += 1
                 log.warning("webhook %d: gave up on event %s after %d attempts (%s)", row.webhook_id,
-                            row.event_id, attempts, outcome.error)  # fmt: skip
+                            row.event_id, attempts, outcome.detail)  # fmt: skip
             else:
                 status, next_at = "pending", now + self.policy.delay(attempts)
                 self.stats.retried += 1
+                log.info("webhook %d: event %s, attempt %d failed (%s)", row.webhook_id, row.event_id,
+                         attempts, outcome.detail)  # fmt: skip
             params.append({
                 "row_id": row.id, "owner": owner, "new_status": status, "new_attempts": attempts,
                 "next_at": next_at, "tried_at": now, "http_status": outcome.status, "error": outcome.error,

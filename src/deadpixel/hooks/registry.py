@@ -2,7 +2,9 @@
 
 A webhook's secret is ``whsec_`` and 43 characters of URL-safe base64 (256 random bits), made when it is
 added and returned only then. URLs must be http or https with a host; https is what a sender should use,
-since the body names recipients (plain http is accepted for receivers on a private network or loopback).
+since the body names recipients. The host must be public unless allow-listed (``deadpixel.hooks.guard``):
+a URL naming loopback, a private network or a cloud metadata service is refused here, at once, and every
+delivery checks again.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import Connection, Engine, case, delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from deadpixel.hooks.deliver import COULD_NOT_CONNECT, NOT_ACCEPTED
+from deadpixel.hooks.guard import Guard, Refused
 from deadpixel.store import outbox
 from deadpixel.store.schema import webhook_deliveries, webhooks
 
@@ -56,7 +61,9 @@ class Delivery:
     last_error: str | None
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, guard: Guard | None = None, resolve: bool = True) -> str:
+    """The URL, stripped, if it is usable and its host one the guard lets webhooks reach. ``resolve``
+    also looks the name up (do that before opening a transaction: a lookup can take seconds)."""
     url = url.strip()
     if len(url) > MAX_URL:
         raise WebhookError(f"the URL is longer than {MAX_URL} characters")
@@ -69,6 +76,17 @@ def check_url(url: str) -> str:
         raise WebhookError(f"{url!r} is not an http:// or https:// URL")
     if any(c.isspace() or ord(c) < 0x20 for c in url) or port == 0:
         raise WebhookError(f"{url!r} is not a usable URL")
+    guard = guard or Guard()
+    try:
+        guard.check_host(parts.hostname, port or 80, resolve=False)  # spelt-out addresses and known names
+        try:  # the host exactly as the client will hand it to the resolver
+            parsed = httpx.URL(url)
+            host = parsed.raw_host.decode("ascii")
+        except (httpx.InvalidURL, UnicodeError):
+            raise WebhookError(f"{url!r} is not a usable URL") from None
+        guard.check_host(host, parsed.port or (443 if parsed.scheme == "https" else 80), resolve)
+    except Refused as exc:
+        raise WebhookError(f"refused: {exc}") from None
     return url
 
 
@@ -81,9 +99,13 @@ def parse_events(events: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(e for e in EVENTS if e in names)
 
 
-def add_webhook(conn: Connection, url: str, events: str | Iterable[str] = EVENTS) -> tuple[Webhook, str]:
-    """A new webhook and its secret: the only time the secret is handed out."""
-    url = check_url(url)
+def add_webhook(
+    conn: Connection, url: str, events: str | Iterable[str] = EVENTS, guard: Guard | None = None
+) -> tuple[Webhook, str]:
+    """A new webhook and its secret: the only time the secret is handed out. ``guard`` carries the
+    operator's allow-list (``Guard.allowing(*settings.webhook_allow)``); None allows public hosts only.
+    The URL's name is not looked up here, inside the caller's transaction: call ``check_url`` first."""
+    url = check_url(url, guard, resolve=False)
     kinds = parse_events(events)
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     now = time.time()
@@ -146,7 +168,16 @@ def recent_deliveries(conn: Connection, limit: int = 20) -> list[Delivery]:
             d.last_attempt_at, d.last_status, d.last_error,
         ).order_by(d.id.desc()).limit(limit)
     )  # fmt: skip
-    return [Delivery(**row._mapping) for row in rows]
+    return [Delivery(**{**row._mapping, "last_error": public_error(row.last_status, row.last_error)})
+            for row in rows]  # fmt: skip
+
+
+def public_error(status: int | None, error: str | None) -> str | None:
+    """What a listing shows of a failed attempt: whether the receiver answered, not what it answered or how
+    the connection failed (that would make webhooks a port scanner); the detail is in the server log."""
+    if not error:
+        return None
+    return NOT_ACCEPTED if status is not None else COULD_NOT_CONNECT
 
 
 def backlog(conn: Connection) -> dict[str, int]:

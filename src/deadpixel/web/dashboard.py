@@ -33,6 +33,7 @@ from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.users import sign_in
 from deadpixel.web import charts, forms
 from deadpixel.web import feed as live
+from deadpixel.web.download import attachment
 from deadpixel.web.session import (
     LOGIN_CSRF_COOKIE,
     SESSION_SECONDS,
@@ -281,11 +282,14 @@ class Dashboard:
             await self.read(exports.query, kind, campaign)
         except analytics.UnknownCampaign:
             return self.render("error.html", 404, session=session, message=f"No campaign named {campaign!r}.")
-        filename = f"{campaign or 'all'}-{kind}.csv".encode("ascii", "replace").decode().replace('"', "_")
+        name = f"{campaign or 'all'}-{kind}.csv"  # the campaign's name may hold anything: see web.download
         return StreamingResponse(
             exports.stream(self.engine, kind, campaign),
             media_type="text/csv; charset=utf-8",
-            headers={"content-disposition": f'attachment; filename="{filename}"', **SECURITY_HEADERS},
+            headers={
+                "content-disposition": attachment(name),
+                **SECURITY_HEADERS,
+            },
         )
 
     async def feed(self, request: Request, session: Session) -> Response:

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from deadpixel.config import Settings
 from deadpixel.enrich.geo import builtin_data_source
 from deadpixel.hooks import registry
+from deadpixel.hooks.guard import Guard
 from deadpixel.store.api_tokens import TokenError, create_token, list_tokens, revoke_token
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.web.forms import read_form
@@ -40,6 +41,13 @@ def configuration(settings: Settings) -> list[tuple[str, str, str]]:
             "Webhook retries",
             f"{settings.webhook_max_attempts} attempts, first retry after {settings.webhook_backoff:g} s",
             "DEADPIXEL_WEBHOOK_MAX_ATTEMPTS, DEADPIXEL_WEBHOOK_BACKOFF",
+        ),
+        (
+            "Webhook receivers",
+            "public addresses, and " + ", ".join(settings.webhook_allow)
+            if settings.webhook_allow
+            else "public addresses only",
+            "DEADPIXEL_WEBHOOK_ALLOW",
         ),
     ]
 
@@ -88,8 +96,12 @@ class SettingsPages:
     async def add_webhook(self, request: Request, session: Session) -> Response:
         form = await read_form(request)
         url, events = str(form.get("url") or ""), [str(e) for e in form.getlist("events")]
-        try:
-            made, secret = await self._run(self.writer, lambda conn: registry.add_webhook(conn, url, events))
+        guard = Guard.allowing(*self.settings.webhook_allow)
+        try:  # the name is looked up (in a thread) before the write transaction begins
+            url = await asyncio.to_thread(registry.check_url, url, guard)
+            made, secret = await self._run(
+                self.writer, lambda conn: registry.add_webhook(conn, url, events, guard)
+            )
         except registry.WebhookError as exc:
             return await self.page(request, session, 400, webhook_error=str(exc), url=url)
         return await self.page(request, session, new_webhook=made, webhook_secret=secret)
