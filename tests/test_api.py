@@ -56,6 +56,7 @@ PUBLIC = {
     "/readyz",
     "/api/v1/openapi.json",
     "/login",
+    "/setup/{token}",  # only with the one-time token printed on the console, and only while no account exists
     "/static",
 }
 
