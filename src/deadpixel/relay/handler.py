@@ -80,8 +80,9 @@ class RelayHandler:
         self, account: str, raw: bytes, envelope_from: str, addresses: list[str], smtputf8: bool
     ) -> str:
         submitted = parse(raw)
+        key = submitted.key_for(account)
         try:
-            copies, recipients = await asyncio.to_thread(self._prepare, submitted, account, addresses)
+            copies, recipients = await asyncio.to_thread(self._prepare, submitted, key, account, addresses)
         except InFlight:
             return "451 4.4.0 this message is being relayed by another connection right now; try again"
         except SQLAlchemyError:
@@ -95,7 +96,7 @@ class RelayHandler:
             outcomes.append(await self._send(copy, data, envelope_from, smtputf8))
             del data
         try:
-            await asyncio.to_thread(self._settle, submitted.key, outcomes)
+            await asyncio.to_thread(self._settle, key, outcomes)
         except SQLAlchemyError:  # the upstream has the copies: say so, even if the books are behind
             log.exception("relay: could not record the upstream's answer")
         failures = {rcpt: f for outcome in outcomes for rcpt, f in outcome.failures.items()}
@@ -106,11 +107,13 @@ class RelayHandler:
         )  # fmt: skip
         return reply
 
-    def _prepare(self, submitted: Submitted, account: str, addresses: list[str]) -> tuple[list[_Copy], int]:
+    def _prepare(
+        self, submitted: Submitted, key: str, account: str, addresses: list[str]
+    ) -> tuple[list[_Copy], int]:
         """The copies still to send (those an earlier submission sent are skipped) and how many recipients."""
         with self._engine.begin() as conn:
             claims = claim(
-                conn, key=submitted.key, account=account, addresses=addresses,
+                conn, key=key, account=account, addresses=addresses,
                 campaign=submitted.campaign or account, subject=submitted.subject,
                 untracked=submitted.untracked,
             )  # fmt: skip
