@@ -639,6 +639,26 @@ def test_two_accounts_reusing_a_message_id_each_get_their_own_message_through(
     }  # fmt: skip
 
 
+@SQLITE_ONLY
+def test_a_recipient_whose_local_part_needs_quoting_is_refused_at_rcpt(
+    relay: RunningRelay, upstream: SMTPServerHandle, settings: Settings
+) -> None:
+    """The address checked is the address used: one that SMTP libraries read as another is refused."""
+    with smtplib.SMTP(HOST, relay.port, timeout=10) as client:
+        client.starttls(context=client_tls(settings))
+        client.login("alice", PASSWORD)
+        client.mail("alice@example.com")
+        for rcpt in ('"victim@evil.example>"@example.com', '"a b"@example.com', "a@[192.0.2.1]"):
+            code, reply = client.docmd(f"RCPT TO:<{rcpt}>")
+            assert code == 553 and b"recipient refused" in reply, (rcpt, reply)
+        assert client.rcpt("Bob@Example.org")[0] == 250
+        assert client.data(message())[0] == 250
+    (copy,) = upstream.sink.messages
+    assert copy.rcpt_tos == ["Bob@Example.org"]
+    (row,) = rows(settings, relayed)
+    assert row.recipient == "bob@example.org"
+
+
 class SlowSink(Sink):
     """An upstream that holds every message until the test lets it go, so a client can hang up meanwhile
     and retry while the first delivery is certainly still under way (however slow the machine is)."""

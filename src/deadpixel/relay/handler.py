@@ -21,6 +21,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from deadpixel.mail.addresses import BadAddress, parse_recipient
 from deadpixel.mail.compose import track_html
 from deadpixel.mail.smtp import DeliveryError
 from deadpixel.relay.message import Submitted, parse
@@ -152,20 +153,28 @@ class RelayHandler:
         the client tells its user and the others still get the message."""
         if len(envelope.rcpt_tos) >= self._max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self._max_recipients} a message)"
+        try:  # the one address checked, recorded and handed upstream (see deadpixel.mail.addresses)
+            utf8 = any(option.upper() == "SMTPUTF8" for option in envelope.mail_options)
+            recipient = parse_recipient(address, utf8=utf8)
+        except BadAddress as exc:
+            return f"553 5.1.3 recipient refused: {exc}"
         try:
-            blocked = await asyncio.to_thread(self._suppressed, address)
+            blocked = await asyncio.to_thread(self._suppressed, recipient.key)
         except SQLAlchemyError:
             log.exception("relay: cannot read the suppression list")
             return "451 4.3.0 cannot check the recipient right now; try again later"
         if blocked:
-            return f"550 5.7.1 <{address}> is on the suppression list (unsubscribed, bounced or complained)"
-        envelope.rcpt_tos.append(address)
+            return (
+                f"550 5.7.1 <{recipient.address}> is on the suppression list (unsubscribed, bounced or "
+                "complained)"
+            )
+        envelope.rcpt_tos.append(recipient.address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
 
-    def _suppressed(self, address: str) -> bool:
+    def _suppressed(self, key: str) -> bool:
         with self._engine.connect() as conn:
-            return bool(suppressed(conn, [address.strip().lower()]))
+            return bool(suppressed(conn, [key]))
 
     async def _send(self, copy: _Copy, data: bytes, envelope_from: str, smtputf8: bool) -> _Outcome:
         addresses = [c.address for c in copy.claims]
