@@ -322,6 +322,8 @@ def test_bad_parameters_are_400_naming_the_parameter(
         (b"[1, 2]", 422, None),
         (b'{"subject": "no recipient"}', 422, "to"),
         (b'{"to": "not-an-address"}', 422, "to"),
+        (b'{"to": "\\"victim@evil.example>\\"@example.com"}', 422, "to"),
+        (b'{"to": "\\"a b\\"@example.com"}', 422, "to"),
         (b'{"to": 5}', 422, "to"),
         (b'{"to": "a@example.com", "cc": "b@example.com"}', 422, "cc"),
         (b'{"to": "a@example.com", "campaign": ""}', 422, "campaign"),

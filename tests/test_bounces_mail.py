@@ -184,7 +184,8 @@ def test_the_listener_takes_mail_only_for_genuine_bounce_addresses(
     genuine = bounce_address(signer(bounce_settings), ann, DOMAIN)
     start = len("bounces+")
     forged = genuine[:start] + ("0" if genuine[start] != "0" else "1") + genuine[start + 1 :]
-    for rcpt in (forged, "postmaster@" + DOMAIN, genuine.replace(DOMAIN, "other.example"), "ann@example.org"):
+    others = ("postmaster@other.example", "postmaster.x@" + DOMAIN, "ann@example.org")
+    for rcpt in (forged, genuine.replace(DOMAIN, "other.example"), *others):
         code, reply = listener.send(rcpt, samples.dsn(genuine, "ann@example.org"))
         assert code == 550, (rcpt, reply)
     with smtplib.SMTP(HOST, listener.listener.port, timeout=10) as client:
@@ -211,6 +212,24 @@ def test_the_listener_takes_mail_only_for_genuine_bounce_addresses(
     assert [(row.kind, row.status, row.source) for row in rows(bounce_settings, bounces)] == [
         ("hard", "5.1.1", "smtp")
     ]
+
+
+def test_postmaster_is_accepted_logged_and_not_kept(
+    listener: RunningListener, bounce_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 5321 4.5.1: every SMTP server takes mail for postmaster, bare or at its domain."""
+    note = b"From: admin@mx.receiver.example\r\nSubject: your bounce host\r\n\r\nhello postmaster\r\n"
+    with caplog.at_level("WARNING", logger="deadpixel.bounces.listener"):
+        for rcpt in ("postmaster@" + DOMAIN, "PostMaster@" + DOMAIN.upper(), "postmaster", "<postmaster>"):
+            with smtplib.SMTP(HOST, listener.listener.port, timeout=10) as client:
+                client.ehlo("mx.receiver.example")
+                assert client.mail("admin@mx.receiver.example")[0] == 250
+                assert client.docmd("RCPT TO:" + (rcpt if rcpt.startswith("<") else f"<{rcpt}>"))[0] == 250
+                assert client.rcpt("postmaster")[0] == 452  # one recipient per message, as for bounces
+                assert client.data(note)[0] == 250
+    logged = [r.getMessage() for r in caplog.records if "postmaster" in r.getMessage()]
+    assert len(logged) == 4 and all("'your bounce host'" in line for line in logged), logged
+    assert rows(bounce_settings, bounces) == []  # logged, not recorded as a report
 
 
 @SQLITE_ONLY

@@ -351,3 +351,33 @@ def test_a_recipient_another_run_takes_meanwhile_is_skipped_not_sent_twice(
     engine.dispose()
     assert rows["r1@example.org"] == "otherrun"
     assert stored == ["r0@example.org", "r2@example.org"]  # no message row for the one not sent
+
+
+def test_an_address_that_smtp_would_read_as_another_is_refused_not_sent_around_the_suppression_list(
+    smtp: SMTPServerHandle, settings: Settings, tmp_path: Path
+) -> None:
+    """The address checked against the suppression list is the one RCPT TO carries: a quoted local part
+    (which SMTP libraries unquote into a different address) is a per-row problem, never sent."""
+    added = subprocess.run(
+        [sys.executable, "-m", "deadpixel", "suppression", "add", "victim@evil.example"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    rows = """email,first_name,vip,track
+\"\"\"victim@evil.example>\"\"@example.com\",Vic,no,
+\"\"\"a b\"\"@example.com\",Space,no,
+ann@example.org,Ann,no,
+"""
+    summary = as_json(campaign(tmp_path, "quoted", rows, "--json"))
+    assert sorted(smtp.sink.by_recipient()) == ["ann@example.org"]
+    problems = {p["line"]: p for p in summary["problems"]}
+    assert set(problems) == {2, 3} and {p["kind"] for p in problems.values()} == {"invalid"}
+    assert problems[2]["value"] == '"victim@evil.example>"@example.com'
+    assert all("needs quoting" in p["reason"] for p in problems.values())
+    assert (summary["sent"], summary["invalid"]) == (1, 2)
+    for action in ("add", "remove"):  # the suppression list takes the same addresses, no others
+        refused = subprocess.run(
+            [sys.executable, "-m", "deadpixel", "suppression", action, '"victim@evil.example>"@example.com'],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode == 2 and "needs quoting" in refused.stderr, refused.stderr

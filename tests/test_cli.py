@@ -44,7 +44,11 @@ def test_pixel_new_for_a_person(settings: Settings) -> None:
 def test_pixel_new_refuses_a_bad_address(settings: Settings) -> None:
     result = deadpixel("pixel", "new", "--to", "not an address", check=False)
     assert result.returncode == 2
-    assert "is not an email address" in result.stderr
+    assert "'not an address': not an email address" in result.stderr
+    forged = deadpixel("pixel", "new", "--to", '"victim@evil.example>"@example.com', check=False)
+    assert forged.returncode == 2 and "needs quoting" in forged.stderr and "Traceback" not in forged.stderr
+    bare = deadpixel("pixel", "new", "--to", "Bob <bob@example.com>", "--json").stdout
+    assert json.loads(bare)["to"] == "bob@example.com"  # stored bare, as every other way in stores it
 
 
 def test_opens_and_report_follow_real_fetches(server: Server, settings: Settings) -> None:

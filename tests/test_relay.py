@@ -124,10 +124,11 @@ def submit(
     *,
     sender: str = "alice@example.com",
     password: str = PASSWORD,
+    user: str = "alice",
 ) -> None:
     with smtplib.SMTP(HOST, port, timeout=10) as client:
         client.starttls(context=client_tls(settings))
-        client.login("alice", password)
+        client.login(user, password)
         client.sendmail(sender, recipients, raw)
 
 
@@ -611,6 +612,51 @@ def test_a_resubmission_after_a_lost_reply_sends_nothing_twice(
         assert client.data(message()) == (250, b"2.0.0 OK: sent to 4 recipient(s)")
     assert len(upstream.sink.messages) == len(RECIPIENTS)
     assert len(rows(settings, messages)) == len(RECIPIENTS)
+
+
+def test_two_accounts_reusing_a_message_id_each_get_their_own_message_through(
+    relay: RunningRelay, upstream: SMTPServerHandle, settings: Settings
+) -> None:
+    """A submission is (account, Message-ID, content): a reused Message-ID is no retry of someone else's."""
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        create_user(conn, "bob", PASSWORD)
+    engine.dispose()
+    alices, bobs = message(html="<p>from alice</p>"), message(html="<p>from bob</p>")
+    assert b"Message-ID: <1234.5678@example.com>" in alices and b"Message-ID: <1234.5678@example.com>" in bobs
+    submit(settings, relay.port, alices, ["zoe@example.org"])
+    submit(settings, relay.port, bobs, ["zoe@example.org"], user="bob", sender="bob@example.com")
+    alices_second = message(html="<p>alice again, same Message-ID</p>")
+    submit(settings, relay.port, alices_second, ["zoe@example.org"])
+    arrived = [copy.html() for copy in upstream.sink.by_recipient()["zoe@example.org"]]
+    assert [("from alice" in h, "from bob" in h, "alice again" in h) for h in arrived] == [
+        (True, False, False), (False, True, False), (False, False, True)
+    ]  # fmt: skip
+    submit(settings, relay.port, bobs, ["zoe@example.org"], user="bob", sender="bob@example.com")  # a retry
+    assert len(upstream.sink.messages) == 3
+    assert len(rows(settings, messages)) == 3 and {r.account for r in rows(settings, relayed)} == {
+        "alice", "bob"
+    }  # fmt: skip
+
+
+@SQLITE_ONLY
+def test_a_recipient_whose_local_part_needs_quoting_is_refused_at_rcpt(
+    relay: RunningRelay, upstream: SMTPServerHandle, settings: Settings
+) -> None:
+    """The address checked is the address used: one that SMTP libraries read as another is refused."""
+    with smtplib.SMTP(HOST, relay.port, timeout=10) as client:
+        client.starttls(context=client_tls(settings))
+        client.login("alice", PASSWORD)
+        client.mail("alice@example.com")
+        for rcpt in ('"victim@evil.example>"@example.com', '"a b"@example.com', "a@[192.0.2.1]"):
+            code, reply = client.docmd(f"RCPT TO:<{rcpt}>")
+            assert code == 553 and b"recipient refused" in reply, (rcpt, reply)
+        assert client.rcpt("Bob@Example.org")[0] == 250
+        assert client.data(message())[0] == 250
+    (copy,) = upstream.sink.messages
+    assert copy.rcpt_tos == ["Bob@Example.org"]
+    (row,) = rows(settings, relayed)
+    assert row.recipient == "bob@example.org"
 
 
 class SlowSink(Sink):

@@ -165,10 +165,13 @@ def test_a_campaign_name_fits_its_column() -> None:
     assert parse(raw + _leaf("text/html", "<p>hi</p>", "utf-8", "7bit")).campaign == "x" * 200
 
 
-def test_the_resubmission_key_is_the_message_id_or_else_the_content() -> None:
+def test_the_resubmission_key_is_the_account_the_message_id_and_the_content() -> None:
     one = HEADERS + _leaf("text/html", "<p>1</p>", "utf-8", "7bit")
     two = HEADERS + _leaf("text/html", "<p>2</p>", "utf-8", "7bit")
-    assert parse(one).key == parse(two).key
+    assert parse(one).key_for("ann") == parse(one).key_for("ann")  # a retry is the same submission
+    assert parse(one).key_for("ann") != parse(two).key_for("ann")  # same Message-ID, other content
+    assert parse(one).key_for("ann") != parse(one).key_for("bob")  # same message, other account
     without_id = [m.replace(b"Message-ID: <m@example.com>\r\n", b"") for m in (one, two)]
     assert parse(without_id[0]).key != parse(without_id[1]).key
     assert parse(without_id[0]).key == parse(without_id[0]).key
+    assert parse(without_id[0]).key != parse(one).key

@@ -252,6 +252,31 @@ def test_bad_input_gets_one_clear_line(
     assert stored(settings) == {} and smtp.sink.messages == []
 
 
+def test_an_address_smtp_would_read_as_another_is_refused_in_to_and_cc(
+    smtp: SMTPServerHandle, settings: Settings, html_file: Path
+) -> None:
+    """``"victim@evil.example>"@example.com`` is refused, not unquoted into RCPT TO:<victim@evil.example>."""
+    forged = '"victim@evil.example>"@example.com'
+    base = ["send", "--subject", "s", "--html", str(html_file)]
+    for argv, flag in (
+        ([*base, "--to", forged], "--to"),
+        ([*base, "--to", "ann@example.org", "--cc", forged], "--cc"),
+        ([*base, "--to", "ann@example.org", "--cc", '"a b"@example.com'], "--cc"),
+    ):
+        result = deadpixel(*argv)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith(f"Error: not sent: {flag} ") and "needs quoting" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert smtp.sink.messages == [] and stored(settings) == {}
+    ok = deadpixel(
+        *base, "--to", '"Ann" <ann@example.org>', "--cc", "ANN@example.org", "--cc", "b@example.org"
+    )
+    assert ok.returncode == 0, ok.stderr
+    (got,) = smtp.sink.messages
+    assert got.rcpt_tos == ["ann@example.org", "b@example.org"]  # one RCPT per mailbox
+    assert got.message["To"] == "Ann <ann@example.org>"
+
+
 def test_smtp_settings_defaults(tmp_path: Path) -> None:
     s = load_settings({"DEADPIXEL_DATA_DIR": str(tmp_path), "DEADPIXEL_SMTP_HOST": "mail.example"})
     assert (s.smtp_host, s.smtp_port, s.smtp_tls, s.smtp_username, s.mail_from) == (

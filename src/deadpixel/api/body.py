@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 
 from deadpixel.api.errors import ApiError
-from deadpixel.send.addresses import BadAddress, parse_recipient
+from deadpixel.mail.addresses import BadAddress, parse_recipient
 
 MAX_BODY = 64 * 1024  # bytes of any /api/v1 request body (docs/api.md)
 FIELDS = {"to", "subject", "campaign"}

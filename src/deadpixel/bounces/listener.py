@@ -6,6 +6,11 @@ deliver it separately), so every report is about exactly one message. Messages p
 DEADPIXEL_BOUNCE_MAX_SIZE are refused with 552 before they are stored. A report deadpixel does not act on
 (an auto-reply, a malformed report) is still accepted: refusing it would only make the sender's server
 write another bounce, to nobody.
+
+``postmaster@`` the bounce domain, and a bare ``postmaster``, are accepted too, as RFC 5321 (4.5.1) asks
+of every SMTP server. Such mail is logged (envelope sender, From, Subject, size) and not kept: anyone may
+write to postmaster, so keeping it would let anyone fill the disk. Whoever wants to read it routes
+postmaster@ the domain to a real mailbox in DNS or in the MTA in front of the listener.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import asyncio
 import logging
 import signal
 import socket
+from email import policy as email_policy
+from email.parser import BytesHeaderParser
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import Engine
@@ -30,6 +37,24 @@ from deadpixel.tokens import TokenSigner
 log = logging.getLogger(__name__)
 
 
+def is_postmaster(address: str, domain: str) -> bool:
+    """``postmaster`` (any case), bare or at the bounce domain."""
+    local, at, host = address.rpartition("@") if "@" in address else (address, "", "")
+    return local.lower() == "postmaster" and (not at or host.rstrip(".").lower() == domain.lower())
+
+
+def _log_postmaster(raw: bytes, mail_from: str | None, session: Session) -> None:
+    head = BytesHeaderParser(policy=email_policy.compat32).parsebytes(raw)
+
+    def field(name: str) -> str:
+        return " ".join(str(head.get(name, "")).split())[:200]
+
+    log.warning(
+        "mail to postmaster from %r (From: %r, Subject: %r, %d bytes, peer %s): accepted, not kept",
+        (mail_from or "")[:200], field("From"), field("Subject"), len(raw), session.peer,
+    )  # fmt: skip
+
+
 class BounceHandler:
     def __init__(self, processor: Processor) -> None:
         self._processor = processor
@@ -38,6 +63,11 @@ class BounceHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         p = self._processor
+        if is_postmaster(address, p.domain):
+            if envelope.rcpt_tos:
+                return "452 4.5.3 one recipient per message, please"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
         if message_for(p.signer, address, p.domain) is None:
             log.info("refused RCPT %r from %s: not a bounce address", address[:100], session.peer)
             return "550 5.1.1 no such bounce address"
@@ -50,6 +80,9 @@ class BounceHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content
         assert isinstance(raw, bytes)
+        if any(is_postmaster(rcpt, self._processor.domain) for rcpt in envelope.rcpt_tos):
+            _log_postmaster(raw, envelope.mail_from, session)
+            return "250 2.0.0 OK"
         try:
             await asyncio.to_thread(
                 self._processor.process, raw, source="smtp", envelope_to=list(envelope.rcpt_tos)

@@ -13,11 +13,13 @@ def pixel() -> None:
 
 
 def _valid_address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    value = value.strip()
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain or any(c.isspace() for c in value):
-        raise click.BadParameter(f"{value!r} is not an email address")
-    return value
+    """The same address rule as every other way in (deadpixel.mail.addresses): the bare address is stored."""
+    from deadpixel.mail.addresses import BadAddress, parse_recipient
+
+    try:
+        return parse_recipient(value).address
+    except BadAddress as exc:
+        raise click.BadParameter(f"{value!r}: {exc}") from None
 
 
 @pixel.command("new")

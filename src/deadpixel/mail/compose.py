@@ -24,6 +24,7 @@ from html.entities import html5 as _HTML5_ENTITIES
 from html.parser import HTMLParser
 from types import MappingProxyType
 
+from deadpixel.mail.addresses import local_part_problem
 from deadpixel.urls import redirectable
 
 __all__ = ["Composed", "compose", "html_to_text", "inject_pixel", "rewrite_links", "track_html"]
@@ -542,8 +543,9 @@ def _checked(parsed: BaseHeader, value: str, header: str) -> Address:
     if len(addresses) != 1 or parsed.defects or not addresses[0].domain or not addresses[0].username:
         raise ValueError(f"{header}: not one valid address: {value!r}")
     address: Address = addresses[0]
-    if not address.username.isascii():
-        raise ValueError(f"{header}: non-ASCII local parts need SMTPUTF8, which is not supported: {value!r}")
+    problem = local_part_problem(address.username)
+    if problem:
+        raise ValueError(f"{header}: {problem}: {value!r}")
     domain = address.domain
     if not domain.isascii():
         domain = domain.encode("idna").decode("ascii")

@@ -21,6 +21,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from deadpixel.mail.addresses import BadAddress, parse_recipient
 from deadpixel.mail.compose import track_html
 from deadpixel.mail.smtp import DeliveryError
 from deadpixel.relay.message import Submitted, parse
@@ -80,8 +81,9 @@ class RelayHandler:
         self, account: str, raw: bytes, envelope_from: str, addresses: list[str], smtputf8: bool
     ) -> str:
         submitted = parse(raw)
+        key = submitted.key_for(account)
         try:
-            copies, recipients = await asyncio.to_thread(self._prepare, submitted, account, addresses)
+            copies, recipients = await asyncio.to_thread(self._prepare, submitted, key, account, addresses)
         except InFlight:
             return "451 4.4.0 this message is being relayed by another connection right now; try again"
         except SQLAlchemyError:
@@ -95,7 +97,7 @@ class RelayHandler:
             outcomes.append(await self._send(copy, data, envelope_from, smtputf8))
             del data
         try:
-            await asyncio.to_thread(self._settle, submitted.key, outcomes)
+            await asyncio.to_thread(self._settle, key, outcomes)
         except SQLAlchemyError:  # the upstream has the copies: say so, even if the books are behind
             log.exception("relay: could not record the upstream's answer")
         failures = {rcpt: f for outcome in outcomes for rcpt, f in outcome.failures.items()}
@@ -106,11 +108,13 @@ class RelayHandler:
         )  # fmt: skip
         return reply
 
-    def _prepare(self, submitted: Submitted, account: str, addresses: list[str]) -> tuple[list[_Copy], int]:
+    def _prepare(
+        self, submitted: Submitted, key: str, account: str, addresses: list[str]
+    ) -> tuple[list[_Copy], int]:
         """The copies still to send (those an earlier submission sent are skipped) and how many recipients."""
         with self._engine.begin() as conn:
             claims = claim(
-                conn, key=submitted.key, account=account, addresses=addresses,
+                conn, key=key, account=account, addresses=addresses,
                 campaign=submitted.campaign or account, subject=submitted.subject,
                 untracked=submitted.untracked,
             )  # fmt: skip
@@ -149,20 +153,28 @@ class RelayHandler:
         the client tells its user and the others still get the message."""
         if len(envelope.rcpt_tos) >= self._max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self._max_recipients} a message)"
+        try:  # the one address checked, recorded and handed upstream (see deadpixel.mail.addresses)
+            utf8 = any(option.upper() == "SMTPUTF8" for option in envelope.mail_options)
+            recipient = parse_recipient(address, utf8=utf8)
+        except BadAddress as exc:
+            return f"553 5.1.3 recipient refused: {exc}"
         try:
-            blocked = await asyncio.to_thread(self._suppressed, address)
+            blocked = await asyncio.to_thread(self._suppressed, recipient.key)
         except SQLAlchemyError:
             log.exception("relay: cannot read the suppression list")
             return "451 4.3.0 cannot check the recipient right now; try again later"
         if blocked:
-            return f"550 5.7.1 <{address}> is on the suppression list (unsubscribed, bounced or complained)"
-        envelope.rcpt_tos.append(address)
+            return (
+                f"550 5.7.1 <{recipient.address}> is on the suppression list (unsubscribed, bounced or "
+                "complained)"
+            )
+        envelope.rcpt_tos.append(recipient.address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
 
-    def _suppressed(self, address: str) -> bool:
+    def _suppressed(self, key: str) -> bool:
         with self._engine.connect() as conn:
-            return bool(suppressed(conn, [address.strip().lower()]))
+            return bool(suppressed(conn, [key]))
 
     async def _send(self, copy: _Copy, data: bytes, envelope_from: str, smtputf8: bool) -> _Outcome:
         addresses = [c.address for c in copy.claims]

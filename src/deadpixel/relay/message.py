@@ -168,7 +168,7 @@ class Submitted:
     """
 
     outgoing: bytes  # the same minus Bcc and X-Deadpixel-* fields: what an untracked copy is
-    key: str  # what identifies a resubmission: a hash of the Message-ID, or of the whole message without one
+    key: str  # a hash of the Message-ID and the whole message's bytes; see key_for
     subject: str | None
     campaign: str | None
     track_links: bool
@@ -179,6 +179,12 @@ class Submitted:
     html_end: int = 0
     charset: str = "ascii"
     encoding: str = "7bit"  # its Content-Transfer-Encoding
+
+    def key_for(self, account: str) -> str:
+        """What identifies a submission: the account, the Message-ID and the content. A client retrying the
+        same message gets the same key (and is deduplicated); another account, or another message that
+        happens to reuse the Message-ID, gets its own and is sent."""
+        return hashlib.sha256(f"{account}\0{self.key}".encode("utf-8", "surrogateescape")).hexdigest()
 
     def copy_with(self, html: str) -> bytes:
         """The outgoing message with its HTML part's body replaced by ``html`` (same charset and encoding,
@@ -192,6 +198,12 @@ class Submitted:
         return self.outgoing[: self.html_start] + new + self.outgoing[self.html_end :]
 
 
+def _content_key(message_id: str | None, raw: bytes) -> str:
+    digest = hashlib.sha256((message_id or "").encode("utf-8", "surrogateescape"))
+    digest.update(b"\0" + hashlib.sha256(raw).digest())
+    return digest.hexdigest()
+
+
 def parse(raw: bytes) -> Submitted:
     """Read what the relay needs from a submitted message; never fails on odd input, it just won't track."""
     head, body = _split_head(raw)
@@ -200,7 +212,7 @@ def parse(raw: bytes) -> Submitted:
     message_id = _header(headers, "Message-ID")
     submitted = Submitted(
         outgoing=kept + body,
-        key=hashlib.sha256(message_id.encode("utf-8", "surrogateescape") if message_id else raw).hexdigest(),
+        key=_content_key(message_id, raw),
         subject=_header(headers, "Subject"),
         campaign=(_header(headers, "X-Deadpixel-Campaign") or "")[:CAMPAIGN_NAME_MAX] or None,
         track_links=(_header(headers, "X-Deadpixel-Track-Links") or "no").lower() in _YES,

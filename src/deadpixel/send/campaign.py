@@ -27,9 +27,9 @@ from typing import Protocol
 from sqlalchemy import Connection, Engine, insert
 
 from deadpixel.config import Settings
+from deadpixel.mail.addresses import BadAddress, Recipient, parse_recipient
 from deadpixel.mail.compose import Composed
 from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_with_retries
-from deadpixel.send.addresses import BadAddress, Recipient, parse_recipient
 from deadpixel.send.merge import TemplateProblem, Templates
 from deadpixel.send.ratelimit import RateLimiter
 from deadpixel.send.recipients import BadRow, ListProblem, RecipientList, Row

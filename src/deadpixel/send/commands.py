@@ -317,7 +317,7 @@ def suppression_list(as_json: bool) -> None:
 @click.argument("address")
 def suppression_add(address: str) -> None:
     """Stop all campaign mail to ADDRESS (as if they had unsubscribed)."""
-    from deadpixel.send.addresses import BadAddress, parse_recipient
+    from deadpixel.mail.addresses import BadAddress, parse_recipient
     from deadpixel.store.suppressions import suppress
 
     try:
@@ -333,10 +333,13 @@ def suppression_add(address: str) -> None:
 @click.argument("address")
 def suppression_remove(address: str) -> None:
     """Allow campaign mail to ADDRESS again (only when they asked for it)."""
+    from deadpixel.mail.addresses import BadAddress, parse_recipient
     from deadpixel.store.suppressions import unsuppress
 
+    try:
+        key = parse_recipient(address).key
+    except BadAddress as exc:
+        raise click.BadParameter(f"{address!r}: {exc}", param_hint="ADDRESS") from None
     with migrated_engine(load_settings()) as engine, engine.begin() as conn:
-        removed = unsuppress(conn, address)
-    click.echo(
-        f"{address.strip().lower()} {'removed from' if removed else 'is not on'} the suppression list."
-    )
+        removed = unsuppress(conn, key)
+    click.echo(f"{key} {'removed from' if removed else 'is not on'} the suppression list.")

@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 
 from deadpixel.config import Settings
 from deadpixel.keys import load_or_create_keys
+from deadpixel.mail.addresses import BadAddress, parse_recipient
 from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_with_retries
-from deadpixel.send.addresses import BadAddress, parse_recipient
 from deadpixel.send.tracked import Tracker
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import create_message
@@ -69,6 +69,16 @@ def send_one(
         recipient = parse_recipient(mail.to)
     except BadAddress as exc:
         raise ValueError(f"--to {mail.to!r}: {exc}") from None
+    copies = []
+    for value in mail.cc:
+        try:
+            copies.append(parse_recipient(value))
+        except BadAddress as exc:
+            raise ValueError(f"--cc {value!r}: {exc}") from None
+    # Parsed once: the To and Cc headers and the envelope recipients all come from these same addresses.
+    envelope: dict[str, str] = {}  # one RCPT per mailbox, however it was written
+    for r in (recipient, *copies):
+        envelope.setdefault(r.key, r.address)
     with engine.begin() as conn:
         message_id = (
             create_message(
@@ -82,8 +92,8 @@ def send_one(
             else None
         )
         composed = tracker.compose(
-            message_id, sender=mail.sender, to=[mail.to], cc=mail.cc, subject=mail.subject,
-            html=mail.html, text=mail.text,
+            message_id, sender=mail.sender, to=[recipient.header], cc=[c.header for c in copies],
+            subject=mail.subject, html=mail.html, text=mail.text,
         )  # fmt: skip
         if message_id is not None:
             save_links(conn, [(message_id, composed.links)])
@@ -96,7 +106,7 @@ def send_one(
         with SMTPSender(smtp) as sender:
             refused = send_with_retries(
                 sender, composed.message, envelope_from=tracker.envelope_from(message_id),
-                attempts=retries + 1, backoff=backoff, sleep=sleep,
+                recipients=list(envelope.values()), attempts=retries + 1, backoff=backoff, sleep=sleep,
             )  # fmt: skip
     except DeliveryError as error:
         if message_id is not None:

@@ -1,7 +1,8 @@
 """What the relay recorded per submitted message and recipient: claimed before sending, settled after.
 
 A copy's row exists before the copy goes upstream and says ``sent`` only once the upstream took it, so a
-resubmitted message (same Message-ID) reuses each recipient's tracked message and skips copies already sent.
+resubmitted message (same account, Message-ID and content: see Submitted.key_for) reuses each recipient's
+tracked message and skips copies already sent.
 """
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ users = Table(
 relayed = Table(
     "relayed",
     metadata,
-    # SHA-256 of the Message-ID header (or of the whole message when it has none)
+    # SHA-256 of the account, the Message-ID header and the whole message (deadpixel.relay.message)
     Column("message_key", String(64), primary_key=True),
     Column("recipient", String(320), primary_key=True),  # lower-cased
     Column("account", String(64), nullable=False),
