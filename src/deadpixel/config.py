@@ -152,12 +152,15 @@ def _as_networks(name: str) -> Callable[[Any], tuple[Network, ...]]:
 
 
 def _as_webhook_allow(raw: Any) -> tuple[str, ...]:
-    """The webhook allow-list, each item checked now (imported here: only servers and webhooks need it)."""
-    from deadpixel.hooks.guard import parse_allow
-
+    """The webhook allow-list, each item checked now (imported here, and only for a list that is set: the
+    check brings in the HTTP stack, which a command like ``report`` should not pay for)."""
     items = tuple(
         str(i).strip() for i in (raw if isinstance(raw, list) else str(raw).replace(",", " ").split())
     )
+    if not items:
+        return items
+    from deadpixel.hooks.guard import parse_allow
+
     try:
         parse_allow(items)
     except ValueError as exc:
