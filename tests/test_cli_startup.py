@@ -25,7 +25,17 @@ main(sys.argv[1:], prog_name="deadpixel")
 """
 
 # Modules no --help needs: the store, the migrations, the web stack, templates, HTTP clients, the enrichment.
-HEAVY = ("sqlalchemy", "alembic", "starlette", "uvicorn", "jinja2", "httpx", "ua_parser", "deadpixel.enrich")
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "starlette",
+    "uvicorn",
+    "jinja2",
+    "httpx",
+    "httpcore",
+    "ua_parser",
+    "deadpixel.enrich",
+)
 
 
 def run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
@@ -73,7 +83,17 @@ def test_report_json_on_a_current_store_skips_the_migrations_and_the_web_stack(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sent"] == 10
     assert (
-        loaded(modules, "alembic", "starlette", "uvicorn", "jinja2", "httpx", "ua_parser", "deadpixel.enrich")
+        loaded(
+            modules,
+            "alembic",
+            "starlette",
+            "uvicorn",
+            "jinja2",
+            "httpx",
+            "httpcore",
+            "ua_parser",
+            "deadpixel.enrich",
+        )
         == []
     )
     if env["DEADPIXEL_DATABASE_URL"].startswith("sqlite"):
