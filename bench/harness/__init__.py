@@ -12,7 +12,7 @@ Every module has one job and the lower ones import none of the higher:
 * ``counters``: deadpixel's own group-commit counters;
 * ``load``: wrk at saturation (closed loop) and steady_load.py at a fixed rate (open loop);
 * ``runs``: one server from start to finish, and what it stored;
-* ``verdict`` and ``output``: the pixel benchmark's checks, warnings, tables and JSON;
+* ``verdict`` and ``output``: the pixel benchmark's checks, warnings, tables and JSON.
 
 The scripts run as ``python bench/<name>.py``, which puts bench/ on ``sys.path``: that is how they find
 this package, with no install.
