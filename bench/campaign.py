@@ -28,7 +28,6 @@ import csv
 import os
 import signal
 import smtplib
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,14 +38,10 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
+from harness.common import free_port
+
 SINK_READY = "sink ready"
 LINKS = 16
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the sink (runs in a child process) ---------------------------------------------------------------

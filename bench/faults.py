@@ -30,7 +30,12 @@ import threading
 import time
 from pathlib import Path
 
-import pixel as bench
+from harness.common import free_port, log
+from harness.mix import build_requests
+from harness.options import parse_args
+from harness.processes import Processes, wait_until_ready
+from harness.servers import start_deadpixel
+from harness.stores import create_pixels, deadpixel_store
 
 P99_DOWN_MS = 50.0
 REPLAY_SECONDS = 5.0
@@ -77,30 +82,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="deadpixel-faults-"))
-    cluster = Cluster(root, bench.free_port())
+    cluster = Cluster(root, free_port())
     cluster.start()
-    opts = bench.parse_args(["--database-url", cluster.url, "--wait-idle", "0"])
+    opts = parse_args(["--database-url", cluster.url, "--wait-idle", "0"])
     try:
-        with bench.deadpixel_store(opts, root) as store, bench.Processes() as procs:
-            paths = bench.create_pixels(store.template_dir, store.url, opts.messages)
+        with deadpixel_store(opts, root) as store, Processes() as procs:
+            paths = create_pixels(store.template_dir, store.url, opts.messages)
             paths_file = root / "requests.txt"
-            paths_file.write_text("".join(r.line() + "\n" for r in bench.build_requests(paths, opts)))
-            server = bench.start_deadpixel(procs, opts, root, store)
-            bench.wait_until_ready(server.process, server.port, server.label, server.log_file)
+            paths_file.write_text("".join(r.line() + "\n" for r in build_requests(paths, opts)))
+            server = start_deadpixel(procs, opts, root, store)
+            wait_until_ready(server.process, server.port, server.label, server.log_file)
             assert server.data_dir is not None
             replayed_after: list[float] = []
             moments: dict[str, float] = {}  # time.perf_counter(), the clock of the client's due times
 
             def outage() -> None:
                 time.sleep(args.down_after)
-                bench.log(f"stopping PostgreSQL for {args.down_for:g} s")
+                log(f"stopping PostgreSQL for {args.down_for:g} s")
                 moments["down"] = time.perf_counter()
                 cluster.stop()
                 time.sleep(args.down_for)
                 cluster.start()
                 back = time.monotonic()
                 moments["back"] = time.perf_counter()
-                bench.log("PostgreSQL is back")
+                log("PostgreSQL is back")
                 while not spool_empty(server.data_dir) and time.monotonic() - back < 60:  # type: ignore[arg-type]
                     time.sleep(0.05)
                 replayed_after.append(time.monotonic() - back)

@@ -36,7 +36,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pixel as bench
+from harness.common import HOST, TRUSTED_PROXY, BenchError, child_env, free_port
+from harness.cpu import all_processes
+from harness.mix import client_ips, read_user_agents, user_agent_file
+from harness.processes import deadpixel_command, wait_until_ready
+from harness.stores import create_pixels
 
 TARGET_MIB = 100.0
 IPV6_SHARE = 4  # every fourth open comes from an IPv6 address
@@ -115,13 +119,13 @@ def ipv6_addresses(count: int, seed: str = "deadpixel memory bench v6") -> list[
 
 def client_addresses(count: int) -> list[str]:
     v6 = ipv6_addresses(count // IPV6_SHARE + 1)
-    v4 = bench.client_ips(count)
+    v4 = client_ips(count)
     return [v6[i // IPV6_SHARE] if i % IPV6_SHARE == 0 else v4[i] for i in range(count)]
 
 
 def family(root: int) -> list[int]:
     """``root`` and its descendants (uvicorn's worker processes)."""
-    processes = bench.all_processes()
+    processes = all_processes()
     members, frontier = [root], [root]
     while frontier:
         parent = frontier.pop()
@@ -174,7 +178,7 @@ def lookup_speed(count: int) -> dict[str, float]:
         for a in random.Random("speed").sample(range(1 << 24, 0xDF000000), count)
     ]
     ips[::IPV6_SHARE] = ipv6_addresses(len(ips[::IPV6_SHARE]), seed="speed v6")
-    agents = bench.read_user_agents(bench.user_agent_file())
+    agents = read_user_agents(user_agent_file())
     done = subprocess.run(
         [sys.executable, "-c", SPEED],
         input=json.dumps([ips, agents]),
@@ -195,37 +199,37 @@ def run_server(opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     data_dir = workdir / "data"
     database = data_dir / "store.db"
     url = f"sqlite:///{database}"
-    paths = bench.create_pixels(data_dir, url, opts.messages, with_send_times=True)
-    agents = bench.read_user_agents(bench.user_agent_file())
+    paths = create_pixels(data_dir, url, opts.messages, with_send_times=True)
+    agents = read_user_agents(user_agent_file())
     addresses = client_addresses(opts.opens)
-    port = bench.free_port()
+    port = free_port()
     log_file = workdir / "server.log"
-    env = bench.child_env() | {
+    env = child_env() | {
         "DEADPIXEL_DATA_DIR": str(data_dir),
         "DEADPIXEL_DATABASE_URL": url,
         "DEADPIXEL_OPEN_CAP": "0",  # every open a row, so "all stored" is a count
-        "DEADPIXEL_TRUSTED_PROXIES": bench.TRUSTED_PROXY,
+        "DEADPIXEL_TRUSTED_PROXIES": TRUSTED_PROXY,
     }
-    command = [bench.deadpixel_command(), "serve", "--host", bench.HOST, "--port", str(port)]
+    command = [deadpixel_command(), "serve", "--host", HOST, "--port", str(port)]
     command += ["--workers", str(opts.workers)]
     with log_file.open("ab") as output:
         server = subprocess.Popen(command, stdout=output, stderr=output, env=env, start_new_session=True)
     try:
-        bench.wait_until_ready(server, port, "deadpixel", log_file)
+        wait_until_ready(server, port, "deadpixel", log_file)
         idle = tree_memory(server.pid)
-        conn = http.client.HTTPConnection(bench.HOST, port, timeout=10)
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
         for i in range(opts.opens):
             headers = {"X-Forwarded-For": addresses[i], "User-Agent": agents[i % len(agents)]}
             conn.request("GET", paths[i % len(paths)], headers=headers)
             response = conn.getresponse()
             response.read()
             if response.status != 200:
-                raise bench.BenchError(f"open {i} answered {response.status}")
+                raise BenchError(f"open {i} answered {response.status}")
         conn.close()
         deadline = time.monotonic() + STORE_TIMEOUT
         while (stored := stored_opens(database)) < opts.opens:
             if time.monotonic() > deadline:
-                raise bench.BenchError(f"only {stored} of {opts.opens} opens stored; see {log_file}")
+                raise BenchError(f"only {stored} of {opts.opens} opens stored; see {log_file}")
             time.sleep(0.1)
         time.sleep(0.5)  # the writer's batch is committed; let the server settle
         with contextlib.closing(sqlite3.connect(database)) as db:
@@ -270,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 "workers": opts.workers,
                 "target_mib": TARGET_MIB,
             }
-        except bench.BenchError as exc:
+        except BenchError as exc:
             log(f"error: {exc}")
             return 1
     if opts.json:

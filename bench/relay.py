@@ -41,16 +41,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from harness.common import free_port
+
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench password"
 RECIPIENTS = ["ann@example.org", "bob@example.net", "cem@example.com"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def run_sink(port: int) -> None:

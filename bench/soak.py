@@ -33,7 +33,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pixel as bench
+from harness.common import log
+from harness.cpu import all_processes, tree_cpu
+from harness.load import measure_throughput
+from harness.mix import build_requests
+from harness.options import Options, parse_args
+from harness.processes import Processes, require_tools, wait_until_ready
+from harness.servers import start_deadpixel
+from harness.stores import Store, create_pixels, deadpixel_store
 
 WINDOW_P99_MS = 10.0
 RSS_GROWTH = 0.10
@@ -42,7 +49,7 @@ BUSY_CORE = 0.8  # past this share of its core at "half capacity", the soak poin
 
 def server_cpu(root: int) -> float:
     """CPU seconds of the server and its worker processes so far."""
-    return bench.tree_cpu(root, bench.all_processes())
+    return tree_cpu(root, all_processes())
 
 
 @dataclass
@@ -60,7 +67,7 @@ class Window:
 
 def tree_rss_kib(root: int) -> int:
     """Resident memory of ``root`` and its descendants (uvicorn's worker processes), from /proc."""
-    processes = bench.all_processes()
+    processes = all_processes()
     family, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
@@ -79,14 +86,12 @@ def tree_rss_kib(root: int) -> int:
     return total
 
 
-def measure_capacity(
-    procs: bench.Processes, opts: bench.Options, workdir: Path, store: bench.Store, paths_file: Path
-) -> float:
-    server = bench.start_deadpixel(procs, opts, workdir, store, enrichment=True, run_number=1)
-    bench.wait_until_ready(server.process, server.port, server.label, server.log_file)
-    throughput = bench.measure_throughput(procs, server, opts, paths_file, workdir)
+def measure_capacity(procs: Processes, opts: Options, workdir: Path, store: Store, paths_file: Path) -> float:
+    server = start_deadpixel(procs, opts, workdir, store, enrichment=True, run_number=1)
+    wait_until_ready(server.process, server.port, server.label, server.log_file)
+    throughput = measure_throughput(procs, server, opts, paths_file, workdir)
     procs.stop(server.process, signal.SIGTERM)
-    bench.log(f"capacity: {throughput.rps:,.0f} answers/s ({throughput.cpu_us_per_request:.1f} µs CPU each)")
+    log(f"capacity: {throughput.rps:,.0f} answers/s ({throughput.cpu_us_per_request:.1f} µs CPU each)")
     return throughput.rps
 
 
@@ -99,22 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix", choices=("plain", "realistic"), default="plain")
     parser.add_argument("--json", action="store_true", help="Print the windows and checks as JSON too.")
     args = parser.parse_args(argv)
-    opts = bench.parse_args(["--mix", args.mix, "--seconds", str(args.capacity_seconds), "--wait-idle", "0"])
+    opts = parse_args(["--mix", args.mix, "--seconds", str(args.capacity_seconds), "--wait-idle", "0"])
 
-    bench.require_tools()
+    require_tools()
     os.sched_setaffinity(0, {opts.load_cpu})  # this script must not take time from the server's core
     with tempfile.TemporaryDirectory(prefix="deadpixel-soak-") as tmp:
         workdir = Path(tmp)
-        with bench.deadpixel_store(opts, workdir) as store, bench.Processes() as procs:
-            paths = bench.create_pixels(store.template_dir, store.url, opts.messages, args.mix == "realistic")
-            requests = bench.build_requests(paths, opts)
+        with deadpixel_store(opts, workdir) as store, Processes() as procs:
+            paths = create_pixels(store.template_dir, store.url, opts.messages, args.mix == "realistic")
+            requests = build_requests(paths, opts)
             paths_file = workdir / "requests.txt"
             paths_file.write_text("".join(r.line() + "\n" for r in requests))
             rate = args.rate or measure_capacity(procs, opts, workdir, store, paths_file) / 2
-            bench.log(f"soak at {rate:,.0f} requests/s for {args.minutes:g} minutes")
+            log(f"soak at {rate:,.0f} requests/s for {args.minutes:g} minutes")
 
-            server = bench.start_deadpixel(procs, opts, workdir, store, enrichment=True, run_number=2)
-            bench.wait_until_ready(server.process, server.port, server.label, server.log_file)
+            server = start_deadpixel(procs, opts, workdir, store, enrichment=True, run_number=2)
+            wait_until_ready(server.process, server.port, server.label, server.log_file)
             windows: list[Window] = []
             answered = 0
             started = time.monotonic()
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     cpu / wall, cpu / max(1, figures["ok"]) * 1e6,
                 )  # fmt: skip
                 windows.append(window)
-                bench.log(
+                log(
                     f"  {window.minute:5.1f} min  RSS {window.rss_mib:6.1f} MiB  p50 {window.p50_ms:5.2f} ms"
                     f"  p99 {window.p99_ms:6.2f} ms  max {window.max_ms:7.2f} ms  ok {window.ok:,}"
                     f"  errors {window.errors}  server core {window.server_core:4.0%}"
