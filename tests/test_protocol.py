@@ -9,6 +9,7 @@ Two tests keep a real ``deadpixel serve`` and a raw socket, one for each path a 
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 import socket
@@ -474,6 +475,28 @@ def test_the_installed_uvicorn_is_one_the_protocol_was_tested_with() -> None:
     )
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert f"uvicorn>={low},<{high}" in pins  # pip installs nothing the tests did not see
+
+
+def test_only_the_adapter_imports_uvicorns_internals() -> None:
+    """Anything from uvicorn beyond ``uvicorn.run`` goes through deadpixel.track.adapter."""
+    found = []
+    for path in sorted((ROOT / "src" / "deadpixel").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(name.startswith("uvicorn.") or name == "uvicorn" for name in names):
+                found.append((path.relative_to(ROOT).as_posix(), names[0]))
+    assert sorted(set(found)) == [
+        ("src/deadpixel/server.py", "uvicorn"),  # uvicorn.run, its public API
+        ("src/deadpixel/track/adapter.py", "uvicorn.config"),
+        ("src/deadpixel/track/adapter.py", "uvicorn.protocols.http.flow_control"),
+        ("src/deadpixel/track/adapter.py", "uvicorn.protocols.http.httptools_impl"),
+        ("src/deadpixel/track/adapter.py", "uvicorn.server"),
+    ]
 
 
 def test_an_untested_uvicorn_is_named_in_a_warning_at_server_start(caplog: pytest.LogCaptureFixture) -> None:
