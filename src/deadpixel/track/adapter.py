@@ -46,7 +46,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # uvicorn releases the protocol tests passed on: from the first (included) to the second (excluded).
-SUPPORTED_UVICORN = ("0.55", "0.56")
+# tests/test_protocol.py and tests/test_bounds.py passed on 0.36.0, 0.45.0, 0.54.0 and 0.55.0.
+SUPPORTED_UVICORN = ("0.36", "0.56")
 _BLANK = b"\r\n\r\n"
 
 
