@@ -9,10 +9,12 @@ the open is queued with the writer, and the prebuilt answer is written once its 
 The first request that is anything else (the dashboard, the API, a click, a request with a body, an upgrade,
 bytes that are not HTTP) hands the connection, from that request's first byte, to uvicorn's own
 ``HttpToolsProtocol`` for good (with deadpixel.track.bounded's limits on heads and pipelining), once the
-pixels before it are answered. Whatever this protocol needs of uvicorn's internals goes through
-deadpixel.track.adapter. uvicorn then answers it as it answers any request, a 400 for a malformed one
+pixels before it are answered. uvicorn then answers it as it answers any request, a 400 for a malformed one
 included. Answers leave in the order their requests came (HTTP/1.1
 pipelining): a forged token's GIF, which needs no commit, waits behind a genuine one's.
+
+Whatever this protocol needs of uvicorn's internals (its server state, the hand-over) goes through
+deadpixel.track.adapter, the one module that imports them.
 """
 
 from __future__ import annotations
