@@ -75,6 +75,9 @@ def _stopped(_signum: int, _frame: FrameType | None) -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from deadpixel.track.adapter import check_uvicorn
+
+    check_uvicorn()  # a warning on a uvicorn release the pixel's protocol was not tested with
     prepare(settings)
     offer_setup_link(settings)
     export_to_workers(settings)

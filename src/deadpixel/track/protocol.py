@@ -12,6 +12,9 @@ bytes that are not HTTP) hands the connection, from that request's first byte, t
 pixels before it are answered. uvicorn then answers it as it answers any request, a 400 for a malformed one
 included. Answers leave in the order their requests came (HTTP/1.1
 pipelining): a forged token's GIF, which needs no commit, waits behind a genuine one's.
+
+Whatever this protocol needs of uvicorn's internals (its server state, the hand-over) goes through
+deadpixel.track.adapter, the one module that imports them.
 """
 
 from __future__ import annotations
@@ -23,12 +26,11 @@ from collections import deque
 from typing import Any, cast
 
 import httptools
-from uvicorn.config import Config
-from uvicorn.server import ServerState
 
 from deadpixel.track import pixel
+from deadpixel.track.adapter import Config, ServerLink, ServerState
 from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
-from deadpixel.track.bounded import MAX_HEAD, MAX_PIPELINED, TOO_LARGE, BoundedHttpToolsProtocol
+from deadpixel.track.bounded import MAX_HEAD, MAX_PIPELINED, TOO_LARGE
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ class Answers:
 
 
 _answers = Answers()
-_sweeps: weakref.WeakKeyDictionary[ServerState, asyncio.TimerHandle] = weakref.WeakKeyDictionary()
+_sweeps: weakref.WeakKeyDictionary[object, asyncio.TimerHandle] = weakref.WeakKeyDictionary()
 
 
 class PixelProtocol(asyncio.Protocol):
@@ -84,13 +86,8 @@ class PixelProtocol(asyncio.Protocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        if not config.loaded:
-            config.load()
-        self._config = config
-        self._server_state = server_state
-        self._app_state = app_state
-        self._loop = _loop or asyncio.get_event_loop()
-        endpoint = getattr(config.loaded_app, "pixel", None)  # absent when uvicorn wraps the app
+        self._server = ServerLink(config, server_state, app_state, _loop)
+        endpoint = getattr(self._server.app, "pixel", None)  # absent when uvicorn wraps the app
         self._pixel = endpoint if isinstance(endpoint, PixelEndpoint) else None
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -117,11 +114,11 @@ class PixelProtocol(asyncio.Protocol):
             return
         peer = transport.get_extra_info("peername")
         self._peer = peer[0] if isinstance(peer, tuple) else None
-        self._server_state.connections.add(self)  # type: ignore[arg-type]
+        self._server.add(self)
         self._sweep_idle_connections()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server_state.connections.discard(self)
+        self._server.discard(self)
         self._closing = True
         self._waiting.clear()  # their opens are committed all the same; nobody is left to answer
 
@@ -210,7 +207,7 @@ class PixelProtocol(asyncio.Protocol):
         except Exception:  # a bug must not cost the client its answer
             log.exception("recording a pixel request failed")
             committed = None
-        answer = _answers.get(self._server_state.default_headers, method == "GET", keep_alive)
+        answer = _answers.get(self._server.default_headers, method == "GET", keep_alive)
         self._queue(committed, answer)
         if not keep_alive:
             self._close_when_answered()
@@ -274,16 +271,10 @@ class PixelProtocol(asyncio.Protocol):
         """From here on the connection is uvicorn's."""
         transport = self._transport
         assert transport is not None
-        self._server_state.connections.discard(self)
+        self._server.discard(self)
         self._handing_over = None
         self._closing = True
-        successor = BoundedHttpToolsProtocol(self._config, self._server_state, self._app_state, self._loop)
-        successor.connection_made(transport)
-        transport.set_protocol(successor)
-        if not self._reading:
-            transport.resume_reading()
-        if rest:
-            successor.data_received(rest)
+        self._server.hand_over(transport, rest, resume_reading=not self._reading)
 
     def _pause_reading(self) -> None:
         if self._reading and self._transport is not None and not self._transport.is_closing():
@@ -301,13 +292,14 @@ class PixelProtocol(asyncio.Protocol):
     def _sweep_idle_connections(self) -> None:
         """One timer per server, not one per request: every ``timeout_keep_alive`` seconds it closes this
         protocol's connections that received nothing since the sweep before and wait for nothing."""
-        state, loop = self._server_state, self._loop
+        link = self._server
+        state, loop = link.server, link.loop
         if state in _sweeps:
             return
-        interval = max(1.0, float(self._config.timeout_keep_alive))
+        interval = max(1.0, link.keep_alive_timeout)
 
         def sweep() -> None:
-            ours = [conn for conn in list(state.connections) if isinstance(conn, PixelProtocol)]
+            ours = [conn for conn in link.connections() if isinstance(conn, PixelProtocol)]
             for conn in ours:
                 conn._idle_check()
             if ours:
