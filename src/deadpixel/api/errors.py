@@ -10,12 +10,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from deadpixel.errors import DeadpixelError
+
 log = logging.getLogger(__name__)
 
 REASONS = {404: "not found", 405: "method not allowed"}
 
 
-class ApiError(Exception):
+class ApiError(DeadpixelError):
     def __init__(
         self, status: int, message: str, parameter: str | None = None, headers: dict[str, str] | None = None
     ) -> None:
