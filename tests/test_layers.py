@@ -9,6 +9,7 @@ package made for the purpose.
 
 from __future__ import annotations
 
+import ast
 import sys
 import textwrap
 from pathlib import Path
@@ -71,3 +72,27 @@ def test_a_forbidden_import_breaks_the_contract(
     monkeypatch.delitem(sys.modules, "layered", raising=False)
     assert lint_imports(config_filename=str(tmp_path / "contract.toml"), no_cache=True, no_logo=True) == 1
     assert "layered.store.writes -> layered.track" in capsys.readouterr().out
+
+
+# Where the settings are read: once per CLI invocation, once per server worker process (uvicorn starts the
+# workers and calls create_app in each), and in the container health check's own process. Everything else
+# is handed its Settings.
+READS_SETTINGS = {"cli/context.py", "app.py", "healthcheck.py"}
+
+
+def _calls(path: Path) -> set[str]:
+    """The names of the functions a module calls (``f(...)`` and ``x.f(...)``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute)
+    }
+
+
+def test_settings_are_read_in_one_place_per_process() -> None:
+    package = ROOT / "src" / "deadpixel"
+    callers = {
+        p.relative_to(package).as_posix() for p in package.rglob("*.py") if "load_settings" in _calls(p)
+    }
+    assert callers == READS_SETTINGS
