@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Table, case, func, select, text
 
+from deadpixel.errors import DeadpixelError
 from deadpixel.store import chains, rollups
 from deadpixel.store.schema import (
     campaigns,
@@ -100,8 +101,11 @@ DEFINITIONS = {
 }
 
 
-class UnknownCampaign(LookupError):
-    pass
+class UnknownCampaign(DeadpixelError, LookupError):
+    """No campaign has the name asked for (the one argument)."""
+
+    def one_line(self) -> str:
+        return f"no campaign named {self.args[0]!r}"
 
 
 def iso(ts: float | None) -> str | None:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
 
+from deadpixel.errors import DeadpixelError
 from deadpixel.extras import MissingExtra, require_postgres
 
 ENV_PREFIX = "DEADPIXEL_"
@@ -28,12 +29,15 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 
 
-class ConfigError(Exception):
+class ConfigError(DeadpixelError):
     """A setting has a value deadpixel cannot use; the message names the setting."""
 
     def __init__(self, setting: str, problem: str) -> None:
         super().__init__(f"{ENV_PREFIX}{setting.upper()}: {problem}")
         self.setting = setting
+
+    def one_line(self) -> str:
+        return f"bad setting: {self}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,14 +156,13 @@ def _as_networks(name: str) -> Callable[[Any], tuple[Network, ...]]:
 
 
 def _as_webhook_allow(raw: Any) -> tuple[str, ...]:
-    """The webhook allow-list, each item checked now (imported here, and only for a list that is set: the
-    check brings in the HTTP stack, which a command like ``report`` should not pay for)."""
+    """The webhook allow-list, each item checked now."""
     items = tuple(
         str(i).strip() for i in (raw if isinstance(raw, list) else str(raw).replace(",", " ").split())
     )
     if not items:
         return items
-    from deadpixel.hooks.guard import parse_allow
+    from deadpixel.allowlist import parse_allow
 
     try:
         parse_allow(items)

@@ -6,8 +6,10 @@ provides lives here, behind ``try``/``except ImportError``, so its absence is a 
 
 from __future__ import annotations
 
+from deadpixel.errors import DeadpixelError
 
-class MissingExtra(Exception):
+
+class MissingExtra(DeadpixelError):
     """A feature was asked for whose extra is not installed; the message names the pip command."""
 
     def __init__(self, extra: str, feature: str, reason: str) -> None:

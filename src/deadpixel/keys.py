@@ -13,10 +13,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from deadpixel.errors import DeadpixelError
+
 MAX_KEY_ID = 255  # one byte in every token
 
 
-class KeyFileError(Exception):
+class KeyFileError(DeadpixelError):
     """The keys file exists but cannot be used."""
 
 

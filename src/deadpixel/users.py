@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import os
 import random
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,33 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from deadpixel.store import sign_ins, web_sessions
+from deadpixel.store.names import NAME, UserError, check_name
 from deadpixel.store.schema import users
+
+__all__ = [
+    "MAX_N",
+    "SCRYPT_N",
+    "SCRYPT_P",
+    "SCRYPT_R",
+    "SIGN_IN_TRIES",
+    "SIGN_IN_WINDOW",
+    "TEST_COST_ENV",
+    "SignIn",
+    "User",
+    "UserError",
+    "authenticate",
+    "check_name",
+    "check_password",
+    "create_user",
+    "delete_user",
+    "has_users",
+    "hash_password",
+    "list_users",
+    "outdated",
+    "scrypt_cost",
+    "set_password",
+    "sign_in",
+]
 
 # OWASP's password storage guidance for scrypt: N=2**17, r=8, p=1 (128 MiB, about 0.3-0.5 s per hash).
 SCRYPT_N = 2**17
@@ -40,7 +65,6 @@ TEST_COST_ENV = "DEADPIXEL_TEST_SCRYPT_N"
 MAX_N = 2**20  # a stored hash asking for more memory than this (1 GiB) is refused, not computed
 _KEY_BYTES = 32
 _SALT_BYTES = 16
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 
 # The sign-in brake (see deadpixel.store.sign_ins): tries per client address and account per window.
 SIGN_IN_TRIES = 10
@@ -49,10 +73,6 @@ _PURGE_ONE_IN = 64  # tries that also forget ended windows
 
 _hash_lock = threading.Lock()  # one hash at a time in this process, whoever asks
 _hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deadpixel-scrypt")
-
-
-class UserError(Exception):
-    """A name or password that cannot be used, or an account that exists (or not) when it should not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +140,6 @@ def _decoy_hash() -> str:
     if cost not in _decoys:
         _decoys[cost] = hash_password("")
     return _decoys[cost]
-
-
-def check_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
-        raise UserError(
-            f"{name!r} is not a usable name: 1 to 64 letters, digits or . _ @ + -, not starting with a symbol"
-        )
-    return name
 
 
 def create_user(conn: Connection, name: str, password: str) -> User:
@@ -225,7 +237,7 @@ async def sign_in(engine: Engine, client: str, name: str, password: str) -> Sign
     password is checked, so concurrent guesses cannot overshoot the limit; ``engine`` must take SQLite's
     write lock up front (``writer=True``). The hashing runs on this process's hashing thread.
     """
-    if not _NAME.fullmatch(name):
+    if not NAME.fullmatch(name):
         return SignIn(False)  # no account has such a name: nothing to hash, nothing to count
     wait, stored = await asyncio.to_thread(_start_try, engine, client, name)
     if wait:

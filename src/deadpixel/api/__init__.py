@@ -6,12 +6,11 @@ import re
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
 
 from deadpixel.api.auth import BearerAuth
-from deadpixel.api.errors import ApiError, api_error, http_error, server_error
+from deadpixel.api.errors import HANDLERS
 from deadpixel.api.ratelimit import RateLimiter
 from deadpixel.api.routes import api_routes
 from deadpixel.config import Settings
@@ -43,7 +42,7 @@ def api_mount(reads: Engine, writes: Engine, settings: Settings, signer: TokenSi
                 client_ip=ClientIPResolver(settings.trusted_proxies, settings.proxy_header),
             )
         ],
-        exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error},
+        exception_handlers=HANDLERS,
     )
     mount = _any_character(Mount(PREFIX, app=app))
     assert isinstance(mount, Mount)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from deadpixel.bounces.handle import Processor
 from deadpixel.config import ConfigError, Settings
+from deadpixel.errors import DeadpixelError
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,11 @@ KEYWORD = "deadpixel-handled"
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 
 
-class MailboxError(Exception):
+class MailboxError(DeadpixelError):
     """The mailbox cannot be read as configured; the message says what to fix."""
+
+    def one_line(self) -> str:
+        return f"bounce mailbox: {self}"
 
 
 @dataclass

@@ -13,7 +13,7 @@ import click
 from deadpixel.cli.lazy import Entry, LazyGroup
 
 _WEBHOOK = Entry(
-    "deadpixel.hooks.commands:webhook",
+    "deadpixel.cli.webhook:webhook",
     "POST each open and click, signed, to URLs of your choice (see docs/webhooks.md).",
 )
 COMMANDS: dict[str, Entry] = {
@@ -22,11 +22,11 @@ COMMANDS: dict[str, Entry] = {
         "Copy the store and the signing keys into a new directory under INTO, while the server runs.",
     ),
     "bounces": Entry(
-        "deadpixel.bounces.commands:bounces",
+        "deadpixel.cli.bounces:bounces",
         "Learn which messages bounced and who complained; suppress those addresses (see docs/bounces.md).",
     ),
     "campaign": Entry(
-        "deadpixel.send.commands:campaign",
+        "deadpixel.cli.send:campaign",
         "Mail merges to a list: personalised, tracked, resumable.",
     ),
     "classify": Entry(
@@ -44,7 +44,7 @@ COMMANDS: dict[str, Entry] = {
         "around.",
     ),
     "doctor": Entry(
-        "deadpixel.doctor.command:doctor",
+        "deadpixel.cli.doctor:doctor",
         "Check this deployment and say what is wrong and how to fix it (exit status 1 when a check fails).",
     ),
     "export": Entry(
@@ -84,7 +84,7 @@ COMMANDS: dict[str, Entry] = {
     ),
     "secret": Entry("deadpixel.cli.keys:secret", "The keys that sign pixel and link tokens."),
     "send": Entry(
-        "deadpixel.send.commands:send",
+        "deadpixel.cli.send:send",
         "Send one tracked message through your SMTP server (DEADPIXEL_SMTP_*).",
     ),
     "serve": Entry(
@@ -92,7 +92,7 @@ COMMANDS: dict[str, Entry] = {
         "Run the pixel server (and everything else the web side offers).",
     ),
     "suppression": Entry(
-        "deadpixel.send.commands:suppression",
+        "deadpixel.cli.send:suppression",
         "The suppression list: addresses that unsubscribed, bounced or complained; campaign sends and the"
         " relay skip them.",
     ),

@@ -57,14 +57,19 @@ class Cli:
             engine.dispose()
 
     @contextmanager
-    def store(self) -> Iterator[Connection]:
-        """A connection to a store that is migrated to the current schema (created on first use)."""
+    def migrated(self) -> Iterator[Engine]:
+        """An engine on a store that is migrated to the current schema (created on first use)."""
         from deadpixel.store.migrate import ensure_current
 
         with self.engine() as engine:
             ensure_current(engine)
-            with engine.begin() as conn:
-                yield conn
+            yield engine
+
+    @contextmanager
+    def store(self) -> Iterator[Connection]:
+        """A connection, in a transaction, to a store migrated to the current schema."""
+        with self.migrated() as engine, engine.begin() as conn:
+            yield conn
 
     def fold_rollups(self) -> None:
         """Bring the charts' rollups up to date, through an engine that takes SQLite's write lock up front."""

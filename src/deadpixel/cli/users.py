@@ -34,15 +34,12 @@ def _new_password(from_stdin: bool) -> str:
 @pass_cli
 def user_create(cli: Cli, name: str, password_stdin: bool) -> None:
     """Create an account; the password is asked for twice (or read from stdin)."""
-    from deadpixel.users import UserError, create_user
+    from deadpixel.users import create_user
 
     cli.load()  # a bad setting stops the command before the password is asked for
     password = _new_password(password_stdin)
-    try:
-        with cli.store() as conn:
-            create_user(conn, name, password)
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from None
+    with cli.store() as conn:
+        create_user(conn, name, password)
     click.echo(f"User {name} created.")
 
 
@@ -69,14 +66,11 @@ def user_list(cli: Cli, as_json: bool) -> None:
 @pass_cli
 def user_passwd(cli: Cli, name: str, password_stdin: bool) -> None:
     """Change an account's password; its dashboard sessions end everywhere."""
-    from deadpixel.users import UserError, set_password
+    from deadpixel.users import set_password
 
     password = _new_password(password_stdin)
-    try:
-        with cli.store() as conn:
-            set_password(conn, name, password)
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from None
+    with cli.store() as conn:
+        set_password(conn, name, password)
     click.echo(f"Password of {name} changed; its sessions have ended.")
 
 
@@ -85,13 +79,10 @@ def user_passwd(cli: Cli, name: str, password_stdin: bool) -> None:
 @pass_cli
 def user_delete(cli: Cli, name: str) -> None:
     """Delete an account; it can no longer log in."""
-    from deadpixel.users import UserError, delete_user
+    from deadpixel.users import delete_user
 
-    try:
-        with cli.store() as conn:
-            delete_user(conn, name)
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from None
+    with cli.store() as conn:
+        delete_user(conn, name)
     click.echo(f"User {name} deleted.")
 
 
@@ -117,13 +108,10 @@ def _token_json(t: ApiToken) -> dict[str, Any]:
 @pass_cli
 def token_create(cli: Cli, name: str) -> None:
     """Create a token and print its secret: shown this once, only a hash of it is stored."""
-    from deadpixel.store.api_tokens import TokenError, create_token
+    from deadpixel.store.api_tokens import create_token
 
-    try:
-        with cli.store() as conn:
-            _, secret_value = create_token(conn, name)
-    except TokenError as exc:
-        raise click.ClickException(str(exc)) from None
+    with cli.store() as conn:
+        _, secret_value = create_token(conn, name)
     click.echo(f"Token {name} created. Its secret (shown only now):", err=True)
     click.echo(secret_value)
 
@@ -152,11 +140,8 @@ def token_list(cli: Cli, as_json: bool) -> None:
 @pass_cli
 def token_revoke(cli: Cli, name_or_id: str) -> None:
     """Revoke a token by name or id: requests with it get 401 from then on."""
-    from deadpixel.store.api_tokens import TokenError, revoke_token
+    from deadpixel.store.api_tokens import revoke_token
 
-    try:
-        with cli.store() as conn:
-            revoked = revoke_token(conn, name_or_id)
-    except TokenError as exc:
-        raise click.ClickException(str(exc)) from None
+    with cli.store() as conn:
+        revoked = revoke_token(conn, name_or_id)
     click.echo(f"Token {revoked.name} (id {revoked.id}) revoked.")

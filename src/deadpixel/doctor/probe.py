@@ -13,10 +13,12 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from deadpixel.errors import DeadpixelError
+
 MAX_BODY = 64 * 1024
 
 
-class ProbeError(Exception):
+class ProbeError(DeadpixelError):
     """The base URL could not be asked (no connection, no TLS, no HTTP answer); the message is one line."""
 
 

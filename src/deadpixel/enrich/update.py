@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from deadpixel.errors import DeadpixelError
+
 MIRROR_ENV = "DEADPIXEL_NETWORKS_MIRROR"
 APPLE_EGRESS_URL = "https://mask-api.icloud.com/egress-ip-ranges.csv"
 # Google moved these from /static/search/apis/ipranges/ in 2026 and added user-triggered-agents.json.
@@ -45,7 +47,7 @@ MICROSOFT_EOP_SET = 10  # *.mail.protection.outlook.com
 Fetch = Callable[[str], str]
 
 
-class SourceError(ValueError):
+class SourceError(DeadpixelError, ValueError):
     """A source answered, but not with what it should: it moved, or changed its format."""
 
 

@@ -14,14 +14,16 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpcore
 
+from deadpixel.allowlist import Network, normalise_name, parse_allow
+from deadpixel.errors import DeadpixelError
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
 ALLOW_SETTING = "DEADPIXEL_WEBHOOK_ALLOW"
 
@@ -71,21 +73,13 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
 
 
-class Refused(Exception):
+class Refused(DeadpixelError):
     """A webhook target the server must not reach; the message is one line saying why."""
 
 
 def system_resolver(host: str, port: int) -> list[str]:
     """Every address the system resolver gives for ``host`` (raises OSError when there is none)."""
     return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
-
-
-def normalise_name(host: str) -> str:
-    """Lower case, without IPv6 brackets or a trailing dot: the form names are compared in."""
-    name = host.strip().lower()
-    if name.startswith("[") and name.endswith("]"):
-        name = name[1:-1]
-    return name[:-1] if name.endswith(".") and not name.endswith("..") else name
 
 
 def _part_value(part: str) -> int:
@@ -142,24 +136,6 @@ def blocked_reason(address: Address) -> str | None:
     if address.is_multicast or address.is_reserved or not address.is_global:
         return "not a public address"
     return None
-
-
-def parse_allow(items: Iterable[str]) -> tuple[tuple[Network, ...], frozenset[str]]:
-    """The allow-list setting's CIDRs and addresses, and its host names. Raises ValueError on a bad item."""
-    networks: list[Network] = []
-    hosts: set[str] = set()
-    for item in items:
-        text = item.strip()
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-            continue
-        except ValueError:
-            pass
-        name = normalise_name(text)
-        if not re.fullmatch(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*", name):
-            raise ValueError(f"{item!r} is not a CIDR range, an IP address or a host name")
-        hosts.add(name)
-    return tuple(networks), frozenset(hosts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy import Connection, Engine, case, delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from deadpixel.errors import DeadpixelError
 from deadpixel.hooks.deliver import COULD_NOT_CONNECT, NOT_ACCEPTED
 from deadpixel.hooks.guard import Guard, Refused
 from deadpixel.store import outbox
@@ -32,7 +33,7 @@ EVENTS = ("open", "click")
 MAX_URL = 2048
 
 
-class WebhookError(Exception):
+class WebhookError(DeadpixelError):
     """A URL or event list that cannot be used, or a webhook that does not exist."""
 
 

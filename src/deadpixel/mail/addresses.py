@@ -18,6 +18,8 @@ from email import policy as email_policy
 from email.errors import NonASCIILocalPartDefect
 from email.headerregistry import Address
 
+from deadpixel.errors import DeadpixelError
+
 _ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
@@ -31,7 +33,7 @@ class Recipient:
     key: str  # lower-cased address: one per mailbox, for duplicates, resuming and the suppression list
 
 
-class BadAddress(ValueError):
+class BadAddress(DeadpixelError, ValueError):
     pass
 
 

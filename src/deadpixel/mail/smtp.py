@@ -24,6 +24,8 @@ from email.utils import getaddresses
 from types import TracebackType
 from typing import Literal
 
+from deadpixel.errors import DeadpixelError
+
 __all__ = ["DeliveryError", "SMTPSender", "SMTPSettings", "send_with_retries"]
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def _is_permanent(code: int | None) -> bool:
     return code is not None and 500 <= code < 600
 
 
-class DeliveryError(Exception):
+class DeliveryError(DeadpixelError):
     """A message was not delivered (to some or all recipients).
 
     ``permanent`` means retrying the same message cannot help (5xx replies, refused credentials, an

@@ -14,10 +14,12 @@ from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefine
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
+from deadpixel.errors import DeadpixelError
+
 __all__ = ["Rendered", "TemplateProblem", "Templates"]
 
 
-class TemplateProblem(Exception):
+class TemplateProblem(DeadpixelError):
     """A template that cannot be compiled (the whole campaign stops) or rendered (one row fails)."""
 
 

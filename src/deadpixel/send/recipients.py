@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from deadpixel.errors import DeadpixelError
+
 NO = frozenset({"no", "false", "0", "off", "n"})
 YES = frozenset({"yes", "true", "1", "on", "y", ""})
 
 
-class ListProblem(Exception):
+class ListProblem(DeadpixelError):
     """The file as a whole cannot be used (no header, no email column, not UTF-8, broken CSV)."""
 
 

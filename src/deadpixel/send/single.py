@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from deadpixel.config import Settings
+from deadpixel.errors import DeadpixelError
 from deadpixel.keys import load_or_create_keys
 from deadpixel.mail.addresses import BadAddress, parse_recipient
 from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_with_retries
@@ -46,7 +47,7 @@ class SendResult:
     error: DeliveryError | None = None
 
 
-class SendFailed(Exception):
+class SendFailed(DeadpixelError):
     def __init__(self, result: SendResult) -> None:
         super().__init__(str(result.error))
         self.result = result

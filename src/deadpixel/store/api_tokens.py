@@ -2,7 +2,8 @@
 
 A secret is ``dp_`` and 43 characters of URL-safe base64 (256 random bits). Since it is that long and random,
 a plain SHA-256 of it cannot be guessed back, and a request finds its token with one indexed lookup of the
-hash instead of checking a slow hash against every row. Names follow the accounts' rules (deadpixel.users).
+hash instead of checking a slow hash against every row. Names follow the accounts' rules
+(deadpixel.store.names).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from deadpixel.errors import DeadpixelError
+from deadpixel.store.names import UserError, check_name
 from deadpixel.store.schema import api_tokens
-from deadpixel.users import UserError, check_name
 
 PREFIX = "dp_"
 
 
-class TokenError(Exception):
+class TokenError(DeadpixelError):
     """A token name that cannot be used, exists already, or names no token."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from deadpixel.config import Settings
+from deadpixel.errors import DeadpixelError
 from deadpixel.store.db import normalise_url
 
 DATABASE_NAME = "deadpixel.db"  # the default store's name, so a restore is a copy into a data dir
@@ -31,7 +32,7 @@ class Backup:
     database: Path | None  # None when the store is PostgreSQL
 
 
-class BackupError(Exception):
+class BackupError(DeadpixelError):
     pass
 
 

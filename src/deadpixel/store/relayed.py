@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from deadpixel.errors import DeadpixelError
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import campaign_id, create_message
 from deadpixel.store.schema import links, relayed
@@ -23,7 +24,7 @@ from deadpixel.store.sending import mark_failed, mark_sent
 IN_FLIGHT_SECONDS = 600.0
 
 
-class InFlight(Exception):
+class InFlight(DeadpixelError):
     """The same message is being relayed to this recipient by another submission right now."""
 
 

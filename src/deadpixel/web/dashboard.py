@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from deadpixel import analytics, exports
 from deadpixel.config import Settings
+from deadpixel.errors import DeadpixelError
 from deadpixel.pixels import new_pixel
 from deadpixel.store import rollups, web_sessions
 from deadpixel.tokens import TokenSigner
@@ -354,7 +355,7 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-class BadParameter(ValueError):
+class BadParameter(DeadpixelError, ValueError):
     """A query parameter the page cannot use; the message says which and what it takes."""
 
 

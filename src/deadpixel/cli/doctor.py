@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from deadpixel.cli.context import Cli, pass_cli
+
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print every check as JSON for scripts.")
@@ -16,14 +18,15 @@ import click
     show_default=True,
     help="Seconds per network step.",
 )
-def doctor(as_json: bool, timeout: float) -> None:
+@pass_cli
+def doctor(cli: Cli, as_json: bool, timeout: float) -> None:
     """Check this deployment and say what is wrong and how to fix it (exit status 1 when a check fails)."""
-    from deadpixel.config import ConfigError, load_settings
+    from deadpixel.config import ConfigError
     from deadpixel.doctor import output
     from deadpixel.doctor.result import Result
 
     try:
-        settings = load_settings()
+        settings = cli.settings
     except ConfigError as exc:
         results = [Result("settings", "fail", f"bad setting: {exc}", "fix the setting named above")]
     else:

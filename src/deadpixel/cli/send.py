@@ -6,30 +6,13 @@ Kept apart from ``deadpixel.cli`` so that commands which never send mail do not 
 from __future__ import annotations
 
 import functools
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import Engine
 
-from deadpixel.config import Settings, ensure_data_dir, load_settings
-
-
-@contextmanager
-def migrated_engine(settings: Settings) -> Iterator[Engine]:
-    from deadpixel.store.db import create_engine
-    from deadpixel.store.migrate import ensure_current
-
-    ensure_data_dir(settings)
-    engine = create_engine(settings.database_url)
-    try:
-        ensure_current(engine)
-        yield engine
-    finally:
-        engine.dispose()
+from deadpixel.cli.context import Cli, pass_cli, print_json
+from deadpixel.config import ensure_data_dir
 
 
 def read_text(path: Path, what: str) -> str:
@@ -41,10 +24,6 @@ def read_text(path: Path, what: str) -> str:
         ) from None
     except OSError as exc:
         raise click.ClickException(f"cannot read {what} {path}: {exc.strerror}") from None
-
-
-def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -78,7 +57,9 @@ RETRIES = click.option(
 )
 @RETRIES
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_cli
 def send(
+    cli: Cli,
     to: str,
     cc: tuple[str, ...],
     sender: str | None,
@@ -95,7 +76,7 @@ def send(
     from deadpixel.send.single import Outgoing, SendFailed, send_one
     from deadpixel.send.smtp_config import sender_address, smtp_settings
 
-    settings = load_settings()
+    settings = cli.settings
     smtp = None if dry_run is not None else smtp_settings(settings)
     mail = Outgoing(
         sender=sender_address(settings, sender),
@@ -107,7 +88,7 @@ def send(
         campaign=campaign,
         track=not no_track,
     )
-    with migrated_engine(settings) as engine:
+    with cli.migrated() as engine:
         try:
             result = send_one(settings, engine, mail, smtp=smtp, dry_run=dry_run, retries=retries)
         except ValueError as exc:  # an address or header compose() refuses: nothing was stored
@@ -203,7 +184,9 @@ def campaign() -> None:
     help="Also send to recipients an earlier run may have reached (the connection broke after sending).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and every problem as JSON.")
+@pass_cli
 def campaign_send(
+    cli: Cli,
     name: str,
     recipients_file: Path,
     subject: str,
@@ -228,9 +211,9 @@ def campaign_send(
 
     from deadpixel.keys import load_or_create_keys
     from deadpixel.send.campaign import CampaignRunner, CampaignSpec, summary_lines
-    from deadpixel.send.merge import TemplateProblem, Templates
+    from deadpixel.send.merge import Templates
     from deadpixel.send.ratelimit import parse_rate
-    from deadpixel.send.recipients import ListProblem, RecipientList
+    from deadpixel.send.recipients import RecipientList
     from deadpixel.send.smtp_config import sender_address, smtp_settings
     from deadpixel.send.tracked import Tracker
     from deadpixel.send.unsubscribe import https_warning, unsubscribe_extras
@@ -241,18 +224,15 @@ def campaign_send(
         per_second = parse_rate(rate)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--rate") from None
-    settings = load_settings()
+    settings = cli.settings
     smtp = smtp_settings(settings)
     from_address = sender_address(settings, sender)
-    try:
-        templates = Templates(
-            subject,
-            read_text(html_file, "HTML template"),
-            read_text(text_file, "text template") if text_file else None,
-        )
-        recipients = RecipientList(recipients_file)
-    except (TemplateProblem, ListProblem) as exc:
-        raise click.ClickException(str(exc)) from None
+    templates = Templates(
+        subject,
+        read_text(html_file, "HTML template"),
+        read_text(text_file, "text template") if text_file else None,
+    )
+    recipients = RecipientList(recipients_file)
     ensure_data_dir(settings)  # a first command on a new machine creates the keys there
     signer = TokenSigner(load_or_create_keys(settings.keys_file))
     spec = CampaignSpec(
@@ -265,7 +245,7 @@ def campaign_send(
         click.echo(warning, err=True)
     total = recipients.count()
     problems: list[dict[str, Any]] | None = [] if as_json else None
-    with migrated_engine(settings) as engine:
+    with cli.migrated() as engine:
         tracker = Tracker(settings, signer)
         if sys.stderr.isatty() and not as_json:
             with click.progressbar(
@@ -295,12 +275,13 @@ def suppression() -> None:
 
 @suppression.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def suppression_list(as_json: bool) -> None:
+@pass_cli
+def suppression_list(cli: Cli, as_json: bool) -> None:
     """Show every suppressed address, oldest first, with how and from which campaign it left."""
     from deadpixel.analytics import iso
     from deadpixel.store.suppressions import list_suppressions
 
-    with migrated_engine(load_settings()) as engine, engine.connect() as conn:
+    with cli.migrated() as engine, engine.connect() as conn:
         rows = [{**row, "created_at": iso(row["created_at"])} for row in list_suppressions(conn)]
     if as_json:
         print_json(rows)
@@ -315,7 +296,8 @@ def suppression_list(as_json: bool) -> None:
 
 @suppression.command("add")
 @click.argument("address")
-def suppression_add(address: str) -> None:
+@pass_cli
+def suppression_add(cli: Cli, address: str) -> None:
     """Stop all campaign mail to ADDRESS (as if they had unsubscribed)."""
     from deadpixel.mail.addresses import BadAddress, parse_recipient
     from deadpixel.store.suppressions import suppress
@@ -324,14 +306,15 @@ def suppression_add(address: str) -> None:
         key = parse_recipient(address).key
     except BadAddress as exc:
         raise click.BadParameter(f"{address!r}: {exc}", param_hint="ADDRESS") from None
-    with migrated_engine(load_settings()) as engine, engine.begin() as conn:
+    with cli.migrated() as engine, engine.begin() as conn:
         added = suppress(conn, key, "cli")
     click.echo(f"{key} {'added to' if added else 'was already on'} the suppression list.")
 
 
 @suppression.command("remove")
 @click.argument("address")
-def suppression_remove(address: str) -> None:
+@pass_cli
+def suppression_remove(cli: Cli, address: str) -> None:
     """Allow campaign mail to ADDRESS again (only when they asked for it)."""
     from deadpixel.mail.addresses import BadAddress, parse_recipient
     from deadpixel.store.suppressions import unsuppress
@@ -340,6 +323,6 @@ def suppression_remove(address: str) -> None:
         key = parse_recipient(address).key
     except BadAddress as exc:
         raise click.BadParameter(f"{address!r}: {exc}", param_hint="ADDRESS") from None
-    with migrated_engine(load_settings()) as engine, engine.begin() as conn:
+    with cli.migrated() as engine, engine.begin() as conn:
         removed = unsuppress(conn, key)
     click.echo(f"{key} {'removed from' if removed else 'is not on'} the suppression list.")

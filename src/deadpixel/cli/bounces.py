@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from deadpixel.config import load_settings
+from deadpixel.cli.context import Cli, pass_cli
 from deadpixel.logs import configure as configure_logs
 
 
@@ -16,11 +16,12 @@ def bounces() -> None:
 @bounces.command("listen")
 @click.option("--host", help="Address to listen on (DEADPIXEL_BOUNCE_HOST, default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (DEADPIXEL_BOUNCE_PORT, default 2526).")
-def listen(host: str | None, port: int | None) -> None:
+@pass_cli
+def listen(cli: Cli, host: str | None, port: int | None) -> None:
     """Run the SMTP server that bounces to DEADPIXEL_BOUNCE_DOMAIN come back to."""
     from deadpixel.bounces.listener import run
 
-    settings = load_settings(bounce_host=host, bounce_port=port)
+    settings = cli.load(bounce_host=host, bounce_port=port)
     if settings.bounce_domain is None:
         from deadpixel.config import ConfigError
 
@@ -33,26 +34,18 @@ def listen(host: str | None, port: int | None) -> None:
 
 
 @bounces.command("fetch")
-def fetch() -> None:
+@pass_cli
+def fetch(cli: Cli) -> None:
     """Read the bounce mailbox (DEADPIXEL_BOUNCE_IMAP_*) once: record, then mark or move what was read."""
-    from deadpixel.bounces.fetch import MailboxError
     from deadpixel.bounces.fetch import fetch as fetch_mailbox
     from deadpixel.bounces.listener import processor
-    from deadpixel.config import ensure_data_dir
-    from deadpixel.store.db import create_engine
     from deadpixel.store.migrate import ensure_current
 
-    settings = load_settings()
+    settings = cli.settings
     configure_logs(settings.log_level, settings.log_format)
-    ensure_data_dir(settings)
-    engine = create_engine(settings.database_url, writer=True)
-    try:
+    with cli.engine(writer=True) as engine:
         ensure_current(engine)
         summary = fetch_mailbox(settings, processor(settings, engine))
-    except MailboxError as exc:
-        raise click.ClickException(f"bounce mailbox: {exc}") from None
-    finally:
-        engine.dispose()
     click.echo(
         f"{summary.read} message(s) read: {summary.recorded} recorded, {summary.ignored} ignored"
         " (not a bounce or complaint about a message of ours; see the log)"

@@ -5,34 +5,17 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
-from sqlalchemy import Engine, update
+from sqlalchemy import update
 
-from deadpixel.config import load_settings
+from deadpixel.cli.context import Cli, pass_cli
 from deadpixel.hooks import registry
 from deadpixel.hooks.deliver import Deliverer, Policy, new_client, post
 from deadpixel.hooks.guard import Guard
-from deadpixel.send.commands import migrated_engine
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import webhook_deliveries
-
-
-@contextmanager
-def _engine() -> Iterator[Engine]:
-    with migrated_engine(load_settings()) as engine:
-        yield engine
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except registry.WebhookError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _iso(at: float) -> str:
@@ -47,12 +30,12 @@ def webhook() -> None:
 @webhook.command("add")
 @click.argument("url")
 @click.option("--events", default="open,click", show_default=True, help="Which events to send: open, click.")
-def webhook_add(url: str, events: str) -> None:
+@pass_cli
+def webhook_add(cli: Cli, url: str, events: str) -> None:
     """Add a webhook and print its signing secret: shown this once."""
-    guard = Guard.allowing(*load_settings().webhook_allow)
-    with _errors():
-        url = registry.check_url(url, guard)  # the name is looked up before the transaction begins
-    with _errors(), _engine() as engine, engine.begin() as conn:
+    guard = Guard.allowing(*cli.settings.webhook_allow)
+    url = registry.check_url(url, guard)  # the name is looked up before the transaction begins
+    with cli.migrated() as engine, engine.begin() as conn:
         made, secret = registry.add_webhook(conn, url, events, guard)
     click.echo(
         f"Webhook {made.id} added for {', '.join(made.events)}. Signing secret (shown only now):", err=True
@@ -62,9 +45,10 @@ def webhook_add(url: str, events: str) -> None:
 
 @webhook.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def webhook_list(as_json: bool) -> None:
+@pass_cli
+def webhook_list(cli: Cli, as_json: bool) -> None:
     """The webhooks with their deliveries pending, delivered and failed (never their secrets)."""
-    with _engine() as engine, engine.connect() as conn:
+    with cli.migrated() as engine, engine.connect() as conn:
         found = registry.list_webhooks(conn)
     rows: list[dict[str, Any]] = [
         {"id": w.id, "url": w.url, "events": list(w.events), "created_at": _iso(w.created_at),
@@ -81,19 +65,21 @@ def webhook_list(as_json: bool) -> None:
 
 @webhook.command("remove")
 @click.argument("webhook_id", type=int)
-def webhook_remove(webhook_id: int) -> None:
+@pass_cli
+def webhook_remove(cli: Cli, webhook_id: int) -> None:
     """Remove a webhook; its undelivered events are dropped with it."""
-    with _errors(), _engine() as engine, engine.begin() as conn:
+    with cli.migrated() as engine, engine.begin() as conn:
         removed = registry.remove_webhook(conn, webhook_id)
     click.echo(f"Webhook {removed.id} ({removed.url}) removed.")
 
 
 @webhook.command("test")
 @click.argument("webhook_id", type=int)
-def webhook_test(webhook_id: int) -> None:
+@pass_cli
+def webhook_test(cli: Cli, webhook_id: int) -> None:
     """Send a signed ``test`` event to a webhook now and print what its receiver answered."""
-    settings = load_settings()
-    with _errors(), _engine() as engine, engine.connect() as conn:
+    settings = cli.settings
+    with cli.migrated() as engine, engine.connect() as conn:
         found, secret = registry.get_webhook(conn, webhook_id)
     event_id = uuid.uuid4().hex
     body = json.dumps({"id": event_id, "type": "test", "at": time.time()}, separators=(",", ":")).encode()
@@ -106,10 +92,11 @@ def webhook_test(webhook_id: int) -> None:
 
 @webhook.command("retry")
 @click.argument("webhook_id", type=int)
-def webhook_retry(webhook_id: int) -> None:
+@pass_cli
+def webhook_retry(cli: Cli, webhook_id: int) -> None:
     """Send a webhook's failed deliveries again (after fixing its receiver)."""
     d = webhook_deliveries.c
-    with _errors(), _engine() as engine, engine.begin() as conn:
+    with cli.migrated() as engine, engine.begin() as conn:
         registry.get_webhook(conn, webhook_id)
         again = conn.execute(
             update(webhook_deliveries)
@@ -120,10 +107,11 @@ def webhook_retry(webhook_id: int) -> None:
 
 
 @webhook.command("deliver")
-def webhook_deliver() -> None:
+@pass_cli
+def webhook_deliver(cli: Cli) -> None:
     """Send every delivery that is due now, once, then stop (``deadpixel serve`` does this all along)."""
-    settings = load_settings()
-    with _engine() as engine:
+    settings = cli.settings
+    with cli.migrated() as engine:
         writer = create_engine(settings.database_url, writer=True)
         deliverer = Deliverer(engine, writer, Policy.from_settings(settings))
         try:
