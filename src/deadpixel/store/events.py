@@ -9,10 +9,11 @@ tables and the message's counter columns stay as they are (the kind maps onto th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Column, Table
 
-from deadpixel.store.schema import clicks, opens
+from deadpixel.store.schema import campaigns, clicks, links, messages, opens
 from deadpixel.tokens import CLICK as CLICK_PURPOSE
 from deadpixel.tokens import PIXEL as PIXEL_PURPOSE
 
@@ -54,8 +55,24 @@ class EventKind:
     def last_at(self) -> str:
         return f"last_{self.name}_at"
 
-    def columns(self, names: tuple[str, ...]) -> list[Column[object]]:
-        return [self.table.c[name] for name in names]
+    def column(self, name: str) -> Column[Any]:
+        """A column of the kind's events by name; ``url`` is the link's URL for a kind with links."""
+        if name == "url":
+            return links.c.url
+        return self.table.c[name]
+
+    def with_message(self) -> Any:
+        """The kind's events joined with their message, its campaign and, for a kind with links, the link
+        (outer joins: an event outlives nothing, but a listing must not lose one whose message is gone)."""
+        table = self.table
+        joined: Any = table
+        if "link" in table.c:
+            joined = joined.outerjoin(
+                links, (links.c.message_id == table.c.message_id) & (links.c.number == table.c.link)
+            )
+        return joined.outerjoin(messages, messages.c.id == table.c.message_id).outerjoin(
+            campaigns, campaigns.c.id == messages.c.campaign_id
+        )
 
 
 OPEN = EventKind("open", opens, PIXEL_PURPOSE, chained=True)
