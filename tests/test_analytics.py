@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from deadpixel import analytics
 from deadpixel.config import Settings
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, ClickEvent, OpenEvent
+from deadpixel.reclassify import reclassify
 from deadpixel.store import maintenance, rollups
 from deadpixel.store.clicks import write_clicks
 from deadpixel.store.db import create_engine
@@ -333,7 +334,7 @@ def test_late_and_forgotten_opens_and_reclassify_keep_the_rollups_true(
     assert_rollups_match(reader)
 
     with writer.begin() as conn:
-        maintenance.reclassify(conn, LABELS)  # type: ignore[arg-type]
+        reclassify(conn, LABELS)  # type: ignore[arg-type]
         assert conn.execute(select(func.count()).select_from(open_slots)).scalar_one() == 0
     rollups.catch_up(writer, reader)
     assert_rollups_match(reader)

@@ -13,6 +13,7 @@ from deadpixel import analytics
 from deadpixel.config import Settings
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings
 from deadpixel.events import OpenEvent
+from deadpixel.reclassify import reclassify
 from deadpixel.store import maintenance
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
@@ -50,7 +51,7 @@ def test_reclassify_fills_verdicts_and_rebuilds_counters(settings: Settings) -> 
         before = analytics.report(conn, "c")
     assert (before["unique_opens"], before["human_opens"], before["machine_opens"]) == (3, 0, 0)
     with engine.begin() as conn:
-        assert maintenance.reclassify(conn, OpenClassifier(enricher_from_settings(settings), "full")) == 4
+        assert reclassify(conn, OpenClassifier(enricher_from_settings(settings), "full")) == 4
     with engine.connect() as conn:
         after = analytics.report(conn, "c")
         kinds = dict(
@@ -65,7 +66,7 @@ def test_reclassify_fills_verdicts_and_rebuilds_counters(settings: Settings) -> 
 def test_retention_drops_raw_detail_but_keeps_counts_and_breakdowns(settings: Settings) -> None:
     engine, _ = seeded(settings)
     with engine.begin() as conn:
-        maintenance.reclassify(conn, OpenClassifier(enricher_from_settings(settings), "full"))
+        reclassify(conn, OpenClassifier(enricher_from_settings(settings), "full"))
     with engine.connect() as conn:
         before = analytics.report(conn, "c")
     with engine.begin() as conn:
@@ -78,7 +79,7 @@ def test_retention_drops_raw_detail_but_keeps_counts_and_breakdowns(settings: Se
         assert analytics.report(conn, "c") == before
     # Reclassifying later keeps what can no longer be judged.
     with engine.begin() as conn:
-        maintenance.reclassify(conn, OpenClassifier(enricher_from_settings(settings), "full"))
+        reclassify(conn, OpenClassifier(enricher_from_settings(settings), "full"))
     with engine.connect() as conn:
         assert analytics.report(conn, "c") == before
     engine.dispose()

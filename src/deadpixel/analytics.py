@@ -14,10 +14,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Table, case, func, select, text
+from sqlalchemy import Connection, case, func, select, text
 
 from deadpixel.errors import DeadpixelError
 from deadpixel.store import chains, rollups
+from deadpixel.store.events import CLICK, OPEN, EventKind
 from deadpixel.store.schema import (
     campaigns,
     clicks,
@@ -26,7 +27,6 @@ from deadpixel.store.schema import (
     messages,
     open_slots,
     open_values,
-    opens,
     relayed,
 )
 
@@ -205,13 +205,13 @@ class EventFilter:
     after_id: int | None = None
 
 
-def _filtered(conn: Connection, query: Any, table: Table, only: EventFilter) -> Any:
-    c = table.c
+def _filtered(conn: Connection, query: Any, kind: EventKind, only: EventFilter) -> Any:
+    c = kind.table.c
     if only.campaign is not None:
         query = query.where(messages.c.campaign_id == _campaign_id(conn, only.campaign))
     if only.message_id is not None:
         query = query.where(c.message_id == only.message_id)
-        if table is opens:  # opens have no index on message_id: follow the message's chain
+        if kind.chained:  # opens have no index on message_id: follow the message's chain
             query = query.where(c.id.in_(select(chains.open_ids([only.message_id]).c.id)))
     if only.since is not None:
         query = query.where(c.at >= only.since)
@@ -225,90 +225,48 @@ def _filtered(conn: Connection, query: Any, table: Table, only: EventFilter) -> 
     return query.order_by(c.at.desc(), c.id.desc())
 
 
-def list_opens(
+# What a listing shows of each kind's events, in its order (the API's, CLI's and dashboard's fields).
+_REQUEST = ("ip", "user_agent", "method", "kind", "reason", "client", "device", "os", "country")
+LISTED = {
+    OPEN.name: ("id", "message_id", "at", *_REQUEST, "region", "city", "network_owner"),
+    CLICK.name: ("id", "message_id", "link", "url", "at", *_REQUEST, "network_owner"),  # and where it led
+}
+
+
+def list_events(
     conn: Connection,
+    kind: EventKind,
     *,
     campaign: str | None = None,
     message_id: str | None = None,
     limit: int = 100,
     only: EventFilter | None = None,
 ) -> list[dict[str, Any]]:
-    """Recorded opens, newest first (``only`` for the API's filters; campaign and message are shortcuts)."""
+    """Recorded events of a kind, newest first (``only`` for the API's filters; campaign and message are
+    shortcuts)."""
     only = only or EventFilter(campaign=campaign, message_id=message_id)
     query = (
         select(
-            opens.c.id,
-            opens.c.message_id,
-            opens.c.at,
-            opens.c.ip,
-            opens.c.user_agent,
-            opens.c.method,
-            opens.c.kind,
-            opens.c.reason,
-            opens.c.client,
-            opens.c.device,
-            opens.c.os,
-            opens.c.country,
-            opens.c.region,
-            opens.c.city,
-            opens.c.network_owner,
+            *(kind.column(name) for name in LISTED[kind.name]),
             messages.c.recipient,
             messages.c.subject,
             campaigns.c.name.label("campaign"),
         )
-        .select_from(
-            opens.outerjoin(messages, messages.c.id == opens.c.message_id).outerjoin(
-                campaigns, campaigns.c.id == messages.c.campaign_id
-            )
-        )
+        .select_from(kind.with_message())
         .limit(limit)
     )
-    query = _filtered(conn, query, opens, only)
+    query = _filtered(conn, query, kind, only)
     return [{**row._asdict(), "at": iso(row.at)} for row in conn.execute(query)]
 
 
-def list_clicks(
-    conn: Connection,
-    *,
-    campaign: str | None = None,
-    message_id: str | None = None,
-    limit: int = 100,
-    only: EventFilter | None = None,
-) -> list[dict[str, Any]]:
-    """Recorded clicks, newest first, with the URL each one led to."""
-    only = only or EventFilter(campaign=campaign, message_id=message_id)
-    query = (
-        select(
-            clicks.c.id,
-            clicks.c.message_id,
-            clicks.c.link,
-            links.c.url,
-            clicks.c.at,
-            clicks.c.ip,
-            clicks.c.user_agent,
-            clicks.c.method,
-            clicks.c.kind,
-            clicks.c.reason,
-            clicks.c.client,
-            clicks.c.device,
-            clicks.c.os,
-            clicks.c.country,
-            clicks.c.network_owner,
-            messages.c.recipient,
-            messages.c.subject,
-            campaigns.c.name.label("campaign"),
-        )
-        .select_from(
-            clicks.outerjoin(
-                links, (links.c.message_id == clicks.c.message_id) & (links.c.number == clicks.c.link)
-            )
-            .outerjoin(messages, messages.c.id == clicks.c.message_id)
-            .outerjoin(campaigns, campaigns.c.id == messages.c.campaign_id)
-        )
-        .limit(limit)
-    )
-    query = _filtered(conn, query, clicks, only)
-    return [{**row._asdict(), "at": iso(row.at)} for row in conn.execute(query)]
+def list_opens(conn: Connection, **given: Any) -> list[dict[str, Any]]:
+    """Recorded opens, newest first (``list_events``)."""
+    return list_events(conn, OPEN, **given)
+
+
+def list_clicks(conn: Connection, **given: Any) -> list[dict[str, Any]]:
+    """Recorded clicks, newest first, with the URL each one led to (``list_events``)."""
+    return list_events(conn, CLICK, **given)
 
 
 MESSAGE_COUNTERS = (

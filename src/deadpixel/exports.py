@@ -11,6 +11,7 @@ cannot run anything an attacker put into a user agent, a subject or a link.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,8 +19,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, case, select
 
 from deadpixel.analytics import UnknownCampaign, iso
+from deadpixel.store.events import CLICK, OPEN, EventKind
 from deadpixel.store.messages import campaign_id
-from deadpixel.store.schema import campaigns, clicks, links, messages, opens
+from deadpixel.store.schema import campaigns, messages
 
 KINDS = ("opens", "clicks", "recipients")
 CHUNK = 500  # rows fetched, and CSV text sent, at a time
@@ -36,36 +38,21 @@ def cell(value: Any) -> Any:
     return value
 
 
-def _with_message(table: Any) -> Any:
-    return table.outerjoin(messages, messages.c.id == table.c.message_id).outerjoin(
-        campaigns, campaigns.c.id == messages.c.campaign_id
-    )
-
-
 MESSAGE_COLUMNS = (campaigns.c.name.label("campaign"), messages.c.recipient, messages.c.subject)
 EVENT_FACTS = ("kind", "reason", "client", "device", "os", "country")
 RAW_FACTS = ("network_owner", "ip", "user_agent", "method")
+# What an export adds to each kind's rows after the message: a click the link and where it led, an open
+# the places the click export leaves out.
+_FIRST = {OPEN.name: (), CLICK.name: ("link", "url")}
+_PLACES = {OPEN.name: ("region", "city"), CLICK.name: ()}
 
 
-def _opens() -> Select[Any]:
-    o = opens.c
-    facts = [o[name] for name in (*EVENT_FACTS, "region", "city", *RAW_FACTS)]
+def _events(kind: EventKind) -> Select[Any]:
+    c = kind.table.c
+    names = (*_FIRST[kind.name], *EVENT_FACTS, *_PLACES[kind.name], *RAW_FACTS)
     return (
-        select(o.id, o.at, o.message_id, *MESSAGE_COLUMNS, *facts)
-        .select_from(_with_message(opens))
-        .order_by(o.at, o.id)
-    )
-
-
-def _clicks() -> Select[Any]:
-    c = clicks.c
-    joined = _with_message(clicks).outerjoin(
-        links, (links.c.message_id == c.message_id) & (links.c.number == c.link)
-    )
-    facts = [c[name] for name in (*EVENT_FACTS, *RAW_FACTS)]
-    return (
-        select(c.id, c.at, c.message_id, *MESSAGE_COLUMNS, c.link, links.c.url, *facts)
-        .select_from(joined)
+        select(c.id, c.at, c.message_id, *MESSAGE_COLUMNS, *(kind.column(name) for name in names))
+        .select_from(kind.with_message())
         .order_by(c.at, c.id)
     )
 
@@ -107,8 +94,8 @@ def _recipients() -> Select[Any]:
 
 
 QUERIES: dict[str, Callable[[], Select[Any]]] = {
-    "opens": _opens,
-    "clicks": _clicks,
+    "opens": functools.partial(_events, OPEN),
+    "clicks": functools.partial(_events, CLICK),
     "recipients": _recipients,
 }
 

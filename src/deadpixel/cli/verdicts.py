@@ -42,14 +42,14 @@ def classify(
 def reclassify(cli: Cli) -> None:
     """Rerun enrichment and verdicts over every stored open with the current rules, and rebuild counts."""
     from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings
-    from deadpixel.store import maintenance
-    from deadpixel.store.clicks import reclassify_clicks
+    from deadpixel.reclassify import reclassify as rejudge
+    from deadpixel.store.events import CLICK, OPEN
 
     settings = cli.settings
     with cli.store() as conn:
         classifier = OpenClassifier(enricher_from_settings(settings), settings.ip_mode)
-        n = maintenance.reclassify(conn, classifier)
-        n_clicks = reclassify_clicks(conn, classifier)
+        n = rejudge(conn, classifier, OPEN)
+        n_clicks = rejudge(conn, classifier, CLICK)
     cli.fold_rollups()  # reclassify emptied them: rebuild now, not on the next page view
     click.echo(f"Reclassified {n} opens and {n_clicks} clicks.")
 

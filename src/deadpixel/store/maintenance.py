@@ -1,4 +1,5 @@
-"""Rewriting history: reclassify with improved rules, rebuild counters, retention, and erasing a person."""
+"""Rewriting history: what reclassification reads and writes (``deadpixel.reclassify`` judges), rebuilt
+counters, retention, and erasing a person; each for any event kind (``deadpixel.store.events``)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,26 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, or_, select, update
 
-from deadpixel.enrich.opens import ENRICHED_FIELDS, OpenClassifier, apply_message_pattern
-from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, OpenEvent
+from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS
 from deadpixel.store import chains, rollups
-from deadpixel.store.schema import campaign_recipients, clicks, messages, opens, relayed
+from deadpixel.store.events import ENRICHED_COLUMNS, EVENT_KINDS, OPEN, EventKind
+from deadpixel.store.schema import campaign_recipients, clicks, messages, relayed
 
 CHUNK = 500
 
 
-def rebuild_counters(conn: Connection, message_ids: Sequence[str]) -> None:
-    """Recompute message counters from the events, the source of truth."""
-    o = opens.c
+def rows_of(kind: EventKind, message_ids: Sequence[str]) -> Any:
+    """The condition that picks the events of these messages: a chained kind follows each message's chain
+    (opens have no index on message_id), the others use their index."""
+    table = kind.table
+    if kind.chained:
+        return table.c.id.in_(select(chains.open_ids(message_ids).c.id))
+    return table.c.message_id.in_(message_ids)
+
+
+def rebuild_counters(conn: Connection, message_ids: Sequence[str], kind: EventKind = OPEN) -> None:
+    """Recompute the messages' counters of a kind from its events, the source of truth."""
+    c = kind.table.c
 
     def count(condition: Any) -> Any:
         return func.sum(case((condition, 1), else_=0))
@@ -27,111 +37,118 @@ def rebuild_counters(conn: Connection, message_ids: Sequence[str]) -> None:
         chunk = message_ids[start : start + CHUNK]
         totals = (
             select(
-                o.message_id,
+                c.message_id,
                 func.count(),
-                count(o.kind.in_(HUMAN_KINDS)),
-                count(o.kind.in_(MACHINE_KINDS)),
-                count(o.kind == "self"),
-                func.min(o.at),
-                func.max(o.at),
+                count(c.kind.in_(HUMAN_KINDS)),
+                count(c.kind.in_(MACHINE_KINDS)),
+                count(c.kind == "self"),
+                func.min(c.at),
+                func.max(c.at),
             )
-            .where(o.id.in_(select(chains.open_ids(chunk).c.id)))
-            .group_by(o.message_id)
+            .where(rows_of(kind, chunk))
+            .group_by(c.message_id)
         )
         found = {row[0]: row[1:] for row in conn.execute(totals)}
         none = (0, 0, 0, 0, None, None)
         conn.execute(
-            _set_counters,
+            _SET_COUNTERS[kind.name],
             [dict(zip(_COUNTERS, (mid, *found.get(mid, none)), strict=True)) for mid in chunk],
         )
 
 
 _COUNTERS = ("mid", "n", "human", "machine", "own", "first", "last")
-_set_counters = (
-    update(messages)
-    .where(messages.c.id == bindparam("mid"))
-    .values(
-        open_count=bindparam("n"),
-        human_open_count=bindparam("human"),
-        machine_open_count=bindparam("machine"),
-        self_open_count=bindparam("own"),
-        first_open_at=bindparam("first"),
-        last_open_at=bindparam("last"),
-    )
-)
 
 
-_update_enrichment = (
-    update(opens)
-    .where(opens.c.id == bindparam("event_id"))
-    .values({name: bindparam(name) for name in ENRICHED_FIELDS})
-)
-
-
-def reclassify(conn: Connection, classifier: OpenClassifier) -> int:
-    """Rerun enrichment and verdicts over every stored open; returns how many were rewritten.
-
-    Opens whose raw detail was purged by retention keep the verdict they had: there is nothing left to judge.
-    """
-    ids = list(conn.execute(select(messages.c.id).order_by(messages.c.id)).scalars())
-    rewritten = 0
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
-        sent_at = dict(
-            conn.execute(
-                select(messages.c.id, messages.c.sent_at).where(
-                    messages.c.id.in_(chunk), messages.c.sent_at.is_not(None)
-                )
-            ).all()
+def _set_counters(kind: EventKind) -> Any:
+    return (
+        update(messages)
+        .where(messages.c.id == bindparam("mid"))
+        .values(
+            {
+                kind.counter(): bindparam("n"),
+                kind.counter("human"): bindparam("human"),
+                kind.counter("machine"): bindparam("machine"),
+                kind.counter("self"): bindparam("own"),
+                kind.first_at: bindparam("first"),
+                kind.last_at: bindparam("last"),
+            }
         )
-        stored = conn.execute(
-            select(opens)
-            .where(
-                opens.c.id.in_(select(chains.open_ids(chunk).c.id)),
-                or_(opens.c.user_agent.is_not(None), opens.c.ip.is_not(None), opens.c.kind.is_(None)),
-            )
-            .order_by(opens.c.message_id, opens.c.at)
-        ).all()
-        rows = []
-        for event in stored:
-            raw = OpenEvent(
-                event.message_id, event.at, event.ip, event.user_agent, event.method, event.purpose
-            )
-            fields = classifier.enrich(raw, sent_at.get(event.message_id))
-            rows.append({"event_id": event.id, "message_id": event.message_id, "at": event.at, "ip": event.ip,
-                         **fields})  # fmt: skip
-        apply_message_pattern(rows)
-        if rows:
-            conn.execute(
-                _update_enrichment, [{k: v for k, v in row.items() if k not in ("message_id", "at", "ip")}
-                                     for row in rows],
-            )  # fmt: skip
-        rebuild_counters(conn, chunk)
-        rewritten += len(rows)
-    rollups.reset(conn)  # verdicts and clients changed: the charts' rollups are rebuilt from the events
-    return rewritten
+    )
 
 
-def purge_raw_detail(conn: Connection, retention_days: int, now: float | None = None) -> int:
-    """Drop address, user agent, region and city of opens older than the retention period.
+_SET_COUNTERS = {kind.name: _set_counters(kind) for kind in EVENT_KINDS}
+
+
+def messages_with_events(conn: Connection, kind: EventKind) -> list[str]:
+    """The ids of the messages whose events of a kind reclassification walks, in id order."""
+    if kind.chained:  # no index on opens.message_id: every message, each following its chain
+        return list(conn.execute(select(messages.c.id).order_by(messages.c.id)).scalars())
+    column = kind.table.c.message_id
+    return list(conn.execute(select(column).distinct().order_by(column)).scalars())
+
+
+def send_times_of(conn: Connection, message_ids: Sequence[str]) -> dict[str, float]:
+    """When each of these messages was sent (those never sent are left out): the clock verdicts trust."""
+    query = select(messages.c.id, messages.c.sent_at).where(
+        messages.c.id.in_(message_ids), messages.c.sent_at.is_not(None)
+    )
+    return {mid: sent for mid, sent in conn.execute(query)}
+
+
+def events_to_judge(conn: Connection, kind: EventKind, message_ids: Sequence[str]) -> Sequence[Any]:
+    """The events of these messages that reclassification can judge again, by message and time.
+
+    Events whose raw detail was purged by retention keep the verdict they had: there is nothing left to judge.
+    """
+    c = kind.table.c
+    query = (
+        select(kind.table)
+        .where(
+            rows_of(kind, message_ids),
+            or_(c.user_agent.is_not(None), c.ip.is_not(None), c.kind.is_(None)),
+        )
+        .order_by(c.message_id, c.at)
+    )
+    return conn.execute(query).all()
+
+
+def _update_enrichment(kind: EventKind) -> Any:
+    return (
+        update(kind.table)
+        .where(kind.table.c.id == bindparam("event_id"))
+        .values({name: bindparam(name) for name in ENRICHED_COLUMNS})
+    )
+
+
+_UPDATE_ENRICHMENT = {kind.name: _update_enrichment(kind) for kind in EVENT_KINDS}
+
+
+def write_enrichment(conn: Connection, kind: EventKind, rows: Sequence[dict[str, Any]]) -> None:
+    """Store new enrichment on events: each row has the event's id (``event_id``) and every enriched
+    column."""
+    if rows:
+        conn.execute(
+            _UPDATE_ENRICHMENT[kind.name],
+            [{"event_id": row["event_id"], **{name: row[name] for name in ENRICHED_COLUMNS}} for row in rows],
+        )
+
+
+def purge_raw_detail(
+    conn: Connection, retention_days: int, now: float | None = None, kind: EventKind = OPEN
+) -> int:
+    """Drop the raw detail (``EventKind.retained``: address, user agent, region, city) of a kind's events
+    older than the retention period.
 
     Counts and breakdowns (client, device, country, verdict, time) stay, so reports do not change.
     """
     if retention_days <= 0:
         return 0
     cutoff = (now if now is not None else time.time()) - retention_days * 86400
+    table = kind.table
     result = conn.execute(
-        update(opens)
-        .where(
-            opens.c.at < cutoff,
-            or_(
-                opens.c.ip.is_not(None),
-                opens.c.user_agent.is_not(None),
-                opens.c.region.is_not(None),
-                opens.c.city.is_not(None),
-            ),
-        )
-        .values(ip=None, user_agent=None, region=None, city=None)
+        update(table)
+        .where(table.c.at < cutoff, or_(*(table.c[name].is_not(None) for name in kind.retained)))
+        .values(dict.fromkeys(kind.retained))
     )
     return int(result.rowcount or 0)
 

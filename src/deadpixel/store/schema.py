@@ -84,6 +84,30 @@ messages = Table(
     Index(None, "created_at"),
 )
 
+
+def _request_columns() -> list[Column[object]]:
+    """What every event kind keeps of its request, in this order (``deadpixel.store.events``)."""
+    return [
+        Column("ip", String(45), nullable=True),
+        Column("user_agent", Text, nullable=True),
+        Column("method", String(8), nullable=False),
+        # A speculative-load hint the client sent (Purpose / Sec-Purpose / X-Moz), kept for reclassification.
+        Column("purpose", String(32), nullable=True),
+        # Enrichment, filled at ingest and rewritten by `deadpixel reclassify`.
+        Column("client", String(64), nullable=True),
+        Column("device", String(16), nullable=True),
+        Column("os", String(64), nullable=True),
+        Column("country", String(2), nullable=True),
+        Column("region", String(128), nullable=True),
+        Column("city", String(128), nullable=True),
+        Column("asn", BigInteger, nullable=True),
+        Column("network_owner", String(256), nullable=True),
+        Column("kind", String(16), nullable=True),
+        Column("reason", Text, nullable=True),
+        Column("rule", String(32), nullable=True),
+    ]
+
+
 # No foreign key to messages: the hot path never reads the database, and a validly signed token for a
 # message that was since erased must not fail the whole batch it was committed with.
 opens = Table(
@@ -92,23 +116,7 @@ opens = Table(
     Column("id", EventId, primary_key=True, autoincrement=True),
     Column("message_id", String(16), nullable=False),
     Column("at", Float, nullable=False),
-    Column("ip", String(45), nullable=True),
-    Column("user_agent", Text, nullable=True),
-    Column("method", String(8), nullable=False),
-    # A speculative-load hint the client sent (Purpose / Sec-Purpose / X-Moz), kept for reclassification.
-    Column("purpose", String(32), nullable=True),
-    # Enrichment, filled at ingest and rewritten by `deadpixel reclassify`.
-    Column("client", String(64), nullable=True),
-    Column("device", String(16), nullable=True),
-    Column("os", String(64), nullable=True),
-    Column("country", String(2), nullable=True),
-    Column("region", String(128), nullable=True),
-    Column("city", String(128), nullable=True),
-    Column("asn", BigInteger, nullable=True),
-    Column("network_owner", String(256), nullable=True),
-    Column("kind", String(16), nullable=True),
-    Column("reason", Text, nullable=True),
-    Column("rule", String(32), nullable=True),
+    *_request_columns(),
     # The open of the same message stored just before this one: each message's opens form a chain from
     # ``messages.last_open_id`` (see deadpixel.store.chains). It replaces an index on message_id, whose
     # inserts land all over the index and, at a million opens, doubled the pixel's p99 latency.
@@ -134,21 +142,7 @@ clicks = Table(
     Column("message_id", String(16), nullable=False),
     Column("link", Integer, nullable=False),
     Column("at", Float, nullable=False),
-    Column("ip", String(45), nullable=True),
-    Column("user_agent", Text, nullable=True),
-    Column("method", String(8), nullable=False),
-    Column("purpose", String(32), nullable=True),
-    Column("client", String(64), nullable=True),
-    Column("device", String(16), nullable=True),
-    Column("os", String(64), nullable=True),
-    Column("country", String(2), nullable=True),
-    Column("region", String(128), nullable=True),
-    Column("city", String(128), nullable=True),
-    Column("asn", BigInteger, nullable=True),
-    Column("network_owner", String(256), nullable=True),
-    Column("kind", String(16), nullable=True),
-    Column("reason", Text, nullable=True),
-    Column("rule", String(32), nullable=True),
+    *_request_columns(),
     Index(None, "message_id", "at"),
     Index(None, "at"),
 )

@@ -10,12 +10,13 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from sqlalchemy import Connection, Table, bindparam, case, insert, update
+from sqlalchemy import Connection, bindparam, case, insert, update
 from sqlalchemy.dialects import postgresql
 
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, OpenEvent
 from deadpixel.store import chains, outbox, rollups
 from deadpixel.store.driver import ROWS_PER_STATEMENT, execute_many, insert_rows, run
+from deadpixel.store.events import EVENT_KINDS, OPEN, EventKind
 from deadpixel.store.schema import messages, opens
 
 if TYPE_CHECKING:
@@ -39,29 +40,34 @@ def _later(column: Any, param: str) -> Any:
     return case(((column.is_(None)) | (column < bindparam(param)), bindparam(param)), else_=column)
 
 
-# One UPDATE per message per batch, not per event: a batch of 2,000 opens on 50 messages is 50 updates.
-_bump_counters = (
-    update(messages)
-    .where(messages.c.id == bindparam("mid"))
-    .values(
-        open_count=messages.c.open_count + bindparam("n"),
-        human_open_count=messages.c.human_open_count + bindparam("human"),
-        machine_open_count=messages.c.machine_open_count + bindparam("machine"),
-        self_open_count=messages.c.self_open_count + bindparam("own"),
-        first_open_at=_earlier(messages.c.first_open_at, "first"),
-        last_open_at=_later(messages.c.last_open_at, "last"),
-        last_open_id=bindparam("head"),
-    )
-)
+def bump_counters_statement(kind: EventKind) -> Any:
+    """One UPDATE per message per batch, not per event: a batch of 2,000 opens on 50 messages is 50 updates.
+    A chained kind also moves the message's chain head (``last_open_id``)."""
+    m = messages.c
+    values = {
+        kind.counter(): m[kind.counter()] + bindparam("n"),
+        kind.counter("human"): m[kind.counter("human")] + bindparam("human"),
+        kind.counter("machine"): m[kind.counter("machine")] + bindparam("machine"),
+        kind.counter("self"): m[kind.counter("self")] + bindparam("own"),
+        kind.first_at: _earlier(m[kind.first_at], "first"),
+        kind.last_at: _later(m[kind.last_at], "last"),
+    }
+    if kind.chained:
+        values["last_open_id"] = bindparam("head")
+    return update(messages).where(m.id == bindparam("mid")).values(values)
+
+
+BUMP_COUNTERS = {kind.name: bump_counters_statement(kind) for kind in EVENT_KINDS}
+_bump_counters = BUMP_COUNTERS[OPEN.name]
 
 
 def _kinds(kinds: frozenset[str]) -> str:
     return ", ".join(f"'{kind}'" for kind in sorted(kinds))
 
 
-def postgres_batch_sql(table: Table, noun: str, chained: bool = False) -> str:
-    """PostgreSQL: a batch of events (``opens`` or ``clicks``) and its messages' counters in one statement
-    over one JSON document; with ``chained``, each message's chain of opens too.
+def postgres_batch_sql(kind: EventKind) -> str:
+    """PostgreSQL: a batch of events of a kind and its messages' counters in one statement over one JSON
+    document; for a chained kind (opens), each message's chain too.
 
     With ``executemany`` the server ran one INSERT per event and one UPDATE per message, each a round of the
     protocol, after a round trip for the new ids: a batch of 30 opens took about 12 ms in those steps, and
@@ -72,6 +78,7 @@ def postgres_batch_sql(table: Table, noun: str, chained: bool = False) -> str:
     (``existing_messages(lock=True)``, in id order), so ``last_open_id`` cannot move under it and two
     servers cannot deadlock on the counters.
     """
+    table, noun, chained = kind.table, kind.name, kind.chained
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     given = [column for column in table.c if column.name not in ("id", "prev_id")]
     names = ", ".join(column.name for column in given)
@@ -112,7 +119,8 @@ def postgres_batch_sql(table: Table, noun: str, chained: bool = False) -> str:
     )
 
 
-_STORE_POSTGRES = postgres_batch_sql(opens, "open", chained=True)
+# Built once per kind at import, never per batch.
+STORE_POSTGRES = {kind.name: postgres_batch_sql(kind) for kind in EVENT_KINDS}
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 ENCODE_SLICE = 250  # rows per call of the C encoder
 
@@ -216,30 +224,36 @@ def _select_known(count: int) -> str:
     return f"{_SELECT_KNOWN}id IN ({', '.join('?' * count)})"
 
 
-def counter_updates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each message's counter update for a batch, in message id order (the order the batch locked them in).
+def counter_updates(rows: Sequence[dict[str, Any]], kind: EventKind = OPEN) -> list[dict[str, Any]]:
+    """Each message's counter update for a batch, in message id order (the order the batch locked them in);
+    for a chained kind with the message's new chain head.
 
     A message's first row in the batch makes its whole entry at once: under load most batches hold one open
     per message, and stepping each counter of each row cost a microsecond per open."""
+    chained = kind.chained
     per_message: dict[str, dict[str, Any]] = {}
     for row in rows:
-        mid, at, kind = row["message_id"], row["at"], row.get("kind")
+        mid, at, kind_of = row["message_id"], row["at"], row.get("kind")
         entry = per_message.get(mid)
         if entry is None:
-            per_message[mid] = {
-                "mid": mid, "n": 1, "human": int(kind in HUMAN_KINDS), "machine": int(kind in MACHINE_KINDS),
-                "own": int(kind == "self"), "first": at, "last": at, "head": row["id"],
+            entry = per_message[mid] = {
+                "mid": mid, "n": 1, "human": int(kind_of in HUMAN_KINDS),
+                "machine": int(kind_of in MACHINE_KINDS), "own": int(kind_of == "self"),
+                "first": at, "last": at,
             }  # fmt: skip
+            if chained:
+                entry["head"] = row["id"]
             continue
         entry["n"] += 1
-        entry["human"] += kind in HUMAN_KINDS
-        entry["machine"] += kind in MACHINE_KINDS
-        entry["own"] += kind == "self"
+        entry["human"] += kind_of in HUMAN_KINDS
+        entry["machine"] += kind_of in MACHINE_KINDS
+        entry["own"] += kind_of == "self"
         if at < entry["first"]:
             entry["first"] = at
         if at > entry["last"]:
             entry["last"] = at
-        entry["head"] = row["id"]  # rows come in id order: the last one is the newest
+        if chained:
+            entry["head"] = row["id"]  # rows come in id order: the last one is the newest
     return [per_message[mid] for mid in sorted(per_message)]
 
 
@@ -247,35 +261,45 @@ def counter_updates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 # where ``executemany`` takes one per message (why that matters: ``driver.insert_rows``). Older SQLite does
 # without UPDATE ... FROM and gets the ``executemany``.
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
-_COUNTER_KEYS = ("mid", "n", "human", "machine", "own", "first", "last", "head")  # VALUES' column1..column8
-_counter_values = operator.itemgetter(*_COUNTER_KEYS)
+_COUNTER_KEYS = ("mid", "n", "human", "machine", "own", "first", "last")  # VALUES' column1..column7
+_CHAINED_KEYS = (*_COUNTER_KEYS, "head")  # and column8
+_FIELDS = {kind.name: _CHAINED_KEYS if kind.chained else _COUNTER_KEYS for kind in EVENT_KINDS}
+_COUNTER_VALUES = {name: operator.itemgetter(*keys) for name, keys in _FIELDS.items()}
 
 
-@functools.lru_cache(maxsize=256)
-def _bump_counters_from_values(count: int) -> str:
-    row = "(" + ", ".join("?" * len(_COUNTER_KEYS)) + ")"
+def _update_from_values_head(kind: EventKind) -> str:
+    """The part of the UPDATE ... FROM VALUES before its rows, per kind (built at import)."""
+    first, last = kind.first_at, kind.last_at
     return (
-        "UPDATE messages SET open_count = open_count + v.column2,"
-        " human_open_count = human_open_count + v.column3,"
-        " machine_open_count = machine_open_count + v.column4,"
-        " self_open_count = self_open_count + v.column5,"
-        " first_open_at = CASE WHEN first_open_at IS NULL OR first_open_at > v.column6"
-        " THEN v.column6 ELSE first_open_at END,"
-        " last_open_at = CASE WHEN last_open_at IS NULL OR last_open_at < v.column7"
-        " THEN v.column7 ELSE last_open_at END,"
-        " last_open_id = v.column8"
-        f" FROM (VALUES {', '.join([row] * count)}) AS v WHERE messages.id = v.column1"
+        f"UPDATE messages SET {kind.counter()} = {kind.counter()} + v.column2,"
+        f" {kind.counter('human')} = {kind.counter('human')} + v.column3,"
+        f" {kind.counter('machine')} = {kind.counter('machine')} + v.column4,"
+        f" {kind.counter('self')} = {kind.counter('self')} + v.column5,"
+        f" {first} = CASE WHEN {first} IS NULL OR {first} > v.column6 THEN v.column6 ELSE {first} END,"
+        f" {last} = CASE WHEN {last} IS NULL OR {last} < v.column7 THEN v.column7 ELSE {last} END"
+        + (", last_open_id = v.column8" if kind.chained else "")
+        + " FROM (VALUES "
     )
 
 
-def bump_counters_on_sqlite(conn: Connection, updates: list[dict[str, Any]]) -> None:
+_UPDATE_FROM_VALUES = {kind.name: _update_from_values_head(kind) for kind in EVENT_KINDS}
+
+
+@functools.lru_cache(maxsize=256)
+def _bump_counters_from_values(name: str, count: int) -> str:
+    row = "(" + ", ".join("?" * len(_FIELDS[name])) + ")"
+    return f"{_UPDATE_FROM_VALUES[name]}{', '.join([row] * count)}) AS v WHERE messages.id = v.column1"
+
+
+def bump_counters_on_sqlite(conn: Connection, updates: list[dict[str, Any]], kind: EventKind = OPEN) -> None:
     if not _UPDATE_FROM or len(updates) < 2:
-        execute_many(conn, _bump_counters, updates)
+        execute_many(conn, BUMP_COUNTERS[kind.name], updates)
         return
+    values_of = _COUNTER_VALUES[kind.name]
     for start in range(0, len(updates), ROWS_PER_STATEMENT):
         chunk = updates[start : start + ROWS_PER_STATEMENT]
-        values = list(itertools.chain.from_iterable(map(_counter_values, chunk)))
-        run(conn, _bump_counters_from_values(len(chunk)), values)
+        values = list(itertools.chain.from_iterable(map(values_of, chunk)))
+        run(conn, _bump_counters_from_values(kind.name, len(chunk)), values)
 
 
 _count_capped = (
@@ -314,7 +338,7 @@ def write_opens(
     if kept:
         rows = builder.rows(kept, send_times(known))
         if conn.dialect.name == "postgresql":
-            run(conn, _STORE_POSTGRES, (encode_rows(rows),))
+            run(conn, STORE_POSTGRES[OPEN.name], (encode_rows(rows),))
         else:
             counted = folds.begin(conn) if folds is not None else False
             if newest is None:
@@ -326,5 +350,5 @@ def write_opens(
             bump_counters_on_sqlite(conn, counter_updates(rows))
             if folds is not None and counted:
                 folds.count(conn, rows, known)
-        outbox.enqueue(conn, "open", rows)  # webhook deliveries, in this same transaction
+        outbox.enqueue(conn, OPEN.name, rows)  # webhook deliveries, in this same transaction
     return len(events) - len(kept)

@@ -23,7 +23,7 @@ MAX_IP = 45
 
 _START = {"type": "http.response.start", "status": 200, "headers": pixel.HEADERS}
 _BODY = {"type": "http.response.body", "body": pixel.GIF}
-_EMPTY_BODY = {"type": "http.response.body", "body": b""}
+EMPTY_BODY = {"type": "http.response.body", "body": b""}
 _NOT_ALLOWED = {
     "type": "http.response.start",
     "status": 405,
@@ -46,6 +46,12 @@ def _text(value: bytes, limit: int) -> str:
     return text.replace("\x00", "") if "\x00" in text else text
 
 
+async def not_allowed(send: Any) -> None:
+    """405 for anything but GET and HEAD, which is all a pixel or a tracked link takes."""
+    await send(_NOT_ALLOWED)
+    await send(EMPTY_BODY)
+
+
 def request_facts(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
     """The user agent and any speculative-load hint, in one pass over the headers."""
     user_agent = purpose = None
@@ -55,6 +61,16 @@ def request_facts(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str |
         elif name in _PURPOSE_HEADERS:
             purpose = _text(value, 32)
     return user_agent, purpose
+
+
+def client_facts(
+    client_ip: ClientIPResolver, peer: str | None, headers: list[tuple[bytes, bytes]]
+) -> tuple[str | None, str | None, str | None]:
+    """What an event records of its request, whatever its kind: the client's address (as far as the
+    configured proxies let us see it), the user agent and any speculative-load hint."""
+    ip = client_ip.resolve(peer, headers)
+    user_agent, purpose = request_facts(headers)
+    return ip[:MAX_IP] if ip else None, user_agent, purpose
 
 
 class PixelEndpoint:
@@ -81,20 +97,17 @@ class PixelEndpoint:
         if message_id is None:
             self.stats.invalid_tokens += 1
             return None
-        ip = self._client_ip.resolve(peer, headers)
-        user_agent, purpose = request_facts(headers)
-        event = OpenEvent(message_id, time.time(), ip[:MAX_IP] if ip else None, user_agent, method, purpose)
-        return self._writer.record(event)
+        ip, user_agent, purpose = client_facts(self._client_ip, peer, headers)
+        return self._writer.record(OpenEvent(message_id, time.time(), ip, user_agent, method, purpose))
 
     async def __call__(self, scope: dict[str, Any], send: Any) -> None:
         method = scope["method"]
         if method != "GET" and method != "HEAD":
-            await send(_NOT_ALLOWED)
-            await send(_EMPTY_BODY)
+            await not_allowed(send)
             return
         client = scope.get("client")
         committed = self.record(scope["path"], method, client[0] if client else None, scope["headers"])
         if committed is not None:
             await committed
         await send(_START)
-        await send(_BODY if method == "GET" else _EMPTY_BODY)
+        await send(_BODY if method == "GET" else EMPTY_BODY)

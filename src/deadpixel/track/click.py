@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from deadpixel.events import ClickEvent
 from deadpixel.tokens import TokenSigner
-from deadpixel.track.app import MAX_IP, request_facts
+from deadpixel.track.app import EMPTY_BODY, client_facts, not_allowed
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter
 from deadpixel.urls import location
@@ -38,12 +38,6 @@ _NOT_FOUND = {
         (b"x-content-type-options", b"nosniff"),
     ],
 }
-_NOT_ALLOWED = {
-    "type": "http.response.start",
-    "status": 405,
-    "headers": [(b"allow", b"GET, HEAD"), (b"content-length", b"0")],
-}
-_EMPTY_BODY = {"type": "http.response.body", "body": b""}
 
 
 class Links(Protocol):
@@ -98,8 +92,7 @@ class ClickEndpoint:
     async def __call__(self, scope: dict[str, Any], send: Any) -> None:
         method = scope["method"]
         if method != "GET" and method != "HEAD":
-            await send(_NOT_ALLOWED)
-            await send(_EMPTY_BODY)
+            await not_allowed(send)
             return
         self.stats.requests += 1
         at = self._clock()
@@ -118,16 +111,14 @@ class ClickEndpoint:
             self.stats.unknown_links += 1  # an erased message, or a link that was never stored
             await self._not_found(send, method)
             return
-        headers = scope["headers"]
         client = scope.get("client")
-        ip = self._client_ip.resolve(client[0] if client else None, headers)
-        user_agent, purpose = request_facts(headers)
-        await self._writer.record(
-            ClickEvent(message_id, number, at, ip[:MAX_IP] if ip else None, user_agent, method, purpose)
+        ip, user_agent, purpose = client_facts(
+            self._client_ip, client[0] if client else None, scope["headers"]
         )
+        await self._writer.record(ClickEvent(message_id, number, at, ip, user_agent, method, purpose))
         start, body = _redirect(header)
         await send(start)
-        await send(body if method == "GET" else _EMPTY_BODY)
+        await send(body if method == "GET" else EMPTY_BODY)
 
     @staticmethod
     async def _not_found(send: Any, method: str) -> None:
