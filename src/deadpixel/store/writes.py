@@ -8,7 +8,7 @@ import json
 import operator
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import Connection, bindparam, case, insert, update
 from sqlalchemy.dialects import postgresql
@@ -19,8 +19,12 @@ from deadpixel.store.driver import ROWS_PER_STATEMENT, execute_many, insert_rows
 from deadpixel.store.events import EVENT_KINDS, OPEN, EventKind
 from deadpixel.store.schema import messages, opens
 
-if TYPE_CHECKING:
-    from deadpixel.track.cap import OpenCap
+
+class Cap(Protocol):
+    """What holds back a flood on one message (``deadpixel.track.cap.OpenCap``): the kept opens, and how many
+    were held back per message id."""
+
+    def split(self, events: Sequence[OpenEvent]) -> tuple[list[OpenEvent], dict[str, int]]: ...
 
 
 class RowBuilder(Protocol):
@@ -313,7 +317,7 @@ def write_opens(
     conn: Connection,
     events: Sequence[OpenEvent],
     builder: RowBuilder,
-    cap: OpenCap | None = None,
+    cap: Cap | None = None,
     folds: rollups.WriterRollups | None = None,
     memory: KnownMessages | None = None,
 ) -> int:
