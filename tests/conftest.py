@@ -41,9 +41,19 @@ def postgres_url() -> Iterator[str]:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     sep = "&" if "?" in base else "?"
     try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+        # The schema's name as application_name too, so its connections can be found and closed below.
+        yield f"{base}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
     finally:
         with admin.begin() as conn:
+            # Engines a test left undisposed would hold their pooled connections until garbage collection,
+            # and one pytest process can gather more than the server's max_connections: close them now.
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": schema},
+            )
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
 
