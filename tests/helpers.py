@@ -28,6 +28,7 @@ class Ran:
     returncode: int
     stdout: str
     stderr: str
+    stdout_bytes: bytes
 
 
 def deadpixel(
@@ -52,7 +53,7 @@ def deadpixel(
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(result.exception))
-    ran = Ran(tuple(args), result.exit_code, result.stdout, stderr)
+    ran = Ran(tuple(args), result.exit_code, result.stdout, stderr, result.stdout_bytes)
     if check and ran.returncode != 0:
         raise AssertionError(f"deadpixel {' '.join(args)} exited {ran.returncode}:\n{ran.stdout}{stderr}")
     return ran
