@@ -6,13 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 import select
 import socket
 import ssl
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.migrate import SCHEMA_REVISION, downgrade
 
 from .conftest import Server, free_port
-from .helpers import count_opens
+from .helpers import Ran, count_opens, deadpixel
 
 CHECK_NAMES = [
     "base_url",
@@ -79,19 +77,8 @@ class Report:
         return {c["name"] for c in self.document["checks"] if c["status"] == "fail"}
 
 
-def doctor_env(env: dict[str, str], **extra: str) -> dict[str, str]:
-    full = {name: value for name, value in os.environ.items() if name != "SSL_CERT_FILE"}
-    return {**full, **env, **extra}
-
-
-def run_doctor(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", "doctor", "--timeout", "3", *args],
-        env=doctor_env(env, **extra),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def run_doctor(env: dict[str, str], *args: str, **extra: str) -> Ran:
+    return deadpixel("doctor", "--timeout", "3", *args, env={"SSL_CERT_FILE": None, **env, **extra})
 
 
 def doctor_json(env: dict[str, str], **extra: str) -> Report:
@@ -463,12 +450,7 @@ def test_a_store_behind_the_newest_schema_fails_until_upgraded(
         clock = report.check("clock")
         assert clock["status"] == "ok" and "PostgreSQL" in clock["message"], clock
 
-    upgraded = subprocess.run(
-        [sys.executable, "-m", "deadpixel", "db", "upgrade"],
-        env=doctor_env(env),
-        capture_output=True,
-        text=True,
-    )
+    upgraded = deadpixel("db", "upgrade", env={"SSL_CERT_FILE": None, **env})
     assert upgraded.returncode == 0, upgraded.stderr
     assert check_here(env, "database")["status"] == "ok"
 
