@@ -100,7 +100,8 @@ def test_other_methods_on_the_pixel_are_refused_cleanly(server: Server, settings
     assert count_opens(settings) == 0
 
 
-def test_raw_malformed_requests_never_get_a_5xx(server: Server) -> None:
+def test_raw_malformed_requests_never_get_a_5xx(shared_server: Server) -> None:
+    server = shared_server
     port = server.port
     for raw in [
         b"GET /o/\xff\xfe.gif HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -141,7 +142,8 @@ def test_a_nul_in_a_header_is_a_bad_request_not_a_crash(server: Server, settings
     assert httpx.get(server.url + path).status_code == 200
 
 
-def test_health_and_readiness(server: Server) -> None:
+def test_health_and_readiness(shared_server: Server) -> None:
+    server = shared_server
     assert httpx.get(server.url + "/healthz").text == "ok\n"
     assert httpx.get(server.url + "/readyz").text == "ready\n"
 

@@ -152,9 +152,9 @@ def test_guessing_api_tokens_is_braked_per_address_without_slowing_valid_tokens(
     assert get(secret, ATTACKER).status_code == 401  # a revocation still counts at once
 
 
-@SQLITE_ONLY
-def test_no_page_may_be_framed(server: Server) -> None:
-    with httpx.Client(base_url=server.url) as client:
+@pytest.mark.parametrize("shared_server", ["sqlite"], indirect=True)
+def test_no_page_may_be_framed(shared_server: Server) -> None:
+    with httpx.Client(base_url=shared_server.url) as client:
         for path in (
             "/login",
             "/campaigns",  # a redirect to the sign-in
