@@ -410,6 +410,7 @@ def test_the_openapi_document_describes_every_route_and_number(api: Api) -> None
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+@pytest.mark.slow
 def test_fuzzing_from_the_schema_finds_no_5xx_and_no_off_schema_answer(
     api: Api, server: Server, mode: GenerationMode
 ) -> None:

@@ -26,6 +26,7 @@ def run_backup(into: Path) -> Ran:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.slow
 def test_a_backup_taken_under_load_is_consistent_private_and_restorable(
     server: Server, settings: Settings, tmp_path: Path
 ) -> None:

@@ -91,6 +91,7 @@ def rows(settings: Settings, table: Any) -> list[Any]:
     return found
 
 
+@pytest.mark.slow
 def test_a_campaign_bounce_comes_back_and_the_next_campaign_skips_the_address(
     tmp_path: Path, smtp: SMTPServerHandle, bounce_settings: Settings, listener: RunningListener
 ) -> None:
@@ -138,6 +139,7 @@ def test_a_campaign_bounce_comes_back_and_the_next_campaign_skips_the_address(
     assert len(smtp.sink.by_recipient()["ann@example.org"]) == 1
 
 
+@pytest.mark.slow
 def test_without_a_bounce_domain_the_sender_is_unchanged(tmp_path: Path, smtp: SMTPServerHandle) -> None:
     (tmp_path / "mail.html").write_text("<p>Hello</p>")
     sent = deadpixel(

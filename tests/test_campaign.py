@@ -197,6 +197,7 @@ def test_a_connection_lost_after_sending_is_not_sent_twice(
 
 
 @SQLITE_ONLY
+@pytest.mark.slow
 def test_ctrl_c_then_rerun_sends_everyone_exactly_once(
     smtp: SMTPServerHandle, settings: Settings, tmp_path: Path
 ) -> None:

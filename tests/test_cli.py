@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from deadpixel.config import Settings
 
@@ -44,6 +45,7 @@ def test_pixel_new_refuses_a_bad_address(settings: Settings) -> None:
     assert json.loads(bare)["to"] == "bob@example.com"  # stored bare, as every other way in stores it
 
 
+@pytest.mark.slow
 def test_opens_and_report_follow_real_fetches(server: Server, settings: Settings) -> None:
     q3 = [as_json("pixel", "new", "--to", f"p{i}@example.com", "--campaign", "Q3") for i in range(4)]
     other = as_json("pixel", "new", "--to", "x@example.com", "--campaign", "Other")

@@ -302,6 +302,7 @@ def test_location_headers_are_ascii_and_only_http(url: str, header: bytes | None
     )
 )
 @example(paths=["*%7C", "plain"])  # a merge-tag placeholder stays as written; the other link is tracked
+@pytest.mark.slow
 def test_every_rewritten_link_resolves_to_its_original(
     tmp_path_factory: pytest.TempPathFactory, paths: list[str]
 ) -> None:
@@ -389,6 +390,7 @@ def test_links_the_click_endpoint_cannot_follow_stay_as_written(settings: Settin
     assert page == _link_page(url) and urls == []
 
 
+@pytest.mark.slow
 def test_the_longest_followable_link_is_tracked_and_redirects(server: Server, settings: Settings) -> None:
     assert len(LONGEST) == MAX_LOCATION
     page, urls = _compose_link(settings, LONGEST)

@@ -113,6 +113,7 @@ def test_password_guessing_is_braked_and_deleting_an_account_signs_it_out(
 
 @SQLITE_ONLY
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+@pytest.mark.slow
 def test_in_a_real_browser_the_page_shows_the_reports_numbers_and_its_charts(
     server: Server, settings: Settings, tmp_path: Path
 ) -> None:

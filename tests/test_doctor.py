@@ -288,6 +288,7 @@ def forwarders() -> Iterator[list[Forwarder]]:
         forwarder.close()
 
 
+@pytest.mark.slow
 def test_certificates_near_expiry_warn_and_expired_fail_with_the_date(
     server: Server, env: dict[str, str], tmp_path: Path, forwarders: list[Forwarder]
 ) -> None:
@@ -313,6 +314,7 @@ def test_certificates_near_expiry_warn_and_expired_fail_with_the_date(
     assert report.check("base_url")["status"] == "fail"
 
 
+@pytest.mark.slow
 def test_a_valid_certificate_passes_and_an_untrusted_one_fails(
     server: Server,
     env: dict[str, str],
@@ -331,6 +333,7 @@ def test_a_valid_certificate_passes_and_an_untrusted_one_fails(
     assert tls["status"] == "fail" and "not valid" in tls["message"] and "SSL_CERT_FILE" in tls["fix"]
 
 
+@pytest.mark.slow
 def test_proxies_trusted_or_not_and_a_server_that_believes_a_forged_forwarded_for(
     server_factory: type[Server], env: dict[str, str], forwarders: list[Forwarder]
 ) -> None:
@@ -380,6 +383,7 @@ def authenticator(
     return AuthResult(success=good, handled=False)
 
 
+@pytest.mark.slow
 def test_smtp_login_with_starttls_right_and_wrong_password(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -425,6 +429,7 @@ def test_smtp_login_with_starttls_right_and_wrong_password(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.slow
 def test_a_store_behind_the_newest_schema_fails_until_upgraded(
     backend: str, env: dict[str, str], settings: Settings, request: pytest.FixtureRequest
 ) -> None:
@@ -455,6 +460,7 @@ def test_a_store_behind_the_newest_schema_fails_until_upgraded(
     assert check_here(env, "database")["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_a_missing_sqlite_file_is_reported_and_not_created(env: dict[str, str], tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.db"
     report = doctor_json(env, DEADPIXEL_DATABASE_URL=f"sqlite:///{missing}")

@@ -121,6 +121,7 @@ def _export_measured(engine: Engine, campaign: str) -> tuple[int, int, int, int]
     return chunks, size, lines, peak
 
 
+@pytest.mark.slow
 def test_a_big_export_streams_in_bounded_memory(engine: Engine, settings: Settings) -> None:
     """Five times the rows, about the same memory: the export holds a chunk, never the whole."""
     sizes = {"small": 4_000, "big": 20_000}
@@ -152,6 +153,7 @@ def test_export_command(engine: Engine, settings: Settings, tmp_path: Path) -> N
     assert not (tmp_path / "nope.csv").exists()
 
 
+@pytest.mark.slow
 def test_the_api_streams_exports_in_chunks(engine: Engine, settings: Settings, server: Server) -> None:
     ids = seed(engine, settings)
     with engine.begin() as conn:

@@ -194,6 +194,7 @@ def test_pixels_keep_working_across_a_secret_rotation_without_restart(
     assert len(recorded(settings, new_id)) == 1
 
 
+@pytest.mark.slow
 def test_invalid_tokens_and_recorded_opens_are_counted_in_metrics(
     server_factory: type[Server], env: dict[str, str], settings: Settings
 ) -> None:
@@ -219,6 +220,7 @@ def test_invalid_tokens_and_recorded_opens_are_counted_in_metrics(
     assert gone == {"processes": 0}
 
 
+@pytest.mark.slow
 def test_prometheus_metrics_on_their_own_port_only(
     server_factory: type[Server], env: dict[str, str], settings: Settings
 ) -> None:
