@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +32,8 @@ def _postgres_base_url() -> str:
     return url
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+@contextmanager
+def _fresh_schema() -> Iterator[str]:
     base = _postgres_base_url()
     schema = f"t_{secrets.token_hex(6)}"
     admin = sa_create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -56,6 +56,13 @@ def postgres_url() -> Iterator[str]:
             )
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    with _fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -161,3 +168,27 @@ def server_factory(settings: Settings, env: dict[str, str]) -> Iterator[type[Ser
 @pytest.fixture
 def server(server_factory: type[Server], env: dict[str, str]) -> Iterator[Server]:
     yield server_factory(env=dict(env)).start()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def shared_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One server per database for the whole session, for tests that only read (status codes, headers,
+    malformed requests): a test that writes, or counts what is stored, takes its own ``server``."""
+    data_dir = tmp_path_factory.mktemp("shared") / "data"
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            database_url = f"sqlite:///{data_dir.parent / 'store.db'}"
+        else:
+            database_url = stack.enter_context(_fresh_schema())
+        values = {
+            "DEADPIXEL_DATA_DIR": str(data_dir),
+            "DEADPIXEL_DATABASE_URL": database_url,
+            "DEADPIXEL_TEST_SCRYPT_N": "1024",
+        }
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("DEADPIXEL_") or k == PG_ENV}
+        prepare(load_settings({**clean, **values}))
+        server = Server(env=values).start()
+        stack.callback(server.kill)
+        yield server

@@ -1,17 +1,62 @@
-"""Shared test helpers: make real pixels, drive real load."""
+"""Shared test helpers: run the command line in process, make real pixels, drive real load."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from deadpixel.cli import main
 from deadpixel.config import Settings
 from deadpixel.keys import load_or_create_keys
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import opens
 from deadpixel.tokens import TokenSigner
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What one ``deadpixel`` command did: the fields of ``subprocess.CompletedProcess`` that tests read."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    stdout_bytes: bytes
+
+
+def deadpixel(
+    *args: str, input: str | None = None, env: Mapping[str, str | None] | None = None, check: bool = False
+) -> Ran:
+    """Run ``deadpixel ARGS`` in this process with click's CliRunner: the user's command line, without the
+    second or so that starting Python and importing the stack costs a new process.
+
+    ``env`` is laid over this process's environment for the call only (None unsets a variable). Settings are
+    read afresh on each call (``Cli`` holds them per invocation), so nothing carries over between calls. An
+    exception the CLI lets escape is written to ``stderr`` as Python would print it, with exit status 1,
+    so a test can still say "no traceback". Keep a real process where the process is the point: signals,
+    kill -9, start-up, import-time guards, servers.
+    """
+    logger = logging.getLogger("deadpixel")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    runner = CliRunner(env=dict(env) if env else None)
+    try:
+        result = runner.invoke(main, list(args), input=input, prog_name="deadpixel")
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    ran = Ran(tuple(args), result.exit_code, result.stdout, stderr, result.stdout_bytes)
+    if check and ran.returncode != 0:
+        raise AssertionError(f"deadpixel {' '.join(args)} exited {ran.returncode}:\n{ran.stdout}{stderr}")
+    return ran
 
 
 def make_pixels(

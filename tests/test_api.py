@@ -3,8 +3,6 @@ paging, filters, errors, the rate limit, routes that cannot forget auth, and a s
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -39,7 +37,7 @@ from deadpixel.track.app import PIXEL_PREFIX
 from deadpixel.track.click import CLICK_PREFIX
 
 from .conftest import Server
-from .helpers import fetch_all, make_pixels
+from .helpers import deadpixel, fetch_all, make_pixels
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
 CHROME = (
@@ -127,9 +125,7 @@ def seed(api: Api) -> dict[str, Any]:
 
 
 def test_token_lifecycle_through_the_cli_and_a_real_server(server: Server) -> None:
-    made = subprocess.run(
-        [sys.executable, "-m", "deadpixel", "token", "create", "dashboard"], capture_output=True, text=True
-    )
+    made = deadpixel("token", "create", "dashboard", check=True)
     secret = made.stdout.strip()
     url = server.url + "/api/v1/campaigns"
     assert httpx.get(url, headers={"authorization": f"Bearer {secret}"}).json() == {"items": []}
@@ -138,7 +134,7 @@ def test_token_lifecycle_through_the_cli_and_a_real_server(server: Server) -> No
     assert missing.json() == {"error": "a bearer token is required"}
     assert httpx.get(url, headers={"authorization": f"Bearer {secret}x"}).status_code == 401
     assert httpx.get(url, headers={"authorization": f"Basic {secret}"}).status_code == 401
-    subprocess.run([sys.executable, "-m", "deadpixel", "token", "revoke", "dashboard"], check=True)
+    deadpixel("token", "revoke", "dashboard", check=True)
     revoked = httpx.get(url, headers={"authorization": f"Bearer {secret}"})
     assert revoked.status_code == 401 and "invalid_token" in revoked.headers["www-authenticate"]
     assert "revoked" in revoked.json()["error"]
@@ -414,6 +410,7 @@ def test_the_openapi_document_describes_every_route_and_number(api: Api) -> None
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+@pytest.mark.slow
 def test_fuzzing_from_the_schema_finds_no_5xx_and_no_off_schema_answer(
     api: Api, server: Server, mode: GenerationMode
 ) -> None:

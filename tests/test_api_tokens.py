@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -13,11 +11,7 @@ from deadpixel.store.api_tokens import TokenError, create_token, hash_secret, re
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import api_tokens
 
-
-def deadpixel(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args], capture_output=True, text=True, timeout=60
-    )
+from .helpers import deadpixel
 
 
 def test_a_token_is_stored_as_a_hash_and_stops_working_when_revoked(settings: Settings) -> None:

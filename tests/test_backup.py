@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -20,16 +18,15 @@ from deadpixel.store.backup import BackupError, backup
 from deadpixel.store.migrate import SCHEMA_REVISION
 
 from .conftest import Server
-from .helpers import count_opens, fetch_all, make_pixels
+from .helpers import Ran, count_opens, deadpixel, fetch_all, make_pixels
 
 
-def run_backup(into: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", "backup", str(into)], capture_output=True, text=True, timeout=60
-    )
+def run_backup(into: Path) -> Ran:
+    return deadpixel("backup", str(into))
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.slow
 def test_a_backup_taken_under_load_is_consistent_private_and_restorable(
     server: Server, settings: Settings, tmp_path: Path
 ) -> None:

@@ -189,6 +189,7 @@ def verp(settings: Settings, message_id: str) -> str:
     return bounce_address(TokenSigner(load_or_create_keys(settings.keys_file)), message_id, DOMAIN)
 
 
+@pytest.mark.slow
 def test_fetch_records_bounces_and_complaints_and_reads_nothing_twice(
     settings: Settings, mailbox: Mailbox
 ) -> None:
@@ -230,6 +231,7 @@ def test_fetch_records_bounces_and_complaints_and_reads_nothing_twice(
 
 
 @SQLITE_ONLY
+@pytest.mark.slow
 def test_fetch_can_move_what_it_read(settings: Settings, mailbox: Mailbox) -> None:
     (ann,) = sent(settings, "ann@example.org")
     client = mailbox.client()
@@ -244,6 +246,7 @@ def test_fetch_can_move_what_it_read(settings: Settings, mailbox: Mailbox) -> No
 
 
 @SQLITE_ONLY
+@pytest.mark.slow
 def test_a_wrong_password_is_one_clear_line(settings: Settings, mailbox: Mailbox) -> None:
     failed = fetch(settings, mailbox, DEADPIXEL_BOUNCE_IMAP_PASSWORD="wrong")
     assert failed.returncode == 1

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -31,6 +29,7 @@ from deadpixel.tokens import TokenSigner
 from deadpixel.users import create_user
 
 from . import bounce_samples as samples
+from .helpers import deadpixel
 from .smtp_sink import HOST, Sink, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 from .test_relay import PASSWORD, client_tls, start_relay
 from .test_relay import message as relay_message
@@ -92,15 +91,7 @@ def rows(settings: Settings, table: Any) -> list[Any]:
     return found
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args], capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
-
-
+@pytest.mark.slow
 def test_a_campaign_bounce_comes_back_and_the_next_campaign_skips_the_address(
     tmp_path: Path, smtp: SMTPServerHandle, bounce_settings: Settings, listener: RunningListener
 ) -> None:
@@ -115,7 +106,7 @@ def test_a_campaign_bounce_comes_back_and_the_next_campaign_skips_the_address(
         "--html",
         str(tmp_path / "mail.html"),
     ]
-    first = cli("campaign", "send", "spring", *args, "--json", env=verp_env)
+    first = deadpixel("campaign", "send", "spring", *args, "--json", env=verp_env)
     assert first.returncode == 0, first.stderr
 
     ids = {row.recipient: row.id for row in rows(bounce_settings, messages)}
@@ -130,27 +121,30 @@ def test_a_campaign_bounce_comes_back_and_the_next_campaign_skips_the_address(
         senders["ann@example.org"], samples.dsn(senders["ann@example.org"], "ann@example.org")
     )
     assert code == 250, reply
-    figures = json.loads(cli("report", "spring", "--json").stdout)
+    figures = json.loads(deadpixel("report", "spring", "--json").stdout)
     assert (figures["sent"], figures["bounced"], figures["delivered"]) == (3, 1, 2)
     assert figures["bounce_rate"] == 1 / 3
-    text = cli("report", "spring").stdout
+    text = deadpixel("report", "spring").stdout
     assert "bounced          1  (33.3% of sent)" in text and "delivered        2" in text
     assert "% of delivered)" in text
-    listed = json.loads(cli("suppression", "list", "--json").stdout)
+    listed = json.loads(deadpixel("suppression", "list", "--json").stdout)
     assert [(row["address"], row["source"], row["campaign"]) for row in listed] == [
         ("ann@example.org", "hard-bounce", "spring")
     ]
 
-    second = cli("campaign", "send", "summer", *args, "--json", env=verp_env)
+    second = deadpixel("campaign", "send", "summer", *args, "--json", env=verp_env)
     summary = json.loads(second.stdout)
     assert (summary["sent"], summary["suppressed"]) == (2, 1)
     assert [p["value"] for p in summary["problems"] if p["kind"] == "suppressed"] == ["ann@example.org"]
     assert len(smtp.sink.by_recipient()["ann@example.org"]) == 1
 
 
+@pytest.mark.slow
 def test_without_a_bounce_domain_the_sender_is_unchanged(tmp_path: Path, smtp: SMTPServerHandle) -> None:
     (tmp_path / "mail.html").write_text("<p>Hello</p>")
-    sent = cli("send", "--to", "ann@example.org", "--subject", "Hi", "--html", str(tmp_path / "mail.html"))
+    sent = deadpixel(
+        "send", "--to", "ann@example.org", "--subject", "Hi", "--html", str(tmp_path / "mail.html")
+    )
     assert sent.returncode == 0, sent.stderr
     assert [copy.mail_from for copy in smtp.sink.messages] == ["news@example.com"]
 
@@ -160,7 +154,7 @@ def test_a_single_send_gets_a_verp_sender_too(
     tmp_path: Path, smtp: SMTPServerHandle, settings: Settings
 ) -> None:
     (tmp_path / "mail.html").write_text("<p>Hello</p>")
-    sent = cli(
+    sent = deadpixel(
         "send", "--to", "ann@example.org", "--subject", "Hi", "--html", str(tmp_path / "mail.html"),
         env={"DEADPIXEL_BOUNCE_DOMAIN": DOMAIN},
     )  # fmt: skip

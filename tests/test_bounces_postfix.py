@@ -142,6 +142,7 @@ def postfix_for(tmp_path: Path) -> Iterator[object]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_bounce_written_by_postfix_comes_back_to_the_listener(
     tmp_path: Path, settings: Settings, postfix_for: object
 ) -> None:

@@ -65,6 +65,7 @@ def landing() -> Iterator[str]:
     httpd.server_close()
 
 
+@pytest.mark.slow
 def test_a_reader_opens_and_clicks_in_chromium(
     smtp: SMTPServerHandle,
     settings: Settings,

@@ -20,6 +20,7 @@ from deadpixel.send.ratelimit import RateLimiter, parse_rate
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import campaign_recipients, campaigns, messages
 
+from .helpers import Ran, deadpixel
 from .smtp_sink import SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -38,19 +39,16 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def campaign(
-    tmp_path: Path, name: str, csv_text: str, *extra: str, html: str = HTML
-) -> subprocess.CompletedProcess[str]:
+def campaign(tmp_path: Path, name: str, csv_text: str, *extra: str, html: str = HTML) -> Ran:
     recipients = write(tmp_path / f"{name}.csv", csv_text)
     template = write(tmp_path / f"{name}.html", html)
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", "campaign", "send", name, "--recipients", str(recipients),
-         "--subject", SUBJECT, "--html", str(template), "--retry-backoff", "0.01", *extra],
-        capture_output=True, text=True, timeout=120,
+    return deadpixel(
+        "campaign", "send", name, "--recipients", str(recipients),
+        "--subject", SUBJECT, "--html", str(template), "--retry-backoff", "0.01", *extra,
     )  # fmt: skip
 
 
-def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+def as_json(result: Ran) -> Any:
     assert "Traceback" not in result.stderr, result.stderr
     return json.loads(result.stdout)
 
@@ -64,10 +62,7 @@ def states(settings: Settings) -> dict[str, str]:
 
 
 def report(name: str) -> Any:
-    out = subprocess.run(
-        [sys.executable, "-m", "deadpixel", "report", name, "--json"], capture_output=True, text=True
-    )
-    return json.loads(out.stdout)
+    return json.loads(deadpixel("report", name, "--json", check=True).stdout)
 
 
 LIST = """\
@@ -136,7 +131,7 @@ def test_a_campaign_with_problem_rows(smtp: SMTPServerHandle, settings: Settings
     assert report("spring")["sent"] == 4
 
     # Forgetting a person also erases what the campaign recorded about them.
-    subprocess.run([sys.executable, "-m", "deadpixel", "forget", "ann@example.org", "--yes"], check=True)
+    deadpixel("forget", "ann@example.org", "--yes", check=True)
     assert "ann@example.org" not in states(settings) and "bob@example.org" in states(settings)
 
 
@@ -202,6 +197,7 @@ def test_a_connection_lost_after_sending_is_not_sent_twice(
 
 
 @SQLITE_ONLY
+@pytest.mark.slow
 def test_ctrl_c_then_rerun_sends_everyone_exactly_once(
     smtp: SMTPServerHandle, settings: Settings, tmp_path: Path
 ) -> None:
@@ -245,10 +241,7 @@ def test_bad_files_and_templates_stop_before_anything_is_sent(
     latin.write_bytes("email,first_name\na@example.org,Jos\xe9\n".encode("latin-1"))
     html = write(tmp_path / "t.html", HTML)
     cases.append((
-        subprocess.run(
-            [sys.executable, "-m", "deadpixel", "campaign", "send", "e", "--recipients", str(latin),
-             "--subject", "s", "--html", str(html)], capture_output=True, text=True,
-        ),
+        deadpixel("campaign", "send", "e", "--recipients", str(latin), "--subject", "s", "--html", str(html)),
         "not UTF-8",
     ))  # fmt: skip
     for result, expected in cases:
@@ -358,10 +351,7 @@ def test_an_address_that_smtp_would_read_as_another_is_refused_not_sent_around_t
 ) -> None:
     """The address checked against the suppression list is the one RCPT TO carries: a quoted local part
     (which SMTP libraries unquote into a different address) is a per-row problem, never sent."""
-    added = subprocess.run(
-        [sys.executable, "-m", "deadpixel", "suppression", "add", "victim@evil.example"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    added = deadpixel("suppression", "add", "victim@evil.example")
     assert added.returncode == 0, added.stderr
     rows = """email,first_name,vip,track
 \"\"\"victim@evil.example>\"\"@example.com\",Vic,no,
@@ -376,8 +366,5 @@ ann@example.org,Ann,no,
     assert all("needs quoting" in p["reason"] for p in problems.values())
     assert (summary["sent"], summary["invalid"]) == (1, 2)
     for action in ("add", "remove"):  # the suppression list takes the same addresses, no others
-        refused = subprocess.run(
-            [sys.executable, "-m", "deadpixel", "suppression", action, '"victim@evil.example>"@example.com'],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        refused = deadpixel("suppression", action, '"victim@evil.example>"@example.com')
         assert refused.returncode == 2 and "needs quoting" in refused.stderr, refused.stderr

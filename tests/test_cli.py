@@ -1,27 +1,21 @@
-"""The command line as a user runs it: a real process, a real store."""
+"""The command line as a user runs it, in process (CliRunner), on a real store and a real server."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import httpx
+import pytest
 
 from deadpixel.config import Settings
 
 from .conftest import Server
-
-
-def deadpixel(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args], capture_output=True, text=True, timeout=60, check=check
-    )
+from .helpers import deadpixel
 
 
 def as_json(*args: str) -> Any:
-    return json.loads(deadpixel(*args, "--json").stdout)
+    return json.loads(deadpixel(*args, "--json", check=True).stdout)
 
 
 def test_pixel_new_prints_a_pasteable_pixel(settings: Settings) -> None:
@@ -37,7 +31,7 @@ def test_pixel_new_prints_a_pasteable_pixel(settings: Settings) -> None:
 
 
 def test_pixel_new_for_a_person(settings: Settings) -> None:
-    out = deadpixel("pixel", "new", "--to", "bob@example.com").stdout
+    out = deadpixel("pixel", "new", "--to", "bob@example.com", check=True).stdout
     assert "Pixel URL: http" in out and "<img " in out
 
 
@@ -47,10 +41,11 @@ def test_pixel_new_refuses_a_bad_address(settings: Settings) -> None:
     assert "'not an address': not an email address" in result.stderr
     forged = deadpixel("pixel", "new", "--to", '"victim@evil.example>"@example.com', check=False)
     assert forged.returncode == 2 and "needs quoting" in forged.stderr and "Traceback" not in forged.stderr
-    bare = deadpixel("pixel", "new", "--to", "Bob <bob@example.com>", "--json").stdout
+    bare = deadpixel("pixel", "new", "--to", "Bob <bob@example.com>", "--json", check=True).stdout
     assert json.loads(bare)["to"] == "bob@example.com"  # stored bare, as every other way in stores it
 
 
+@pytest.mark.slow
 def test_opens_and_report_follow_real_fetches(server: Server, settings: Settings) -> None:
     q3 = [as_json("pixel", "new", "--to", f"p{i}@example.com", "--campaign", "Q3") for i in range(4)]
     other = as_json("pixel", "new", "--to", "x@example.com", "--campaign", "Other")
@@ -79,7 +74,7 @@ def test_opens_and_report_follow_real_fetches(server: Server, settings: Settings
     assert len(as_json("opens", "--limit", "2")) == 2
     just_one = as_json("opens", "--message", q3[0]["message_id"])
     assert [o["message_id"] for o in just_one] == [q3[0]["message_id"]] * 3
-    assert "Q3" in deadpixel("report", "Q3").stdout
+    assert "Q3" in deadpixel("report", "Q3", check=True).stdout
 
 
 def test_unknown_campaign_is_one_clear_line(settings: Settings) -> None:
@@ -90,13 +85,13 @@ def test_unknown_campaign_is_one_clear_line(settings: Settings) -> None:
 
 def test_commands_create_and_migrate_a_fresh_store_on_first_use(env: dict[str, str]) -> None:
     assert as_json("report")["sent"] == 0
-    assert "already current" in deadpixel("db", "upgrade").stdout
+    assert "already current" in deadpixel("db", "upgrade", check=True).stdout
 
 
 def test_db_upgrade_on_an_empty_store(env: dict[str, str]) -> None:
-    assert "migrated from empty" in deadpixel("db", "upgrade").stdout
+    assert "migrated from empty" in deadpixel("db", "upgrade", check=True).stdout
 
 
 def test_secret_rotate_reports_the_new_key(settings: Settings) -> None:
-    assert "Signing key 2 is now current" in deadpixel("secret", "rotate").stdout
-    assert "Signing key 3 is now current" in deadpixel("secret", "rotate").stdout
+    assert "Signing key 2 is now current" in deadpixel("secret", "rotate", check=True).stdout
+    assert "Signing key 3 is now current" in deadpixel("secret", "rotate", check=True).stdout

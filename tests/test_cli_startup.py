@@ -69,6 +69,7 @@ def test_help_lists_every_command_without_importing_any(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_report_json_on_a_current_store_skips_the_migrations_and_the_web_stack(
     tmp_path: Path, env: dict[str, str]
 ) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import html
 import http.client
 import json
-import subprocess
-import sys
 import time
 from email import policy
 from email.parser import BytesParser
@@ -33,6 +31,7 @@ from deadpixel.tokens import TokenSigner
 from deadpixel.urls import MAX_LOCATION, location
 
 from .conftest import Server
+from .helpers import deadpixel
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -49,11 +48,8 @@ HTML = (
 )
 
 
-def deadpixel(*args: str) -> Any:
-    out = subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args, "--json"], capture_output=True, text=True, check=True
-    ).stdout
-    return json.loads(out)
+def as_json(*args: str) -> Any:
+    return json.loads(deadpixel(*args, "--json", check=True).stdout)
 
 
 def signer_for(settings: Settings) -> TokenSigner:
@@ -166,7 +162,7 @@ def test_head_and_scanner_clicks_are_recorded_but_not_counted(proxied: Server, s
     assert kinds == [("HEAD", "scanner"), ("GET", "scanner")]
     m = counters(settings, mid)
     assert (m.click_count, m.human_click_count, m.machine_click_count) == (2, 0, 2)
-    report = deadpixel("report", "clicks")
+    report = as_json("report", "clicks")
     assert (report["unique_clicks"], report["total_clicks"], report["click_rate"]) == (0, 2, 0.0)
     assert report["unique_opens"] == 0  # a scanner's click proves nothing
 
@@ -213,7 +209,7 @@ def test_bad_tokens_get_a_plain_404_and_never_a_redirect(server: Server, setting
 
     # A genuine link of a message erased meanwhile leads nowhere either.
     mid, hrefs = tracked_message(settings, "gone@example.com")
-    subprocess.run([sys.executable, "-m", "deadpixel", "forget", "gone@example.com", "--yes"], check=True)
+    deadpixel("forget", "gone@example.com", "--yes", check=True)
     response = httpx.get(local(server, settings, hrefs[0]))
     assert response.status_code == 404 and "location" not in response.headers
     assert click_rows(settings, mid) == []
@@ -234,7 +230,7 @@ def test_a_human_click_counts_the_message_as_opened(proxied: Server, settings: S
     for hrefs in (hrefs_a, hrefs_a, hrefs_b):  # a clicks twice: one unique click
         httpx.get(local(proxied, settings, hrefs[0]), headers={"user-agent": CHROME, "x-forwarded-for": HOME})
 
-    report = deadpixel("report", "clicks")
+    report = as_json("report", "clicks")
     assert report["sent"] == 4
     assert report["unique_opens"] == 3 and report["human_opens"] == 3 and report["machine_opens"] == 0
     assert report["unique_clicks"] == 2 and report["total_clicks"] == 3
@@ -244,19 +240,11 @@ def test_a_human_click_counts_the_message_as_opened(proxied: Server, settings: S
     assert "click proves" in report["definitions"]["unique_opens"]
     assert "never above 1" in report["definitions"]["click_to_open_rate"]
 
-    listed = deadpixel("clicks", "--campaign", "clicks")
+    listed = as_json("clicks", "--campaign", "clicks")
     assert len(listed) == 3
     assert {c["url"] for c in listed} == {"https://shop.example/sale?x=1&y=2"}
     assert {c["recipient"] for c in listed} == {"a@example.com", "b@example.com"}
-    assert (
-        "unique clicks"
-        in subprocess.run(
-            [sys.executable, "-m", "deadpixel", "report", "clicks"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    assert "unique clicks" in deadpixel("report", "clicks", check=True).stdout
 
     # Reclassify reruns the rules over clicks too, and forget erases them with their links.
     mid = clicked_only
@@ -264,13 +252,11 @@ def test_a_human_click_counts_the_message_as_opened(proxied: Server, settings: S
     with engine.begin() as conn:  # as if an older rule had judged it differently
         conn.execute(clicks.update().values(kind="scanner"))
         conn.execute(messages.update().values(human_click_count=0, machine_click_count=1))
-    out = subprocess.run(
-        [sys.executable, "-m", "deadpixel", "reclassify"], capture_output=True, text=True, check=True
-    ).stdout
+    out = deadpixel("reclassify", check=True).stdout
     assert "and 3 clicks" in out
     assert [r.kind for r in click_rows(settings, mid)] == ["human"]
     assert (counters(settings, mid).human_click_count, counters(settings, mid).machine_click_count) == (1, 0)
-    subprocess.run([sys.executable, "-m", "deadpixel", "forget", "b@example.com", "--yes"], check=True)
+    deadpixel("forget", "b@example.com", "--yes", check=True)
     assert click_rows(settings, mid) == []
     assert len(click_rows(settings, opened_and_clicked)) == 2
     with engine.connect() as conn:
@@ -316,6 +302,7 @@ def test_location_headers_are_ascii_and_only_http(url: str, header: bytes | None
     )
 )
 @example(paths=["*%7C", "plain"])  # a merge-tag placeholder stays as written; the other link is tracked
+@pytest.mark.slow
 def test_every_rewritten_link_resolves_to_its_original(
     tmp_path_factory: pytest.TempPathFactory, paths: list[str]
 ) -> None:
@@ -403,6 +390,7 @@ def test_links_the_click_endpoint_cannot_follow_stay_as_written(settings: Settin
     assert page == _link_page(url) and urls == []
 
 
+@pytest.mark.slow
 def test_the_longest_followable_link_is_tracked_and_redirects(server: Server, settings: Settings) -> None:
     assert len(LONGEST) == MAX_LOCATION
     page, urls = _compose_link(settings, LONGEST)

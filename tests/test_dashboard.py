@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.users import create_user, delete_user
 
 from .conftest import Server
-from .helpers import make_pixels
+from .helpers import deadpixel, make_pixels
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 CHROMIUM = Path("/usr/bin/chromium")
@@ -115,14 +113,12 @@ def test_password_guessing_is_braked_and_deleting_an_account_signs_it_out(
 
 @SQLITE_ONLY
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+@pytest.mark.slow
 def test_in_a_real_browser_the_page_shows_the_reports_numbers_and_its_charts(
     server: Server, settings: Settings, tmp_path: Path
 ) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
-    made = subprocess.run(
-        [sys.executable, "-m", "deadpixel", "user", "create", "ann", "--password-stdin"],
-        input="correct horse\n", capture_output=True, text=True,
-    )  # fmt: skip
+    made = deadpixel("user", "create", "ann", "--password-stdin", input="correct horse\n")
     assert made.returncode == 0, made.stderr
     import httpx
 
@@ -130,11 +126,7 @@ def test_in_a_real_browser_the_page_shows_the_reports_numbers_and_its_charts(
     for i, (_, path) in enumerate(pixels[:4]):  # four of six opened, one of them twice, one by a scanner
         httpx.get(server.url + path, headers={"user-agent": THUNDERBIRD if i else "curl/8.5.0"})
     httpx.get(server.url + pixels[1][1], headers={"user-agent": THUNDERBIRD})
-    report = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "deadpixel", "report", "spring", "--json"], capture_output=True, text=True
-        ).stdout
-    )
+    report = json.loads(deadpixel("report", "spring", "--json", check=True).stdout)
     assert (report["sent"], report["unique_opens"], report["machine_opens"], report["total_opens"]) == (
         6,
         4,
@@ -201,9 +193,7 @@ def test_a_new_pixel_from_the_dashboard_is_tracked(client: TestClient, settings:
 
 @SQLITE_ONLY
 def test_the_demo_campaign_has_every_kind_of_open_and_adds_up(settings: Settings) -> None:
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "deadpixel", *args], capture_output=True, text=True)
-
+    run = deadpixel
     seeded = run("demo", "--messages", "300")
     assert seeded.returncode == 0, seeded.stderr
     report = json.loads(run("report", "Demo: monthly newsletter", "--json").stdout)
@@ -233,10 +223,7 @@ def test_a_new_password_ends_every_session_even_a_copied_cookie(client: TestClie
     assert sign_in(client) == 303
     stolen = dict(client.cookies)
     assert client.get("/campaigns", follow_redirects=False).status_code == 200
-    changed = subprocess.run(
-        [sys.executable, "-m", "deadpixel", "user", "passwd", "ann", "--password-stdin"],
-        input="a new one\n", capture_output=True, text=True,
-    )  # fmt: skip
+    changed = deadpixel("user", "passwd", "ann", "--password-stdin", input="a new one\n")
     assert changed.returncode == 0, changed.stderr
     assert client.get("/campaigns", follow_redirects=False).status_code == 303
     client.cookies.clear()

@@ -16,6 +16,7 @@ from functools import cache
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -108,6 +109,7 @@ def test_every_third_party_import_is_a_declared_dependency_or_a_guarded_extra() 
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_postgres_without_its_extra_is_one_line_naming_the_extra(tmp_path: Path) -> None:
     """psycopg made unimportable in a real subprocess of the CLI: one line, exit status 1, no traceback."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEADPIXEL_")}

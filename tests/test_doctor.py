@@ -6,13 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 import select
 import socket
 import ssl
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.migrate import SCHEMA_REVISION, downgrade
 
 from .conftest import Server, free_port
-from .helpers import count_opens
+from .helpers import Ran, count_opens, deadpixel
 
 CHECK_NAMES = [
     "base_url",
@@ -79,19 +77,8 @@ class Report:
         return {c["name"] for c in self.document["checks"] if c["status"] == "fail"}
 
 
-def doctor_env(env: dict[str, str], **extra: str) -> dict[str, str]:
-    full = {name: value for name, value in os.environ.items() if name != "SSL_CERT_FILE"}
-    return {**full, **env, **extra}
-
-
-def run_doctor(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", "doctor", "--timeout", "3", *args],
-        env=doctor_env(env, **extra),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def run_doctor(env: dict[str, str], *args: str, **extra: str) -> Ran:
+    return deadpixel("doctor", "--timeout", "3", *args, env={"SSL_CERT_FILE": None, **env, **extra})
 
 
 def doctor_json(env: dict[str, str], **extra: str) -> Report:
@@ -301,6 +288,7 @@ def forwarders() -> Iterator[list[Forwarder]]:
         forwarder.close()
 
 
+@pytest.mark.slow
 def test_certificates_near_expiry_warn_and_expired_fail_with_the_date(
     server: Server, env: dict[str, str], tmp_path: Path, forwarders: list[Forwarder]
 ) -> None:
@@ -326,6 +314,7 @@ def test_certificates_near_expiry_warn_and_expired_fail_with_the_date(
     assert report.check("base_url")["status"] == "fail"
 
 
+@pytest.mark.slow
 def test_a_valid_certificate_passes_and_an_untrusted_one_fails(
     server: Server,
     env: dict[str, str],
@@ -344,6 +333,7 @@ def test_a_valid_certificate_passes_and_an_untrusted_one_fails(
     assert tls["status"] == "fail" and "not valid" in tls["message"] and "SSL_CERT_FILE" in tls["fix"]
 
 
+@pytest.mark.slow
 def test_proxies_trusted_or_not_and_a_server_that_believes_a_forged_forwarded_for(
     server_factory: type[Server], env: dict[str, str], forwarders: list[Forwarder]
 ) -> None:
@@ -393,6 +383,7 @@ def authenticator(
     return AuthResult(success=good, handled=False)
 
 
+@pytest.mark.slow
 def test_smtp_login_with_starttls_right_and_wrong_password(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -438,6 +429,7 @@ def test_smtp_login_with_starttls_right_and_wrong_password(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.slow
 def test_a_store_behind_the_newest_schema_fails_until_upgraded(
     backend: str, env: dict[str, str], settings: Settings, request: pytest.FixtureRequest
 ) -> None:
@@ -463,16 +455,12 @@ def test_a_store_behind_the_newest_schema_fails_until_upgraded(
         clock = report.check("clock")
         assert clock["status"] == "ok" and "PostgreSQL" in clock["message"], clock
 
-    upgraded = subprocess.run(
-        [sys.executable, "-m", "deadpixel", "db", "upgrade"],
-        env=doctor_env(env),
-        capture_output=True,
-        text=True,
-    )
+    upgraded = deadpixel("db", "upgrade", env={"SSL_CERT_FILE": None, **env})
     assert upgraded.returncode == 0, upgraded.stderr
     assert check_here(env, "database")["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_a_missing_sqlite_file_is_reported_and_not_created(env: dict[str, str], tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.db"
     report = doctor_json(env, DEADPIXEL_DATABASE_URL=f"sqlite:///{missing}")

@@ -51,6 +51,7 @@ def test_any_name_makes_a_valid_header_that_keeps_the_name(name: str) -> None:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the store plays no part
+@pytest.mark.slow
 def test_a_real_server_exports_a_campaign_named_with_a_line_break(settings: Settings, server: Server) -> None:
     names = ["x\r\ny", 'Frühling "24"; a/b', "spring"]
     engine = create_engine(settings.database_url)

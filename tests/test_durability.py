@@ -34,6 +34,7 @@ def assert_answered_stored_once(answered: list[str], settings: Settings) -> Coun
     return stored
 
 
+@pytest.mark.slow
 def test_two_server_processes_on_one_store_record_every_open_exactly_once(
     server_factory: type[Server], env: dict[str, str], settings: Settings
 ) -> None:
@@ -47,6 +48,7 @@ def test_two_server_processes_on_one_store_record_every_open_exactly_once(
     assert counter_total(settings) == len(paths)
 
 
+@pytest.mark.slow
 def test_several_workers_on_one_sqlite_file_record_every_open_exactly_once(
     server_factory: type[Server], env: dict[str, str], settings: Settings
 ) -> None:
@@ -87,6 +89,7 @@ def load_while(stop_server: str, server: Server, settings: Settings) -> list[str
 UNCAPPED = {"DEADPIXEL_OPEN_CAP": "0"}
 
 
+@pytest.mark.slow
 def test_sigterm_under_load_drains_then_exits(
     server_factory: type[Server], env: dict[str, str], settings: Settings
 ) -> None:
@@ -96,6 +99,7 @@ def test_sigterm_under_load_drains_then_exits(
     assert counter_total(settings) == sum(stored.values())
 
 
+@pytest.mark.slow
 def test_kill_9_under_load_loses_no_answered_open(
     server_factory: type[Server], env: dict[str, str], settings: Settings
 ) -> None:

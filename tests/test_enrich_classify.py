@@ -244,6 +244,7 @@ METHODS = st.one_of(st.sampled_from(["GET", "HEAD", "get", "", "POST"]), st.text
 
 @settings(max_examples=300, deadline=1000)
 @given(ip=IPS, user_agent=USER_AGENTS, method=METHODS, seconds=SECONDS)
+@pytest.mark.slow
 def test_enrich_never_raises_and_returns_valid_values(
     enricher: Enricher, ip: str | None, user_agent: str | None, method: str, seconds: float | None
 ) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import subprocess
-import sys
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +29,7 @@ from deadpixel.store.writes import write_opens
 from deadpixel.users import create_user
 
 from .conftest import Server
+from .helpers import deadpixel
 from .test_dashboard import sign_in
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
@@ -122,6 +121,7 @@ def _export_measured(engine: Engine, campaign: str) -> tuple[int, int, int, int]
     return chunks, size, lines, peak
 
 
+@pytest.mark.slow
 def test_a_big_export_streams_in_bounded_memory(engine: Engine, settings: Settings) -> None:
     """Five times the rows, about the same memory: the export holds a chunk, never the whole."""
     sizes = {"small": 4_000, "big": 20_000}
@@ -143,21 +143,17 @@ def test_a_big_export_streams_in_bounded_memory(engine: Engine, settings: Settin
 def test_export_command(engine: Engine, settings: Settings, tmp_path: Path) -> None:
     ids = seed(engine, settings)
     target = tmp_path / "people.csv"
-    run = subprocess.run([sys.executable, "-m", "deadpixel", "export", "recipients", "--campaign", "spring",
-                          "--output", str(target)], capture_output=True, timeout=60)  # fmt: skip
+    run = deadpixel("export", "recipients", "--campaign", "spring", "--output", str(target))
     assert run.returncode == 0, run.stderr
     assert [r["message_id"] for r in read_csv(target.read_bytes())] == [ids["ann"], ids["evil"], ids["bob"]]
-    to_stdout = subprocess.run([sys.executable, "-m", "deadpixel", "export", "opens"], capture_output=True,
-                               timeout=60)  # fmt: skip
-    assert to_stdout.stdout == b"".join(exports.stream(engine, "opens"))
-    command = [sys.executable, "-m", "deadpixel", "export", "opens", "--campaign", "nope"]
-    missing = subprocess.run(
-        [*command, "-o", str(tmp_path / "nope.csv")], capture_output=True, text=True, timeout=60
-    )
+    to_stdout = deadpixel("export", "opens")
+    assert to_stdout.stdout_bytes == b"".join(exports.stream(engine, "opens"))
+    missing = deadpixel("export", "opens", "--campaign", "nope", "-o", str(tmp_path / "nope.csv"))
     assert missing.returncode == 1 and "no campaign named 'nope'" in missing.stderr
     assert not (tmp_path / "nope.csv").exists()
 
 
+@pytest.mark.slow
 def test_the_api_streams_exports_in_chunks(engine: Engine, settings: Settings, server: Server) -> None:
     ids = seed(engine, settings)
     with engine.begin() as conn:

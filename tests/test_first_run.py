@@ -226,6 +226,7 @@ def stop(proc: subprocess.Popen[bytes], server_pid: int, log: Path) -> None:
     assert proc.wait(30) == 0, _tail(log)
 
 
+@pytest.mark.slow
 def test_the_quick_start_command_runs_verbatim_in_a_fresh_clone(
     clone: Path, wheel_venv: Future[Path], tmp_path: Path, running: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -244,6 +245,7 @@ def test_the_quick_start_command_runs_verbatim_in_a_fresh_clone(
     stop(proc, server, log)
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_templates_static_files_migrations_and_data_sets(
     wheel_venv: Future[Path], tmp_path: Path, running: list[subprocess.Popen[bytes]]
 ) -> None:

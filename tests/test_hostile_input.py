@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import subprocess
-import sys
 
 import httpx
 import pytest
@@ -21,7 +19,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.schema import messages, opens
 
 from .conftest import Server
-from .helpers import count_opens, make_pixels
+from .helpers import count_opens, deadpixel, make_pixels
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -114,8 +112,7 @@ def test_injection_and_traversal_attempts_fail_harmlessly_over_http(
 def test_injection_attempts_through_the_cli_are_plain_strings(settings: Settings) -> None:
     make_pixels(settings, 2, campaign="real")
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "deadpixel", *args], capture_output=True, text=True)
+    run = deadpixel
 
     for attempt in INJECTIONS:
         listed = run("opens", "--message", attempt, "--json")

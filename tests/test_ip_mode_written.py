@@ -50,6 +50,7 @@ def _wait_for(check: object, seconds: float = 10.0) -> None:
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.slow
 def test_opens_spooled_while_the_database_is_locked_keep_only_what_the_mode_keeps(
     mode: str, server_factory: type[Server], env: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:

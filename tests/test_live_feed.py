@@ -85,6 +85,7 @@ class Listener:
         self._stop = True
 
 
+@pytest.mark.slow
 def test_an_open_through_the_real_pixel_appears_in_the_feed(
     engine: Engine, settings: Settings, server: Server
 ) -> None:
@@ -138,6 +139,7 @@ def test_a_row_committed_after_a_higher_id_is_still_sent_once(engine: Engine) ->
     assert feed.Cursor.parse("garbage") is None and feed.Cursor.parse("o1.c2\n") is None
 
 
+@pytest.mark.slow
 def test_a_stream_ends_by_itself_and_resumes_from_its_cursor(engine: Engine) -> None:
     """A server stops only once its streams end; the browser then reconnects with the last id it saw."""
 
@@ -176,6 +178,7 @@ def test_a_stream_ends_by_itself_and_resumes_from_its_cursor(engine: Engine) -> 
 
 
 @SQLITE_ONLY
+@pytest.mark.slow
 def test_in_a_real_browser_new_opens_appear_without_a_reload(
     engine: Engine, settings: Settings, server: Server, tmp_path: Path
 ) -> None:

@@ -741,6 +741,7 @@ UNREWRITE = re.compile(r"""(["'])""" + re.escape(TRACKER) + r"""([A-Za-z0-9_=-]+
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
+@pytest.mark.slow
 def test_property_pixel_and_links_round_trip(doc: tuple[Frag, int]) -> None:
     frag, pixel_at = doc
     assert inject_pixel(frag.source, PIXEL_URL) == frag.source[:pixel_at] + PIXEL + frag.source[pixel_at:]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 from sqlalchemy import Engine, select
@@ -21,6 +18,7 @@ from deadpixel.store.schema import messages, opens
 from deadpixel.store.writes import write_opens
 
 from .conftest import Server
+from .helpers import deadpixel
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.3.1"
 RAW = OpenClassifier(None, "full")
@@ -97,13 +95,7 @@ def test_forget_erases_a_recipients_messages_and_opens_only(settings: Settings) 
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, **(env or {})},
-    ).stdout
+    return deadpixel(*args, env=env, check=True).stdout
 
 
 def test_maintenance_commands(settings: Settings) -> None:

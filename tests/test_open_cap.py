@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given
@@ -16,7 +14,7 @@ from deadpixel.events import OpenEvent
 from deadpixel.track.cap import OpenCap
 
 from .conftest import Server
-from .helpers import count_opens, fetch_all, make_pixels
+from .helpers import count_opens, deadpixel, fetch_all, make_pixels
 
 
 def opens_at(*seconds: float, message: str = "m") -> list[OpenEvent]:
@@ -83,12 +81,7 @@ def test_a_flood_on_one_pixel_is_answered_and_stored_up_to_the_cap(
     stored = count_opens(settings) - 1  # the calm pixel's one open is stored whatever the cap
     low, high = expect_stored
     assert low <= stored <= high  # two minutes at most if the flood straddles a minute boundary
-    report = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "deadpixel", "report", "flood", "--json"],
-            capture_output=True, text=True, check=True,
-        ).stdout
-    )  # fmt: skip
+    report = json.loads(deadpixel("report", "flood", "--json", check=True).stdout)
     assert report["total_opens"] == stored + 1
     assert report["capped_opens"] == 40 - stored
     assert report["unique_opens"] == 2

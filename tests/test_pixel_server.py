@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 
 import httpx
@@ -17,7 +15,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.track.pixel import GIF
 
 from .conftest import Server
-from .helpers import count_opens, make_pixels
+from .helpers import count_opens, deadpixel, make_pixels
 
 NO_CACHE = "no-store, no-cache, must-revalidate, private, max-age=0"
 
@@ -102,7 +100,8 @@ def test_other_methods_on_the_pixel_are_refused_cleanly(server: Server, settings
     assert count_opens(settings) == 0
 
 
-def test_raw_malformed_requests_never_get_a_5xx(server: Server) -> None:
+def test_raw_malformed_requests_never_get_a_5xx(shared_server: Server) -> None:
+    server = shared_server
     port = server.port
     for raw in [
         b"GET /o/\xff\xfe.gif HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -143,7 +142,8 @@ def test_a_nul_in_a_header_is_a_bad_request_not_a_crash(server: Server, settings
     assert httpx.get(server.url + path).status_code == 200
 
 
-def test_health_and_readiness(server: Server) -> None:
+def test_health_and_readiness(shared_server: Server) -> None:
+    server = shared_server
     assert httpx.get(server.url + "/healthz").text == "ok\n"
     assert httpx.get(server.url + "/readyz").text == "ready\n"
 
@@ -185,7 +185,7 @@ def test_pixels_keep_working_across_a_secret_rotation_without_restart(
     server: Server, settings: Settings, env: dict[str, str]
 ) -> None:
     [(old_id, old_path)] = make_pixels(settings, 1)
-    subprocess.run([sys.executable, "-m", "deadpixel", "secret", "rotate"], check=True, capture_output=True)
+    deadpixel("secret", "rotate", check=True)
     [(new_id, new_path)] = make_pixels(settings, 1)
     assert new_path[3:5] != old_path[3:5]  # signed with the new key id
     httpx.get(server.url + old_path)
@@ -194,6 +194,7 @@ def test_pixels_keep_working_across_a_secret_rotation_without_restart(
     assert len(recorded(settings, new_id)) == 1
 
 
+@pytest.mark.slow
 def test_invalid_tokens_and_recorded_opens_are_counted_in_metrics(
     server_factory: type[Server], env: dict[str, str], settings: Settings
 ) -> None:
@@ -205,12 +206,7 @@ def test_invalid_tokens_and_recorded_opens_are_counted_in_metrics(
         assert httpx.get(server.url + bad).status_code == 200
     deadline = time.monotonic() + 10
     while True:
-        result = subprocess.run(
-            [sys.executable, "-m", "deadpixel", "metrics", "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        result = deadpixel("metrics", "--json", check=True)
         figures = json.loads(result.stdout)
         if figures.get("pixel_requests_total") == 5 or time.monotonic() > deadline:
             break
@@ -220,17 +216,11 @@ def test_invalid_tokens_and_recorded_opens_are_counted_in_metrics(
     assert figures["invalid_tokens_total"] == 2
     assert figures["opens_recorded_total"] == 3
     server.stop()
-    gone = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "deadpixel", "metrics", "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    gone = json.loads(deadpixel("metrics", "--json", check=True).stdout)
     assert gone == {"processes": 0}
 
 
+@pytest.mark.slow
 def test_prometheus_metrics_on_their_own_port_only(
     server_factory: type[Server], env: dict[str, str], settings: Settings
 ) -> None:
@@ -262,8 +252,7 @@ def test_prometheus_metrics_on_their_own_port_only(
     assert "# TYPE deadpixel_queue_depth gauge" in scrape.text
     assert httpx.get(server.url + "/metrics").status_code == 404  # not on the public port
     assert httpx.get(f"http://127.0.0.1:{metrics_port}/other").status_code == 404
-    command = [sys.executable, "-m", "deadpixel", "metrics", "--prometheus"]
-    printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    printed = deadpixel("metrics", "--prometheus", check=True).stdout
     assert "deadpixel_pixel_requests_total 4" in printed
 
 

@@ -44,6 +44,7 @@ from deadpixel.store.schema import campaigns, messages, opens, relayed
 from deadpixel.users import SIGN_IN_TRIES, create_user
 
 from .conftest import Server, free_port
+from .helpers import deadpixel
 from .smtp_sink import HOST, Sink, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 
 PASSWORD = "correct horse battery"
@@ -756,10 +757,7 @@ def test_deadpixel_relay_end_to_end(
     smtp: SMTPServerHandle, server: Server, settings: Settings, env: dict[str, str]
 ) -> None:
     """The commands as a user runs them: `user create`, `relay`, `serve`; a recipient's open comes back."""
-    subprocess.run(
-        [sys.executable, "-m", "deadpixel", "user", "create", "alice", "--password-stdin"],
-        input=PASSWORD + "\n", text=True, check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    deadpixel("user", "create", "alice", "--password-stdin", input=PASSWORD + "\n", check=True)
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "deadpixel", "relay", "--port", str(port)],

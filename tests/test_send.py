@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from deadpixel.store.links import link_url
 from deadpixel.store.schema import messages
 from deadpixel.tokens import TokenSigner
 
+from .helpers import deadpixel
 from .smtp_sink import HOST, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 
 # What these tests check does not depend on the database; the others run on both.
@@ -41,16 +39,6 @@ HTML = (
     '<a data-notrack href="https://private.example/">private</a></p>'
     "</body></html>"
 )
-
-
-def deadpixel(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ import os
 import re
 import select
 import stat
-import subprocess
-import sys
 import threading
 import time
 
@@ -21,6 +19,8 @@ from deadpixel.store.db import create_engine
 from deadpixel.users import list_users
 from tests.conftest import Server
 from tests.test_browser_e2e import CHROMIUM, CHROMIUM_ARGS
+
+from .helpers import deadpixel
 
 LINK = re.compile(r"(https?://\S+/setup/(\S+))")
 
@@ -139,10 +139,7 @@ def test_a_fresh_link_each_start_and_none_once_an_account_exists(
     assert httpx.get(local(second, old)).status_code == 404
     assert httpx.get(local(second, new)).status_code == 200
 
-    subprocess.run(
-        [sys.executable, "-m", "deadpixel", "user", "create", "bob", "--password-stdin"],
-        input=b"pw\n", env={**os.environ, **env}, check=True, capture_output=True,
-    )  # fmt: skip
+    deadpixel("user", "create", "bob", "--password-stdin", input="pw\n", env=env, check=True)
     assert httpx.get(local(second, new)).status_code == 404  # an account exists: the link is dead
     second.kill()
     assert offer_setup_link(settings) is None  # what the next start does: no link, and the file is gone

@@ -4,8 +4,6 @@ sessions that end on the server, braked API token guessing, and pages no other s
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -19,6 +17,7 @@ from deadpixel.store.schema import web_sessions
 from deadpixel.users import SIGN_IN_TRIES, create_user
 
 from .conftest import Server
+from .helpers import deadpixel
 
 PASSWORD = "correct horse"
 PROXY = {"DEADPIXEL_TRUSTED_PROXIES": "127.0.0.1"}  # the test client plays the proxy
@@ -117,10 +116,7 @@ def test_signing_out_ends_the_session_on_the_server_even_for_a_copied_cookie(
         assert copied.status_code == 303 and copied.headers["location"].startswith("/login")
         # deadpixel user passwd ends the other sessions too (test_dashboard covers it for a copied cookie)
         assert sign_in(browser, PASSWORD).status_code == 303
-        subprocess.run(
-            [sys.executable, "-m", "deadpixel", "user", "passwd", "ann", "--password-stdin"],
-            input="another one\n", text=True, check=True, capture_output=True,
-        )  # fmt: skip
+        deadpixel("user", "passwd", "ann", "--password-stdin", input="another one\n", check=True)
         assert browser.get("/campaigns", follow_redirects=False).status_code == 303
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(web_sessions)).scalar_one() == 0
@@ -128,12 +124,7 @@ def test_signing_out_ends_the_session_on_the_server_even_for_a_copied_cookie(
 
 
 def new_token(name: str) -> str:
-    made = subprocess.run(
-        [sys.executable, "-m", "deadpixel", "token", "create", name],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    made = deadpixel("token", "create", name, check=True)
     return made.stdout.strip()
 
 
@@ -157,13 +148,13 @@ def test_guessing_api_tokens_is_braked_per_address_without_slowing_valid_tokens(
     assert all(get(secret, ATTACKER).status_code == 200 for _ in range(5))
     assert time.monotonic() - started < 5
     assert get("dp_made_up_elsewhere", READER).status_code == 401  # other addresses are not braked
-    subprocess.run([sys.executable, "-m", "deadpixel", "token", "revoke", "reports"], check=True)
+    deadpixel("token", "revoke", "reports", check=True)
     assert get(secret, ATTACKER).status_code == 401  # a revocation still counts at once
 
 
-@SQLITE_ONLY
-def test_no_page_may_be_framed(server: Server) -> None:
-    with httpx.Client(base_url=server.url) as client:
+@pytest.mark.parametrize("shared_server", ["sqlite"], indirect=True)
+def test_no_page_may_be_framed(shared_server: Server) -> None:
+    with httpx.Client(base_url=shared_server.url) as client:
         for path in (
             "/login",
             "/campaigns",  # a redirect to the sign-in

@@ -374,6 +374,7 @@ def own_postgres() -> Iterator[object]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_postgresql_down_under_load_the_pixel_answers_and_every_open_lands_once(
     own_postgres: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -435,6 +436,7 @@ def test_postgresql_down_under_load_the_pixel_answers_and_every_open_lands_once(
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_lock_held_for_seconds_does_not_hold_up_the_pixel(
     server_factory: type[Server], env: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:
@@ -508,6 +510,7 @@ def fill(disk: Path) -> Path:
                 return filler
 
 
+@pytest.mark.slow
 def test_a_full_disk_the_pixel_still_answers_and_nothing_answered_is_lost(
     small_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,8 +4,6 @@ the suppression list that later sends respect (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +15,13 @@ from deadpixel.keys import load_or_create_keys
 from deadpixel.tokens import TokenSigner
 
 from .conftest import Server
+from .helpers import deadpixel
 from .smtp_sink import SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 
 HTML = (
     '<html><body><p>Hi {{ first_name }}</p><a href="https://shop.example/">Shop</a>'
     '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>'
 )
-
-
-def deadpixel(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args], capture_output=True, text=True, timeout=60,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
 
 
 def run_campaign(tmp_path: Path, name: str, rows: str, *extra: str, env: dict[str, str] | None = None) -> Any:

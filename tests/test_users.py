@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 
 import pytest
 from sqlalchemy import select
@@ -26,12 +24,7 @@ from deadpixel.users import (
     sign_in,
 )
 
-
-def deadpixel(*args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args],
-        input=stdin, capture_output=True, text=True, timeout=60, check=check,
-    )  # fmt: skip
+from .helpers import deadpixel
 
 
 def test_a_hash_is_salted_and_carries_its_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,23 +95,23 @@ def test_accounts_in_the_store(database_url: str, monkeypatch: pytest.MonkeyPatc
 
 
 def test_user_commands(settings: Settings) -> None:
-    created = deadpixel("user", "create", "alice", "--password-stdin", stdin="pw1\n")
+    created = deadpixel("user", "create", "alice", "--password-stdin", input="pw1\n", check=True)
     assert "User alice created." in created.stdout
-    deadpixel("user", "create", "bob", "--password-stdin", stdin="pw2\n")
-    again = deadpixel("user", "create", "bob", "--password-stdin", stdin="pw3\n", check=False)
+    deadpixel("user", "create", "bob", "--password-stdin", input="pw2\n", check=True)
+    again = deadpixel("user", "create", "bob", "--password-stdin", input="pw3\n", check=False)
     assert again.returncode == 1 and "already exists" in again.stderr
-    empty = deadpixel("user", "create", "carol", "--password-stdin", stdin="\n", check=False)
+    empty = deadpixel("user", "create", "carol", "--password-stdin", input="\n", check=False)
     assert empty.returncode == 1 and "empty" in empty.stderr
     assert [u["name"] for u in json.loads(deadpixel("user", "list", "--json").stdout)] == ["alice", "bob"]
-    deadpixel("user", "delete", "alice")
+    deadpixel("user", "delete", "alice", check=True)
     assert deadpixel("user", "list").stdout.split("\t")[0] == "bob"
     assert deadpixel("user", "delete", "alice", check=False).returncode == 1
 
 
 def test_user_create_asks_for_the_password_twice(settings: Settings) -> None:
-    typo = deadpixel("user", "create", "dave", stdin="one\ntwo\n", check=False)
+    typo = deadpixel("user", "create", "dave", input="one\ntwo\n", check=False)
     assert typo.returncode != 0
-    deadpixel("user", "create", "dave", stdin="same\nsame\n")
+    deadpixel("user", "create", "dave", input="same\nsame\n", check=True)
     engine = create_engine(settings.database_url)
     with engine.connect() as conn:
         assert authenticate(conn, "dave", "same")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -18,6 +16,7 @@ from deadpixel.store.messages import create_message
 from deadpixel.tokens import TokenSigner
 
 from .conftest import Server
+from .helpers import deadpixel
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.3.1"
 IPHONE_MAIL = (
@@ -34,11 +33,8 @@ HOME = "81.2.69.142"  # a residential address in GB
 SELF = "203.0.113.7"
 
 
-def deadpixel(*args: str) -> Any:
-    out = subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args, "--json"], capture_output=True, text=True, check=True
-    ).stdout
-    return json.loads(out)
+def as_json(*args: str) -> Any:
+    return json.loads(deadpixel(*args, "--json", check=True).stdout)
 
 
 @pytest.fixture
@@ -79,7 +75,7 @@ def test_a_realistic_mix_is_counted_exactly(mix_server: Server, settings: Settin
     fetch("H", CHROME, "40.107.3.9")  # Microsoft EOP scanning on delivery, dressed as Chrome
     # G is never opened.
 
-    report = deadpixel("report", "mix")
+    report = as_json("report", "mix")
     assert report["sent"] == 8
     assert report["unique_opens"] == 6  # F's only open was the sender's own
     assert report["human_opens"] == 3  # A, C, E
@@ -89,7 +85,7 @@ def test_a_realistic_mix_is_counted_exactly(mix_server: Server, settings: Settin
     assert report["open_rate"] == 6 / 8
     assert report["human_open_rate"] == 3 / 8
 
-    opens = {(o["message_id"], o["user_agent"]): o for o in deadpixel("opens", "--campaign", "mix")}
+    opens = {(o["message_id"], o["user_agent"]): o for o in as_json("opens", "--campaign", "mix")}
     a = opens[(ids["A"], THUNDERBIRD)]
     assert (a["kind"], a["client"], a["device"], a["country"]) == ("human", "Thunderbird", "desktop", "GB")
     assert opens[(ids["B"], APPLE_MPP)]["kind"] == "prefetch"
@@ -114,16 +110,16 @@ def test_timing_rules_apply_only_with_a_known_send_time(mix_server: Server, sett
             f"{mix_server.url}/o/{signer.pixel_token(mid)}.gif",
             headers={"user-agent": CHROME, "x-forwarded-for": HOME},
         )
-    kinds = {o["message_id"]: o for o in deadpixel("opens")}
+    kinds = {o["message_id"]: o for o in as_json("opens")}
     assert kinds[sent_now]["kind"] == "scanner" and "after send" in kinds[sent_now]["reason"]
     assert kinds[hand_made]["kind"] == "human"
 
 
 def test_classify_explains_one_request(settings: Settings) -> None:
-    verdict = deadpixel("classify", "--user-agent", APPLE_MPP, "--ip", "17.58.0.1")
+    verdict = as_json("classify", "--user-agent", APPLE_MPP, "--ip", "17.58.0.1")
     assert set(verdict) >= {"client", "device", "os", "kind", "reason"}
     assert (verdict["client"], verdict["kind"]) == ("Apple Mail", "prefetch")
-    head = deadpixel("classify", "--user-agent", THUNDERBIRD, "--method", "HEAD")
+    head = as_json("classify", "--user-agent", THUNDERBIRD, "--method", "HEAD")
     assert (head["kind"], head["reason"]) == ("scanner", "HEAD request")
-    fast = deadpixel("classify", "--user-agent", CHROME, "--ip", HOME, "--seconds-after-send", "1")
+    fast = as_json("classify", "--user-agent", CHROME, "--ip", HOME, "--seconds-after-send", "1")
     assert fast["kind"] == "scanner"

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from deadpixel.store.db import WalCheckpointer, create_engine
@@ -32,6 +33,7 @@ def _write_steadily(url: str, seconds: float, checkpointer: WalCheckpointer) -> 
     return rows
 
 
+@pytest.mark.slow
 def test_the_wal_starts_over_while_the_writer_never_pauses(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     wal = tmp_path / "store.db-wal"

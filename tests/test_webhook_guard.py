@@ -8,8 +8,6 @@ import datetime
 import ipaddress
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,13 +38,9 @@ from tests.conftest import free_port
 from tests.test_dashboard import sign_in
 from tests.test_webhooks import Receiver, seed_opens
 
+from .helpers import deadpixel
+
 PUBLIC = "93.184.216.34"  # what the fake resolvers below answer for a name that looks harmless
-
-
-def deadpixel(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args], capture_output=True, text=True, timeout=60
-    )
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +34,8 @@ from deadpixel.store.schema import webhook_deliveries, webhooks
 from deadpixel.store.writes import write_opens
 from deadpixel.tokens import TokenSigner
 from tests.conftest import Server, free_port
+
+from .helpers import deadpixel
 
 # The receivers here listen on loopback, which webhooks may reach only when allow-listed.
 LOOPBACK = Guard.allowing("127.0.0.1", "::1")
@@ -134,12 +134,6 @@ def engines(settings: Settings) -> Iterator[tuple[Engine, Engine]]:
     yield reader, writer
     reader.dispose()
     writer.dispose()
-
-
-def deadpixel(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args], capture_output=True, text=True, timeout=60
-    )
 
 
 CLASSIFIER = OpenClassifier.from_settings(Settings(data_dir=Path("."), database_url="sqlite://"))
@@ -395,6 +389,7 @@ def test_webhook_commands(settings: Settings, receiver: Receiver) -> None:
     assert json.loads(deadpixel("webhook", "list", "--json").stdout) == []
 
 
+@pytest.mark.slow
 def test_a_real_server_delivers_opens_and_clicks_once_after_the_receiver_recovers(
     server_factory: type[Server], env: dict[str, str], settings: Settings, receiver: Receiver
 ) -> None:
