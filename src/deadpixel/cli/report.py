@@ -6,35 +6,15 @@ the web stack or the migrations (unless the store needs migrating).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
 
 from deadpixel import analytics
 from deadpixel.cli.context import Cli, json_option, pass_cli, print_json
-
-
-@click.command()
-@click.option("--campaign", help="Only opens of this campaign.")
-@click.option("--message", "message_id", help="Only opens of this message id.")
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
-@json_option
-@pass_cli
-def opens(cli: Cli, campaign: str | None, message_id: str | None, limit: int, as_json: bool) -> None:
-    """List recorded opens, newest first."""
-    with cli.store() as conn:
-        rows = analytics.list_opens(conn, campaign=campaign, message_id=message_id, limit=limit)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("No opens recorded yet.")
-        return
-    for row in rows:
-        who = row["recipient"] or row["message_id"]
-        click.echo(
-            f"{row['at']}  {who:<32}  {row['method']:<4}  {row['ip'] or '-':<15}  {row['user_agent'] or '-'}"
-        )
+from deadpixel.store.events import CLICK, OPEN, EventKind
 
 
 @click.command()
@@ -75,24 +55,40 @@ def report(cli: Cli, campaign: str | None, as_json: bool) -> None:
     click.echo(f"  total clicks     {figures['total_clicks']}  (scanners and HEAD requests included)")
 
 
-@click.command()
-@click.option("--campaign", help="Only clicks of this campaign.")
-@click.option("--message", "message_id", help="Only clicks of this message id.")
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
-@json_option
-@pass_cli
-def clicks(cli: Cli, campaign: str | None, message_id: str | None, limit: int, as_json: bool) -> None:
-    """List recorded clicks on tracked links, newest first, with their verdict."""
-    with cli.store() as conn:
-        rows = analytics.list_clicks(conn, campaign=campaign, message_id=message_id, limit=limit)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("No clicks recorded yet.")
-        return
-    for row in rows:
-        who = row["recipient"] or row["message_id"]
-        click.echo(
-            f"{row['at']}  {who:<32}  {row['kind'] or '-':<8}  {row['method']:<4}  {row['url'] or '-'}"
-        )
+def _listing(kind: EventKind, doc: str, empty: str, line: Callable[[dict[str, Any]], str]) -> click.Command:
+    """The listing command of one event kind: the same options, JSON and order for every kind."""
+    plural = f"{kind.name}s"
+
+    @click.command(plural, help=doc)
+    @click.option("--campaign", help=f"Only {plural} of this campaign.")
+    @click.option("--message", "message_id", help=f"Only {plural} of this message id.")
+    @click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+    @json_option
+    @pass_cli
+    def listing(cli: Cli, campaign: str | None, message_id: str | None, limit: int, as_json: bool) -> None:
+        with cli.store() as conn:
+            rows = analytics.list_events(conn, kind, campaign=campaign, message_id=message_id, limit=limit)
+        if as_json:
+            print_json(rows)
+            return
+        if not rows:
+            click.echo(empty)
+            return
+        for row in rows:
+            click.echo(f"{row['at']}  {row['recipient'] or row['message_id']:<32}  {line(row)}")
+
+    return listing
+
+
+opens = _listing(
+    OPEN,
+    "List recorded opens, newest first.",
+    "No opens recorded yet.",
+    lambda row: f"{row['method']:<4}  {row['ip'] or '-':<15}  {row['user_agent'] or '-'}",
+)
+clicks = _listing(
+    CLICK,
+    "List recorded clicks on tracked links, newest first, with their verdict.",
+    "No clicks recorded yet.",
+    lambda row: f"{row['kind'] or '-':<8}  {row['method']:<4}  {row['url'] or '-'}",
+)
