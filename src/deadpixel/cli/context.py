@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
     from deadpixel.config import Settings
+    from deadpixel.mail.addresses import Recipient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,3 +89,14 @@ def print_json(value: Any) -> None:
 
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+
+
+def recipient_address(ctx: click.Context, param: click.Parameter, value: str) -> Recipient:
+    """An address on the command line (a click callback), under the one address rule of every way in
+    (``deadpixel.mail.addresses``); a refused one is a usage error naming the parameter."""
+    from deadpixel.mail.addresses import BadAddress, parse_recipient
+
+    try:
+        return parse_recipient(value)
+    except BadAddress as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from None

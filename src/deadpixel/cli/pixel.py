@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from deadpixel.cli.context import Cli, json_option, pass_cli, print_json
+from deadpixel.cli.context import Cli, json_option, pass_cli, print_json, recipient_address
+
+if TYPE_CHECKING:
+    from deadpixel.mail.addresses import Recipient
 
 
 @click.group()
@@ -12,23 +17,13 @@ def pixel() -> None:
     """Tracking pixels to paste into mail you send yourself."""
 
 
-def _valid_address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    """The same address rule as every other way in (deadpixel.mail.addresses): the bare address is stored."""
-    from deadpixel.mail.addresses import BadAddress, parse_recipient
-
-    try:
-        return parse_recipient(value).address
-    except BadAddress as exc:
-        raise click.BadParameter(f"{value!r}: {exc}") from None
-
-
 @pixel.command("new")
-@click.option("--to", "recipient", required=True, callback=_valid_address, help="Recipient's address.")
+@click.option("--to", "to", callback=recipient_address, required=True, help="Recipient's address.")
 @click.option("--subject", help="Subject, to recognise the message in reports.")
 @click.option("--campaign", help="Campaign to group the message under (created if new).")
 @json_option
 @pass_cli
-def pixel_new(cli: Cli, recipient: str, subject: str | None, campaign: str | None, as_json: bool) -> None:
+def pixel_new(cli: Cli, to: Recipient, subject: str | None, campaign: str | None, as_json: bool) -> None:
     """Create a tracked message and print its pixel."""
     from deadpixel.keys import load_or_create_keys
     from deadpixel.pixels import new_pixel
@@ -37,11 +32,11 @@ def pixel_new(cli: Cli, recipient: str, subject: str | None, campaign: str | Non
     settings = cli.settings
     with cli.store() as conn:  # creates the data dir the signing keys live in
         signer = TokenSigner(load_or_create_keys(settings.keys_file))
-        result = new_pixel(conn, settings, signer, recipient=recipient, subject=subject, campaign=campaign)
+        result = new_pixel(conn, settings, signer, recipient=to.address, subject=subject, campaign=campaign)
     if as_json:
         print_json(result)
         return
-    click.echo(f"Tracked message {result['message_id']} to {recipient}")
+    click.echo(f"Tracked message {result['message_id']} to {to.address}")
     click.echo(f"Pixel URL: {result['url']}")
     click.echo("Paste this HTML at the end of your message (it is invisible):")
     click.echo(result["html"])

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from deadpixel.cli.context import Cli, pass_cli, print_json
+from deadpixel.cli.context import Cli, pass_cli, print_json, recipient_address
 from deadpixel.config import ensure_data_dir
+
+if TYPE_CHECKING:
+    from deadpixel.mail.addresses import Recipient
 
 
 def read_text(path: Path, what: str) -> str:
@@ -295,34 +298,26 @@ def suppression_list(cli: Cli, as_json: bool) -> None:
 
 
 @suppression.command("add")
-@click.argument("address")
+@click.argument("address", callback=recipient_address)
 @pass_cli
-def suppression_add(cli: Cli, address: str) -> None:
+def suppression_add(cli: Cli, address: Recipient) -> None:
     """Stop all campaign mail to ADDRESS (as if they had unsubscribed)."""
-    from deadpixel.mail.addresses import BadAddress, parse_recipient
     from deadpixel.store.suppressions import suppress
 
-    try:
-        key = parse_recipient(address).key
-    except BadAddress as exc:
-        raise click.BadParameter(f"{address!r}: {exc}", param_hint="ADDRESS") from None
+    key = address.key
     with cli.migrated() as engine, engine.begin() as conn:
         added = suppress(conn, key, "cli")
     click.echo(f"{key} {'added to' if added else 'was already on'} the suppression list.")
 
 
 @suppression.command("remove")
-@click.argument("address")
+@click.argument("address", callback=recipient_address)
 @pass_cli
-def suppression_remove(cli: Cli, address: str) -> None:
+def suppression_remove(cli: Cli, address: Recipient) -> None:
     """Allow campaign mail to ADDRESS again (only when they asked for it)."""
-    from deadpixel.mail.addresses import BadAddress, parse_recipient
     from deadpixel.store.suppressions import unsuppress
 
-    try:
-        key = parse_recipient(address).key
-    except BadAddress as exc:
-        raise click.BadParameter(f"{address!r}: {exc}", param_hint="ADDRESS") from None
+    key = address.key
     with cli.migrated() as engine, engine.begin() as conn:
         removed = unsuppress(conn, key)
     click.echo(f"{key} {'removed from' if removed else 'is not on'} the suppression list.")
