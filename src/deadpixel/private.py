@@ -10,6 +10,7 @@ Symbolic links are not followed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -56,8 +57,16 @@ def tighten(path: Path, mode: int) -> bool:
     return True
 
 
-def tighten_sqlite(database: Path) -> None:
-    """The SQLite file and its -wal, -shm and -journal files: readers' addresses, webhook secrets."""
+def tighten_sqlite(database: Path, *, create: bool = False) -> None:
+    """The SQLite file and its -wal, -shm and -journal files: readers' addresses, webhook secrets.
+
+    With ``create``, a file that does not exist yet is made 0600 first: SQLite would follow the umask
+    (usually 0644), and it gives its -wal and -shm files the database file's mode.
+    """
+    if create:
+        # It may exist (the usual case), or not be creatable here: then SQLite says why when it opens it.
+        with contextlib.suppress(OSError):
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
     for suffix in SQLITE_COMPANIONS:
         tighten(database.with_name(database.name + suffix), FILE_MODE)
 

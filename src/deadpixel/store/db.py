@@ -10,7 +10,6 @@ addresses and recipients, and an error message ends up in a log line, where DEAD
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -69,10 +68,6 @@ def create_engine(
     database = make_url(url).database
     _make_private(database)
 
-    @event.listens_for(engine, "do_connect")
-    def _before_connect(*_: Any) -> None:
-        _create_private(database)
-
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
@@ -103,24 +98,12 @@ def create_engine(
     return engine
 
 
-def _create_private(database: str | None) -> None:
-    """Create a new SQLite file 0600 before SQLite does: it would follow the umask (usually 0644), and its
-    -wal and -shm files take the database file's mode. The file holds readers' addresses."""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    try:
-        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError:  # it exists (the usual case), or SQLite will report what is wrong itself
-        return
-    os.close(fd)
-
-
 def _make_private(database: str | None) -> None:
-    """An existing SQLite file (and its -wal, -shm) made 0600 again, wherever it lives: one restored or
-    copied under a 0022 umask is 0644, readable by every local user."""
+    """The SQLite file (and its -wal, -shm) 0600, wherever it lives: created so when new, and made so again
+    when one restored or copied under a 0022 umask is 0644, readable by every local user."""
     if not database or database == ":memory:" or database.startswith("file:"):
         return
-    tighten_sqlite(Path(database))
+    tighten_sqlite(Path(database), create=True)
 
 
 def _bound_postgres_waits(engine: Engine, timeout_ms: int) -> None:
