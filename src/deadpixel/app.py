@@ -88,11 +88,7 @@ def build_web(
             return PlainTextResponse("ready\n")
         return PlainTextResponse("database unreachable\n", status_code=503)
 
-    resolver = (
-        ClientIPResolver(settings.trusted_proxies, settings.proxy_header)
-        if settings is not None
-        else ClientIPResolver(())
-    )
+    resolver = ClientIPResolver.from_settings(settings) if settings is not None else ClientIPResolver(())
 
     async def healthz_client(request: Request) -> JSONResponse:
         # What address the server takes this request to come from, so ``deadpixel doctor`` can tell whether
@@ -167,7 +163,7 @@ class Deadpixel:
         signer = TokenSigner(
             load_or_create_keys(settings.keys_file), reload=KeyFileReloader(settings.keys_file)
         )
-        client_ip = ClientIPResolver(settings.trusted_proxies, settings.proxy_header)
+        client_ip = ClientIPResolver.from_settings(settings)
         self.pixel = PixelEndpoint(signer, self.writer, client_ip)
         self.click = ClickEndpoint(signer, LinkResolver(self.engine), self.click_writer, client_ip)
         # The API's writes (new messages, tokens' last use) take SQLite's write lock up front, as writers do.

@@ -39,7 +39,7 @@ def api_mount(reads: Engine, writes: Engine, settings: Settings, signer: TokenSi
                 reads=reads,
                 writes=writes,
                 limiter=limiter,
-                client_ip=ClientIPResolver(settings.trusted_proxies, settings.proxy_header),
+                client_ip=ClientIPResolver.from_settings(settings),
             )
         ],
         exception_handlers=HANDLERS,

@@ -16,7 +16,7 @@ import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
-from deadpixel.config import PROXY_HEADERS, Network
+from deadpixel.config import PROXY_HEADERS, Network, Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -74,6 +74,11 @@ class ClientIPResolver:
         self._header = header.encode("ascii")
         self._forwarded = header == "forwarded"
         self._chain = functools.lru_cache(maxsize=cache_size)(self._resolve_chain)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClientIPResolver:
+        """The resolver of every way in: the trusted proxies and the one header the operator named."""
+        return cls(settings.trusted_proxies, settings.proxy_header)
 
     def _is_trusted(self, ip: IPAddress) -> bool:
         return any(ip in network for network in self._trusted)

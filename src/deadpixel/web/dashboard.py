@@ -72,7 +72,7 @@ class Dashboard:
         self.sessions = Sessions(
             load_secret(settings.data_dir / "session-secret"), secure=settings.base_url.startswith("https://")
         )
-        self.client_ip = ClientIPResolver(settings.trusted_proxies, settings.proxy_header)
+        self.client_ip = ClientIPResolver.from_settings(settings)
         self.zone = ZoneInfo(settings.timezone)
         self.templates = Environment(
             loader=PackageLoader("deadpixel.web", "templates"),

@@ -65,7 +65,7 @@ class SettingsPages:
         self.writer = writer
         self.settings = settings
         self.render = render
-        self.client_ip = ClientIPResolver(settings.trusted_proxies, settings.proxy_header)
+        self.client_ip = ClientIPResolver.from_settings(settings)
 
     async def _run(self, engine: Engine, work: Callable[[Connection], Any]) -> Any:
         def run() -> Any:
