@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ipaddress
 import logging
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 
 from deadpixel.cli import main
@@ -141,3 +148,39 @@ def fetch_all(
 ) -> list[tuple[str, int]]:
     urls = [base_urls] if isinstance(base_urls, str) else base_urls
     return asyncio.run(_fetch(urls, paths, concurrency, agent_prefix))
+
+
+@dataclass(frozen=True)
+class Certificate:
+    cert: Path
+    key: Path
+    not_after: dt.datetime
+
+
+def make_certificate(folder: Path, days_left: float = 1.0, host: str = "127.0.0.1") -> Certificate:
+    """A self-signed certificate (its own CA) for the address ``host`` that ends ``days_left`` days from now,
+    written as ``cert.pem`` and ``key.pem`` in ``folder``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deadpixel test")])
+    now = dt.datetime.now(dt.UTC)
+    not_after = (now + dt.timedelta(days=days_left)).replace(microsecond=0)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=60))
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return Certificate(folder / "cert.pem", folder / "key.pem", not_after)

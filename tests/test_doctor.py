@@ -4,7 +4,6 @@ forwarders in front of it, a real SMTP server with AUTH, real SQLite and Postgre
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import select
 import socket
@@ -21,10 +20,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from deadpixel.config import Settings, load_settings
 from deadpixel.doctor.clock import offset_status
@@ -38,7 +33,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.migrate import SCHEMA_REVISION, downgrade
 
 from .conftest import Server, free_port
-from .helpers import Ran, count_opens, deadpixel
+from .helpers import Certificate, Ran, count_opens, deadpixel, make_certificate
 
 CHECK_NAMES = [
     "base_url",
@@ -174,43 +169,6 @@ def test_a_bad_setting_is_one_failed_check(env: dict[str, str]) -> None:
 
 
 # --- TLS and proxies in front of the server --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Certificate:
-    cert: Path
-    key: Path
-    not_after: dt.datetime
-
-
-def make_certificate(folder: Path, days_left: float) -> Certificate:
-    """A self-signed certificate for 127.0.0.1 that ends ``days_left`` days from now."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "doctor test")])
-    now = dt.datetime.now(dt.UTC)
-    not_after = (now + dt.timedelta(days=days_left)).replace(microsecond=0)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=60))
-        .not_valid_after(not_after)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return Certificate(folder / "cert.pem", folder / "key.pem", not_after)
 
 
 class Forwarder:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import time
 from pathlib import Path
@@ -11,10 +9,6 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from deadpixel.config import ConfigError, Settings, load_settings
@@ -25,7 +19,7 @@ from deadpixel.store.links import link_url
 from deadpixel.store.schema import messages
 from deadpixel.tokens import TokenSigner
 
-from .helpers import deadpixel
+from .helpers import deadpixel, make_certificate
 from .smtp_sink import HOST, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 
 # What these tests check does not depend on the database; the others run on both.
@@ -288,34 +282,6 @@ def test_smtp_settings_defaults(tmp_path: Path) -> None:
 # --- STARTTLS and AUTH through the command --------------------------------------------------------------
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deadpixel send test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 @SQLITE_ONLY
 def test_starttls_and_auth_from_settings(
     smtp: SMTPServerHandle, settings: Settings, html_file: Path, tmp_path: Path
@@ -324,7 +290,8 @@ def test_starttls_and_auth_from_settings(
 
     from aiosmtpd.controller import Controller
 
-    cert, key = _certificate(tmp_path)
+    made = make_certificate(tmp_path, host=HOST)
+    cert, key = made.cert, made.key
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     logins: list[bytes] = []
