@@ -108,7 +108,7 @@ def test_a_hard_bounce_is_read_with_its_status_and_diagnostic(sample_files: dict
         "ann@example.org", "ann@example.org", True,
     )  # fmt: skip
     assert failure.status == "5.1.1"
-    assert failure.reason is not None and "User unknown" in failure.reason
+    assert failure.diagnostic is not None and "User unknown" in failure.diagnostic
 
 
 def test_a_delay_is_a_soft_bounce(sample_files: dict[str, Path]) -> None:

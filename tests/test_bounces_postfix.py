@@ -194,7 +194,7 @@ def test_the_kept_postfix_report_reads_as_a_hard_bounce() -> None:
     assert report.kind == "bounce"
     (failure,) = report.failures
     assert (failure.recipient, failure.hard, failure.status) == ("nobody@receiver.example", True, "5.1.1")
-    assert failure.reason is not None and "User unknown in virtual mailbox table" in failure.reason
+    assert failure.diagnostic is not None and "User unknown in virtual mailbox table" in failure.diagnostic
     assert any(
         "bounces+0123456789abcdefghijklmnopqrstuv@bounces.example.com" in v for v in report.delivered_to
     )

@@ -101,7 +101,7 @@ def _bounces_and_failures(
         for mid in chosen:
             recipient = conn.execute(select(messages.c.recipient).where(messages.c.id == mid)).scalar_one()
             status, text = rng.choice(codes)
-            failure = Failure(recipient, recipient, kind == "hard", status, text.format(recipient))
+            failure = Failure.of(recipient, recipient, kind == "hard", status, text.format(recipient))
             record(conn, Report("bounce", "demo", (failure,)), mid, source="demo", key=f"demo-{mid}",
                    soft_limit=3, at=when + rng.uniform(0, 3600))  # fmt: skip
     for mid in complained:

@@ -20,11 +20,13 @@ from typing import Literal
 
 from flufl.bounce import all_failures
 
+from deadpixel.bounces.reasons import Reason, classify, suppresses
+
 log = logging.getLogger(__name__)
 # flufl.bounce logs a traceback before re-raising a detector's error; _non_standard logs one line instead.
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
-Kind = Literal["bounce", "complaint", "auto-reply", "other", "malformed"]
+Kind = Literal["bounce", "complaint", "auto-reply", "delivered", "other", "malformed"]
 MAX_REASON = 500
 # Where, in a report that reached a mailbox, a bounce address can stand: the headers of its delivery.
 DELIVERY_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to")
@@ -37,9 +39,27 @@ class Failure:
 
     recipient: str | None  # Final-Recipient, the address as the receiving side knew it
     original_recipient: str | None  # Original-Recipient, the address as deadpixel sent to it
-    hard: bool
+    hard: bool  # permanent (5.x.x, or failed with no code); a soft failure may be retried
     status: str | None  # enhanced status code: 5.1.1, 4.2.2, ...
-    reason: str | None  # the receiving server's diagnostic
+    diagnostic: str | None  # the receiving server's text
+    reason: Reason = Reason.OTHER  # why, in the fixed vocabulary of deadpixel.bounces.reasons
+    suppress: bool = False  # does this failure alone say the address does not exist?
+
+    @classmethod
+    def of(
+        cls,
+        recipient: str | None,
+        original_recipient: str | None,
+        hard: bool,
+        status: str | None,
+        diagnostic: str | None,
+    ) -> Failure:
+        """A failure with its reason and suppress decision worked out from its code and text."""
+        verdict = classify(status, diagnostic)
+        return cls(
+            recipient, original_recipient, hard, verdict.status, diagnostic,
+            verdict.reason, suppresses(verdict.reason),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +71,7 @@ class Report:
     # feedback report's Original-Mail-From): where a bounce address found in a mailbox can come from.
     delivered_to: tuple[str, ...] = field(default=())
     original_from: tuple[str, ...] = field(default=())
+    feedback_type: str | None = None  # of a complaint: abuse, fraud, virus, other, opt-out
 
 
 def one_line(text: str | None, limit: int = MAX_REASON) -> str | None:
@@ -98,12 +119,12 @@ def _recipient_failure(block: Message) -> Failure | None:
     if action not in ("failed", "delayed") and status is None:
         return None
     hard = status.startswith("5") if status else action == "failed"
-    return Failure(
+    return Failure.of(
         recipient=_address(block.get("Final-Recipient")),
         original_recipient=_address(block.get("Original-Recipient")),
         hard=hard,
         status=status,
-        reason=one_line(block.get("Diagnostic-Code")) or one_line(block.get("Status")),
+        diagnostic=one_line(block.get("Diagnostic-Code")) or one_line(block.get("Status")),
     )
 
 
@@ -178,9 +199,9 @@ def _non_standard(message: Message) -> list[Failure]:
         )
         return []
     reason = one_line(f"non-standard bounce: {message.get('Subject', '')}")
-    failures = [Failure(a.decode("utf-8", "replace").lower(), None, True, None, reason) for a in permanent]
+    failures = [Failure.of(a.decode("utf-8", "replace").lower(), None, True, None, reason) for a in permanent]
     failures += [
-        Failure(a.decode("utf-8", "replace").lower(), None, False, None, reason)
+        Failure.of(a.decode("utf-8", "replace").lower(), None, False, None, reason)
         for a in temporary
         if a not in permanent
     ]
@@ -208,7 +229,7 @@ def _read(message: Message) -> Report:
         if feedback not in COMPLAINT_TYPES:
             return Report("other", f"feedback report of type {feedback!r}")
         return Report(
-            "complaint", f"feedback report ({feedback})",
+            "complaint", f"feedback report ({feedback})", feedback_type=feedback,
             delivered_to=delivered_to, original_from=(*mail_from, *returned),
         )  # fmt: skip
     if content_type == "multipart/report" and report_type == "delivery-status":

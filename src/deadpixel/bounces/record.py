@@ -74,9 +74,9 @@ def record(
     if failure is None:
         return Recorded(message_id, "other recipient")
     kind = "hard" if failure.hard else "soft"
-    if not _insert(conn, {**row, "kind": kind, "status": failure.status, "reason": failure.reason}):
+    if not _insert(conn, {**row, "kind": kind, "status": failure.status, "reason": failure.diagnostic}):
         return Recorded(message_id, "duplicate")
-    reason = " ".join(filter(None, (failure.status, failure.reason))) or None
+    reason = " ".join(filter(None, (failure.status, failure.diagnostic))) or None
     summary = {"bounced_at": at, "bounce_reason": reason}
     if failure.hard:
         conn.execute(update(messages).where(m.id == message_id).values(bounce="hard", **summary))
