@@ -33,15 +33,15 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, select, text
 
-from deadpixel import analytics
-from deadpixel.app import Deadpixel
+from deadpixel.accounts.users import create_user
 from deadpixel.config import load_settings
-from deadpixel.server import prepare
+from deadpixel.reports import analytics
+from deadpixel.security.tokens import new_message_id
+from deadpixel.server.app import Deadpixel
+from deadpixel.server.start import prepare
 from deadpixel.store import rollups
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import campaigns, messages, opens, users
-from deadpixel.tokens import new_message_id
-from deadpixel.users import create_user
 from deadpixel.web import charts
 
 KINDS = ["human"] * 5 + ["proxy", "prefetch", "prefetch", "scanner"]

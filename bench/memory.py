@@ -54,8 +54,8 @@ def pss():
     with open("/proc/self/smaps_rollup") as fh:
         return {k.rstrip(":"): int(v) for k, v, *_ in (line.split() for line in fh) if k.startswith("Pss")}
 out = [("bare python", pss())]
-import deadpixel.app
-out.append(("+ import deadpixel.app (web, store, track)", pss()))
+import deadpixel.server.app
+out.append(("+ import deadpixel.server.app (web, store, track)", pss()))
 from deadpixel.enrich.useragent import warm_up
 warm_up()
 out.append(("+ ua-parser rules warmed up", pss()))

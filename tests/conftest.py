@@ -20,7 +20,7 @@ from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import text
 
 from deadpixel.config import Settings, load_settings
-from deadpixel.server import prepare
+from deadpixel.server.start import prepare
 
 PG_ENV = "DEADPIXEL_TEST_POSTGRES_URL"
 
@@ -78,7 +78,7 @@ def env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> d
     values = {
         "DEADPIXEL_DATA_DIR": str(tmp_path / "data"),
         "DEADPIXEL_DATABASE_URL": database_url,
-        # Passwords hashed at a test-only low cost, so that signing in stays quick (see deadpixel.users).
+        # Passwords hashed at a test-only low cost, so that signing in stays quick (deadpixel.accounts.users).
         "DEADPIXEL_TEST_SCRYPT_N": "1024",
     }
     for name in list(os.environ):

@@ -20,11 +20,11 @@ from sqlalchemy import func, select
 
 from deadpixel.cli import main
 from deadpixel.config import Settings
-from deadpixel.keys import load_or_create_keys
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import opens
-from deadpixel.tokens import TokenSigner
 
 
 @dataclass(frozen=True)

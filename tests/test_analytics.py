@@ -14,10 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import Connection, Engine, func, select, update
 
-from deadpixel import analytics
 from deadpixel.config import Settings
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, ClickEvent, OpenEvent
 from deadpixel.reclassify import reclassify
+from deadpixel.reports import analytics
 from deadpixel.store import maintenance, rollups
 from deadpixel.store.clicks import write_clicks
 from deadpixel.store.db import create_engine

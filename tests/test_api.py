@@ -24,15 +24,15 @@ from schemathesis.checks import (
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from deadpixel.analytics import DEFINITIONS
 from deadpixel.api.openapi import document
-from deadpixel.app import Deadpixel
 from deadpixel.config import Settings
-from deadpixel.keys import load_or_create_keys
+from deadpixel.reports.analytics import DEFINITIONS
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
+from deadpixel.server.app import Deadpixel
 from deadpixel.store.api_tokens import create_token
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import save_links
-from deadpixel.tokens import TokenSigner
 from deadpixel.track.app import PIXEL_PREFIX
 from deadpixel.track.click import CLICK_PREFIX
 

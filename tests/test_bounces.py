@@ -17,17 +17,17 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, update
 
-from deadpixel import analytics
 from deadpixel.bounces.handle import Processor
 from deadpixel.bounces.parse import read_report
 from deadpixel.bounces.verp import bounce_address, message_for, messages_in
 from deadpixel.config import Settings
-from deadpixel.keys import SigningKeys, load_or_create_keys
+from deadpixel.reports import analytics
+from deadpixel.security.keys import SigningKeys, load_or_create_keys
+from deadpixel.security.tokens import TokenSigner, new_message_id
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import bounces, messages
 from deadpixel.store.suppressions import list_suppressions, suppressed
-from deadpixel.tokens import TokenSigner, new_message_id
 
 from . import bounce_samples as samples
 
@@ -338,9 +338,9 @@ def test_the_api_and_the_dashboard_show_bounces(
     import jsonschema_rs  # schemathesis's validator
     from starlette.testclient import TestClient
 
+    from deadpixel.accounts.users import create_user
     from deadpixel.api.openapi import document
-    from deadpixel.app import Deadpixel
-    from deadpixel.users import create_user
+    from deadpixel.server.app import Deadpixel
 
     from .test_api import new_token
     from .test_dashboard import sign_in

@@ -23,13 +23,13 @@ from sqlalchemy import select
 
 from deadpixel.bounces.verp import bounce_address
 from deadpixel.config import Settings
-from deadpixel.keys import load_or_create_keys
 from deadpixel.relay.tls import generated_certificate
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import bounces, messages
 from deadpixel.store.suppressions import list_suppressions
-from deadpixel.tokens import TokenSigner
 
 from . import bounce_samples as samples
 

@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from deadpixel.accounts.users import create_user
 from deadpixel.bounces.listener import BounceListener
 from deadpixel.bounces.verp import message_for
 from deadpixel.config import Settings
-from deadpixel.keys import load_or_create_keys
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import bounces, messages
 from deadpixel.store.suppressions import suppress
-from deadpixel.tokens import TokenSigner
-from deadpixel.users import create_user
 
 from . import bounce_samples as samples
 from .helpers import deadpixel

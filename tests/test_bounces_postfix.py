@@ -25,11 +25,11 @@ from sqlalchemy import select
 from deadpixel.bounces.parse import read_report
 from deadpixel.bounces.verp import message_for
 from deadpixel.config import Settings
-from deadpixel.keys import load_or_create_keys
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import messages
 from deadpixel.store.suppressions import list_suppressions
-from deadpixel.tokens import TokenSigner
 
 from .test_bounces_mail import RunningListener
 

@@ -18,13 +18,13 @@ from sqlalchemy import insert
 from sqlalchemy import select as sql_select
 
 from deadpixel.api.body import MAX_BODY as MAX_API_BODY
-from deadpixel.app import MAX_BODY, MAX_UNSUBSCRIBE_BODY
 from deadpixel.config import Settings
-from deadpixel.keys import load_or_create_keys
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
+from deadpixel.server.app import MAX_BODY, MAX_UNSUBSCRIBE_BODY
 from deadpixel.store.api_tokens import create_token
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import campaign_recipients, campaigns, suppressions
-from deadpixel.tokens import TokenSigner
 from deadpixel.track.bounded import MAX_HEAD, MAX_PIPELINED
 
 from .conftest import Server

@@ -296,12 +296,12 @@ def test_a_recipient_another_run_takes_meanwhile_is_skipped_not_sent_twice(
     chunk's one-statement claim fails, every row is claimed on its own, and only the taken one is skipped."""
     from sqlalchemy import Connection, insert
 
-    from deadpixel.keys import load_or_create_keys
+    from deadpixel.security.keys import load_or_create_keys
+    from deadpixel.security.tokens import TokenSigner
     from deadpixel.send.campaign import CampaignRunner, CampaignSpec, Problem
     from deadpixel.send.recipients import RecipientList
     from deadpixel.send.smtp_config import smtp_settings
     from deadpixel.send.tracked import Tracker
-    from deadpixel.tokens import TokenSigner
 
     def taken_meanwhile(conn: Connection, keys: list[str]) -> set[str]:
         # Runs in the chunk's transaction after this run read the recipients' state: the other run wins.

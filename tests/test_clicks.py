@@ -19,16 +19,16 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from deadpixel.config import Settings
-from deadpixel.keys import load_or_create_keys
 from deadpixel.mail.compose import PLACEHOLDER_MARKERS, rewrite_links
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
+from deadpixel.security.urls import MAX_LOCATION, location
 from deadpixel.send.tracked import Tracker
 from deadpixel.store import migrate
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import LinkResolver, link_url, save_links
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import clicks, links, messages
-from deadpixel.tokens import TokenSigner
-from deadpixel.urls import MAX_LOCATION, location
 
 from .conftest import Server
 from .helpers import deadpixel

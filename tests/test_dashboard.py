@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from deadpixel.app import Deadpixel
+from deadpixel.accounts.users import create_user, delete_user
 from deadpixel.config import Settings
+from deadpixel.server.app import Deadpixel
 from deadpixel.store.db import create_engine
-from deadpixel.users import create_user, delete_user
 
 from .conftest import Server
 from .helpers import deadpixel, make_pixels

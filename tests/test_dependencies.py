@@ -80,7 +80,7 @@ def third_party_imports() -> tuple[tuple[str, str, int, bool], ...]:
 def test_the_scan_sees_imports_at_module_level_and_inside_functions() -> None:
     seen = {(top, where) for top, where, _, _ in third_party_imports()}
     assert ("sqlalchemy", "src/deadpixel/store/db.py") in seen
-    assert ("uvicorn", "src/deadpixel/server.py") in seen  # imported inside serve()
+    assert ("uvicorn", "src/deadpixel/server/start.py") in seen  # imported inside serve()
     assert ("psycopg", "src/deadpixel/extras.py") in seen
 
 

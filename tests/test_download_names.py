@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from deadpixel.accounts.users import create_user
 from deadpixel.config import Settings
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
-from deadpixel.users import create_user
 from deadpixel.web.download import attachment
 from tests.conftest import Server
 

@@ -20,15 +20,15 @@ from starlette.testclient import TestClient
 from deadpixel.api.errors import HANDLERS, ApiError
 from deadpixel.cli import main
 from deadpixel.errors import DeadpixelError
-from deadpixel.keys import KeyFileError
+from deadpixel.security.keys import KeyFileError
 
 
 def test_every_named_error_class_derives_from_the_root() -> None:
-    from deadpixel.analytics import UnknownCampaign
+    from deadpixel.accounts.users import UserError
     from deadpixel.config import ConfigError
     from deadpixel.mail.addresses import BadAddress
+    from deadpixel.reports.analytics import UnknownCampaign
     from deadpixel.store.api_tokens import TokenError
-    from deadpixel.users import UserError
 
     for cls in (UnknownCampaign, ConfigError, BadAddress, TokenError, UserError, KeyFileError, ApiError):
         assert issubclass(cls, DeadpixelError), cls

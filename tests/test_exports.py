@@ -14,19 +14,19 @@ import pytest
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from deadpixel import exports
-from deadpixel.analytics import UnknownCampaign, iso
-from deadpixel.app import Deadpixel
+from deadpixel.accounts.users import create_user
 from deadpixel.config import Settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import ClickEvent, OpenEvent
+from deadpixel.reports import exports
+from deadpixel.reports.analytics import UnknownCampaign, iso
+from deadpixel.server.app import Deadpixel
 from deadpixel.store.api_tokens import create_token
 from deadpixel.store.clicks import write_clicks
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import create_message
 from deadpixel.store.writes import write_opens
-from deadpixel.users import create_user
 
 from .conftest import Server
 from .helpers import deadpixel

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from deadpixel.heap import freeze_long_lived
+from deadpixel.server.heap import freeze_long_lived
 
 
 @pytest.fixture

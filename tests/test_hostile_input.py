@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from deadpixel.config import Settings
-from deadpixel.keys import load_or_create_keys
+from deadpixel.security.keys import load_or_create_keys
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import messages, opens
 

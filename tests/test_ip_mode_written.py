@@ -22,11 +22,11 @@ from deadpixel.config import Settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.enrich.privacy import redacted
 from deadpixel.events import OpenEvent
-from deadpixel.keys import load_or_create_keys
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store import migrate
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import save_links
-from deadpixel.tokens import TokenSigner
 from deadpixel.track.ingest import GroupCommitWriter
 from deadpixel.track.spool import Spool
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deadpixel.keys import KeyFileError, KeyFileReloader, load_or_create_keys, read_keys, rotate_keys
+from deadpixel.security.keys import KeyFileError, KeyFileReloader, load_or_create_keys, read_keys, rotate_keys
 
 
 def mode(path: Path) -> int:

@@ -26,11 +26,13 @@ def test_the_import_contract_holds() -> None:
 
 
 def test_function_level_imports_are_in_the_graph() -> None:
-    # deadpixel.config imports deadpixel.allowlist only inside _as_webhook_allow.
+    # deadpixel.config imports deadpixel.security.allowlist only inside _as_webhook_allow.
     details = grimp.build_graph("deadpixel", cache_dir=None).get_import_details(
-        importer="deadpixel.config", imported="deadpixel.allowlist"
+        importer="deadpixel.config", imported="deadpixel.security.allowlist"
     )
-    assert details and all(d["line_contents"].startswith("from deadpixel.allowlist") for d in details)
+    assert details and all(
+        d["line_contents"].startswith("from deadpixel.security.allowlist") for d in details
+    )
 
 
 def _package(root: Path, files: dict[str, str]) -> None:
@@ -77,7 +79,7 @@ def test_a_forbidden_import_breaks_the_contract(
 # Where the settings are read: once per CLI invocation, once per server worker process (uvicorn starts the
 # workers and calls create_app in each), and in the container health check's own process. Everything else
 # is handed its Settings.
-READS_SETTINGS = {"cli/context.py", "app.py", "healthcheck.py"}
+READS_SETTINGS = {"cli/context.py", "server/app.py", "healthcheck.py"}
 
 
 def _calls(path: Path) -> set[str]:

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine, insert
 
+from deadpixel.accounts.users import create_user
 from deadpixel.config import Settings
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import opens
-from deadpixel.users import create_user
 from deadpixel.web import feed
 
 from .conftest import Server

@@ -6,11 +6,11 @@ import time
 
 from sqlalchemy import Engine, select
 
-from deadpixel import analytics
 from deadpixel.config import Settings
 from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings
 from deadpixel.events import OpenEvent
 from deadpixel.reclassify import reclassify
+from deadpixel.reports import analytics
 from deadpixel.store import maintenance
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message

@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from deadpixel import analytics
 from deadpixel.config import Settings
+from deadpixel.reports import analytics
 from deadpixel.store.db import create_engine
 from deadpixel.track.pixel import GIF
 

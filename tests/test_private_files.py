@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from deadpixel.keys import load_or_create_keys
+from deadpixel.security.keys import load_or_create_keys
 
 from .conftest import PG_ENV, Server, free_port
 

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from deadpixel.app import create_app
 from deadpixel.config import Settings
+from deadpixel.server.app import create_app
 from deadpixel.track.adapter import (
     SUPPORTED_UVICORN,
     Config,
@@ -491,7 +491,7 @@ def test_only_the_adapter_imports_uvicorns_internals() -> None:
             if any(name.startswith("uvicorn.") or name == "uvicorn" for name in names):
                 found.append((path.relative_to(ROOT).as_posix(), names[0]))
     assert sorted(set(found)) == [
-        ("src/deadpixel/server.py", "uvicorn"),  # uvicorn.run, its public API
+        ("src/deadpixel/server/start.py", "uvicorn"),  # uvicorn.run, its public API
         ("src/deadpixel/track/adapter.py", "uvicorn.config"),
         ("src/deadpixel/track/adapter.py", "uvicorn.protocols.http.flow_control"),
         ("src/deadpixel/track/adapter.py", "uvicorn.protocols.http.httptools_impl"),

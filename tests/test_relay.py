@@ -29,7 +29,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from deadpixel import analytics
+from deadpixel.accounts.users import SIGN_IN_TRIES, create_user
 from deadpixel.config import Settings
 from deadpixel.mail.compose import PIXEL_TEMPLATE
 from deadpixel.mail.smtp import SMTPSettings
@@ -37,11 +37,11 @@ from deadpixel.relay.auth import is_loopback
 from deadpixel.relay.reply import Failure, client_reply
 from deadpixel.relay.server import AUTH_TRIES, Relay
 from deadpixel.relay.tls import GENERATED_NAME
+from deadpixel.reports import analytics
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import link_url
 from deadpixel.store.maintenance import forget_recipient
 from deadpixel.store.schema import campaigns, messages, opens, relayed
-from deadpixel.users import SIGN_IN_TRIES, create_user
 
 from .conftest import Server, free_port
 from .helpers import deadpixel

@@ -28,11 +28,11 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import insert, select
 
 from deadpixel.config import Settings
-from deadpixel.keys import load_or_create_keys
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import campaign_id
 from deadpixel.store.schema import campaign_recipients, opens, suppressions
-from deadpixel.tokens import TokenSigner
 from tests.conftest import Server, free_port
 from tests.helpers import make_pixels
 from tests.test_clicks import click_rows, tracked_message

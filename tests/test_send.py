@@ -12,12 +12,12 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
 from deadpixel.config import ConfigError, Settings, load_settings
-from deadpixel.keys import load_or_create_keys
 from deadpixel.mail.compose import PIXEL_TEMPLATE
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import link_url
 from deadpixel.store.schema import messages
-from deadpixel.tokens import TokenSigner
 
 from .helpers import deadpixel, make_certificate
 from .smtp_sink import HOST, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)

@@ -10,16 +10,16 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from deadpixel.app import Deadpixel
+from deadpixel.accounts.users import create_user
 from deadpixel.config import Settings
 from deadpixel.enrich.geo import builtin_data_source
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.events import OpenEvent
 from deadpixel.hooks import registry
+from deadpixel.server.app import Deadpixel
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.writes import write_opens
-from deadpixel.users import create_user
 
 from .test_dashboard import sign_in
 

@@ -12,11 +12,11 @@ import time
 import httpx
 import pytest
 
-from deadpixel import setup_link
+from deadpixel.accounts import setup_link
+from deadpixel.accounts.users import list_users
 from deadpixel.config import Settings
-from deadpixel.server import offer_setup_link
+from deadpixel.server.start import offer_setup_link
 from deadpixel.store.db import create_engine
-from deadpixel.users import list_users
 from tests.conftest import Server
 from tests.test_browser_e2e import CHROMIUM, CHROMIUM_ARGS
 

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from sqlalchemy import func, insert, select
 
+from deadpixel.accounts.users import SIGN_IN_TRIES, create_user
 from deadpixel.config import Settings
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import web_sessions
-from deadpixel.users import SIGN_IN_TRIES, create_user
 
 from .conftest import Server
 from .helpers import deadpixel

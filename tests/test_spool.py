@@ -379,7 +379,7 @@ def test_postgresql_down_under_load_the_pixel_answers_and_every_open_lands_once(
     own_postgres: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from deadpixel.config import load_settings
-    from deadpixel.server import prepare
+    from deadpixel.server.start import prepare
 
     cluster = own_postgres
     env = {"DEADPIXEL_DATA_DIR": str(tmp_path / "data"), "DEADPIXEL_DATABASE_URL": cluster.url}  # type: ignore[attr-defined]
@@ -515,7 +515,7 @@ def test_a_full_disk_the_pixel_still_answers_and_nothing_answered_is_lost(
     small_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from deadpixel.config import load_settings
-    from deadpixel.server import prepare
+    from deadpixel.server.start import prepare
 
     env = {"DEADPIXEL_DATA_DIR": str(small_disk / "data"), "DEADPIXEL_OPEN_CAP": "0"}
     for name, value in env.items():

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deadpixel.keys import SigningKeys
-from deadpixel.tokens import MESSAGE_ID_BYTES, PIXEL, TokenSigner, _Hmac, b32hex, new_message_id
+from deadpixel.security.keys import SigningKeys
+from deadpixel.security.tokens import MESSAGE_ID_BYTES, PIXEL, TokenSigner, _Hmac, b32hex, new_message_id
 
 KEYS = SigningKeys(1, {1: b"k" * 32})
 SIGNER = TokenSigner(KEYS)
@@ -48,7 +48,7 @@ def test_token_from_another_secret_or_purpose_is_rejected() -> None:
     mid = new_message_id()
     other = TokenSigner(SigningKeys(1, {1: b"x" * 32}))
     assert SIGNER.pixel_message_id(other.pixel_token(mid)) is None
-    from deadpixel.tokens import message_id_bytes
+    from deadpixel.security.tokens import message_id_bytes
 
     link_token = SIGNER.sign(b"c", message_id_bytes(mid))
     assert SIGNER.verify(PIXEL, link_token, MESSAGE_ID_BYTES) is None

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from deadpixel.config import Settings
-from deadpixel.keys import load_or_create_keys
-from deadpixel.tokens import TokenSigner
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 
 from .conftest import Server
 from .helpers import deadpixel

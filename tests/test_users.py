@@ -8,12 +8,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from deadpixel.config import Settings
-from deadpixel.store.db import create_engine
-from deadpixel.store.migrate import ensure_current
-from deadpixel.store.schema import users
-from deadpixel.store.sign_ins import purge, take
-from deadpixel.users import (
+from deadpixel.accounts.users import (
     TEST_COST_ENV,
     UserError,
     authenticate,
@@ -23,6 +18,11 @@ from deadpixel.users import (
     hash_password,
     sign_in,
 )
+from deadpixel.config import Settings
+from deadpixel.store.db import create_engine
+from deadpixel.store.migrate import ensure_current
+from deadpixel.store.schema import users
+from deadpixel.store.sign_ins import purge, take
 
 from .helpers import deadpixel
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from deadpixel.config import Settings
-from deadpixel.keys import load_or_create_keys
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
-from deadpixel.tokens import TokenSigner
 
 from .conftest import Server
 from .helpers import deadpixel

@@ -26,14 +26,14 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from deadpixel.app import Deadpixel
+from deadpixel.accounts.users import create_user
 from deadpixel.config import ConfigError, Settings, load_settings
 from deadpixel.hooks import registry
 from deadpixel.hooks.deliver import Deliverer, Policy, new_client, post
 from deadpixel.hooks.guard import Guard, Refused
+from deadpixel.server.app import Deadpixel
 from deadpixel.store import outbox
 from deadpixel.store.db import create_engine
-from deadpixel.users import create_user
 from tests.conftest import free_port
 from tests.test_dashboard import sign_in
 from tests.test_webhooks import Receiver, seed_opens

@@ -24,7 +24,8 @@ from deadpixel.hooks import registry
 from deadpixel.hooks.deliver import Deliverer, Policy
 from deadpixel.hooks.guard import Guard
 from deadpixel.hooks.signing import HEADER, sign, verify
-from deadpixel.keys import load_or_create_keys
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store import outbox
 from deadpixel.store.clicks import write_clicks
 from deadpixel.store.db import create_engine
@@ -32,7 +33,6 @@ from deadpixel.store.links import save_links
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import webhook_deliveries, webhooks
 from deadpixel.store.writes import write_opens
-from deadpixel.tokens import TokenSigner
 from tests.conftest import Server, free_port
 
 from .helpers import deadpixel

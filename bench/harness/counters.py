@@ -34,7 +34,7 @@ class WriterStats:
 def read_writer_stats(data_dir: Path) -> WriterStats | None:
     """deadpixel's counters as its workers last published them (once a second); None if it publishes none."""
     try:
-        from deadpixel.metrics import metrics_dir, read_metrics
+        from deadpixel.server.metrics import metrics_dir, read_metrics
 
         time.sleep(1.2)  # let every worker publish what it did up to now
         totals, processes = read_metrics(metrics_dir(data_dir))

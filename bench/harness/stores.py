@@ -14,11 +14,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from deadpixel.config import load_settings
-from deadpixel.keys import load_or_create_keys
-from deadpixel.server import prepare
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
+from deadpixel.server.start import prepare
 from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
-from deadpixel.tokens import TokenSigner
 from harness.options import Options
 
 PG_APPLICATION_NAME = "deadpixel-bench"

@@ -162,7 +162,7 @@ def _as_webhook_allow(raw: Any) -> tuple[str, ...]:
     )
     if not items:
         return items
-    from deadpixel.allowlist import parse_allow
+    from deadpixel.security.allowlist import parse_allow
 
     try:
         parse_allow(items)
@@ -445,8 +445,8 @@ def _bounce_settings(value: Callable[[str, Any], Any]) -> dict[str, Any]:
 
 def ensure_data_dir(settings: Settings) -> None:
     """Create the data dir readable only by its owner, or make it so again: it holds secrets and, by
-    default, the data (see deadpixel.private)."""
-    from deadpixel.private import tighten_data_dir
+    default, the data (see deadpixel.security.private)."""
+    from deadpixel.security.private import tighten_data_dir
 
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     tighten_data_dir(settings.data_dir)

@@ -14,7 +14,7 @@ from deadpixel.api.errors import HANDLERS
 from deadpixel.api.ratelimit import RateLimiter
 from deadpixel.api.routes import api_routes
 from deadpixel.config import Settings
-from deadpixel.tokens import TokenSigner
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.track.client_ip import ClientIPResolver
 
 PREFIX = "/api/v1"

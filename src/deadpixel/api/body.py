@@ -1,7 +1,7 @@
 """The body of ``POST /api/v1/messages``: bounded in size, a JSON object, every field checked.
 
-413 for a body over MAX_BODY bytes (deadpixel.bodies refuses it before it is read), 422 for anything else
-wrong with it, naming the field.
+413 for a body over MAX_BODY bytes (deadpixel.server.bodies refuses it before it is read), 422 for anything
+else wrong with it, naming the field.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _invalid(message: str, field: str | None = None) -> ApiError:
 
 
 async def read_json(request: Request) -> Any:
-    data = await request.body()  # at most MAX_BODY bytes: deadpixel.bodies saw to that
+    data = await request.body()  # at most MAX_BODY bytes: deadpixel.server.bodies saw to that
     try:
         return json.loads(data)
     except (ValueError, RecursionError):

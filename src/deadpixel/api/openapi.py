@@ -3,7 +3,8 @@
 The routes are few and plain Starlette, so a framework that derives schemas from type hints would cost a
 dependency and a second way of declaring every endpoint. Written by hand, the document says exactly what
 clients may rely on; tests/test_api.py checks it against the live routes and fuzzes the server with it. Every
-reported number's description is its definition from deadpixel.analytics, so the two cannot drift apart.
+reported number's description is its definition from deadpixel.reports.analytics, so the two cannot drift
+apart.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from deadpixel.analytics import BREAKDOWNS, DEFINITIONS, MESSAGE_COUNTERS
 from deadpixel.api.params import DEFAULT_LIMIT, MAX_LIMIT
 from deadpixel.events import KINDS
+from deadpixel.reports.analytics import BREAKDOWNS, DEFINITIONS, MESSAGE_COUNTERS
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time", "description": "ISO 8601, UTC"}

@@ -1,4 +1,4 @@
-"""The /api/v1 endpoints: thin over deadpixel.analytics, so the API reports exactly what the CLI does.
+"""The /api/v1 endpoints: thin over deadpixel.reports.analytics, so the API reports exactly what the CLI does.
 
 Database work runs in a thread (SQLAlchemy is synchronous); each request is one short transaction.
 Lists are newest first and paged by cursor: ``next`` is the URL of the following page, or null.
@@ -17,15 +17,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from deadpixel import analytics, exports
 from deadpixel.api import params
 from deadpixel.api.body import new_message, read_json
 from deadpixel.api.errors import ApiError, bad_parameter
 from deadpixel.api.openapi import document
 from deadpixel.config import Settings
-from deadpixel.pixels import new_pixel
+from deadpixel.reports import analytics, exports
+from deadpixel.reports.pixels import new_pixel
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store import rollups
-from deadpixel.tokens import TokenSigner
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from deadpixel.bounces.parse import read_report
 from deadpixel.bounces.record import Recorded, record, report_key
 from deadpixel.bounces.verp import message_for, messages_in
-from deadpixel.tokens import TokenSigner
+from deadpixel.security.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from deadpixel.bounces.handle import Processor
 from deadpixel.bounces.verp import message_for
 from deadpixel.config import ConfigError, Settings, ensure_data_dir
-from deadpixel.keys import KeyFileReloader, load_or_create_keys
+from deadpixel.security.keys import KeyFileReloader, load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.db import create_engine
 from deadpixel.store.migrate import ensure_current
-from deadpixel.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from deadpixel.tokens import TokenSigner
+from deadpixel.security.tokens import TokenSigner
 
 LOCAL_PREFIX = "bounces+"
 TOKEN_CHARS = 32

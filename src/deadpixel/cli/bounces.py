@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from deadpixel.cli.context import Cli, pass_cli
-from deadpixel.logs import configure as configure_logs
+from deadpixel.server.logs import configure as configure_logs
 
 
 @click.group("bounces")

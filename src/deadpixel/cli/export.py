@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from deadpixel import exports
 from deadpixel.cli.context import Cli, pass_cli
+from deadpixel.reports import exports
 
 
 @click.command("export")

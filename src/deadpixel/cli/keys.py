@@ -17,7 +17,7 @@ def secret() -> None:
 def secret_rotate(cli: Cli) -> None:
     """Make a new signing key current; pixels signed with older keys keep working."""
     from deadpixel.config import ensure_data_dir
-    from deadpixel.keys import rotate_keys
+    from deadpixel.security.keys import rotate_keys
 
     settings = cli.settings
     ensure_data_dir(settings)

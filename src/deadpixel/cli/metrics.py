@@ -14,7 +14,7 @@ from deadpixel.cli.context import Cli, json_option, pass_cli, print_json
 def metrics(cli: Cli, as_json: bool, prometheus: bool) -> None:
     """Counters of the running server's processes, summed (pixel requests, invalid tokens, opens, batches)."""
     from deadpixel.hooks.registry import backlog_gauges
-    from deadpixel.metrics import node_totals, prometheus_text
+    from deadpixel.server.metrics import node_totals, prometheus_text
 
     with cli.engine() as engine:
         totals, processes = node_totals(cli.settings.data_dir, backlog_gauges(engine))

@@ -25,9 +25,9 @@ def pixel() -> None:
 @pass_cli
 def pixel_new(cli: Cli, to: Recipient, subject: str | None, campaign: str | None, as_json: bool) -> None:
     """Create a tracked message and print its pixel."""
-    from deadpixel.keys import load_or_create_keys
-    from deadpixel.pixels import new_pixel
-    from deadpixel.tokens import TokenSigner
+    from deadpixel.reports.pixels import new_pixel
+    from deadpixel.security.keys import load_or_create_keys
+    from deadpixel.security.tokens import TokenSigner
 
     settings = cli.settings
     with cli.store() as conn:  # creates the data dir the signing keys live in

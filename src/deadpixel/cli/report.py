@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from deadpixel import analytics
 from deadpixel.cli.context import Cli, json_option, pass_cli, print_json
+from deadpixel.reports import analytics
 from deadpixel.store.events import CLICK, OPEN, EventKind
 
 

@@ -212,7 +212,8 @@ def campaign_send(
     import sys
     from dataclasses import asdict
 
-    from deadpixel.keys import load_or_create_keys
+    from deadpixel.security.keys import load_or_create_keys
+    from deadpixel.security.tokens import TokenSigner
     from deadpixel.send.campaign import CampaignRunner, CampaignSpec, summary_lines
     from deadpixel.send.merge import Templates
     from deadpixel.send.ratelimit import parse_rate
@@ -221,7 +222,6 @@ def campaign_send(
     from deadpixel.send.tracked import Tracker
     from deadpixel.send.unsubscribe import https_warning, unsubscribe_extras
     from deadpixel.store.suppressions import suppressed
-    from deadpixel.tokens import TokenSigner
 
     try:
         per_second = parse_rate(rate)
@@ -281,7 +281,7 @@ def suppression() -> None:
 @pass_cli
 def suppression_list(cli: Cli, as_json: bool) -> None:
     """Show every suppressed address, oldest first, with how and from which campaign it left."""
-    from deadpixel.analytics import iso
+    from deadpixel.reports.analytics import iso
     from deadpixel.store.suppressions import list_suppressions
 
     with cli.migrated() as engine, engine.connect() as conn:

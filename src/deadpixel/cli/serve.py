@@ -14,7 +14,7 @@ from deadpixel.cli.context import Cli, pass_cli
 @pass_cli
 def serve(cli: Cli, host: str | None, port: int | None, workers: int | None) -> None:
     """Run the pixel server (and everything else the web side offers)."""
-    from deadpixel.server import serve as run_server
+    from deadpixel.server.start import serve as run_server
 
     settings = cli.load(host=host, port=port, workers=workers)
     click.echo(f"deadpixel: data in {settings.data_dir}", err=True)
@@ -30,7 +30,7 @@ def serve(cli: Cli, host: str | None, port: int | None, workers: int | None) -> 
 
 
 def _has_accounts(cli: Cli) -> bool:
-    from deadpixel.users import list_users
+    from deadpixel.accounts.users import list_users
 
     with cli.store() as conn:
         return bool(list_users(conn))
@@ -42,9 +42,9 @@ def _has_accounts(cli: Cli) -> bool:
 @pass_cli
 def relay(cli: Cli, host: str | None, port: int | None) -> None:
     """Run the SMTP relay: point your mail client's outgoing server here."""
-    from deadpixel.logs import configure as configure_logs
     from deadpixel.relay.server import run
     from deadpixel.send.smtp_config import smtp_settings
+    from deadpixel.server.logs import configure as configure_logs
 
     settings = cli.load(relay_host=host, relay_port=port)
     configure_logs(settings.log_level, settings.log_format)

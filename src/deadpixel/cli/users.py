@@ -34,7 +34,7 @@ def _new_password(from_stdin: bool) -> str:
 @pass_cli
 def user_create(cli: Cli, name: str, password_stdin: bool) -> None:
     """Create an account; the password is asked for twice (or read from stdin)."""
-    from deadpixel.users import create_user
+    from deadpixel.accounts.users import create_user
 
     cli.load()  # a bad setting stops the command before the password is asked for
     password = _new_password(password_stdin)
@@ -48,8 +48,8 @@ def user_create(cli: Cli, name: str, password_stdin: bool) -> None:
 @pass_cli
 def user_list(cli: Cli, as_json: bool) -> None:
     """The accounts, by name."""
-    from deadpixel.analytics import iso
-    from deadpixel.users import list_users
+    from deadpixel.accounts.users import list_users
+    from deadpixel.reports.analytics import iso
 
     with cli.store() as conn:
         found = list_users(conn)
@@ -66,7 +66,7 @@ def user_list(cli: Cli, as_json: bool) -> None:
 @pass_cli
 def user_passwd(cli: Cli, name: str, password_stdin: bool) -> None:
     """Change an account's password; its dashboard sessions end everywhere."""
-    from deadpixel.users import set_password
+    from deadpixel.accounts.users import set_password
 
     password = _new_password(password_stdin)
     with cli.store() as conn:
@@ -79,7 +79,7 @@ def user_passwd(cli: Cli, name: str, password_stdin: bool) -> None:
 @pass_cli
 def user_delete(cli: Cli, name: str) -> None:
     """Delete an account; it can no longer log in."""
-    from deadpixel.users import delete_user
+    from deadpixel.accounts.users import delete_user
 
     with cli.store() as conn:
         delete_user(conn, name)
@@ -92,7 +92,7 @@ def token() -> None:
 
 
 def _token_json(t: ApiToken) -> dict[str, Any]:
-    from deadpixel.analytics import iso
+    from deadpixel.reports.analytics import iso
 
     return {
         "id": t.id,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from deadpixel.doctor.context import Context
 from deadpixel.doctor.result import Finding, fail, ok, warn
-from deadpixel.private import SECRET_NAMES, SQLITE_COMPANIONS
+from deadpixel.security.private import SECRET_NAMES, SQLITE_COMPANIONS
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -18,7 +18,7 @@ DISK_FAIL_BYTES = 100 * MiB
 DISK_WARN_BYTES = 1 * GiB
 DISK_WARN_FRACTION = 0.10
 # Files deadpixel keeps in the data dir that hold secrets or readers' data: the same names every start
-# makes private again (deadpixel.private), so a start leaves nothing for this check to find.
+# makes private again (deadpixel.security.private), so a start leaves nothing for this check to find.
 
 
 def _open_to_others(path: Path) -> bool:
@@ -104,7 +104,7 @@ def disk(ctx: Context) -> Finding:
 
 def signing_keys(ctx: Context) -> Finding:
     """The keys that sign every pixel and link exist, load, and are readable by their owner alone."""
-    from deadpixel.keys import KeyFileError, read_keys
+    from deadpixel.security.keys import KeyFileError, read_keys
 
     path = ctx.settings.keys_file
     if not path.is_file():

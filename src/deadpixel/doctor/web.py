@@ -12,7 +12,7 @@ import ssl
 from deadpixel.doctor.context import Context
 from deadpixel.doctor.probe import ProbeError
 from deadpixel.doctor.result import Finding, fail, ok, skip, warn
-from deadpixel.tokens import MAC_BYTES, MESSAGE_ID_BYTES
+from deadpixel.security.tokens import MAC_BYTES, MESSAGE_ID_BYTES
 
 # Well-formed (the right length and alphabet) but signed by key id 0, which deadpixel never uses: the server
 # answers it with the GIF, as it does any forged token, and records nothing.

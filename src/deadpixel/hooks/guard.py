@@ -20,8 +20,8 @@ from typing import Any
 
 import httpcore
 
-from deadpixel.allowlist import Network, normalise_name, parse_allow
 from deadpixel.errors import DeadpixelError
+from deadpixel.security.allowlist import Network, normalise_name, parse_allow
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]

@@ -25,7 +25,7 @@ from html.parser import HTMLParser
 from types import MappingProxyType
 
 from deadpixel.mail.addresses import local_part_problem
-from deadpixel.urls import redirectable
+from deadpixel.security.urls import redirectable
 
 __all__ = ["Composed", "compose", "html_to_text", "inject_pixel", "rewrite_links", "track_html"]
 

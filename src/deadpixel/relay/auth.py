@@ -3,8 +3,8 @@
 aiosmtpd calls an ``authenticator`` synchronously on the event loop, where a password hash (a few tenths of
 a second at today's cost) would hold up every other connection. So the relay brings its own PLAIN and LOGIN
 mechanisms, which read the credentials with aiosmtpd's public ``challenge_auth`` and await the check in
-deadpixel.users.sign_in: on the hashing thread, through the same brake as the dashboard's sign-in, keyed on
-the connection's address and the account.
+deadpixel.accounts.users.sign_in: on the hashing thread, through the same brake as the dashboard's sign-in,
+keyed on the connection's address and the account.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 from sqlalchemy import Engine
 
-from deadpixel.users import sign_in
+from deadpixel.accounts.users import sign_in
 
 BRAKED = "454 4.7.0 Too many failed sign-ins; try again in {} seconds"
 

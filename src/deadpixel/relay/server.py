@@ -13,18 +13,18 @@ from aiosmtpd.smtp import SMTP
 from sqlalchemy import Engine
 
 from deadpixel.config import Settings, ensure_data_dir
-from deadpixel.keys import load_or_create_keys
 from deadpixel.mail.smtp import SMTPSettings
 from deadpixel.relay.auth import AccountSMTP, is_loopback
 from deadpixel.relay.handler import RelayHandler
 from deadpixel.relay.tls import server_context
 from deadpixel.relay.upstream import Upstream
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.send.tracked import Tracker
 from deadpixel.store.db import create_engine
 from deadpixel.store.migrate import ensure_current
-from deadpixel.tokens import TokenSigner
 
-AUTH_TRIES = 3  # per connection, besides the sign-in brake of deadpixel.users
+AUTH_TRIES = 3  # per connection, besides the sign-in brake of deadpixel.accounts.users
 
 
 def _quiet_loopback_auth(record: logging.LogRecord) -> bool:

@@ -30,6 +30,7 @@ from deadpixel.config import Settings
 from deadpixel.mail.addresses import BadAddress, Recipient, parse_recipient
 from deadpixel.mail.compose import Composed
 from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_with_retries
+from deadpixel.security.tokens import new_message_id
 from deadpixel.send.merge import TemplateProblem, Templates
 from deadpixel.send.ratelimit import RateLimiter
 from deadpixel.send.recipients import BadRow, ListProblem, RecipientList, Row
@@ -38,7 +39,6 @@ from deadpixel.store import campaign_recipients as state
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import campaign_id as find_campaign
 from deadpixel.store.schema import messages
-from deadpixel.tokens import new_message_id
 
 log = logging.getLogger(__name__)
 

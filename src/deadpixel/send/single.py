@@ -16,14 +16,14 @@ from sqlalchemy import Engine
 
 from deadpixel.config import Settings
 from deadpixel.errors import DeadpixelError
-from deadpixel.keys import load_or_create_keys
 from deadpixel.mail.addresses import BadAddress, parse_recipient
 from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_with_retries
+from deadpixel.security.keys import load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.send.tracked import Tracker
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import create_message
 from deadpixel.store.sending import mark_failed, mark_sent
-from deadpixel.tokens import TokenSigner
 
 
 @dataclass

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from deadpixel.bounces.verp import envelope_sender
 from deadpixel.config import Settings
 from deadpixel.mail.compose import Composed, Rewrite, compose
-from deadpixel.tokens import TokenSigner
+from deadpixel.security.tokens import TokenSigner
 
 
 class Tracker:

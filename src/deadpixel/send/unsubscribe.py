@@ -8,7 +8,7 @@ without any further step. Templates get the same URL as ``{{ unsubscribe_url }}`
 from __future__ import annotations
 
 from deadpixel.config import Settings
-from deadpixel.tokens import TokenSigner
+from deadpixel.security.tokens import TokenSigner
 
 
 def unsubscribe_extras(

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 
-from deadpixel.private import tighten_sqlite
+from deadpixel.security.private import tighten_sqlite
 from deadpixel.store.driver import run
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000

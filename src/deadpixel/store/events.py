@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Column, Table
 
+from deadpixel.security.tokens import CLICK as CLICK_PURPOSE
+from deadpixel.security.tokens import PIXEL as PIXEL_PURPOSE
 from deadpixel.store.schema import campaigns, clicks, links, messages, opens
-from deadpixel.tokens import CLICK as CLICK_PURPOSE
-from deadpixel.tokens import PIXEL as PIXEL_PURPOSE
 
 # What enrichment writes on an event (``deadpixel.enrich.classify.Enrichment``, in its order): rewritten by
 # reclassification, the same columns on every kind's table.
@@ -39,7 +39,7 @@ class EventKind:
 
     name: str
     table: Table
-    token_purpose: bytes  # what the kind's signed tokens mix into their MAC (``deadpixel.tokens``)
+    token_purpose: bytes  # what the kind's signed tokens mix into their MAC (``deadpixel.security.tokens``)
     chained: bool = False
     retained: tuple[str, ...] = RAW_DETAIL  # cleared by retention
 

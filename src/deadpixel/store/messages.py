@@ -7,8 +7,8 @@ import time
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from deadpixel.security.tokens import new_message_id
 from deadpixel.store.schema import campaigns, messages
-from deadpixel.tokens import new_message_id
 
 
 def campaign_id(conn: Connection, name: str, *, create: bool = False) -> int | None:

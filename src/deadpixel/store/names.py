@@ -1,4 +1,4 @@
-"""Account names: the one rule that user accounts (``deadpixel.users``) and API tokens share.
+"""Account names: the one rule that user accounts (``deadpixel.accounts.users``) and API tokens share.
 
 Here in the store, below both, so that the token table can check a name without importing the accounts'
 policy module, which itself imports the store.

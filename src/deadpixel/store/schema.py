@@ -195,7 +195,7 @@ bounces = Table(
     Index(None, "message_id"),
 )
 
-# Accounts that may log in (the relay's AUTH); see deadpixel.users for the password hashing.
+# Accounts that may log in (the relay's AUTH); see deadpixel.accounts.users for the password hashing.
 users = Table(
     "users",
     metadata,

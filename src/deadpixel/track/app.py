@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deadpixel.events import OpenEvent
-from deadpixel.tokens import TokenSigner
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.track import pixel
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter

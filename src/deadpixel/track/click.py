@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from deadpixel.events import ClickEvent
-from deadpixel.tokens import TokenSigner
+from deadpixel.security.tokens import TokenSigner
+from deadpixel.security.urls import location
 from deadpixel.track.app import EMPTY_BODY, client_facts, not_allowed
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.track.ingest import GroupCommitWriter
-from deadpixel.urls import location
 
 CLICK_PREFIX = "/c/"
 

@@ -2,8 +2,8 @@
 
 Server-rendered (Jinja2) and readable without JavaScript; the charts are inline SVG. Every page but the
 sign-in form and the static files needs a signed-in account; without one it redirects to ``/login``.
-Numbers come from ``deadpixel.analytics``, the same functions the CLI and the JSON API use, and each shows
-its definition.
+Numbers come from ``deadpixel.reports.analytics``, the same functions the CLI and the JSON API use, and each
+shows its definition.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from deadpixel import analytics, exports
+from deadpixel.accounts.users import sign_in
 from deadpixel.config import Settings
 from deadpixel.errors import DeadpixelError
-from deadpixel.pixels import new_pixel
+from deadpixel.reports import analytics, exports
+from deadpixel.reports.pixels import new_pixel
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store import rollups, web_sessions
-from deadpixel.tokens import TokenSigner
 from deadpixel.track.client_ip import ClientIPResolver
-from deadpixel.users import sign_in
 from deadpixel.web import charts, forms
 from deadpixel.web import feed as live
 from deadpixel.web.download import attachment

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, func, select
 
-from deadpixel.analytics import iso
+from deadpixel.reports.analytics import iso
 from deadpixel.store.messages import campaign_id
 from deadpixel.store.schema import campaigns, clicks, links, messages, opens
 

@@ -2,7 +2,7 @@
 
 Starlette's defaults (1000 fields and files, 1 MiB a part) suit uploads; no deadpixel form has more than a
 handful of short fields, and the sign-in form is open to anyone. Over a bound, Starlette answers 400. The
-body itself is bounded before this (deadpixel.bodies).
+body itself is bounded before this (deadpixel.server.bodies).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ base URL is HTTPS. The session itself (account, CSRF token, expiry) is a row in 
 (deadpixel.store.web_sessions) that every page looks up: signing out, a new password (``deadpixel user
 passwd``) or deleting the account deletes it, so a copied cookie stops working at once. Before sign-in, the
 login form is protected by a double-submit token: a random cookie that the form must echo. Password guessing
-is braked in deadpixel.users, for the dashboard and the relay alike.
+is braked in deadpixel.accounts.users, for the dashboard and the relay alike.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """``/setup/<token>``: the first account, created in the browser with the one-time link from the console.
 
-The page exists only while no account exists and only for the current token (deadpixel.setup_link); any
-other token, a used one, or any token once an account exists gets the same plain 404 as a path that was
-never there. The form is CSRF-protected like the sign-in form (a double-submit cookie) and asks for the
-password twice. The new account then signs in with the ordinary form, so sign-in stays in one place.
+The page exists only while no account exists and only for the current token
+(deadpixel.accounts.setup_link); any other token, a used one, or any token once an account exists gets the
+same plain 404 as a path that was never there. The form is CSRF-protected like the sign-in form (a
+double-submit cookie) and asks for the password twice. The new account then signs in with the ordinary
+form, so sign-in stays in one place.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from deadpixel import setup_link
+from deadpixel.accounts import setup_link
+from deadpixel.accounts.users import UserError, check_name, create_user, has_users
 from deadpixel.config import Settings
-from deadpixel.users import UserError, check_name, create_user, has_users
 from deadpixel.web.forms import read_form
 from deadpixel.web.session import LOGIN_CSRF_COOKIE, Sessions, same_token
 

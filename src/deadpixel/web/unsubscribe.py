@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.suppressions import LinkOwner, link_owner, suppress, suppressed
-from deadpixel.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 

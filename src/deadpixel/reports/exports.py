@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, case, select
 
-from deadpixel.analytics import UnknownCampaign, iso
+from deadpixel.reports.analytics import UnknownCampaign, iso
 from deadpixel.store.events import CLICK, OPEN, EventKind
 from deadpixel.store.messages import campaign_id
 from deadpixel.store.schema import campaigns, messages

@@ -17,7 +17,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("deadpixel.private")  # the name its log lines have always carried
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600

@@ -11,13 +11,13 @@ import signal
 import sys
 from types import FrameType
 
-from deadpixel import setup_link
+from deadpixel.accounts import setup_link
+from deadpixel.accounts.users import has_users
 from deadpixel.config import ENV_PREFIX, Settings, ensure_data_dir
-from deadpixel.keys import load_or_create_keys
+from deadpixel.security.keys import load_or_create_keys
 from deadpixel.store import rollups
 from deadpixel.store.db import create_engine
 from deadpixel.store.migrate import ensure_current
-from deadpixel.users import has_users
 
 
 def prepare(settings: Settings) -> None:
@@ -83,7 +83,7 @@ def serve(settings: Settings) -> None:
     export_to_workers(settings)
     if settings.metrics_port:
         from deadpixel.hooks.registry import backlog_gauges
-        from deadpixel.metrics import serve_prometheus
+        from deadpixel.server.metrics import serve_prometheus
 
         gauges = backlog_gauges(create_engine(settings.database_url))
         serve_prometheus(settings.data_dir, settings.metrics_host, settings.metrics_port, gauges)
@@ -92,7 +92,7 @@ def serve(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _stopped)
     uvicorn.run(
-        "deadpixel.app:create_app",
+        "deadpixel.server.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -105,7 +105,7 @@ def serve(settings: Settings) -> None:
         proxy_headers=False,  # DEADPIXEL_TRUSTED_PROXIES decides whom to believe (track.client_ip)
         server_header=False,
         access_log=False,
-        log_config=None,  # the app configures logging (deadpixel.logs)
+        log_config=None,  # the app configures logging (deadpixel.server.logs)
         log_level="warning",
         timeout_graceful_shutdown=GRACEFUL_STOP,
     )

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from deadpixel.config import Settings
+from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.messages import create_message
-from deadpixel.tokens import TokenSigner
 
 
 def img_tag(url: str) -> str:

@@ -20,23 +20,23 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from deadpixel.api import api_mount
 from deadpixel.api.body import MAX_BODY as MAX_API_BODY
-from deadpixel.bodies import BodyLimit, Limit
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.enrich.privacy import redacted
 from deadpixel.events import ClickEvent, OpenEvent
-from deadpixel.heap import freeze_long_lived, keep_long_lived_frozen
 from deadpixel.hooks.deliver import Deliverer, DeliveryThread, Policy
-from deadpixel.keys import KeyFileReloader, load_or_create_keys
-from deadpixel.logs import configure as configure_logs
-from deadpixel.metrics import MetricsPublisher, Snapshot, metrics_dir
+from deadpixel.security.keys import KeyFileReloader, load_or_create_keys
+from deadpixel.security.tokens import TokenSigner
+from deadpixel.server.bodies import BodyLimit, Limit
+from deadpixel.server.heap import freeze_long_lived, keep_long_lived_frozen
+from deadpixel.server.logs import configure as configure_logs
+from deadpixel.server.metrics import MetricsPublisher, Snapshot, metrics_dir
 from deadpixel.store import rollups
 from deadpixel.store.clicks import purge_click_detail, write_clicks
 from deadpixel.store.db import WalCheckpointer, create_engine, is_sqlite
 from deadpixel.store.links import LinkResolver
 from deadpixel.store.maintenance import purge_raw_detail
 from deadpixel.store.writes import KnownMessages, write_opens
-from deadpixel.tokens import TokenSigner
 from deadpixel.track.app import PIXEL_PREFIX, PixelEndpoint
 from deadpixel.track.cap import OpenCap
 from deadpixel.track.click import CLICK_PREFIX, ClickEndpoint
@@ -47,9 +47,9 @@ from deadpixel.web.dashboard import Dashboard
 from deadpixel.web.framing import NoFraming
 from deadpixel.web.unsubscribe import unsubscribe_routes
 
-log = logging.getLogger(__name__)
-# Request bodies, in bytes (deadpixel.bodies; docs/design.md says why these): the sign-in and dashboard forms
-# and every route that takes no body; a one-click unsubscribe; the JSON API (docs/api.md).
+log = logging.getLogger("deadpixel.app")  # the name its log lines have always carried
+# Request bodies, in bytes (deadpixel.server.bodies; docs/design.md says why these): the sign-in and dashboard
+# forms and every route that takes no body; a one-click unsubscribe; the JSON API (docs/api.md).
 MAX_BODY = 16 * 1024
 MAX_UNSUBSCRIBE_BODY = 4 * 1024
 ROLLUP_INTERVAL = 5.0  # seconds between background folds of new opens into the charts' rollups

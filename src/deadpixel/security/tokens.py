@@ -18,7 +18,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 
-from deadpixel.keys import SigningKeys
+from deadpixel.security.keys import SigningKeys
 
 MAC_BYTES = 9
 MESSAGE_ID_BYTES = 10
