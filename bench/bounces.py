@@ -31,7 +31,11 @@ What is counted (docs/bounces.md, "Measuring", says why each target):
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -323,6 +327,62 @@ def as_table(measure: Measure, files: int) -> str:
     return "\n".join([*lines, "", "; ".join(notes) + "."])
 
 
+def _run(command: list[str]) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=HERE).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "?")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} CPU ({cpu}), {memory:.0f} GB RAM, {platform.platform()}, "
+        f"Python {platform.python_version()}; load average at the end {load}"
+    )
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("deadpixel", "flufl.bounce"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} ?")
+    sisimai = _run(["/usr/bin/perl", "-MSisimai", "-e", "print $Sisimai::VERSION"])
+    return ", ".join([*found, f"Sisimai {sisimai or '?'}"])
+
+
+def record(path: Path, argv: list[str], tables: list[tuple[str, str]]) -> None:
+    """A dated result file: machine, commit, the command that re-measures it, and the tables."""
+    commit = _run(["git", "rev-parse", "--short", "HEAD"])
+    dirty = " (with uncommitted changes)" if _run(["git", "status", "--porcelain", "--", "../src"]) else ""
+    command = shlex.join(["python", "bench/bounces.py", *argv])
+    lines = [
+        "# Bounce reading against Sisimai",
+        "",
+        f"- Date: {datetime.date.today().isoformat()}.",
+        f"- Machine: {machine()}.",
+        f"- Commit: {commit}{dirty}; {versions()}.",
+        f"- Command (re-measures and rewrites this file): `{command}`",
+        '- What each line counts, and the targets: docs/bounces.md, "Measuring".',
+    ]
+    for title, table in tables:
+        lines += ["", f"## {title}", "", table]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("dirs", nargs="+", type=Path, help="directories (or files) of messages, one per file")
@@ -331,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--sisimai-perl", action="store_true", help="run Sisimai (libsisimai-perl) now")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     parser.add_argument("--verbose", action="store_true", help="list every file where the two disagree")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE.md",
+        help="also write a dated result file (machine, commit, command)",
+    )
     args = parser.parse_args(argv)
     for path in args.dirs:
         if not path.exists():
@@ -345,6 +411,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         verdicts = perl_verdicts([p.resolve() for p in files])
     measure = measure_corpus(files, verdicts)
+    if args.record is not None:
+        tables = [(", ".join(str(d) for d in args.dirs), as_table(measure, len(files)))]
+        if len(args.dirs) > 1:
+            for root in args.dirs:
+                part = list(corpus_files([root]))
+                tables.append((str(root), as_table(measure_corpus(part, verdicts), len(part))))
+        record(args.record, sys.argv[1:] if argv is None else argv, tables)
     if args.json:
         print(json.dumps(as_json(measure, len(files), args.verbose), indent=2))
         return 0
