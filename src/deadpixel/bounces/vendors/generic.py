@@ -1,0 +1,72 @@
+"""The last resort, for a notice from a mail system no other reader knows: it must come from a mail
+daemon or be titled like a bounce, and then an address must head a paragraph (``<a@example.org>: 550 ...``)
+or share a line with an SMTP reply. Anything vaguer is left alone: a wrong address is worse than none."""
+
+from __future__ import annotations
+
+import re
+from email.message import Message
+
+from deadpixel.bounces.vendors.model import Found
+from deadpixel.bounces.vendors.text import ADDRESS, REPLY, body_text, found, from_blocks, has, sender, subject
+
+DAEMONS = ("mailer-daemon", "mdaemon", "postmaster", "mail delivery", "mail administrator", "mailadmin")
+TITLES = re.compile(
+    r"undeliver|returned mail|delivery (?:status notification|fail|problem)|failure notice|non-delivery|"
+    r"could not be delivered|mail delivery failed|delivery notification|nondeliverable|user unknown",
+    re.IGNORECASE,
+)
+NOT_RECIPIENTS = ("mailer-daemon@", "postmaster@", "abuse@", "noreply@", "no-reply@")
+# Sentences that name the failed recipient: "unable to deliver your message to a@b", "Error-for: a@b".
+PHRASES = re.compile(
+    r"(?:deliver(?:ed)? (?:your |the )?(?:message |mail )?to|addressed to|undeliverable\s+to|"
+    r"Intended recipient:|Error-for:|following recipients?(?: failed permanently)?:|mailbox is full:|"
+    r"message to|No such (?:user|recipient):?)"
+    r":?\s*\*?\s*['\"<]{0,2}(" + ADDRESS.pattern + r")",
+    re.IGNORECASE,
+)
+PERMANENT = ("permanent fatal errors", "permanent error", "failed permanently", "permanent failure")
+
+
+def _reply_lines(text: str) -> list[Found]:
+    result: dict[str, Found] = {}
+    for line in text.split("\n")[:2000]:
+        line = line[:1000]
+        hit = ADDRESS.search(line)
+        if hit is None or not REPLY.search(line.replace(hit.group(0), " ")):
+            continue
+        address = hit.group(0).lower()
+        if not address.startswith(NOT_RECIPIENTS):
+            result.setdefault(address, found(address, line, None))
+    return list(result.values())[:200]
+
+
+def _phrases(text: str) -> list[Found]:
+    result: dict[str, Found] = {}
+    for hit in PHRASES.finditer(text):
+        address = hit.group(1).lower()
+        if address.startswith(NOT_RECIPIENTS):
+            continue
+        paragraph = text[hit.start() : hit.end() + 1000].split("\n\n\n")[0]
+        rest = [p.strip() for p in text[hit.end() :].lstrip("'\">.,:) \t").split("\n\n")[:3]]
+        said = rest[0] if len(rest[0]) > 2 else " ".join(rest[1:2])
+        if said.endswith(":") and len(rest) > 1:  # "... for the following reason:" and the reason below
+            said = f"{said} {rest[1]}"
+        result.setdefault(address, found(address, said.strip() or paragraph, None))
+        if len(result) >= 200:
+            break
+    return list(result.values())
+
+
+def read(message: Message) -> list[Found] | None:
+    if not (any(d in sender(message) for d in DAEMONS) or TITLES.search(subject(message))):
+        return None
+    text = body_text(message)
+    result = (
+        [f for f in from_blocks(text) if not f.address.startswith(NOT_RECIPIENTS)]
+        or _phrases(text)
+        or _reply_lines(text)
+    )
+    if has(text, *PERMANENT):
+        result = [Found(f.address, f.status, f.diagnostic, True) for f in result]
+    return result or None
