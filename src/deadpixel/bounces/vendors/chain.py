@@ -27,6 +27,7 @@ from deadpixel.bounces.vendors import (
     sendmail,
     workmail,
     yahoo,
+    zoho,
 )
 from deadpixel.bounces.vendors.model import Reader
 
@@ -48,7 +49,7 @@ READERS: tuple[tuple[str, Reader], ...] = (
     ("einsundeins", einsundeins.read),
     ("gmx", exim_hosted.read_gmx),
     ("mailru", exim_hosted.read_mailru),
-    ("zoho", exim_hosted.read_zoho),
+    ("zoho", zoho.read),
     ("mxlogic", exim_hosted.read_mxlogic),
     ("postfix", postfix.read),
     ("exim", exim.read),

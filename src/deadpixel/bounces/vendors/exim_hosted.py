@@ -1,4 +1,4 @@
-"""Mail services whose notices are Exim's, told apart by where they come from: mail.ru, Zoho, MXLogic
+"""Mail services whose notices are Exim's, told apart by where they come from: mail.ru, MXLogic
 (McAfee), GMX and mail.com. Their text is read by the Exim reader; only the name differs."""
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ def _hosted(sign: Callable[[Message], bool]) -> Callable[[Message], list[Found] 
 
 
 read_mailru = _hosted(lambda m: "mail.ru" in sender(m) or "mail.ru" in header(m, "Message-ID").lower())
-read_zoho = _hosted(lambda m: m.get("X-ZohoMail") is not None or "zoho" in sender(m))
 read_mxlogic = _hosted(lambda m: "mxlogic.net" in sender(m) or "mxlogic.net" in received(m))
 read_gmx = _hosted(
     lambda m: m.get("X-GMX-Antispam") is not None or "@gmx." in sender(m) or "mail.com" in sender(m)

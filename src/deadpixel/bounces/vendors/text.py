@@ -121,14 +121,37 @@ def _plain(html: str) -> str:
     return _BLANKS.sub("\n\n", text)
 
 
+def has_report(message: Message) -> bool:
+    """Does the message carry an RFC 3464 report that names a recipient? Then that report is read, not the
+    prose around it: every reader here answers None (its text is taken as empty)."""
+    for part, _ in zip(message.walk(), range(MAX_PARTS), strict=False):
+        if part.get_content_type() not in ("message/delivery-status", "message/global-delivery-status"):
+            continue
+        payload = part.get_payload()
+        blocks = payload if isinstance(payload, list) else []
+        for block in blocks[1:MAX_FOUND]:
+            if isinstance(block, Message) and "@" in str(block.get("Final-Recipient", "")):
+                return True
+        if isinstance(payload, str) and _FINAL.search(payload[:MAX_TEXT]):
+            return True
+    return False
+
+
+_FINAL = re.compile(r"^Final-Recipient:[^\n@]{0,300}@", re.IGNORECASE | re.MULTILINE)
+
+
 def body_text(message: Message) -> str:
-    """The notification's text (plain parts, else HTML stripped of tags), up to where the original begins.
+    """The notification's text (plain parts, else HTML stripped of tags), up to where the original begins;
+    empty when the message has a readable RFC 3464 report (``has_report``).
 
     Cached for the last message asked about: every reader of the chain reads the same text.
     """
     global _cache
     if _cache is not None and _cache[0]() is message:
         return _cache[1]
+    if has_report(message):
+        _cache = (weakref.ref(message), "")
+        return ""
     plain: list[str] = []
     html: list[str] = []
     size = 0
