@@ -27,7 +27,7 @@ UNDISCLOSED = re.compile(r"^([ \t]*)an undisclosed address\s*\n\s*\(generated fr
 
 def failures(text: str) -> list[Found]:
     """The failed recipients of an Exim-style notice (shared by the systems built on Exim)."""
-    listed = LIST.search(text)
+    listed = LIST.search(text, 0, 8000)  # the list's title stands near the top
     section = text[listed.end() :] if listed else after(text, MARKER) or ""
     section = UNDISCLOSED.sub(r"\1\2", section)
     delayed = has(text, "has not yet been delivered", "No action is required on your part")

@@ -17,12 +17,12 @@ TITLES = re.compile(
     re.IGNORECASE,
 )
 NOT_RECIPIENTS = ("mailer-daemon@", "postmaster@", "abuse@", "noreply@", "no-reply@")
-# Sentences that name the failed recipient: "unable to deliver your message to a@b", "Error-for: a@b".
-PHRASES = re.compile(
-    r"(?:deliver(?:ed)? (?:your |the )?(?:message |mail )?to|addressed to|undeliverable\s+to|"
+# What stands just before the failed recipient in a sentence naming it: "unable to deliver your message
+# to a@b", "Error-for: a@b", "(Originally addressed to a@b)". Looked for only in front of an address.
+PHRASE_BEFORE = re.compile(
+    r"(?:deliver(?:ed)?(?: your| the)?(?: message| mail)? to|addressed to|undeliverable\s+to|"
     r"Intended recipient:|Error-for:|following recipients?(?: failed permanently)?:|mailbox is full:|"
-    r"message to|No such (?:user|recipient):?)"
-    r":?\s*\*?\s*['\"<]{0,2}(" + ADDRESS.pattern + r")",
+    r"message to|No such (?:user|recipient):?):?\s*\*?\s*['\"<]{0,2}$",
     re.IGNORECASE,
 )
 PERMANENT = ("permanent fatal errors", "permanent error", "failed permanently", "permanent failure")
@@ -43,18 +43,19 @@ def _reply_lines(text: str) -> list[Found]:
 
 def _phrases(text: str) -> list[Found]:
     result: dict[str, Found] = {}
-    for hit in PHRASES.finditer(text):
-        address = hit.group(1).lower()
-        if address.startswith(NOT_RECIPIENTS):
+    for count, hit in enumerate(ADDRESS.finditer(text)):
+        if count >= 1000 or len(result) >= 200:
+            break
+        address = hit.group(0).lower()
+        if address.startswith(NOT_RECIPIENTS) or address in result:
             continue
-        paragraph = text[hit.start() : hit.end() + 1000].split("\n\n\n")[0]
-        rest = [p.strip() for p in text[hit.end() :].lstrip("'\">.,:) \t").split("\n\n")[:3]]
+        if not PHRASE_BEFORE.search(text, max(0, hit.start() - 80), hit.start()):
+            continue
+        rest = [p.strip() for p in text[hit.end() : hit.end() + 2000].lstrip("'\">.,:) \t").split("\n\n")[:3]]
         said = rest[0] if len(rest[0]) > 2 else " ".join(rest[1:2])
         if said.endswith(":") and len(rest) > 1:  # "... for the following reason:" and the reason below
             said = f"{said} {rest[1]}"
-        result.setdefault(address, found(address, said.strip() or paragraph, None))
-        if len(result) >= 200:
-            break
+        result[address] = found(address, said, None)
     return list(result.values())
 
 

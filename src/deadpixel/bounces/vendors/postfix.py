@@ -31,5 +31,11 @@ def read(message: Message) -> list[Found] | None:
     delayed = title.startswith("delayed mail") or has(
         text, "delivery temporarily suspended", "still being retried"
     )
-    permanent = False if delayed else (True if has(text, "could not be delivered") else None)
-    return from_blocks(section, permanent) or None
+    return [_permanence(f, delayed) for f in from_blocks(section)] or None
+
+
+def _permanence(item: Found, delayed: bool) -> Found:
+    """A delay warning is not permanent; a returned message is, unless the last reply was a 4xx (Postfix
+    gave up retrying: that says nothing final about the address)."""
+    permanent = not delayed and not (item.status or "").startswith("4")
+    return Found(item.address, item.status, item.diagnostic, permanent)

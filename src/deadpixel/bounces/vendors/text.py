@@ -16,7 +16,7 @@ from email.message import Message
 
 from deadpixel.bounces.vendors.model import Found
 
-MAX_TEXT = 64_000  # characters of notification text read; the prose of a bounce is a few kB
+MAX_TEXT = 32_000  # characters of notification text read; the prose of a bounce is a few kB
 MAX_PARTS = 50  # MIME parts looked at
 MAX_DEPTH = 8  # multipart nesting followed
 MAX_DIAGNOSTIC = 500
@@ -24,7 +24,8 @@ MAX_FOUND = 200  # recipients taken from one message
 
 # An address as a bounce writes it: local part, @, a domain with at least one dot (or an IP literal).
 ADDRESS = re.compile(
-    r"(?<![\w.!#$%&*+/?^`{|}~-])[\w!#$%&*+/?^`{|}~-][\w.!#$%&*+/?^`{|}~-]{0,127}@(?:[\w-]{1,63}\.)+[\w-]{2,63}|[\w.+-]{1,128}@\[[\d.]+\]"
+    r"(?<![\w.!#$%&*+/?^`{|}~-])[\w!#$%&*+/?^`{|}~-][\w.!#$%&*+/?^`{|}~-]{0,127}@"
+    r"(?:(?:[\w-]{1,63}\.)+[\w-]{2,63}|\[[\d.]{7,15}\])"
 )
 # An address standing at the head of a line: ``<a@b>:``, ``a@b:``, ``a@b (expanded from c@d): reply``.
 HEAD = re.compile(
@@ -39,9 +40,8 @@ REPLY = re.compile(r"(?<![\d.\w])([245])[0-5]\d(?=[ -]|$)")
 ORIGINAL = re.compile(
     r"^[ \t]*(?:-{2,}[ \t]*(?:Below this line is a copy of the message|Below the next line is a copy|"
     r"This is a copy of the message|Original message|Message header follows|Message headers follow|"
-    r"Unsent Message below|Original message follows|Returned mail|START OF RETURNED MESSAGE)"
-    r"|Original message follows\.?$|Included is a copy of the message header"
-    r"|------ This is a copy of the message)",
+    r"Unsent Message below|Returned mail|START OF RETURNED MESSAGE)"
+    r"|Original message follows\.?$|Included is a copy of the message header)",
     re.IGNORECASE | re.MULTILINE,
 )
 
