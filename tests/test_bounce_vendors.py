@@ -46,7 +46,7 @@ CASES = [
     ("exchange2003.eml", "exchange", "ivy@example.org", None, "The recipient name is not recognized", True),
     ("gmail.eml", "gmail", "judy@example.org", "5.1.1", "does not exist", True),
     ("yahoo.eml", "yahoo", "ken@example.org", "5.1.1", "User unknown [RCPT_TO]", True),
-    ("unable_to_deliver.eml", "unable-to-deliver", "lee@example.org", None, "does not have an account", None),
+    ("unable_to_deliver.eml", "unable-to-deliver", "lee@example.org", None, "does not have an account", True),
     ("workmail.eml", "workmail", "mia@example.org", "5.1.1", "User unknown", True),
     ("kddi.eml", "kddi", "nao@example.jp", None, "mailbox is full", True),
     ("mfilter.eml", "mfilter", "nina@example.jp", "5.1.1", "unknown user", True),

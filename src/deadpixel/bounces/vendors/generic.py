@@ -25,6 +25,7 @@ PHRASE_BEFORE = re.compile(
     r"message to|No such (?:user|recipient):?):?\s*\*?\s*['\"<]{0,2}$",
     re.IGNORECASE,
 )
+DECORATION = re.compile(r"^[ \t]*[=*_#-]{3,}[ \t]*$", re.MULTILINE)  # rules drawn across the notice
 PERMANENT = ("permanent fatal errors", "permanent error", "failed permanently", "permanent failure")
 
 
@@ -51,7 +52,8 @@ def _phrases(text: str) -> list[Found]:
             continue
         if not PHRASE_BEFORE.search(text, max(0, hit.start() - 80), hit.start()):
             continue
-        rest = [p.strip() for p in text[hit.end() : hit.end() + 2000].lstrip("'\">.,:) \t").split("\n\n")[:3]]
+        tail = DECORATION.sub("", text[hit.end() : hit.end() + 2000].lstrip("'\">.,:) \t"))
+        rest = [p.strip() for p in tail.split("\n\n")[:3]]
         said = rest[0] if len(rest[0]) > 2 else " ".join(rest[1:2])
         if said.endswith(":") and len(rest) > 1:  # "... for the following reason:" and the reason below
             said = f"{said} {rest[1]}"
@@ -68,6 +70,20 @@ def read(message: Message) -> list[Found] | None:
         or _phrases(text)
         or _reply_lines(text)
     )
+    replies = _reply_lines(text)
+    result = [_with_reply(f, replies, len(result) == 1) for f in result]
     if has(text, *PERMANENT):
         result = [Found(f.address, f.status, f.diagnostic, True) for f in result]
     return result or None
+
+
+def _with_reply(item: Found, replies: list[Found], alone: bool) -> Found:
+    """A sentence without a code, completed with the server's reply: the line that names the address, or
+    the only reply in a notice about one recipient."""
+    if item.status is not None:
+        return item
+    mine = [r for r in replies if r.address == item.address]
+    reply = mine[0] if mine else (replies[0] if alone and len(replies) == 1 else None)
+    if reply is None:
+        return item
+    return found(item.address, f"{reply.diagnostic} {item.diagnostic or ''}", item.permanent)

@@ -18,18 +18,20 @@ MARKERS = (
     "This is the qmail-send program",
     "I'm afraid I wasn't able to deliver your message",
     "we were not able to deliver your message to the following address",
+    "does not like recipient.",
+    "Remote host said:",
 )
 SUBJECTS = ("failure notice", "permanent delivery failure")
 
 
 def failures(text: str) -> list[Found]:
-    if has(text, "this message has been in the queue too long", "I'll keep trying", "not going to try again"):
-        permanent: bool | None = False
-    elif has(text, "permanent error", "does not like recipient", "Remote host said: 5"):
-        permanent = True
-    else:
-        permanent = None
-    return from_blocks(text, permanent, skip=("--- Below this line",))
+    """qmail returns a message only once it has given up: each failure is permanent unless qmail says it
+    gave up for the time the message spent in its queue, or the last reply was a temporary (4xx) one."""
+    expired = has(text, "this message has been in the queue too long", "not going to try again")
+    return [
+        Found(f.address, f.status, f.diagnostic, not expired and not (f.status or "").startswith("4"))
+        for f in from_blocks(text, skip=("--- Below this line",))
+    ]
 
 
 def read(message: Message) -> list[Found] | None:

@@ -34,8 +34,8 @@ HEAD = re.compile(
     r"[ \t]*(?::|\.\.\.|[ \t]-[ \t]|$)[ \t]*(?P<rest>.*)$",
     re.IGNORECASE,
 )
-ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-REPLY = re.compile(r"(?<![\d.\w])([245])[0-5]\d(?=[ -]|$)")
+ENHANCED = re.compile(r"(?<![\d.])([45])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+REPLY = re.compile(r"(?<![\d.\w])([45])[0-5]\d(?=[ -]|$)")
 # Where the returned original (or its headers) begins in a one-part bounce.
 ORIGINAL = re.compile(
     r"^[ \t]*(?:-{2,}[ \t]*(?:Below this line is a copy of the message|Below the next line is a copy|"
@@ -315,4 +315,4 @@ def reply_lines(text: str) -> list[str]:
     return [line.strip() for line in text.split("\n")[:2000] if _REPLY_LINE.match(line[:1000])]
 
 
-_REPLY_LINE = re.compile(r"^[ \t]*(?:<<<[ \t]*)?[245][0-5]\d[ -]")
+_REPLY_LINE = re.compile(r"^[ \t]*(?:<<<[ \t]*)?[45][0-5]\d[ -]")
