@@ -202,3 +202,40 @@ def _timed(read: Callable[[Message], object], sample: Message) -> float:
     start = time.perf_counter()
     read(sample)
     return time.perf_counter() - start
+
+
+def _nested(depth: int, leaf: str) -> bytes:
+    head = b"From: MAILER-DAEMON@mx.example.net\nSubject: failure notice\nMIME-Version: 1.0\n"
+    body = leaf.encode()
+    for level in range(depth):
+        boundary = f"b{level}".encode()
+        body = (
+            b"Content-Type: multipart/mixed; boundary="
+            + boundary
+            + b"\n\n--"
+            + boundary
+            + b"\n"
+            + body
+            + b"\n--"
+            + boundary
+            + b"--\n"
+        )
+    return head + body
+
+
+def test_deep_nesting_and_many_parts_are_read_within_bounds() -> None:
+    leaf = "Content-Type: text/plain\n\n<deep@example.org>: 550 5.1.1 no such user\n"
+    deep = BytesParser(policy=policy.compat32).parsebytes(_nested(300, leaf))
+    assert read_free_form(deep) is None  # the text sits below the depth followed
+    shallow = BytesParser(policy=policy.compat32).parsebytes(_nested(3, leaf))
+    result = read_free_form(shallow)
+    assert result is not None and result[1][0].address == "deep@example.org"
+    parts = "".join(f"--w\nContent-Type: text/plain\n\npart {n}\n" for n in range(5000))
+    raw = (
+        "From: MAILER-DAEMON@mx.example.net\nSubject: failure notice\n"
+        f"Content-Type: multipart/mixed; boundary=w\n\n{parts}--w--\n"
+    )
+    many = BytesParser(policy=policy.compat32).parsebytes(raw.encode())
+    start = time.perf_counter()
+    assert read_free_form(many) is None
+    assert time.perf_counter() - start < 0.1

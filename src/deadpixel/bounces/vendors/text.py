@@ -90,19 +90,25 @@ def _decoded(part: Message) -> str:
         return payload[: MAX_TEXT * 2].decode("utf-8", "replace")
 
 
-def _text_parts(message: Message) -> Iterable[Message]:
-    """The notification's own text parts, breadth first, never inside a returned message."""
+def _parts(message: Message) -> Iterable[Message]:
+    """The message's parts, breadth first, never inside a returned message, bounded in number and depth
+    (``Message.walk`` recurses without limit)."""
     queue: list[tuple[Message, int]] = [(message, 0)]
     seen = 0
     while queue and seen < MAX_PARTS:
         part, depth = queue.pop(0)
         seen += 1
-        kind = part.get_content_type()
-        if kind.startswith("multipart/"):
+        yield part
+        if part.get_content_type().startswith("multipart/"):
             children = part.get_payload()
             if depth < MAX_DEPTH and isinstance(children, list):
                 queue.extend((c, depth + 1) for c in children[:MAX_PARTS] if isinstance(c, Message))
-        elif kind in ("text/plain", "text/html") or (kind == "text/rfc822-headers" and depth == 0):
+
+
+def _text_parts(message: Message) -> Iterable[Message]:
+    """The notification's own text parts."""
+    for part in _parts(message):
+        if part.get_content_type() in ("text/plain", "text/html"):
             yield part
 
 
@@ -124,7 +130,7 @@ def _plain(html: str) -> str:
 def has_report(message: Message) -> bool:
     """Does the message carry an RFC 3464 report that names a recipient? Then that report is read, not the
     prose around it: every reader here answers None (its text is taken as empty)."""
-    for part, _ in zip(message.walk(), range(MAX_PARTS), strict=False):
+    for part in _parts(message):
         if part.get_content_type() not in ("message/delivery-status", "message/global-delivery-status"):
             continue
         payload = part.get_payload()
