@@ -75,7 +75,7 @@ CASES = [
     ("notes.eml", "domino", "vic@example.jp", None, "User not listed in public Name & Address Book", True),
     ("generic.eml", "generic", "walt@example.org", "5.1.1", "mailbox unavailable", None),
 ]
-NOT_BOUNCES = ["not_normal.eml", "not_auto_reply.eml", "not_dsn.eml"]
+NOT_BOUNCES = ["not_normal.eml", "not_auto_reply.eml", "not_dsn.eml", "not_delivery_receipt.eml"]
 
 
 @pytest.mark.parametrize(("sample", "reader", "address", "status", "said", "permanent"), CASES)

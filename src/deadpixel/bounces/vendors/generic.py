@@ -25,6 +25,9 @@ PHRASE_BEFORE = re.compile(
     r"message to|No such (?:user|recipient):?):?\s*\*?\s*['\"<]{0,2}$",
     re.IGNORECASE,
 )
+# A delivery receipt from a postmaster names its recipients the way a bounce does; it is no failure.
+DELIVERED = ("has been delivered to", "was delivered to", "successfully delivered", "delivered successfully")
+FAILED = ("fail", "could not", "couldn't", "unable", "undeliver", "not delivered", "rejected", "error", "550")
 DECORATION = re.compile(r"^[ \t]*[=*_#-]{3,}[ \t]*$", re.MULTILINE)  # rules drawn across the notice
 PERMANENT = ("permanent fatal errors", "permanent error", "failed permanently", "permanent failure")
 
@@ -65,6 +68,8 @@ def read(message: Message) -> list[Found] | None:
     if not (any(d in sender(message) for d in DAEMONS) or TITLES.search(subject(message))):
         return None
     text = body_text(message)
+    if has(text, *DELIVERED) and not has(text, *FAILED):
+        return None
     result = (
         [f for f in from_blocks(text) if not f.address.startswith(NOT_RECIPIENTS)]
         or _phrases(text)
