@@ -1,0 +1,62 @@
+"""The order in which the free-form readers are asked: most specific first (a reader that knows a
+service by its headers before the family reader that would also take its text), the generic one last."""
+
+from __future__ import annotations
+
+from deadpixel.bounces.vendors import (
+    activehunter,
+    amavis,
+    bigfoot,
+    courier,
+    domino,
+    dragonfly,
+    einsundeins,
+    exchange,
+    exim,
+    exim_hosted,
+    generic,
+    gmail,
+    imailserver,
+    interscan,
+    kddi,
+    messagingserver,
+    mfilter,
+    opensmtpd,
+    postfix,
+    qmail,
+    sendmail,
+    workmail,
+    yahoo,
+    zoho,
+)
+from deadpixel.bounces.vendors.model import Reader
+
+READERS: tuple[tuple[str, Reader], ...] = (
+    ("workmail", workmail.read),
+    ("kddi", kddi.read),
+    ("mfilter", mfilter.read),
+    ("amavis", amavis.read),
+    ("activehunter", activehunter.read),
+    ("bigfoot", bigfoot.read),
+    ("interscan", interscan.read),
+    ("imailserver", imailserver.read),
+    ("messagingserver", messagingserver.read),
+    ("dragonfly", dragonfly.read),
+    ("courier", courier.read),
+    ("opensmtpd", opensmtpd.read),
+    ("gmail", gmail.read),
+    ("yahoo", yahoo.read_yahoo),
+    ("einsundeins", einsundeins.read),
+    ("gmx", exim_hosted.read_gmx),
+    ("mailru", exim_hosted.read_mailru),
+    ("zoho", zoho.read),
+    ("mxlogic", exim_hosted.read_mxlogic),
+    ("postfix", postfix.read),
+    ("exim", exim.read),
+    ("sendmail", sendmail.read),
+    ("qmail", qmail.read),
+    ("unable-to-deliver", yahoo.read_unable),
+    ("exchange", exchange.read),
+    ("domino", domino.read),
+    ("generic", generic.read),
+)
