@@ -10,6 +10,7 @@ package made for the purpose.
 from __future__ import annotations
 
 import ast
+import logging
 import sys
 import textwrap
 from pathlib import Path
@@ -21,8 +22,23 @@ from importlinter.cli import lint_imports
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _lint(config: Path = ROOT / "pyproject.toml") -> int:
+    """Run the contract check; import-linter configures logging with ``disable_existing_loggers``, which
+    would silence every logger already made for the tests that run after this one, so they are turned
+    back on."""
+    loggers = [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    enabled = [logger for logger in loggers if not logger.disabled]
+    try:
+        return int(lint_imports(config_filename=str(config), no_cache=True, no_logo=True))
+    finally:
+        for logger in enabled:
+            logger.disabled = False
+
+
 def test_the_import_contract_holds() -> None:
-    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True) == 0
+    assert _lint() == 0
 
 
 def test_function_level_imports_are_in_the_graph() -> None:
@@ -72,7 +88,7 @@ def test_a_forbidden_import_breaks_the_contract(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "layered", raising=False)
-    assert lint_imports(config_filename=str(tmp_path / "contract.toml"), no_cache=True, no_logo=True) == 1
+    assert _lint(tmp_path / "contract.toml") == 1
     assert "layered.store.writes -> layered.track" in capsys.readouterr().out
 
 
