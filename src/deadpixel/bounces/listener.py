@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 from email import policy as email_policy
 from email.parser import BytesHeaderParser
@@ -29,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from deadpixel.bounces.handle import Processor
 from deadpixel.bounces.verp import message_for
 from deadpixel.config import ConfigError, Settings, ensure_data_dir
+from deadpixel.mail.serving import close, listen, serve_until_signal
 from deadpixel.security.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.db import create_engine
@@ -125,31 +125,14 @@ class BounceListener:
                 data_size_limit=self.settings.bounce_max_size, enable_SMTPUTF8=True,
             )  # fmt: skip
 
-        self._server = await asyncio.get_running_loop().create_server(protocol, self.host, self.port)
-        if self.port == 0:
-            self.port = self._server.sockets[0].getsockname()[1]
+        self._server, self.port = await listen(protocol, self.host, self.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await close(self._server)
         if self._engine is not None:
             self._engine.dispose()
 
 
 def run(settings: Settings, *, host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM; each report gets a log line (see deadpixel.logs)."""
-
-    async def main() -> None:
-        listener = BounceListener(settings, host=host, port=port)
-        await listener.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await listener.stop()
-
-    asyncio.run(main())
+    """Serve until SIGINT or SIGTERM; each report gets a log line (see deadpixel.server.logs)."""
+    serve_until_signal(lambda: BounceListener(settings, host=host, port=port))

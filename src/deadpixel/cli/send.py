@@ -6,12 +6,13 @@ Kept apart from ``deadpixel.cli`` so that commands which never send mail do not 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from deadpixel.cli.context import Cli, pass_cli, print_json, recipient_address
+from deadpixel.cli.context import Cli, json_option, pass_cli, print_json, recipient_address
 from deadpixel.config import ensure_data_dir
 
 if TYPE_CHECKING:
@@ -277,7 +278,7 @@ def suppression() -> None:
 
 
 @suppression.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @pass_cli
 def suppression_list(cli: Cli, as_json: bool) -> None:
     """Show every suppressed address, oldest first, with how and from which campaign it left."""
@@ -297,27 +298,31 @@ def suppression_list(cli: Cli, as_json: bool) -> None:
         )
 
 
-@suppression.command("add")
-@click.argument("address", callback=recipient_address)
-@pass_cli
+def _address_command(name: str) -> Callable[[Callable[[Cli, Recipient], None]], click.Command]:
+    """A ``suppression NAME ADDRESS`` command; ADDRESS is checked as every way in checks an address."""
+
+    def register(change: Callable[[Cli, Recipient], None]) -> click.Command:
+        with_address = click.argument("address", callback=recipient_address)(pass_cli(change))
+        return suppression.command(name)(with_address)
+
+    return register
+
+
+@_address_command("add")
 def suppression_add(cli: Cli, address: Recipient) -> None:
     """Stop all campaign mail to ADDRESS (as if they had unsubscribed)."""
     from deadpixel.store.suppressions import suppress
 
-    key = address.key
-    with cli.migrated() as engine, engine.begin() as conn:
-        added = suppress(conn, key, "cli")
-    click.echo(f"{key} {'added to' if added else 'was already on'} the suppression list.")
+    with cli.store() as conn:
+        added = suppress(conn, address.key, "cli")
+    click.echo(f"{address.key} {'added to' if added else 'was already on'} the suppression list.")
 
 
-@suppression.command("remove")
-@click.argument("address", callback=recipient_address)
-@pass_cli
+@_address_command("remove")
 def suppression_remove(cli: Cli, address: Recipient) -> None:
     """Allow campaign mail to ADDRESS again (only when they asked for it)."""
     from deadpixel.store.suppressions import unsuppress
 
-    key = address.key
-    with cli.migrated() as engine, engine.begin() as conn:
-        removed = unsuppress(conn, key)
-    click.echo(f"{key} {'removed from' if removed else 'is not on'} the suppression list.")
+    with cli.store() as conn:
+        removed = unsuppress(conn, address.key)
+    click.echo(f"{address.key} {'removed from' if removed else 'is not on'} the suppression list.")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import click
 from sqlalchemy import update
 
-from deadpixel.cli.context import Cli, pass_cli
+from deadpixel.cli.context import Cli, json_option, pass_cli
 from deadpixel.hooks import registry
 from deadpixel.hooks.deliver import Deliverer, Policy, new_client, post
 from deadpixel.hooks.guard import Guard
@@ -35,7 +36,7 @@ def webhook_add(cli: Cli, url: str, events: str) -> None:
     """Add a webhook and print its signing secret: shown this once."""
     guard = Guard.allowing(*cli.settings.webhook_allow)
     url = registry.check_url(url, guard)  # the name is looked up before the transaction begins
-    with cli.migrated() as engine, engine.begin() as conn:
+    with cli.store() as conn:
         made, secret = registry.add_webhook(conn, url, events, guard)
     click.echo(
         f"Webhook {made.id} added for {', '.join(made.events)}. Signing secret (shown only now):", err=True
@@ -44,7 +45,7 @@ def webhook_add(cli: Cli, url: str, events: str) -> None:
 
 
 @webhook.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @pass_cli
 def webhook_list(cli: Cli, as_json: bool) -> None:
     """The webhooks with their deliveries pending, delivered and failed (never their secrets)."""
@@ -63,19 +64,24 @@ def webhook_list(cli: Cli, as_json: bool) -> None:
                    f"delivered {r['delivered']}\tfailed {r['failed']}")  # fmt: skip
 
 
-@webhook.command("remove")
-@click.argument("webhook_id", type=int)
-@pass_cli
+def _webhook_command(name: str) -> Callable[[Callable[[Cli, int], None]], click.Command]:
+    """A ``webhook NAME WEBHOOK_ID`` command: one that acts on the webhook with that id."""
+
+    def register(action: Callable[[Cli, int], None]) -> click.Command:
+        return webhook.command(name)(click.argument("webhook_id", type=int)(pass_cli(action)))
+
+    return register
+
+
+@_webhook_command("remove")
 def webhook_remove(cli: Cli, webhook_id: int) -> None:
     """Remove a webhook; its undelivered events are dropped with it."""
-    with cli.migrated() as engine, engine.begin() as conn:
+    with cli.store() as conn:
         removed = registry.remove_webhook(conn, webhook_id)
     click.echo(f"Webhook {removed.id} ({removed.url}) removed.")
 
 
-@webhook.command("test")
-@click.argument("webhook_id", type=int)
-@pass_cli
+@_webhook_command("test")
 def webhook_test(cli: Cli, webhook_id: int) -> None:
     """Send a signed ``test`` event to a webhook now and print what its receiver answered."""
     settings = cli.settings
@@ -90,13 +96,11 @@ def webhook_test(cli: Cli, webhook_id: int) -> None:
     click.echo(f"Webhook {webhook_id} answered {outcome.status}.")
 
 
-@webhook.command("retry")
-@click.argument("webhook_id", type=int)
-@pass_cli
+@_webhook_command("retry")
 def webhook_retry(cli: Cli, webhook_id: int) -> None:
     """Send a webhook's failed deliveries again (after fixing its receiver)."""
     d = webhook_deliveries.c
-    with cli.migrated() as engine, engine.begin() as conn:
+    with cli.store() as conn:
         registry.get_webhook(conn, webhook_id)
         again = conn.execute(
             update(webhook_deliveries)

@@ -23,6 +23,7 @@ from html import unescape as _unescape
 from html.entities import html5 as _HTML5_ENTITIES
 from html.parser import HTMLParser
 from types import MappingProxyType
+from typing import NotRequired, TypedDict
 
 from deadpixel.mail.addresses import local_part_problem
 from deadpixel.security.urls import redirectable
@@ -524,6 +525,19 @@ class _TextBuilder:
 
 
 # --- the message --------------------------------------------------------------------------------------------
+
+
+class Letter(TypedDict):
+    """What a message says, in compose()'s own words: whoever tracks it passes it through unchanged and adds
+    only the pixel and the link rewriting."""
+
+    sender: str
+    to: Sequence[str]
+    cc: NotRequired[Sequence[str]]
+    subject: str
+    html: str
+    text: NotRequired[str | None]
+    headers: NotRequired[Mapping[str, str]]
 
 
 @dataclass

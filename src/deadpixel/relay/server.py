@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 import ssl
 import warnings
@@ -13,6 +12,7 @@ from aiosmtpd.smtp import SMTP
 from sqlalchemy import Engine
 
 from deadpixel.config import Settings, ensure_data_dir
+from deadpixel.mail.serving import close, listen, serve_until_signal
 from deadpixel.mail.smtp import SMTPSettings
 from deadpixel.relay.auth import AccountSMTP, is_loopback
 from deadpixel.relay.handler import RelayHandler
@@ -72,9 +72,7 @@ class Relay:
                 warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
                 return self._smtp(handler, hostname, tls)
 
-        self._server = await asyncio.get_running_loop().create_server(protocol, self.host, self.port)
-        if self.port == 0:
-            self.port = self._server.sockets[0].getsockname()[1]
+        self._server, self.port = await listen(protocol, self.host, self.port)
 
     def _smtp(self, handler: RelayHandler, hostname: str, tls: ssl.SSLContext) -> SMTP:
         assert self._engine is not None
@@ -93,9 +91,7 @@ class Relay:
         )
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await close(self._server)
         if self._handler is not None:
             await self._handler.drain()
         if self._upstream is not None:
@@ -112,16 +108,4 @@ def run(settings: Settings, upstream: SMTPSettings, *, host: str, port: int) -> 
     relay_log.addHandler(handler)
     relay_log.setLevel(logging.INFO)
 
-    async def main() -> None:
-        relay = Relay(settings, upstream, host=host, port=port)
-        await relay.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await relay.stop()
-
-    asyncio.run(main())
+    serve_until_signal(lambda: Relay(settings, upstream, host=host, port=port))

@@ -7,11 +7,11 @@ handed to SMTP, so a recipient can never click a link whose target is not stored
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from typing import Unpack
 
 from deadpixel.bounces.verp import envelope_sender
 from deadpixel.config import Settings
-from deadpixel.mail.compose import Composed, Rewrite, compose
+from deadpixel.mail.compose import Composed, Letter, Rewrite, compose
 from deadpixel.security.tokens import TokenSigner
 
 
@@ -45,25 +45,8 @@ class Tracker:
 
         return rewrite
 
-    def compose(
-        self,
-        message_id: str | None,
-        *,
-        sender: str,
-        to: Sequence[str],
-        cc: Sequence[str] = (),
-        subject: str,
-        html: str,
-        text: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Composed:
+    def compose(self, message_id: str | None, **letter: Unpack[Letter]) -> Composed:
         """Compose with tracking for ``message_id``, or untouched when it is None."""
         if message_id is None:
-            return compose(
-                sender=sender, to=to, cc=cc, subject=subject, html=html, text=text,
-                pixel_url=None, rewrite=None, headers=headers or {},
-            )  # fmt: skip
-        return compose(
-            sender=sender, to=to, cc=cc, subject=subject, html=html, text=text,
-            pixel_url=self.pixel_url(message_id), rewrite=self.rewriter(message_id), headers=headers or {},
-        )  # fmt: skip
+            return compose(**letter, pixel_url=None, rewrite=None)
+        return compose(**letter, pixel_url=self.pixel_url(message_id), rewrite=self.rewriter(message_id))

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.types import TypeEngine
 
 metadata = MetaData(
     naming_convention={
@@ -34,12 +35,28 @@ metadata = MetaData(
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL needs 64 bits for event tables.
 EventId = BigInteger().with_variant(Integer(), "sqlite")
 
+
+def _serial(kind: type[TypeEngine[int]] | TypeEngine[int]) -> Column[int]:
+    """The surrogate key ``id``, numbered by the database."""
+    return Column("id", kind, primary_key=True, autoincrement=True)
+
+
+def _time(name: str, *, nullable: bool = False, index: bool | None = None) -> Column[float]:
+    """A moment: UTC seconds since the epoch, as every time in the store is (see above)."""
+    return Column(name, Float, nullable=nullable, index=index)
+
+
+def _counter(name: str) -> Column[int]:
+    """A count the writes keep up to date; the database starts it at 0."""
+    return Column(name, Integer, nullable=False, server_default="0")
+
+
 campaigns = Table(
     "campaigns",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    _serial(Integer),
     Column("name", String(200), nullable=False, unique=True),
-    Column("created_at", Float, nullable=False),
+    _time("created_at"),
 )
 
 messages = Table(
@@ -50,35 +67,35 @@ messages = Table(
     Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
     Column("recipient", String(320), nullable=True),
     Column("subject", Text, nullable=True),
-    Column("created_at", Float, nullable=False),
+    _time("created_at"),
     # Known only when deadpixel sent or relayed the message itself; hand-made pixels have none.
-    Column("sent_at", Float, nullable=True),
+    _time("sent_at", nullable=True),
     # draft (composed, not yet accepted by SMTP), sent, or failed; only `sent` counts in reports.
     Column("status", String(8), nullable=False, server_default="sent"),
-    Column("open_count", Integer, nullable=False, server_default="0"),
-    Column("first_open_at", Float, nullable=True),
-    Column("last_open_at", Float, nullable=True),
+    _counter("open_count"),
+    _time("first_open_at", nullable=True),
+    _time("last_open_at", nullable=True),
     # Opens by verdict: human (incl. proxy), machine (prefetch, scanner) and the sender's own.
-    Column("human_open_count", Integer, nullable=False, server_default="0"),
-    Column("machine_open_count", Integer, nullable=False, server_default="0"),
-    Column("self_open_count", Integer, nullable=False, server_default="0"),
+    _counter("human_open_count"),
+    _counter("machine_open_count"),
+    _counter("self_open_count"),
     Column("last_open_id", BigInteger, nullable=True),  # the newest stored open: the head of its chain
     # Opens past DEADPIXEL_OPEN_CAP in one minute: answered and counted here, not stored as events.
-    Column("capped_open_count", Integer, nullable=False, server_default="0"),
+    _counter("capped_open_count"),
     # Clicks on tracked links, counted like opens; a human click also proves the message was opened.
-    Column("click_count", Integer, nullable=False, server_default="0"),
-    Column("human_click_count", Integer, nullable=False, server_default="0"),
-    Column("machine_click_count", Integer, nullable=False, server_default="0"),
-    Column("self_click_count", Integer, nullable=False, server_default="0"),
-    Column("first_click_at", Float, nullable=True),
-    Column("last_click_at", Float, nullable=True),
+    _counter("click_count"),
+    _counter("human_click_count"),
+    _counter("machine_click_count"),
+    _counter("self_click_count"),
+    _time("first_click_at", nullable=True),
+    _time("last_click_at", nullable=True),
     # What came back (see deadpixel.bounces): hard or soft (None: no bounce seen), soft reports so far,
     # the latest report's time and reason, and when the recipient complained (marked it as spam).
     Column("bounce", String(4), nullable=True),
-    Column("soft_bounce_count", Integer, nullable=False, server_default="0"),
-    Column("bounced_at", Float, nullable=True),
+    _counter("soft_bounce_count"),
+    _time("bounced_at", nullable=True),
     Column("bounce_reason", Text, nullable=True),
-    Column("complained_at", Float, nullable=True),
+    _time("complained_at", nullable=True),
     Index(None, "campaign_id"),
     Index(None, "recipient"),
     Index(None, "created_at"),
@@ -113,9 +130,9 @@ def _request_columns() -> list[Column[object]]:
 opens = Table(
     "opens",
     metadata,
-    Column("id", EventId, primary_key=True, autoincrement=True),
+    _serial(EventId),
     Column("message_id", String(16), nullable=False),
-    Column("at", Float, nullable=False),
+    _time("at"),
     *_request_columns(),
     # The open of the same message stored just before this one: each message's opens form a chain from
     # ``messages.last_open_id`` (see deadpixel.store.chains). It replaces an index on message_id, whose
@@ -138,10 +155,10 @@ links = Table(
 clicks = Table(
     "clicks",
     metadata,
-    Column("id", EventId, primary_key=True, autoincrement=True),
+    _serial(EventId),
     Column("message_id", String(16), nullable=False),
     Column("link", Integer, nullable=False),
-    Column("at", Float, nullable=False),
+    _time("at"),
     *_request_columns(),
     Index(None, "message_id", "at"),
     Index(None, "at"),
@@ -161,7 +178,7 @@ campaign_recipients = Table(
     Column("message_id", String(16), nullable=True),  # None for an untracked copy
     Column("status", String(12), nullable=False),
     Column("error", Text, nullable=True),
-    Column("updated_at", Float, nullable=False),
+    _time("updated_at"),
     # The random id inside this recipient's unsubscribe link; kept across re-runs.
     Column("unsubscribe_id", String(16), nullable=True, unique=True),
     Index(None, "campaign_id", "status"),
@@ -173,7 +190,7 @@ suppressions = Table(
     "suppressions",
     metadata,
     Column("address", String(320), primary_key=True),
-    Column("created_at", Float, nullable=False),
+    _time("created_at"),
     # one-click, unsubscribe-page, cli, hard-bounce, soft-bounces, complaint
     Column("source", String(32), nullable=False),
     Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
@@ -184,9 +201,9 @@ suppressions = Table(
 bounces = Table(
     "bounces",
     metadata,
-    Column("id", EventId, primary_key=True, autoincrement=True),
+    _serial(EventId),
     Column("message_id", String(16), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
-    Column("at", Float, nullable=False),
+    _time("at"),
     Column("kind", String(9), nullable=False),  # hard, soft or complaint
     Column("status", String(16), nullable=True),  # the enhanced status code, e.g. 5.1.1
     Column("reason", Text, nullable=True),  # the receiving server's diagnostic, for the user
@@ -199,10 +216,10 @@ bounces = Table(
 users = Table(
     "users",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    _serial(Integer),
     Column("name", String(64), nullable=False, unique=True),
     Column("password_hash", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
+    _time("created_at"),
 )
 
 # One row per message submitted to the relay and recipient: the tracked message made for that copy (None when
@@ -220,7 +237,7 @@ relayed = Table(
     Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
     Column("status", String(8), nullable=False),  # sending, sent or failed
     Column("untracked", Text, nullable=True),  # why the copy went out without a pixel
-    Column("updated_at", Float, nullable=False),
+    _time("updated_at"),
     Index(None, "campaign_id"),
 )
 
@@ -230,7 +247,7 @@ spool_replays = Table(
     "spool_replays",
     metadata,
     Column("id", String(80), primary_key=True),
-    Column("replayed_at", Float, nullable=False),
+    _time("replayed_at"),
 )
 
 # Bearer tokens for /api/v1 (see deadpixel.store.api_tokens). Only a SHA-256 of each secret is kept: the
@@ -239,12 +256,12 @@ spool_replays = Table(
 api_tokens = Table(
     "api_tokens",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    _serial(Integer),
     Column("name", String(64), nullable=False, unique=True),
     Column("secret_hash", String(64), nullable=False, unique=True),
-    Column("created_at", Float, nullable=False),
-    Column("last_used_at", Float, nullable=True),
-    Column("revoked_at", Float, nullable=True),
+    _time("created_at"),
+    _time("last_used_at", nullable=True),
+    _time("revoked_at", nullable=True),
 )
 
 # Rollups of opens for the dashboard's charts (see deadpixel.store.rollups): per campaign (0 for messages
@@ -289,14 +306,14 @@ rollup_state = Table(
     metadata,
     Column("name", String(16), primary_key=True),
     Column("watermark", BigInteger, nullable=False),
-    Column("updated_at", Float, nullable=False),
+    _time("updated_at"),
 )
 
 rollup_gaps = Table(
     "rollup_gaps",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("noted_at", Float, nullable=False),
+    _time("noted_at"),
 )
 
 # Where to POST opens and clicks (see deadpixel.hooks). The secret signs every delivery, so it is kept as it
@@ -304,12 +321,12 @@ rollup_gaps = Table(
 webhooks = Table(
     "webhooks",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    _serial(Integer),
     Column("url", Text, nullable=False),
     Column("secret", String(64), nullable=False),
     Column("on_open", Boolean, nullable=False),
     Column("on_click", Boolean, nullable=False),
-    Column("created_at", Float, nullable=False),
+    _time("created_at"),
 )
 
 # The outbox: one row per event and webhook, written in the same transaction as the event itself, so an
@@ -320,18 +337,18 @@ webhooks = Table(
 webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
-    Column("id", EventId, primary_key=True, autoincrement=True),
+    _serial(EventId),
     Column("webhook_id", Integer, nullable=False),
     Column("event_id", String(32), nullable=False),  # the same for every webhook the event goes to
     Column("event", String(8), nullable=False),  # open, click
     Column("payload", Text, nullable=False),  # JSON: what the event row knew at commit time
-    Column("created_at", Float, nullable=False),
+    _time("created_at"),
     Column("status", String(10), nullable=False),
-    Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("next_attempt_at", Float, nullable=False),
-    Column("lease_until", Float, nullable=True),
+    _counter("attempts"),
+    _time("next_attempt_at"),
+    _time("lease_until", nullable=True),
     Column("lease_owner", String(32), nullable=True),
-    Column("last_attempt_at", Float, nullable=True),
+    _time("last_attempt_at", nullable=True),
     Column("last_status", Integer, nullable=True),  # the receiver's HTTP status, None when none answered
     Column("last_error", Text, nullable=True),
     Index(None, "status", "next_attempt_at"),
@@ -346,7 +363,7 @@ sign_in_tries = Table(
     Column("client", String(64), primary_key=True),
     Column("account", String(64), primary_key=True),
     Column("tries", Integer, nullable=False),
-    Column("window_start", Float, nullable=False),
+    _time("window_start"),
     Index(None, "window_start"),
 )
 
@@ -358,6 +375,6 @@ web_sessions = Table(
     Column("id_hash", String(64), primary_key=True),
     Column("user_name", String(64), nullable=False, index=True),
     Column("csrf", String(64), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("expires_at", Float, nullable=False, index=True),
+    _time("created_at"),
+    _time("expires_at", index=True),
 )

@@ -82,9 +82,23 @@ def _common() -> dict[str, Any]:
     return {"js": [], "style": _style(), "height": 260, "width": 760, "disable_xml_declaration": True}
 
 
-def _svg(chart: Any) -> str:
-    rendered: str = chart.render(is_unicode=True)
+def _clean(rendered: str) -> str:
     return _XML_DECLARATION.sub("", _SCRIPT.sub("", rendered))
+
+
+def _svg(chart: Any) -> str:
+    return _clean(chart.render(is_unicode=True))
+
+
+def _by_verdict(chart: Any, rows: Sequence[dict[str, Any]]) -> str:
+    """The chart's series, stacked in the same order on every time chart: opens by people (human, proxy), by
+    machines (prefetch, scanner), then the rest (the sender's own, unclassified) when there is any."""
+    chart.add("people", [row["human"] for row in rows])
+    chart.add("machines", [row["machine"] for row in rows])
+    other = [row["opens"] - row["human"] - row["machine"] for row in rows]
+    if any(other):
+        chart.add("yourself / unclassified", other)
+    return _svg(chart)
 
 
 @_memoised
@@ -97,12 +111,7 @@ def opens_over_time(days: Sequence[dict[str, Any]]) -> str:
     )
     chart.x_labels = [d["day"] for d in days]
     chart.x_labels_major = [d["day"] for d in days][:: max(1, len(days) // 8)]
-    chart.add("people", [d["human"] for d in days])
-    chart.add("machines", [d["machine"] for d in days])
-    other = [d["opens"] - d["human"] - d["machine"] for d in days]
-    if any(other):
-        chart.add("yourself / unclassified", other)
-    return _svg(chart)
+    return _by_verdict(chart, days)
 
 
 @_memoised
@@ -117,12 +126,7 @@ def opens_by_hour(hours: Sequence[dict[str, Any]]) -> str:
     labels = [h["hour"][:16].replace("T", " ") for h in hours]
     chart.x_labels = labels
     chart.x_labels_major = labels[::12]
-    chart.add("people", [h["human"] for h in hours])
-    chart.add("machines", [h["machine"] for h in hours])
-    other = [h["opens"] - h["human"] - h["machine"] for h in hours]
-    if any(other):
-        chart.add("yourself / unclassified", other)
-    return _svg(chart)
+    return _by_verdict(chart, hours)
 
 
 @_memoised
@@ -143,8 +147,7 @@ def sparkline(values: Sequence[int]) -> str:
 
     chart = pygal.Line(js=[], style=_style(), disable_xml_declaration=True, show_dots=False, fill=True)
     chart.add("opens", list(values))
-    rendered: str = chart.render_sparkline(width=120, height=24, is_unicode=True)
-    return _XML_DECLARATION.sub("", _SCRIPT.sub("", rendered))
+    return _clean(chart.render_sparkline(width=120, height=24, is_unicode=True))
 
 
 def heat_levels(cells: Sequence[Sequence[int]], levels: int = 8) -> list[list[tuple[int, int]]]:
