@@ -118,6 +118,9 @@ def test_a_delay_is_a_soft_bounce(sample_files: dict[str, Path]) -> None:
 
 def test_only_real_status_codes_count() -> None:
     (failure,) = read_report(samples.dsn("x@y.example", "ann@example.org", status="55.1.1")).failures
+    assert (failure.status, failure.hard) == ("5.1.1", True)  # not the Status field: the Diagnostic-Code's
+    raw = samples.dsn("x@y.example", "ann@example.org", status="55.1.1", diagnostic="smtp; no")
+    (failure,) = read_report(raw).failures
     assert (failure.status, failure.hard) == (None, True)  # Action: failed still says it failed
     assert (
         read_report(samples.dsn("x@y.example", "a@example.org", status="45.0.0", action="x")).kind == "other"

@@ -54,11 +54,18 @@ class Failure:
         status: str | None,
         diagnostic: str | None,
     ) -> Failure:
-        """A failure with its reason and suppress decision worked out from its code and text."""
-        verdict = classify(status, diagnostic)
+        """A failure with its reason and suppress decision worked out from its code and text.
+
+        A status read from the text, where the report gave none, also settles hard or soft. Only a
+        permanent failure whose reason says the address is gone suppresses: "450 4.1.1 user unknown" is a
+        directory lookup that may yet succeed.
+        """
+        verdict = classify(status, diagnostic, permanent=hard)
+        if status is None and verdict.status is not None:
+            hard = verdict.status.startswith("5")
         return cls(
             recipient, original_recipient, hard, verdict.status, diagnostic,
-            verdict.reason, suppresses(verdict.reason),
+            verdict.reason, hard and suppresses(verdict.reason),
         )  # fmt: skip
 
 
