@@ -297,7 +297,7 @@ EXAMPLES: list[tuple[str | None, str, str | None, Reason]] = [
         "4.4.3",
         R.NETWORK,
     ),
-    (None, "mail for example.org loops back to myself", None, R.NETWORK),
+    (None, "mail for example.org loops back to myself", None, R.SYSTEM),
     (None, "451 4.3.0 Temporary local problem - please try later", "4.3.0", R.SYSTEM),
     ("5.3.0", "554 5.3.0 Internal error", "5.3.0", R.SYSTEM),
     (None, "Hello, this is the mail system at host example.org.", None, R.OTHER),

@@ -131,8 +131,10 @@ _SENDER_ADDRESS = (
     r"account not subscribed to ses",
 )
 
-# Temporary name service failures: network trouble, not a domain that is gone.
+# Temporary name service failures and routing loops: network trouble, not a domain that is gone.
 _DNS_TROUBLE = (
+    r"hop count exceeded",
+    r"too many hops",
     r"host not found, try again",
     r"try again later.{0,40}\bdns\b",
     r"temporary failure in name resolution",
@@ -194,6 +196,7 @@ _USER_UNKNOWN = (
     r"is not a valid (?:mailbox|user|recipient)",
     r"is not a known user",
     r"invalid (?:recipient|mailbox|address|user|e-?mail address)",
+    r"invalid (?:final delivery )?userid",
     r"recipient (?:address )?rejected: (?:access denied|invalid user|invalid-recipient|unknown|user"
     r"|undeliverable)",
     r"recipnotfound",
@@ -267,6 +270,8 @@ _MAILBOX_FULL = (
     r"out of storage space",
     r"over (?:the allowed |its |disk |their )?quota",
     r"quota (?:exceeded|violation|full|usage exceeded)",
+    r"reached (?:its |the |their )?(?:disk |mailbox |storage )?quota",
+    r"disk quota",
     r"exceed(?:s|ed|ing)? (?:the |its |their |his |her )?(?:mailbox |disk |storage )?quota",
     r"(?:insufficient|not enough) (?:disk |storage )?space",
     r"does not have enough space",
@@ -355,8 +360,9 @@ _EXPIRED = (
     r"could not be delivered for more than",
     r"was not reachable within the allowed queue period",
     r"have been failing for a long time",
-    r"giving up",
-    r"gave up",
+    r"will be retried",
+    r"delivery failed \d+ attempts",
+    r"(?:failed|unsuccessful) (?:after )?\d+ (?:delivery )?attempts",
     r"cannot send message for",
     r"could not be delivered within",
     r"unable to deliver (?:the )?message after multiple retries",
@@ -389,12 +395,7 @@ _NETWORK = (
     r"tls (?:handshake|negotiation)",
     r"ssl (?:handshake|error)",
     r"certificate",
-    r"mail (?:forwarding )?loop",
     r"routing loop",
-    r"hop count exceeded",
-    r"too many hops",
-    r"loops back to myself",
-    r"message looping",
     r"smtp protocol",
     r"could not be contacted",
     r"server did not respond",
@@ -435,6 +436,12 @@ _BLOCKED_BARE = (r"\bblock(?:ed|s|ing)?\b",)
 _REJECTED_BARE = (r"\breject(?:ed|s|ing)?\b",)
 
 _SYSTEM = (
+    r"mail (?:forwarding )?loop",
+    r"loops back to myself",
+    r"message looping",
+    r"command died",
+    r"command output",
+    r"mailer error",
     r"system (?:error|config|failure|problem)",
     r"internal (?:server )?error",
     r"local (?:error|configuration error|problem)",
