@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deadpixel.bounces import parse, vendors
+from deadpixel.bounces import describe, parse, vendors
 from deadpixel.bounces.parse import read_report
 from deadpixel.bounces.reasons import Reason
 from deadpixel.bounces.vendors import Found
 from tests import bounce_samples as samples
+from tests.helpers import deadpixel
 
 VERP = "bounces+abc@bounces.sender.example"
 
@@ -268,3 +273,58 @@ def test_many_parts_and_huge_headers_are_refused_quickly() -> None:
     assert _quick(raw).kind == "malformed"
     assert _quick(b"Subject: " + b"a" * 5_000_000).kind == "malformed"
     assert _quick(b"X: " + b"\xff\xfe" * 100_000 + b"\r\n\r\nbody").kind in ("other", "malformed")
+
+
+def test_bounces_parse_says_what_each_file_is(tmp_path: Path) -> None:
+    hard = tmp_path / "hard.eml"
+    hard.write_bytes(samples.dsn(VERP, "ann@example.org"))
+    spf = tmp_path / "spf.eml"
+    spf.write_bytes(
+        samples.dsn(VERP, "bob@example.org", status="5.7.26", diagnostic="smtp; 550 5.7.26 DMARC")
+    )
+    complaint = tmp_path / "complaint.eml"
+    complaint.write_bytes(samples.arf(VERP, feedback_type="opt-out"))
+    big = tmp_path / "big.eml"
+    big.write_bytes(b"x" * (describe.MAX_BYTES + 1))
+    ran = deadpixel("bounces", "parse", str(hard), str(spf), str(complaint), str(big), str(tmp_path / "gone"),
+                    "-", "--json", input="just a note\n")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr.splitlines() == [
+        f"deadpixel: {big}: larger than {describe.MAX_BYTES} bytes, not read",
+        f"deadpixel: {tmp_path / 'gone'}: cannot read: No such file or directory",
+    ]
+    entries = json.loads(ran.stdout)
+    assert [(e["file"], e["kind"]) for e in entries] == [
+        (str(hard), "bounce"), (str(spf), "bounce"), (str(complaint), "complaint"), (str(big), "malformed"),
+        (str(tmp_path / "gone"), "malformed"), ("-", "other"),
+    ]  # fmt: skip
+    assert entries[0]["recipients"] == [
+        {"address": "ann@example.org", "status": "5.1.1", "reason": "user unknown", "suppress": True}
+    ]
+    assert entries[1]["recipients"][0]["reason"] == "authentication failure"
+    assert entries[1]["recipients"][0]["suppress"] is False
+    assert entries[2]["feedback_type"] == "opt-out"
+
+    text = deadpixel("bounces", "parse", str(hard), str(spf), check=True).stdout.splitlines()
+    assert text == [
+        f"{hard}\tbounce\tann@example.org\t5.1.1\tuser unknown\tsuppress",
+        f"{spf}\tbounce\tbob@example.org\t5.7.26\tauthentication failure\tkeep",
+    ]
+
+
+@pytest.mark.slow
+def test_bounces_parse_needs_no_settings(tmp_path: Path) -> None:
+    sample = tmp_path / "hard.eml"
+    sample.write_bytes(samples.dsn(VERP, "ann@example.org"))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEADPIXEL_")}
+    env["HOME"] = str(home)
+    env.pop("XDG_CONFIG_HOME", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "deadpixel", "bounces", "parse", str(sample)],
+        capture_output=True, text=True, env=env, cwd=home, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"{sample}\tbounce\tann@example.org\t5.1.1\tuser unknown\tsuppress\n"
+    assert list(home.iterdir()) == []  # nothing written: no data directory, no keys
