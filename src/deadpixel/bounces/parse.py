@@ -262,25 +262,42 @@ RETURNED_ORIGINAL = re.compile(
 )
 
 
+# Where a free-form bounce quotes the receiving server's own reply (Gmail's, qmail's, Exim's wording).
+REPLY = re.compile(
+    r"(?:the error that the other server returned was|remote (?:host|server) (?:said|replied)|"
+    r"smtp error from remote mail server after [^:]{0,200}):",
+    re.IGNORECASE,
+)
+WINDOW_LINES = 20
+
+
 def _wording_near(texts: list[str], address: str) -> str | None:
-    """The lines of a free-form bounce that speak of ``address``: the line naming it and those that follow,
-    up to a blank line after some text, the returned original, or a few hundred characters."""
+    """What a free-form bounce says about ``address``: the line naming it and those after it, up to a blank
+    line after some text (or, when those say nothing known, up to the returned original); the server's
+    quoted reply when there is one."""
     lowered = address.lower()
     for text in texts:
         lines = text.replace("\r\n", "\n").split("\n")
         for index, line in enumerate(lines):
             if lowered not in line.lower():
                 continue
-            taken = [line]
-            for follow in lines[index + 1 : index + 8]:
-                if RETURNED_ORIGINAL.match(follow) or (
-                    not follow.strip() and len(" ".join(taken).split()) > 4
-                ):
+            short, long = [line], [line]
+            for follow in lines[index + 1 : index + WINDOW_LINES]:
+                if RETURNED_ORIGINAL.match(follow):
                     break
-                taken.append(follow)
-                if sum(len(t) for t in taken) > MAX_REASON:
+                long.append(follow)
+            for follow in long[1:8]:
+                if not follow.strip() and len(" ".join(short).split()) > 4:
                     break
-            return one_line(" ".join(taken))
+                short.append(follow)
+            whole = " ".join(long)[: MAX_REASON * 4]
+            reply = REPLY.search(whole)
+            if reply is not None:
+                return one_line(whole[reply.end() :])
+            near = one_line(" ".join(short))
+            if classify(None, near).reason is Reason.OTHER:
+                return one_line(whole, MAX_REASON * 2)
+            return near
     return None
 
 
@@ -318,6 +335,18 @@ def _recipient_failure(block: Message) -> Failure | None:
     return Failure.of(recipient, original, hard, status, diagnostic)
 
 
+def _worded(failure: Failure, message: Message) -> Failure:
+    """A failure whose report gave no Diagnostic-Code (only a Status), read again with the words the
+    report's human-readable part says about its address."""
+    address = failure.recipient or failure.original_recipient
+    if address is None or (failure.diagnostic and failure.diagnostic != failure.status):
+        return failure
+    said = _wording_near([t for t in _own_texts(message) if "final-recipient:" not in t.lower()], address)
+    if said is None:
+        return failure
+    return Failure.of(failure.recipient, failure.original_recipient, failure.hard, failure.status, said)
+
+
 def _recipient_blocks(blocks: list[Message]) -> list[Message]:
     return [
         b for b in blocks if b.get("Final-Recipient") is not None or b.get("Original-Recipient") is not None
@@ -349,7 +378,7 @@ def _delivery_status(message: Message) -> tuple[list[Failure], list[str]] | None
                     break
     if not blocks:
         return None
-    failures = [f for block in blocks if (f := _recipient_failure(block)) is not None]
+    failures = [_worded(f, message) for block in blocks if (f := _recipient_failure(block)) is not None]
     delivered = [
         a for block in blocks if _delivered(block)
         if (a := _address(block.get("Final-Recipient")) or _address(block.get("Original-Recipient")))

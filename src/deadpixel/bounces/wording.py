@@ -228,6 +228,10 @@ _USER_UNKNOWN = (
     r"moved (?:with )?no forwarding",
     r"no forwarding address",
     r"mailbox has moved",
+    r"n'existe pas",
+    r"does not have a final (?:email )?delivery point",
+    r"no matches to nameserver query",
+    r"did not (?:exactly )?match (?:an?|any) [^ ]{0,40} ?e-?mail address",
 )
 
 _DOMAIN_NOT_FOUND = (
@@ -369,6 +373,7 @@ _EXPIRED = (
     r"message timed out",
     r"expired after",
     r"it has not been collected after",
+    r"could not find a gateway for",
     r"delivery attempts will continue",
     r"has been delayed",
     r"delivery (?:is )?delayed",
@@ -378,7 +383,7 @@ _EXPIRED = (
 )
 
 _NETWORK = (
-    r"connection (?:timed out|refused|reset|dropped|closed|lost)",
+    r"connection (?:was )?(?:timed out|refused|reset|dropped|closed|lost)",
     r"connect(?:ion)? (?:to [^ ]{1,200} )?(?:failed|timed out|refused)",
     r"timed out",
     r"timeout",
@@ -404,7 +409,7 @@ _NETWORK = (
 
 _POLICY = (
     r"policy",
-    r"is not accepting (?:any )?mail",
+    r"(?:is|are) not accepting (?:any )?mail",
     r"not accepting mail at this time",
     r"not (?:authorized|permitted|allowed|accepted)",
     r"administrative prohibition",
@@ -457,6 +462,7 @@ _SYSTEM = (
     r"mailbox (?:temporarily )?unavailable",
     r"mail system (?:full|unavailable)",
     r"transaction failed",
+    r"not unique\. several matches found",
     r"processing error",
     r"interrupted system call",
 )
