@@ -380,6 +380,30 @@ def test_any_status_and_any_text_give_a_verdict(
 @settings(max_examples=50, deadline=None)
 @given(st.text(alphabet="ab .:-<>@#5Ssu", min_size=1, max_size=200), st.integers(1, 1000))
 def test_long_hostile_text_stays_fast(chunk: str, times: int) -> None:
-    start = time.perf_counter()
-    classify(None, chunk * times)
-    assert time.perf_counter() - start < 0.05
+    best = float("inf")
+    for _ in range(3):  # the best of three: the cost of the rules, not of a busy machine's scheduler
+        start = time.perf_counter()
+        classify(None, chunk * times)
+        best = min(best, time.perf_counter() - start)
+    assert best < 0.05
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("550 5.7.1 This message fails to pass authentication checks", R.AUTHENTICATION),
+        ("535 5.7.8 Username and Password not accepted", R.AUTHENTICATION),
+        ("550 5.7.1 Too many invalid recipients", R.RATE_LIMITED),
+        ("554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException", R.RATE_LIMITED),
+        ("550 5.7.1 Daily SMTP relay limit exceeded for user", R.RATE_LIMITED),
+        ("550 5.7.133 Sender not authenticated for group", R.POLICY),
+        ("554 5.7.1 Access denied, bad HELO", R.BLOCKED),
+        ("530 5.7.0 Must issue a STARTTLS command first", R.POLICY),
+        ("552 5.7.0 Attachment extension is forbidden", R.SPAM),
+        ("421 4.3.2 System not accepting network messages", R.SYSTEM),
+    ],
+)
+def test_the_providers_own_wordings_for_sender_side_trouble(text: str, want: Reason) -> None:
+    verdict = classify(None, text)
+    assert verdict.reason is want
+    assert not suppresses(verdict.reason)

@@ -66,7 +66,7 @@ class Verdict:
     reason: Reason
 
 
-MAX_TEXT = 4000  # characters of the server's text read; a reason is stated near its start
+MAX_TEXT = 2000  # characters of the server's text read; a reason is stated near its start
 # RFC 3463 (and its later additions) subject.detail -> reason; the fallback when the text says nothing known.
 CODES: dict[str, Reason] = {
     "1.1": Reason.USER_UNKNOWN, "1.2": Reason.DOMAIN_NOT_FOUND, "1.3": Reason.USER_UNKNOWN,

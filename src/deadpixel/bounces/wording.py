@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 
 _AUTHENTICATION = (
-    r"\bspf\b",
+    r"spf\b",
     r"sender policy framework",
-    r"\bdkim\b",
+    r"dkim\b",
     r"domainkeys",
-    r"\bdmarc\b",
-    r"\barc validation",
+    r"dmarc\b",
+    r"arc validation",
     r"5\.7\.2[0-46-9]\b",  # 5.7.20-5.7.24, 5.7.26-29: the authentication codes of RFC 7372 and 8617
     r"unauthenticated (?:email|mail|message)",
     r"this mail is unauthenticated",
@@ -32,6 +32,10 @@ _AUTHENTICATION = (
     r"could not be authenticated",
     r"does not meet ipv6 sending guidelines",
     r"sender address has null mx",
+    r"(?:fails?|failed) (?:to pass )?authentication checks",
+    r"(?:application-specific )?password (?:required|not accepted)",
+    r"username and password",
+    r"invalid credentials",
     r"not authorized to send (?:mail|email|emails) (?:directly )?on behalf",
     r"is not allowed to send (?:mail )?from <[^>]{0,200}> per its? spf",
 )
@@ -47,16 +51,16 @@ _BLOCKED = (
     r"mailspike",
     r"senderscore",
     r"cloudmark",
-    r"\bproofpoint\b.{0,40}\b(?:reputation|rbl)",
-    r"\bdnsbl\b",
-    r"\brbl\b",
-    r"\brbls\b",
-    r"\bxbl\b",
-    r"\bpbl\b",
+    r"proofpoint\b.{0,40}\b(?:reputation|rbl)",
+    r"dnsbl\b",
+    r"rbl\b",
+    r"rbls\b",
+    r"xbl\b",
+    r"pbl\b",
     r"blocked using",
     r"listed (?:at|on|in|by) (?:the )?[a-z0-9.-]*(?:bl|black ?list|block ?list|dnsbl|rbl)\b",
     r"(?:black|block|deny|ban) ?list(?:ed)?\b.{0,60}\b(?:ip|host|server|network|domain)",
-    r"\b(?:ip|host|server|network|domain)\b.{0,60}\b(?:black|block|deny) ?list",
+    r"(?:ip|host|server|network|domain)\b.{0,60}\b(?:black|block|deny) ?list",
     r"on (?:our|a|the) (?:black|block|deny) ?list",
     r"is in (?:a|the|our) (?:black|block) ?list",
     r"blacklisted",
@@ -80,9 +84,11 @@ _BLOCKED = (
     r"cannot resolve your (?:address|hostname)",
     r"reverse dns",
     r"reverse lookup",
-    r"\brdns\b",
-    r"\bptr\b",
+    r"rdns\b",
+    r"ptr\b",
     r"helo command rejected",
+    r"(?:bad|invalid) (?:helo|ehlo)",
+    r"helo/ehlo argument",
     r"dynamic ip",
     r"dynamic/zombied",
     r"hosts with dynamic ip",
@@ -96,7 +102,7 @@ _BLOCKED = (
     r"client blocked from sending",
     r"blocked by (?:the )?(?:receiver|recipient)'s (?:server|system)",
     r"mail server at [^ ]{1,200} is blocked",
-    r"\bblocked for abuse",
+    r"blocked for abuse",
     r"message from [^ ]{1,200} rejected based on blacklist",
 )
 
@@ -115,9 +121,12 @@ _SENDER_ADDRESS = (
     r"unroutable sender address",
     r"sender not pre-approved",
     r"email address is not verified",
-    r"\bbatv\b",
+    r"batv\b",
     r"envelope sender",
     r"null sender is not allowed",
+    r"(?:sender|client) (?:was )?not authenticated",
+    r"allowed-senders",
+    r"unknown sender",
     r"bogus mail from",
     r"relay access denied",
     r"relaying (?:denied|not (?:allowed|permitted))",
@@ -138,7 +147,7 @@ _DNS_TROUBLE = (
     r"host not found, try again",
     r"try again later.{0,40}\bdns\b",
     r"temporary failure in name resolution",
-    r"dns (?:lookup )?(?:failure|timeout|timed out|servfail|temporary)",
+    r"dns (?:lookup |check )?(?:failure|timeout|timed out|servfail|temporary)",
     r"name service error.{0,200}(?:try again|server failure|timed out|servfail)",
     r"malformed (?:or unexpected )?name server reply",
     r"name server timeout",
@@ -151,6 +160,13 @@ _SENDING_LIMITS = (
     r"(?:hourly|per hour|per day|per minute) (?:message |sending |receive )?(?:limit|quota)",
     r"message receive limit",
     r"throttling failure",
+    r"too many invalid recipients",
+    r"submission ?quota",
+    r"relay limit exceeded",
+    r"receiving mail too quickly",
+    r"exceeded (?:their|its|the) limit",
+    r"exceeded permitted limits",
+    r"threshold exceeded",
 )
 
 _MAILBOX_DISABLED = (
@@ -260,7 +276,7 @@ _DOMAIN_NOT_FOUND = (
     r"domain (?:must exist|is not reachable)",
     r"(?:host|domain) (?:/domain )?does not accept mail",
     r"host/domain does not accept mail",
-    r"\bnull ?mx\b",
+    r"null ?mx\b",
     r"mail domain mentioned in email address is unknown",
     r"does not accept mail \(nullmx\)",
     r"no route for current request",
@@ -330,10 +346,10 @@ _RATE_LIMITED = (
 )
 
 _SPAM = (
-    r"\bspam\b",
+    r"spam\b",
     r"spamming",
     r"unsolicited",
-    r"\bbulk (?:mail|e-?mail|advertising)",
+    r"bulk (?:mail|e-?mail|advertising)",
     r"junk (?:mail|e-?mail)",
     r"virus",
     r"malware",
@@ -342,7 +358,8 @@ _SPAM = (
     r"malicious",
     r"suspicious (?:attachment|content|link|url)",
     r"potential security issue",
-    r"(?:dangerous|prohibited|banned|illegal|blocked|executable) (?:attachment|content|file)",
+    r"(?:dangerous|prohibited|banned|illegal|blocked|executable|forbidden) (?:attachment|content|file)",
+    r"attachment (?:extension|type)s? (?:is |are )?(?:forbidden|not allowed|blocked|prohibited)",
     r"content (?:filter|rejected|rejection|denied)",
     r"message content",
     r"rejecting (?:banned|mail) content",
@@ -351,7 +368,7 @@ _SPAM = (
     r"spamassassin",
     r"url in message",
     r"mail rejete",
-    r"\bofr_506\b",
+    r"ofr_506\b",
 )
 
 _EXPIRED = (
@@ -416,7 +433,7 @@ _POLICY = (
     r"prohibited",
     r"restricted",
     r"access denied",
-    r"\bdenied\b",
+    r"denied\b",
     r"refused",
     r"only accepting mail from",
     r"not on the (?:allowed|approved) list",
@@ -428,6 +445,10 @@ _POLICY = (
     r"blocked by the recipient",
     r"organization(?:al)? (?:settings|policy)",
     r"encryption (?:needed|required)",
+    r"starttls",
+    r"tls required",
+    r"not in whitelist",
+    r"over ipv6",
     r"requiretls",
     r"suppression list",
     r"previously bounced",
@@ -437,8 +458,8 @@ _POLICY = (
 )
 
 # The barest words of refusal, tried last of all.
-_BLOCKED_BARE = (r"\bblock(?:ed|s|ing)?\b",)
-_REJECTED_BARE = (r"\breject(?:ed|s|ing)?\b",)
+_BLOCKED_BARE = (r"block(?:ed|s|ing)?\b",)
+_REJECTED_BARE = (r"reject(?:ed|s|ing)?\b",)
 
 _SYSTEM = (
     r"mail (?:forwarding )?loop",
@@ -462,6 +483,13 @@ _SYSTEM = (
     r"mailbox (?:temporarily )?unavailable",
     r"mail system (?:full|unavailable)",
     r"transaction failed",
+    r"incorrectly configured",
+    r"not accepting network messages",
+    r"storedrv",
+    r"failed to be replicated",
+    r"server error",
+    r"list expansion problem",
+    r"temporarily not available",
     r"not unique\. several matches found",
     r"processing error",
     r"interrupted system call",
