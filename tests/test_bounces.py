@@ -118,15 +118,17 @@ def test_a_delay_is_a_soft_bounce(sample_files: dict[str, Path]) -> None:
 
 def test_only_real_status_codes_count() -> None:
     (failure,) = read_report(samples.dsn("x@y.example", "ann@example.org", status="55.1.1")).failures
+    assert (failure.status, failure.hard) == ("5.1.1", True)  # not the Status field: the Diagnostic-Code's
+    raw = samples.dsn("x@y.example", "ann@example.org", status="55.1.1", diagnostic="smtp; no")
+    (failure,) = read_report(raw).failures
     assert (failure.status, failure.hard) == (None, True)  # Action: failed still says it failed
-    assert (
-        read_report(samples.dsn("x@y.example", "a@example.org", status="45.0.0", action="x")).kind == "other"
-    )
+    raw = samples.dsn("x@y.example", "a@example.org", status="45.0.0", action="x")
+    assert read_report(raw).kind == "malformed"  # a recipient block that says neither failed nor delivered
 
 
 def test_a_success_notice_is_not_a_bounce() -> None:
     raw = samples.dsn("x@y.example", "ann@example.org", status="2.0.0", action="delivered")
-    assert read_report(raw).kind == "other"
+    assert read_report(raw).kind == "delivered"
 
 
 def test_a_complaint_names_the_original_sender(sample_files: dict[str, Path]) -> None:

@@ -50,3 +50,34 @@ def fetch(cli: Cli) -> None:
         f"{summary.read} message(s) read: {summary.recorded} recorded, {summary.ignored} ignored"
         " (not a bounce or complaint about a message of ours; see the log)"
     )
+
+
+@bounces.command("parse")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, an object per file.")
+def parse_files(files: tuple[str, ...], as_json: bool) -> None:
+    """Say what deadpixel reads from each message FILE ('-' for standard input), recording nothing.
+
+    One line per recipient: file, kind, address, status, reason, and whether deadpixel would suppress the
+    address. Needs no settings, bounce domain or database. A file that cannot be read, or is larger than
+    10 MiB (what the listener takes by default), gets a line on standard error and the kind "malformed";
+    the exit status is 0 either way.
+    """
+    import json
+    import logging
+
+    from deadpixel.bounces.describe import lines, read_file
+
+    logging.getLogger("deadpixel.bounces").setLevel(logging.ERROR)  # a reader's hiccup: the output says it
+    entries = []
+    for name in files:
+        entry, error = read_file(name)
+        if error is not None:
+            click.echo(f"deadpixel: {name}: {error}", err=True)
+        entries.append(entry)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2, ensure_ascii=False))
+        return
+    for entry in entries:
+        for line in lines(entry):
+            click.echo(line)
