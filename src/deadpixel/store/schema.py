@@ -73,11 +73,13 @@ messages = Table(
     Column("first_click_at", Float, nullable=True),
     Column("last_click_at", Float, nullable=True),
     # What came back (see deadpixel.bounces): hard or soft (None: no bounce seen), soft reports so far,
-    # the latest report's time and reason, and when the recipient complained (marked it as spam).
+    # the latest report's time, words and reason (the vocabulary of deadpixel.bounces.reasons; NULL before
+    # `bounces reclassify` for reports stored before reasons were), and when the recipient complained.
     Column("bounce", String(4), nullable=True),
     Column("soft_bounce_count", Integer, nullable=False, server_default="0"),
     Column("bounced_at", Float, nullable=True),
     Column("bounce_reason", Text, nullable=True),
+    Column("bounce_reason_code", String(24), nullable=True),
     Column("complained_at", Float, nullable=True),
     Index(None, "campaign_id"),
     Index(None, "recipient"),
@@ -174,7 +176,7 @@ suppressions = Table(
     metadata,
     Column("address", String(320), primary_key=True),
     Column("created_at", Float, nullable=False),
-    # one-click, unsubscribe-page, cli, hard-bounce, soft-bounces, complaint
+    # one-click, unsubscribe-page, opt-out-report, cli, hard-bounce, soft-bounces, complaint
     Column("source", String(32), nullable=False),
     Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
 )
@@ -187,9 +189,12 @@ bounces = Table(
     Column("id", EventId, primary_key=True, autoincrement=True),
     Column("message_id", String(16), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
     Column("at", Float, nullable=False),
-    Column("kind", String(9), nullable=False),  # hard, soft or complaint
+    Column("kind", String(9), nullable=False),  # hard, soft, complaint or opt-out
     Column("status", String(16), nullable=True),  # the enhanced status code, e.g. 5.1.1
     Column("reason", Text, nullable=True),  # the receiving server's diagnostic, for the user
+    # Why, in the vocabulary of deadpixel.bounces.reasons (user unknown, mailbox full, ...); rewritten by
+    # `deadpixel bounces reclassify` from status and reason. NULL for complaints.
+    Column("reason_code", String(24), nullable=True),
     Column("source", String(8), nullable=False),  # smtp (the listener) or imap (the mailbox)
     Column("report_key", String(64), nullable=False, unique=True),
     Index(None, "message_id"),
