@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from deadpixel.bounces.reasons import Reason, classify, counts_toward_streak, suppresses
 from deadpixel.store.schema import bounces, messages, suppressions
@@ -86,6 +87,7 @@ def reclassify(conn: Connection, soft_limit: int, *, dry_run: bool = False) -> R
     done = Reclassified()
     latest: dict[str, _Row] = {}  # each message's latest failure: its summary's reason
     by_message: dict[str, list[_Row]] = {}
+    changed: list[dict[str, object]] = []
     for row in _failure_rows(conn):
         done.reports += 1
         done.by_reason[row.reason.value] += 1
@@ -94,56 +96,81 @@ def reclassify(conn: Connection, soft_limit: int, *, dry_run: bool = False) -> R
         if held is None or (row.at, row.id) >= (held.at, held.id):
             latest[row.message_id] = row
         if (row.reason.value, row.status) != (row.old_code, row.old_status):
-            done.changed += 1
-            if not dry_run:
-                conn.execute(
-                    update(bounces)
-                    .where(bounces.c.id == row.id)
-                    .values(reason_code=row.reason.value, status=row.status)
-                )
+            changed.append({"row_id": row.id, "code": row.reason.value, "new_status": row.status})
+    done.changed = len(changed)
     if not dry_run:
-        m = messages.c
-        for message_id, row in latest.items():
-            conn.execute(
-                update(messages)
-                .where(m.id == message_id, func.coalesce(m.bounce_reason_code, "") != row.reason.value)
-                .values(bounce_reason_code=row.reason.value)
-            )
-    for address, source in conn.execute(
-        select(suppressions.c.address, suppressions.c.source)
-        .where(suppressions.c.source.in_(BOUNCE_SOURCES))
-        .order_by(suppressions.c.address)
-    ).all():
-        why = _unjustified(conn, address, by_message, soft_limit)
+        b, m = bounces.c, messages.c
+        _in_batches(
+            conn,
+            update(bounces)
+            .where(b.id == bindparam("row_id"))
+            .values(reason_code=bindparam("code"), status=bindparam("new_status")),
+            changed,
+        )
+        summaries: list[dict[str, object]] = [
+            {"mid": k, "code": row.reason.value} for k, row in latest.items()
+        ]
+        summary = (
+            update(messages).where(m.id == bindparam("mid")).values(bounce_reason_code=bindparam("code"))
+        )
+        _in_batches(conn, summary, summaries)
+    judged = dict(
+        conn.execute(
+            select(suppressions.c.address, suppressions.c.source)
+            .where(suppressions.c.source.in_(BOUNCE_SOURCES))
+            .order_by(suppressions.c.address)
+        ).all()
+    )
+    sent = _sent_to(conn, set(judged))
+    for address, source in judged.items():
+        why = _unjustified(sent.get(address, []), by_message, soft_limit)
         if why is None:
             done.kept += 1
             continue
         done.lifted.append(Lifted(address, source, why))
         if not dry_run:
-            _lift(conn, address)
+            _lift(conn, address, [message_id for message_id, _ in sent.get(address, [])])
     return done
 
 
-def _unjustified(
-    conn: Connection, address: str, by_message: dict[str, list[_Row]], soft_limit: int
-) -> str | None:
-    """Why the address's stored bounces no longer justify suppressing it; None when they do, or when none
-    is stored."""
+def _in_batches(conn: Connection, statement: Any, rows: list[dict[str, object]]) -> None:
+    for start in range(0, len(rows), CHUNK):
+        conn.execute(statement, rows[start : start + CHUNK])
+
+
+Sent = tuple[str, bool]  # a sent message's id, and whether a person opened or clicked it
+
+
+def _sent_to(conn: Connection, addresses: set[str]) -> dict[str, list[Sent]]:
+    """The sent messages to each of these addresses, oldest first: one pass over the messages."""
     m = messages.c
-    sent = conn.execute(
-        select(m.id, m.human_open_count, m.human_click_count)
-        .where(func.lower(m.recipient) == address, m.status == "sent")
+    found: dict[str, list[Sent]] = {}
+    if not addresses:
+        return found
+    query = (
+        select(m.id, func.lower(m.recipient), m.human_open_count + m.human_click_count)
+        .where(m.status == "sent", m.recipient.is_not(None))
         .order_by(func.coalesce(m.sent_at, m.created_at), m.id)
-    ).all()
-    failures = [row for message_id, _, _ in sent for row in by_message.get(message_id, [])]
+        .execution_options(yield_per=CHUNK)
+    )
+    for message_id, address, read in conn.execute(query):
+        if address in addresses:
+            found.setdefault(address, []).append((message_id, bool(read)))
+    return found
+
+
+def _unjustified(sent: list[Sent], by_message: dict[str, list[_Row]], soft_limit: int) -> str | None:
+    """Why an address's stored bounces no longer justify suppressing it; None when they do, or when none
+    is stored."""
+    failures = [row for message_id, _ in sent for row in by_message.get(message_id, [])]
     if not failures:
         return None
     if any(row.kind == "hard" and suppresses(row.reason) for row in failures):
         return None
     run = 0
-    for message_id, opens, clicks in sent:
+    for message_id, read in sent:
         counted = any(counts_toward_streak(row.reason) for row in by_message.get(message_id, []))
-        run = run + 1 if counted and not (opens or clicks) else 0
+        run = run + 1 if counted and not read else 0
         if run >= soft_limit:
             return None
     reasons = Counter(row.reason.value for row in failures)
@@ -151,13 +178,14 @@ def _unjustified(
     return f"its bounces ({listed}) do not say the address is gone, nor make {soft_limit} in a row"
 
 
-def _lift(conn: Connection, address: str) -> None:
+def _lift(conn: Connection, address: str, message_ids: list[str]) -> None:
     """Off the list; a message counted hard only for a run of soft failures counts as soft again."""
     unsuppress(conn, address)
     m = messages.c
     hard_report = select(bounces.c.id).where(bounces.c.message_id == m.id, bounces.c.kind == "hard").exists()
-    conn.execute(
-        update(messages)
-        .where(and_(func.lower(m.recipient) == address, m.bounce == "hard", ~hard_report))
-        .values(bounce="soft")
-    )
+    for start in range(0, len(message_ids), CHUNK):
+        conn.execute(
+            update(messages)
+            .where(m.id.in_(message_ids[start : start + CHUNK]), m.bounce == "hard", ~hard_report)
+            .values(bounce="soft")
+        )
