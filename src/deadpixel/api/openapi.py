@@ -26,7 +26,7 @@ RATES = (
 )  # fmt: skip
 RATIOS = ("opens_per_opener",)
 # Definitions of the chart data in a campaign's stats, described by their own schemas below.
-SERIES = ("time_to_first_open", "opens_over_time", "heatmap", "breakdowns", "top_links")
+SERIES = ("bounces", "time_to_first_open", "opens_over_time", "heatmap", "breakdowns", "top_links")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -71,6 +71,17 @@ def _series() -> dict[str, Any]:
     local_hour = {"type": "string", "description": "the hour's start, local time with its UTC offset"}
     local_day = {"type": "string", "format": "date", "description": "the local day"}
     return {
+        "bounces": _object(
+            {
+                "by_reason": {
+                    "type": "object",
+                    "description": "bounced messages per reason (bounces.md's vocabulary, or unclassified)",
+                    "additionalProperties": COUNT,
+                },
+                "sender_side": {**COUNT, "description": "of them, failed for a sender-side reason"},
+            },
+            DEFINITIONS["bounces"],
+        ),
         "time_to_first_open": _object(
             {
                 "messages": {**COUNT, "description": "opened messages with a known send time"},

@@ -40,7 +40,7 @@ class Processor:
             log.warning("report %s ignored: %d bytes, more than %d", digest, len(raw), self.max_size)
             return None
         report = read_report(raw)
-        if report.kind not in ("bounce", "complaint"):
+        if report.kind not in ("bounce", "complaint"):  # delivered, auto-reply, other, malformed
             log.info("report %s ignored: %s (%s)", digest, report.kind, report.note)
             return None
         if envelope_to is not None:
@@ -60,7 +60,8 @@ class Processor:
                 soft_limit=self.soft_limit, at=time.time(),
             )  # fmt: skip
         log.info(
-            "report %s (%s) on message %s: %s%s", digest, report.note, recorded.message_id, recorded.outcome,
+            "report %s (%s) on message %s: %s%s%s", digest, report.note, recorded.message_id,
+            recorded.outcome, f" ({recorded.reason})" if recorded.reason else "",
             ", recipient suppressed" if recorded.suppressed else "",
         )  # fmt: skip
         return recorded

@@ -1,10 +1,10 @@
-"""``deadpixel bounces listen`` and ``deadpixel bounces fetch``; the mail and IMAP code loads only here."""
+"""``deadpixel bounces listen``, ``fetch`` and ``reclassify``; the mail and IMAP code loads only here."""
 
 from __future__ import annotations
 
 import click
 
-from deadpixel.cli.context import Cli, pass_cli
+from deadpixel.cli.context import Cli, json_option, pass_cli, print_json
 from deadpixel.server.logs import configure as configure_logs
 
 
@@ -31,6 +31,33 @@ def listen(cli: Cli, host: str | None, port: int | None) -> None:
     where = f"{settings.bounce_host}:{settings.bounce_port}"
     click.echo(f"deadpixel: taking bounces for {settings.bounce_domain} on {where}", err=True)
     run(settings, host=settings.bounce_host, port=settings.bounce_port)
+
+
+@bounces.command("reclassify")
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
+@json_option
+@pass_cli
+def reclassify(cli: Cli, dry_run: bool, as_json: bool) -> None:
+    """Work out every stored bounce's reason again; lift the suppressions bounces no longer justify."""
+    from deadpixel.bounces.reclassify import reclassify as rerun
+    from deadpixel.store.migrate import ensure_current
+
+    settings = cli.settings
+    with cli.engine(writer=True) as engine:
+        ensure_current(engine)
+        with engine.begin() as conn:
+            done = rerun(conn, settings.soft_bounce_limit, dry_run=dry_run)
+    if as_json:
+        print_json({"dry_run": dry_run, **done.as_json()})
+        return
+    would = "would be " if dry_run else ""
+    click.echo(f"{done.reports} bounce report(s) read, {done.changed} {would}given a different reason")
+    for reason, n in done.by_reason.most_common():
+        click.echo(f"  {reason:<24} {n}")
+    verb = "would be lifted" if dry_run else "lifted"
+    click.echo(f"{len(done.lifted)} suppression(s) {verb}, {done.kept} added by bounces kept")
+    for lifted in done.lifted:
+        click.echo(f"  {lifted.address}  ({lifted.source}): {lifted.why}")
 
 
 @bounces.command("fetch")

@@ -30,6 +30,7 @@ def report(cli: Cli, campaign: str | None, as_json: bool) -> None:
             print_json(analytics.campaign_stats(conn, campaign, ZoneInfo(settings.timezone)))
             return
         figures = analytics.report(conn, campaign)
+        reasons = analytics.bounce_reasons(conn, campaign)
         waits = analytics.time_to_first_open(conn, campaign)
     click.echo(f"Campaign: {campaign or '(all messages)'}")
     click.echo(f"  sent             {figures['sent']}")
@@ -42,6 +43,7 @@ def report(cli: Cli, campaign: str | None, as_json: bool) -> None:
         click.echo(f"  soft bounced     {figures['soft_bounced']}  (temporary failures; still delivered)")
         click.echo(f"  delivered        {figures['delivered']}")
         click.echo(f"  complaints       {figures['complaints']}")
+        _bounce_reasons(reasons)
     click.echo(f"  unique opens     {figures['unique_opens']}  ({figures['open_rate']:.1%} of {over})")
     click.echo(f"    human          {figures['human_opens']}  ({figures['human_open_rate']:.1%} of {over})")
     click.echo(f"    machine only   {figures['machine_opens']}  (Apple prefetch, security scanners)")
@@ -53,6 +55,17 @@ def report(cli: Cli, campaign: str | None, as_json: bool) -> None:
     click.echo(f"  unique clicks    {figures['unique_clicks']}  ({figures['click_rate']:.1%} of {over}, "
                f"{figures['click_to_open_rate']:.1%} of opened)")  # fmt: skip
     click.echo(f"  total clicks     {figures['total_clicks']}  (scanners and HEAD requests included)")
+
+
+def _bounce_reasons(reasons: dict[str, Any]) -> None:
+    """Bounced messages by reason, and the plain word when the sending side is to blame."""
+    if reasons["by_reason"]:
+        click.echo("  bounces by reason (the latest failure of each bounced message)")
+    for reason, n in reasons["by_reason"].items():
+        click.echo(f"    {reason:<22} {n}")
+    notice = analytics.sender_side_notice(reasons["sender_side"])
+    if notice:
+        click.echo(f"  note: {notice}")
 
 
 def _listing(kind: EventKind, doc: str, empty: str, line: Callable[[dict[str, Any]], str]) -> click.Command:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, case, func, select, text
 
+from deadpixel.bounces.reasons import Reason, sender_side
 from deadpixel.errors import DeadpixelError
 from deadpixel.store import chains, rollups
 from deadpixel.store.events import CLICK, OPEN, EventKind
@@ -61,6 +62,12 @@ DEFINITIONS = {
     "delivered": "sent minus bounced; equal to sent until a bounce is recorded",
     "bounce_rate": "bounced / sent (0 when nothing was sent)",
     "complaints": "sent messages whose recipient reported them as spam (a feedback-loop report)",
+    "bounces": (
+        "sent messages that bounced (hard or soft) by the reason of their latest failure (by_reason; see"
+        " bounces.md; `unclassified`: stored before reasons were, until `bounces reclassify`), and how many"
+        " of them failed for a sender-side reason (authentication, blocked, spam/content, rate limited,"
+        " message too big): a problem of the sending side, whose recipients were not suppressed"
+    ),
     "open_rate": (
         "unique_opens / delivered (0 when nothing was delivered); delivered is sent until a bounce is"
         " recorded for the campaign"
@@ -536,7 +543,40 @@ def campaign_stats(conn: Connection, campaign: str | None, zone: ZoneInfo) -> di
 
 def headline(conn: Connection, campaign: str | None) -> dict[str, Any]:
     """The report, read from the message rows, and the time to first open, read from the rollups."""
-    return {**report(conn, campaign), "time_to_first_open": time_to_first_open(conn, campaign)}
+    return {
+        **report(conn, campaign),
+        "bounces": bounce_reasons(conn, campaign),
+        "time_to_first_open": time_to_first_open(conn, campaign),
+    }
+
+
+def sender_side_notice(count: int) -> str | None:
+    """What the report and the dashboard say when bounces are the sending side's own problem."""
+    if not count:
+        return None
+    return (
+        f"{count} bounce{'s are' if count != 1 else ' is'} a sender-side problem (authentication/blocked/"
+        "spam/rate): check SPF, DKIM, DMARC and the sending IP's reputation; these recipients were not"
+        " suppressed."
+    )
+
+
+UNCLASSIFIED = "unclassified"  # a bounce stored before reasons were, not yet reclassified
+
+
+def bounce_reasons(conn: Connection, campaign: str | None) -> dict[str, Any]:
+    """Bounced sent messages by the reason of their latest failure, most first, and the sender-side ones."""
+    m = messages.c
+    query = select(m.bounce_reason_code, func.count()).where(m.status == "sent", m.bounce.is_not(None))
+    if campaign is not None:
+        query = query.where(m.campaign_id == _campaign_id(conn, campaign))
+    counts = conn.execute(query.group_by(m.bounce_reason_code)).all()
+    by_reason = {
+        code or UNCLASSIFIED: int(n) for code, n in sorted(counts, key=lambda row: (-row[1], row[0] or ""))
+    }
+    known = {reason.value for reason in Reason}
+    ours = sum(n for code, n in by_reason.items() if code in known and sender_side(Reason(code)))
+    return {"by_reason": by_reason, "sender_side": ours}
 
 
 def chart_data(conn: Connection, campaign: str | None, zone: ZoneInfo) -> dict[str, Any]:

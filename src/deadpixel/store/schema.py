@@ -90,11 +90,13 @@ messages = Table(
     _time("first_click_at", nullable=True),
     _time("last_click_at", nullable=True),
     # What came back (see deadpixel.bounces): hard or soft (None: no bounce seen), soft reports so far,
-    # the latest report's time and reason, and when the recipient complained (marked it as spam).
+    # the latest report's time, words and reason (the vocabulary of deadpixel.bounces.reasons; NULL before
+    # `bounces reclassify` for reports stored before reasons were), and when the recipient complained.
     Column("bounce", String(4), nullable=True),
     _counter("soft_bounce_count"),
     _time("bounced_at", nullable=True),
     Column("bounce_reason", Text, nullable=True),
+    Column("bounce_reason_code", String(24), nullable=True),
     _time("complained_at", nullable=True),
     Index(None, "campaign_id"),
     Index(None, "recipient"),
@@ -191,7 +193,7 @@ suppressions = Table(
     metadata,
     Column("address", String(320), primary_key=True),
     _time("created_at"),
-    # one-click, unsubscribe-page, cli, hard-bounce, soft-bounces, complaint
+    # one-click, unsubscribe-page, opt-out-report, cli, hard-bounce, soft-bounces, complaint
     Column("source", String(32), nullable=False),
     Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
 )
@@ -204,9 +206,12 @@ bounces = Table(
     _serial(EventId),
     Column("message_id", String(16), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
     _time("at"),
-    Column("kind", String(9), nullable=False),  # hard, soft or complaint
+    Column("kind", String(9), nullable=False),  # hard, soft, complaint or opt-out
     Column("status", String(16), nullable=True),  # the enhanced status code, e.g. 5.1.1
     Column("reason", Text, nullable=True),  # the receiving server's diagnostic, for the user
+    # Why, in the vocabulary of deadpixel.bounces.reasons (user unknown, mailbox full, ...); rewritten by
+    # `deadpixel bounces reclassify` from status and reason. NULL for complaints.
+    Column("reason_code", String(24), nullable=True),
     Column("source", String(8), nullable=False),  # smtp (the listener) or imap (the mailbox)
     Column("report_key", String(64), nullable=False, unique=True),
     Index(None, "message_id"),

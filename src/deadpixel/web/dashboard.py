@@ -234,6 +234,7 @@ class Dashboard:
             waits = found["time_to_first_open"]
             return {
                 "report": found,
+                "bounce_notice": analytics.sender_side_notice(found["bounces"]["sender_side"]),
                 "time_to_open": charts.time_to_open(waits["buckets"]) if waits["messages"] else None,
             }
 
