@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, case, func, select, text
 
-from deadpixel.bounces.reasons import Reason, sender_side
 from deadpixel.errors import DeadpixelError
 from deadpixel.store import chains, rollups
+from deadpixel.store.bounce_reasons import Reason, sender_side
 from deadpixel.store.events import CLICK, OPEN, EventKind
 from deadpixel.store.schema import (
     campaigns,
