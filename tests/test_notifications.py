@@ -158,7 +158,7 @@ def test_only_the_first_human_open_makes_a_notice(engines: tuple[Engine, Engine]
 
 def test_a_notice_by_email_names_recipient_subject_client_and_place(
     engines: tuple[Engine, Engine],
-    smtp: SMTPServerHandle,  # noqa: F811
+    smtp: SMTPServerHandle,
 ) -> None:
     _, writer = engines
     with writer.begin() as conn:
@@ -176,7 +176,7 @@ def test_a_notice_by_email_names_recipient_subject_client_and_place(
     assert message["Subject"] == "ann@example.com read “The proposal”"
     assert message["Auto-Submitted"] == "auto-generated"
     text = message.get_content()
-    assert "Thunderbird" in text and "United Kingdom" in text or "GB" in text
+    assert "Client: Thunderbird, Windows, desktop" in text and "From: GB (Andrews & Arnold Ltd" in text
     assert f"/messages/{mid}" in text
     statuses = sorted((r.target, r.status) for r in notice_rows(writer))
     assert statuses == [("email", "delivered"), ("url", "skipped")]  # no URL configured: nothing sent there
@@ -281,7 +281,7 @@ def test_a_receiver_that_fails_is_tried_again_and_a_timeout_is_a_failure(
 def test_apple_prefetch_sends_nothing_then_the_first_read_one_email_and_a_second_none(
     server_factory: type[Server],
     env: dict[str, str],
-    smtp: SMTPServerHandle,  # noqa: F811
+    smtp: SMTPServerHandle,
 ) -> None:
     """The evidence: a real server, a real SMTP server; the notice leaves within 10 s of the open."""
     env.update({"DEADPIXEL_NOTIFY_EMAIL": "me@example.com", "DEADPIXEL_TRUSTED_PROXIES": "127.0.0.1"})
@@ -320,7 +320,7 @@ def test_a_notice_written_before_a_restart_is_sent_once_by_two_servers(
     server_factory: type[Server],
     env: dict[str, str],
     settings: Settings,
-    smtp: SMTPServerHandle,  # noqa: F811
+    smtp: SMTPServerHandle,
 ) -> None:
     """The open is committed with its notice rows while no server runs (as if it died before delivering);
     two servers on the same store then start together, and exactly one email leaves."""
