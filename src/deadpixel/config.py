@@ -100,6 +100,12 @@ class Settings:
     bounce_imap_password: str | None = None
     bounce_imap_folder: str = "INBOX"
     bounce_imap_done_folder: str | None = None  # None: handled mail stays, marked with a keyword
+    # Read notices (deadpixel.hooks.notify): by email through the smtp_* server, and/or to a push/chat URL;
+    # the dashboard's settings page can set email, URL and format too, and its values win.
+    notify_email: str | None = None
+    notify_url: str | None = None
+    notify_format: str = "auto"  # one of NOTIFY_FORMATS; auto: from the URL
+    notify_clicks: bool = False  # a notice for every human click too, not only the first read
 
     @property
     def keys_file(self) -> Path:
@@ -260,6 +266,54 @@ def _as_mail_from(raw: Any) -> str | None:
     return value
 
 
+NOTIFY_FORMATS = ("auto", "ntfy", "slack", "discord", "matrix", "telegram", "json")
+NOTIFY_URL_MAX = 2048
+
+
+def notify_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a notify URL, or None. Private and loopback hosts are fine: the operator chose
+    it (a self-hosted ntfy), unlike a webhook anyone with the dashboard adds."""
+    if len(url) > NOTIFY_URL_MAX:
+        return f"is longer than {NOTIFY_URL_MAX} characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"is not a URL (got {url!r})"
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        return f"must be an http:// or https:// URL (got {url!r})"
+    if any(c.isspace() or ord(c) < 0x20 for c in url):
+        return "must not contain spaces or control characters"
+    return None
+
+
+def email_address_problem(value: str) -> str | None:
+    """Why ``value`` is not one usable address (``Name <a@b.example>`` allowed), or None."""
+    from email.utils import getaddresses
+
+    found = getaddresses([value])
+    address = found[0][1] if len(found) == 1 else ""
+    local, _, domain = address.rpartition("@")
+    if "\r" in value or "\n" in value or not local or "." not in domain or any(c.isspace() for c in address):
+        return f"must be one email address, e.g. 'me@example.com' (got {value!r})"
+    return None
+
+
+def _notify_settings(value: Callable[[str, Any], Any]) -> dict[str, Any]:
+    email = _as_optional_text(value("notify_email", None))
+    if email is not None and (problem := email_address_problem(email)):
+        raise ConfigError("notify_email", problem)
+    url = _as_optional_text(value("notify_url", None))
+    if url is not None and (problem := notify_url_problem(url)):
+        raise ConfigError("notify_url", problem)
+    return {
+        "notify_email": email,
+        "notify_url": url,
+        "notify_format": _as_choice("notify_format", NOTIFY_FORMATS)(value("notify_format", "auto")),
+        "notify_clicks": _as_bool("notify_clicks")(value("notify_clicks", False)),
+    }
+
+
 def _file_settings(env: Mapping[str, str], data_dir: Path) -> dict[str, Any]:
     """Read the TOML file named by DEADPIXEL_CONFIG, or ``deadpixel.toml`` in the data dir."""
     explicit = env.get(ENV_PREFIX + "CONFIG")
@@ -344,6 +398,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         **_smtp_settings(value),
         **_relay_settings(value),
         **_bounce_settings(value),
+        **_notify_settings(value),
     )
 
 

@@ -21,9 +21,14 @@ def pixel() -> None:
 @click.option("--to", "to", callback=recipient_address, required=True, help="Recipient's address.")
 @click.option("--subject", help="Subject, to recognise the message in reports.")
 @click.option("--campaign", help="Campaign to group the message under (created if new).")
+@click.option(
+    "--notify", is_flag=True, help="Tell me when the recipient first reads it (docs/notifications.md)."
+)
 @json_option
 @pass_cli
-def pixel_new(cli: Cli, to: Recipient, subject: str | None, campaign: str | None, as_json: bool) -> None:
+def pixel_new(
+    cli: Cli, to: Recipient, subject: str | None, campaign: str | None, notify: bool, as_json: bool
+) -> None:
     """Create a tracked message and print its pixel."""
     from deadpixel.reports.pixels import new_pixel
     from deadpixel.security.keys import load_or_create_keys
@@ -32,7 +37,9 @@ def pixel_new(cli: Cli, to: Recipient, subject: str | None, campaign: str | None
     settings = cli.settings
     with cli.store() as conn:  # creates the data dir the signing keys live in
         signer = TokenSigner(load_or_create_keys(settings.keys_file))
-        result = new_pixel(conn, settings, signer, recipient=to.address, subject=subject, campaign=campaign)
+        result = new_pixel(
+            conn, settings, signer, recipient=to.address, subject=subject, campaign=campaign, notify=notify
+        )
     if as_json:
         print_json(result)
         return

@@ -187,6 +187,14 @@ def campaign() -> None:
     is_flag=True,
     help="Also send to recipients an earlier run may have reached (the connection broke after sending).",
 )
+@click.option(
+    "--notify/--no-notify",
+    default=None,
+    help="Tell me when each recipient first reads it (see docs/notifications.md); kept for re-runs.",
+)
+@click.option(
+    "--digest", is_flag=True, help="With --notify: one daily summary of who read, not a notice each."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and every problem as JSON.")
 @pass_cli
 def campaign_send(
@@ -202,6 +210,8 @@ def campaign_send(
     retries: int,
     retry_backoff: float,
     retry_uncertain: bool,
+    notify: bool | None,
+    digest: bool,
     as_json: bool,
 ) -> None:
     """Send the campaign NAME to every row of the recipient list; run it again to finish an interrupted run.
@@ -243,6 +253,7 @@ def campaign_send(
         name=name, sender=from_address, templates=templates, rate=per_second, concurrency=concurrency,
         retries=retries, backoff=retry_backoff, retry_uncertain=retry_uncertain,
         extras=functools.partial(unsubscribe_extras, settings, signer), suppressed=suppressed,
+        notify=notify_mode(notify, digest),
     )  # fmt: skip
     warning = https_warning(settings)
     if warning:
@@ -326,3 +337,16 @@ def suppression_remove(cli: Cli, address: Recipient) -> None:
     with cli.store() as conn:
         removed = unsuppress(conn, address.key)
     click.echo(f"{address.key} {'removed from' if removed else 'is not on'} the suppression list.")
+
+
+def notify_mode(notify: bool | None, digest: bool) -> int | None:
+    """``--notify``, ``--no-notify``, ``--digest`` as a read-notice mode; None: keep the campaign's."""
+    from deadpixel.store import notices
+
+    if digest and notify is False:
+        raise click.UsageError("--digest is a kind of --notify; it cannot go with --no-notify")
+    if digest:
+        return notices.DIGEST
+    if notify is None:
+        return None
+    return notices.EACH if notify else notices.OFF

@@ -36,15 +36,16 @@ from sqlalchemy import Connection, Engine, bindparam, delete, exists, or_, selec
 
 from deadpixel.config import Settings
 from deadpixel.hooks.guard import Guard, PinnedBackend
+from deadpixel.hooks.notify import Destination, Notice, NoticeConfig, Notifier, compose, destination
+from deadpixel.hooks.outcome import COULD_NOT_CONNECT, NOT_ACCEPTED, Outcome
 from deadpixel.hooks.signing import HEADER, sign
+from deadpixel.store import notices
 from deadpixel.store.schema import campaigns, links, messages, webhook_deliveries, webhooks
 
 log = logging.getLogger(__name__)
 USER_AGENT = "deadpixel-webhook/1"
 KEEP_DELIVERED = 7 * 86400  # delivered rows kept this long, for the settings page
 d = webhook_deliveries.c
-COULD_NOT_CONNECT = "could not connect"
-NOT_ACCEPTED = "the receiver did not accept the delivery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,8 @@ class Policy:
     concurrency: int = 8  # POSTs in flight per deliverer
     poll: float = 1.0  # seconds between looks at the outbox when nothing was due
     guard: Guard = field(default_factory=Guard)  # which addresses receivers may have
+    notices: NoticeConfig = field(default_factory=NoticeConfig)  # where read notices go (hooks.notify)
+    digest_check: float = 60.0  # seconds between looks for a campaign digest that is due
 
     @property
     def lease(self) -> float:
@@ -76,6 +79,7 @@ class Policy:
             timeout=settings.webhook_timeout,
             poll=min(1.0, settings.webhook_backoff),
             guard=Guard.allowing(*settings.webhook_allow),
+            notices=NoticeConfig.from_settings(settings),
         )
 
 
@@ -96,17 +100,8 @@ class Claimed:
     attempts: int
     url: str
     secret: str
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    status: int | None
-    error: str | None  # generic, for the outbox and the settings page
-    detail: str | None = None  # what exactly went wrong, for the log and ``deadpixel webhook test``
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
+    notice: Notice | None = None  # a read notice (webhook_id 0), sent to ``to`` instead of POSTed signed
+    to: Destination | None = None
 
 
 def post(client: httpx.Client, url: str, secret: str, event: str, event_id: str, body: bytes) -> Outcome:
@@ -183,12 +178,12 @@ def _contexts(conn: Connection, message_ids: set[str]) -> dict[str, dict[str, An
     ids = sorted(message_ids)
     found: dict[str, dict[str, Any]] = {}
     rows = conn.execute(
-        select(messages.c.id, messages.c.recipient, campaigns.c.name)
+        select(messages.c.id, messages.c.recipient, campaigns.c.name, messages.c.subject)
         .select_from(messages.outerjoin(campaigns, campaigns.c.id == messages.c.campaign_id))
         .where(messages.c.id.in_(ids))
     )
-    for mid, recipient, campaign in rows:
-        found[mid] = {"recipient": recipient, "campaign": campaign, "links": {}}
+    for mid, recipient, campaign, subject in rows:
+        found[mid] = {"recipient": recipient, "campaign": campaign, "subject": subject, "links": {}}
     for mid, number, url in conn.execute(
         select(links.c.message_id, links.c.number, links.c.url).where(links.c.message_id.in_(ids))
     ):
@@ -210,6 +205,13 @@ _finish = (
         lease_owner=None,
     )
 )
+
+
+def _message_ids(payload: dict[str, Any]) -> list[str]:
+    """The messages an outbox row speaks of: one, or a digest's many."""
+    if "reads" in payload:
+        return [str(read["message_id"]) for read in payload["reads"]]
+    return [payload["message_id"]] if payload.get("message_id") else []
 
 
 def _due(now: float) -> Any:
@@ -236,11 +238,14 @@ class Deliverer:
         self._client = new_client(self.policy)
         self._pool = ThreadPoolExecutor(self.policy.concurrency, thread_name_prefix="deadpixel-webhook")
         self._last_prune = float("-inf")
+        self._last_digest = float("-inf")
+        self._notifier = Notifier(self.policy.notices)
         self.stats = DeliveryStats()
 
     def close(self) -> None:
         self._pool.shutdown()
         self._client.close()
+        self._notifier.close()
 
     def run_once(self) -> int:
         """Send one batch of due deliveries; returns how many rows were handled (0: nothing was due)."""
@@ -257,6 +262,8 @@ class Deliverer:
         return taken
 
     def _send(self, row: Claimed) -> Outcome:
+        if row.notice is not None and row.to is not None:
+            return self._notifier.send(row.notice, row.to)
         return post(self._client, row.url, row.secret, row.event, row.event_id, row.body)
 
     def drain(self) -> int:
@@ -272,6 +279,7 @@ class Deliverer:
             try:
                 handled = self.run_once()
                 self.prune()
+                self.digests()
             except Exception:  # the loop must outlive a database hiccup; the rows wait in the outbox
                 log.exception("webhook delivery failed; trying again in %.1f s", self.policy.poll)
                 handled = 0
@@ -305,6 +313,7 @@ class Deliverer:
                     d.event,
                     d.payload,
                     d.attempts,
+                    d.target,
                     webhooks.c.url,
                     webhooks.c.secret,
                 )
@@ -312,14 +321,24 @@ class Deliverer:
                 .where(d.id.in_(ids))
                 .order_by(d.id)
             ).all()
-            orphans = [row.id for row in rows if row.url is None]
+            orphans = [row.id for row in rows if row.url is None and row.target is None]
             if orphans:  # their webhook was removed after they were written
                 conn.execute(delete(webhook_deliveries).where(d.id.in_(orphans)))
-            live = [row for row in rows if row.url is not None]
+            live = [row for row in rows if row.url is not None or row.target is not None]
             payloads = {row.id: json.loads(row.payload) for row in live}
-            contexts = _contexts(conn, {p["message_id"] for p in payloads.values()})
+            contexts = _contexts(conn, {mid for p in payloads.values() for mid in _message_ids(p)})
+            notes = [row for row in live if row.target is not None]
+            sent_to = self._destinations(conn, notes, now)
         claimed = []
+        for row in notes:
+            if row.id in sent_to:
+                payload = payloads[row.id]
+                notice = compose(row.event, row.event_id, payload, contexts, self.policy.notices)
+                claimed.append(Claimed(row.id, 0, row.event_id, row.event, b"", row.attempts, "", "",
+                                       notice, sent_to[row.id]))  # fmt: skip
         for row in live:
+            if row.target is not None:
+                continue
             payload = payloads[row.id]
             body = event_body(row.event_id, row.event, payload, contexts.get(payload["message_id"], {}))
             claimed.append(
@@ -328,6 +347,37 @@ class Deliverer:
                 )
             )
         return len(ids), claimed
+
+    def _destinations(self, conn: Connection, rows: Sequence[Any], now: float) -> dict[int, Destination]:
+        """Where each claimed notice goes now; those with nowhere to go are finished here as ``skipped``."""
+        if not rows:
+            return {}
+        stored = notices.targets(conn)
+        found: dict[int, Destination] = {}
+        for row in rows:
+            target = destination(row.target, self.policy.notices, stored)
+            if target is not None and (row.event != "click" or self.policy.notices.clicks):
+                found[row.id] = target
+        skipped = [row.id for row in rows if row.id not in found]
+        if skipped:
+            conn.execute(
+                update(webhook_deliveries)
+                .where(d.id.in_(skipped))
+                .values(status="skipped", last_attempt_at=now, lease_until=None, lease_owner=None)
+            )
+        return found
+
+    def digests(self, now: float | None = None) -> int:
+        """Queue the campaign digests that are due (looked for once a minute); returns how many."""
+        now = self._clock() if now is None else now
+        if now - self._last_digest < self.policy.digest_check:
+            return 0
+        self._last_digest = now
+        with self._reader.connect() as conn:
+            if not notices.digests_wanted(conn):
+                return 0
+        with self._writer.begin() as conn:
+            return notices.make_digests(conn, now)
 
     def _record(self, owner: str, claimed: Sequence[Claimed], outcomes: Sequence[Outcome]) -> None:
         now = self._clock()
@@ -340,12 +390,12 @@ class Deliverer:
             elif attempts >= self.policy.max_attempts:
                 status, next_at = "failed", now
                 self.stats.failed += 1
-                log.warning("webhook %d: gave up on event %s after %d attempts (%s)", row.webhook_id,
+                log.warning("%s: gave up on event %s after %d attempts (%s)", _label(row),
                             row.event_id, attempts, outcome.detail)  # fmt: skip
             else:
                 status, next_at = "pending", now + self.policy.delay(attempts)
                 self.stats.retried += 1
-                log.info("webhook %d: event %s, attempt %d failed (%s)", row.webhook_id, row.event_id,
+                log.info("%s: event %s, attempt %d failed (%s)", _label(row), row.event_id,
                          attempts, outcome.detail)  # fmt: skip
             params.append({
                 "row_id": row.id, "owner": owner, "new_status": status, "new_attempts": attempts,
@@ -368,6 +418,12 @@ class Deliverer:
                 return
         with self._writer.begin() as conn:
             conn.execute(delete(webhook_deliveries).where(old))
+
+
+def _label(row: Claimed) -> str:
+    if row.to is not None:
+        return f"{row.event} notice by {row.to.channel}"
+    return f"webhook {row.webhook_id}"
 
 
 class DeliveryThread:

@@ -22,8 +22,8 @@ from sqlalchemy import Connection, Engine, case, delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from deadpixel.errors import DeadpixelError
-from deadpixel.hooks.deliver import COULD_NOT_CONNECT, NOT_ACCEPTED
 from deadpixel.hooks.guard import Guard, Refused
+from deadpixel.hooks.outcome import COULD_NOT_CONNECT, NOT_ACCEPTED
 from deadpixel.store import outbox
 from deadpixel.store.schema import webhook_deliveries, webhooks
 
@@ -167,7 +167,7 @@ def recent_deliveries(conn: Connection, limit: int = 20) -> list[Delivery]:
         select(
             d.id, d.webhook_id, d.event, d.event_id, d.created_at, d.status, d.attempts,
             d.last_attempt_at, d.last_status, d.last_error,
-        ).order_by(d.id.desc()).limit(limit)
+        ).where(d.target.is_(None)).order_by(d.id.desc()).limit(limit)
     )  # fmt: skip
     return [Delivery(**{**row._mapping, "last_error": public_error(row.last_status, row.last_error)})
             for row in rows]  # fmt: skip

@@ -116,7 +116,7 @@ class RelayHandler:
             claims = claim(
                 conn, key=key, account=account, addresses=addresses,
                 campaign=submitted.campaign or account, subject=submitted.subject,
-                untracked=submitted.untracked,
+                untracked=submitted.untracked, notify=submitted.notify,
             )  # fmt: skip
             copies: list[_Copy] = []
             untracked: list[Claim] = []

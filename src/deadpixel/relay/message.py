@@ -173,6 +173,7 @@ class Submitted:
     campaign: str | None
     track_links: bool
     untracked: str | None = None
+    notify: bool = False  # X-Deadpixel-Notify: yes (a read notice on the first human open)
     html: str | None = None
     html_head_start: int = 0  # the HTML part's header block in ``outgoing``
     html_start: int = 0  # its body
@@ -216,6 +217,7 @@ def parse(raw: bytes) -> Submitted:
         subject=_header(headers, "Subject"),
         campaign=(_header(headers, "X-Deadpixel-Campaign") or "")[:CAMPAIGN_NAME_MAX] or None,
         track_links=(_header(headers, "X-Deadpixel-Track-Links") or "no").lower() in _YES,
+        notify=(_header(headers, "X-Deadpixel-Notify") or "no").lower() in _YES,
     )
     if (_header(headers, "X-Deadpixel-Track") or "yes").lower() in _NO:
         return replace(submitted, untracked="X-Deadpixel-Track: no")

@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 from deadpixel.config import Settings
 from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.messages import create_message
+from deadpixel.store.notices import EACH
 
 
 def img_tag(url: str) -> str:
@@ -30,8 +31,11 @@ def new_pixel(
     recipient: str,
     subject: str | None,
     campaign: str | None,
+    notify: bool = False,
 ) -> dict[str, Any]:
-    message_id = create_message(conn, recipient=recipient, subject=subject, campaign=campaign)
+    """``notify``: a read notice on the first human open; without it, the campaign's mode applies."""
+    mode = EACH if notify else None
+    message_id = create_message(conn, recipient=recipient, subject=subject, campaign=campaign, notify=mode)
     url = settings.pixel_url(signer.pixel_token(message_id))
     return {
         "message_id": message_id,

@@ -36,6 +36,7 @@ from deadpixel.send.ratelimit import RateLimiter
 from deadpixel.send.recipients import BadRow, ListProblem, RecipientList, Row
 from deadpixel.send.tracked import Tracker
 from deadpixel.store import campaign_recipients as state
+from deadpixel.store import notices
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import campaign_id as find_campaign
 from deadpixel.store.schema import messages
@@ -94,6 +95,8 @@ class CampaignSpec:
     # Extra headers and template variables per recipient (the unsubscribe link), from its unsubscribe id.
     extras: Callable[[str], tuple[dict[str, str], dict[str, str]]] | None = None
     suppressed: Callable[[Connection, list[str]], set[str]] | None = None
+    # Read notices (deadpixel.store.notices): a mode sets the campaign's; None keeps its own (off at first).
+    notify: int | None = None
 
 
 @dataclass
@@ -165,6 +168,7 @@ class CampaignRunner:
         self._outstanding: dict[str, _Job] = {}
         self._unsettled: list[_Result] = []
         self._campaign_id = 0
+        self._notify = notices.OFF
 
     # --- the main thread ------------------------------------------------------------------------------
 
@@ -172,7 +176,10 @@ class CampaignRunner:
         run_id = new_message_id()
         with self.engine.begin() as conn:
             cid = find_campaign(conn, self.spec.name, create=True)
-        assert cid is not None
+            assert cid is not None
+            if self.spec.notify is not None:
+                notices.set_campaign_mode(conn, cid, self.spec.notify)
+            self._notify = notices.campaign_mode(conn, cid)
         self._campaign_id = cid
         workers = [
             threading.Thread(target=self._work, name=f"deadpixel-send-{i}", daemon=True)
@@ -360,7 +367,7 @@ class CampaignRunner:
             now = time.time()
             rows = [
                 dict(id=d.message_id, campaign_id=cid, recipient=d.recipient.address, subject=d.subject,
-                     created_at=now, status="draft")
+                     created_at=now, status="draft", notify=self._notify)
                 for d in tracked
             ]  # fmt: skip
             conn.execute(insert(messages), rows)

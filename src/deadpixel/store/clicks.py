@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, insert
 
 from deadpixel.events import ClickEvent
-from deadpixel.store import outbox
+from deadpixel.store import notices, outbox
 from deadpixel.store.driver import run
 from deadpixel.store.events import CLICK
 from deadpixel.store.maintenance import purge_raw_detail
@@ -24,6 +24,7 @@ from deadpixel.store.writes import (
     counter_updates,
     encode_rows,
     existing_messages,
+    notify_modes,
     send_times,
 )
 
@@ -55,6 +56,9 @@ def write_clicks(conn: Connection, events: Sequence[ClickEvent], builder: RowBui
             conn.execute(_insert_clicks, rows)
             bump_counters_on_sqlite(conn, counter_updates(rows, CLICK), CLICK)
         outbox.enqueue(conn, CLICK.name, rows)  # webhook deliveries, in this same transaction
+        flagged = notify_modes(known)
+        if flagged:  # click notices, for messages that asked for read notices
+            notices.record_clicks(conn, rows, flagged)
     return len(events) - len(kept)
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from deadpixel.security.tokens import new_message_id
+from deadpixel.store import notices
 from deadpixel.store.schema import campaigns, messages
 
 
@@ -34,13 +35,16 @@ def create_message(
     campaign: str | None = None,
     sent_at: float | None = None,
     status: str = "sent",
+    notify: int | None = None,
 ) -> str:
     """Insert a message and return its public id (random; retried in the astronomically rare collision).
 
     ``status`` is ``sent`` for hand-made pixels (the user sends them), ``draft`` for a message deadpixel is
-    about to send: it becomes ``sent`` or ``failed`` when the SMTP server has answered.
+    about to send: it becomes ``sent`` or ``failed`` when the SMTP server has answered. ``notify`` is the
+    message's read-notice mode (``deadpixel.store.notices``); None takes its campaign's.
     """
     cid = campaign_id(conn, campaign, create=True) if campaign else None
+    mode = notices.campaign_mode(conn, cid) if notify is None else notify
     for _ in range(5):
         message_id = new_message_id()
         try:
@@ -54,6 +58,7 @@ def create_message(
                         created_at=time.time(),
                         sent_at=sent_at,
                         status=status,
+                        notify=mode,
                     )
                 )
         except IntegrityError:

@@ -33,7 +33,9 @@ _checked_at = float("-inf")
 _lock = threading.Lock()
 _insert = insert(webhook_deliveries)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_UNSET = dict.fromkeys(("lease_until", "lease_owner", "last_attempt_at", "last_status", "last_error"))
+_UNSET = dict.fromkeys(
+    ("lease_until", "lease_owner", "last_attempt_at", "last_status", "last_error", "target")
+)
 
 
 def forget_cache() -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from deadpixel.errors import DeadpixelError
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import campaign_id, create_message
+from deadpixel.store.notices import EACH
 from deadpixel.store.schema import links, relayed
 from deadpixel.store.sending import mark_failed, mark_sent
 
@@ -44,8 +45,10 @@ def claim(
     campaign: str,
     subject: str | None,
     untracked: str | None,
+    notify: bool = False,
 ) -> list[Claim]:
-    """One claim per distinct recipient, creating the tracked messages of copies not seen before."""
+    """One claim per distinct recipient, creating the tracked messages of copies not seen before;
+    ``notify`` asks for a read notice on each (else the campaign's mode applies)."""
     cid = campaign_id(conn, campaign, create=True)
     claims: list[Claim] = []
     seen: set[str] = set()
@@ -54,7 +57,9 @@ def claim(
         if lowered in seen:
             continue
         seen.add(lowered)
-        claims.append(_claim_one(conn, key, account, address, lowered, cid, campaign, subject, untracked))
+        claims.append(
+            _claim_one(conn, key, account, address, lowered, cid, campaign, subject, untracked, notify)
+        )
     return claims
 
 
@@ -68,6 +73,7 @@ def _claim_one(
     campaign: str,
     subject: str | None,
     untracked: str | None,
+    notify: bool = False,
 ) -> Claim:
     where = (relayed.c.message_key == key, relayed.c.recipient == lowered)
     columns = (relayed.c.message_id, relayed.c.status, relayed.c.updated_at)
@@ -83,7 +89,12 @@ def _claim_one(
         with conn.begin_nested():
             if untracked is None:
                 message_id = create_message(
-                    conn, recipient=lowered, subject=subject, campaign=campaign, status="draft"
+                    conn,
+                    recipient=lowered,
+                    subject=subject,
+                    campaign=campaign,
+                    status="draft",
+                    notify=EACH if notify else None,
                 )
             conn.execute(
                 insert(relayed).values(

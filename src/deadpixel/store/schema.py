@@ -57,6 +57,10 @@ campaigns = Table(
     _serial(Integer),
     Column("name", String(200), nullable=False, unique=True),
     _time("created_at"),
+    # Read notices for the campaign's new messages: 0 none, 1 one notice per first read, 2 a daily digest
+    # (deadpixel.store.notices); digest_through: reads up to this time are in a digest already.
+    Column("notify", Integer, nullable=False, server_default="0"),
+    Column("digest_through", Float, nullable=True),
 )
 
 messages = Table(
@@ -98,6 +102,10 @@ messages = Table(
     Column("bounce_reason", Text, nullable=True),
     Column("bounce_reason_code", String(24), nullable=True),
     _time("complained_at", nullable=True),
+    # Read notices (deadpixel.store.notices): 0 none, 1 a notice on the first human open, 2 in the campaign's
+    # daily digest; read_notice_at is that first human open's time, set once, so a notice is made once.
+    Column("notify", Integer, nullable=False, server_default="0"),
+    Column("read_notice_at", Float, nullable=True),
     Index(None, "campaign_id"),
     Index(None, "recipient"),
     Index(None, "created_at"),
@@ -356,6 +364,9 @@ webhook_deliveries = Table(
     _time("last_attempt_at", nullable=True),
     Column("last_status", Integer, nullable=True),  # the receiver's HTTP status, None when none answered
     Column("last_error", Text, nullable=True),
+    # None for a webhook's delivery; "email" or "url" for a read notice (webhook_id 0), sent where the
+    # operator's notify settings say at delivery time (deadpixel.hooks.notify).
+    Column("target", String(8), nullable=True),
     Index(None, "status", "next_attempt_at"),
     Index(None, "webhook_id", "id"),
 )
@@ -382,4 +393,14 @@ web_sessions = Table(
     Column("csrf", String(64), nullable=False),
     _time("created_at"),
     _time("expires_at", index=True),
+)
+
+# Where read notices go, as set on the dashboard's settings page; a name missing here falls back to its
+# DEADPIXEL_NOTIFY_* setting (deadpixel.store.notices.targets).
+notify_settings = Table(
+    "notify_settings",
+    metadata,
+    Column("name", String(16), primary_key=True),  # email, url, format
+    Column("value", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )

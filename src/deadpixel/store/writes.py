@@ -14,7 +14,7 @@ from sqlalchemy import Connection, bindparam, case, insert, update
 from sqlalchemy.dialects import postgresql
 
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS, OpenEvent
-from deadpixel.store import chains, outbox, rollups
+from deadpixel.store import chains, notices, outbox, rollups
 from deadpixel.store.driver import ROWS_PER_STATEMENT, execute_many, insert_rows, run
 from deadpixel.store.events import EVENT_KINDS, OPEN, EventKind
 from deadpixel.store.schema import messages, opens
@@ -146,6 +146,7 @@ class Known(NamedTuple):
     campaign_id: int  # 0 for a message without one
     status: str
     last_open_id: int | None  # where the message's chain of opens starts (see deadpixel.store.chains)
+    notify: int = 0  # read notices wanted (deadpixel.store.notices): 0 none
 
 
 def existing_messages(conn: Connection, message_ids: Iterable[str], lock: bool = False) -> dict[str, Known]:
@@ -200,8 +201,8 @@ class KnownMessages:
         """After the batch's rows are inserted: each message's new newest open, and the batch's highest id."""
         known = self._known
         for mid, head in heads.items():
-            sent_at, campaign_id, status, _ = known[mid]  # type: ignore[misc]  # stored: so it exists
-            known[mid] = Known(sent_at, campaign_id, status, head)  # a third of what _replace costs
+            sent_at, campaign_id, status, _, notify = known[mid]  # type: ignore[misc]  # stored: so it exists
+            known[mid] = Known(sent_at, campaign_id, status, head, notify)  # a third of what _replace costs
         if self._seen is not None:
             self._seen = (self._seen[0], self._seen[1], newest)
 
@@ -213,12 +214,14 @@ def send_times(known: dict[str, Known]) -> dict[str, float]:
     return {mid: facts.sent_at for mid, facts in known.items() if facts.sent_at is not None}
 
 
-_SELECT_KNOWN = "SELECT id, sent_at, coalesce(campaign_id, 0), status, last_open_id FROM messages WHERE "
+_SELECT_KNOWN = (
+    "SELECT id, sent_at, coalesce(campaign_id, 0), status, last_open_id, notify FROM messages WHERE "
+)
 # A join on the unnested ids, not ``id = ANY(%s)``: the driver prepares a statement it runs often, and
 # PostgreSQL's generic plan for ``= ANY`` of a parameter tests every row against every id (it hashes only
 # a constant array). With 400 ids on 1,000 messages that took 10 ms where this takes 1.
 _SELECT_KNOWN_POSTGRES = (
-    "SELECT m.id, m.sent_at, coalesce(m.campaign_id, 0), m.status, m.last_open_id"
+    "SELECT m.id, m.sent_at, coalesce(m.campaign_id, 0), m.status, m.last_open_id, m.notify"
     " FROM unnest(%s::text[]) AS wanted(id) JOIN messages AS m ON m.id = wanted.id"
 )
 
@@ -355,4 +358,12 @@ def write_opens(
             if folds is not None and counted:
                 folds.count(conn, rows, known)
         outbox.enqueue(conn, OPEN.name, rows)  # webhook deliveries, in this same transaction
+        flagged = notify_modes(known)
+        if flagged:  # read notices: the first human open of a message that asked for one
+            notices.record_reads(conn, rows, flagged)
     return len(events) - len(kept)
+
+
+def notify_modes(known: dict[str, Known]) -> dict[str, int]:
+    """The batch's messages that want read notices, and how (most batches: none)."""
+    return {mid: facts.notify for mid, facts in known.items() if facts.notify}

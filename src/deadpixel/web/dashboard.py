@@ -108,6 +108,7 @@ class Dashboard:
             Route("/settings/webhooks", self.signed_in(pages.add_webhook), methods=["POST"]),
             Route("/settings/webhooks/{id}/remove", self.signed_in(pages.remove_webhook), methods=["POST"]),
             Route("/settings/tokens", self.signed_in(pages.create_token), methods=["POST"]),
+            Route("/settings/notices", self.signed_in(pages.save_notices), methods=["POST"]),
             Route("/settings/tokens/{id}/revoke", self.signed_in(pages.revoke_token), methods=["POST"]),
         ]
 
@@ -321,7 +322,7 @@ class Dashboard:
     async def new_pixel(self, request: Request, session: Session) -> Response:
         """A tracked message for mail sent from Gmail, Outlook or any client: the snippet to paste."""
         form = await forms.read_form(request)
-        fields = {name: str(form.get(name) or "").strip() for name in ("to", "subject", "campaign")}
+        fields = {name: str(form.get(name) or "").strip() for name in ("to", "subject", "campaign", "notify")}
         if not _looks_like_address(fields["to"]):
             return self.render(
                 "pixel.html",
@@ -337,6 +338,7 @@ class Dashboard:
                 return new_pixel(
                     conn, self.settings, self.signer, recipient=fields["to"],
                     subject=fields["subject"] or None, campaign=fields["campaign"] or None,
+                    notify=bool(fields["notify"]),
                 )  # fmt: skip
 
         made = await asyncio.to_thread(make)

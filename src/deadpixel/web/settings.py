@@ -16,10 +16,11 @@ from sqlalchemy import Connection, Engine
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deadpixel.config import Settings
+from deadpixel.config import NOTIFY_FORMATS, Settings, email_address_problem, notify_url_problem
 from deadpixel.enrich.geo import builtin_data_source
 from deadpixel.hooks import registry
 from deadpixel.hooks.guard import Guard
+from deadpixel.store import notices
 from deadpixel.store.api_tokens import TokenError, create_token, list_tokens, revoke_token
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.web.forms import read_form
@@ -80,9 +81,11 @@ class SettingsPages:
                 "webhooks": registry.list_webhooks(conn),
                 "deliveries": registry.recent_deliveries(conn),
                 "tokens": list_tokens(conn),
+                "stored_targets": notices.targets(conn),
             }
 
         data = await self._run(self.reader, gather)
+        data["notify"] = self._notify_view(data.pop("stored_targets"))
         peer = request.client.host if request.client else None
         return self.render(
             "settings.html", status, session=session, configuration=configuration(self.settings),
@@ -113,6 +116,31 @@ class SettingsPages:
         except registry.WebhookError as exc:
             return await self.page(request, session, 404, webhook_error=str(exc))
         return await self.page(request, session, removed_webhook=webhook_id)
+
+    def _notify_view(self, stored: dict[str, str]) -> dict[str, Any]:
+        """What the read-notice form shows: the dashboard's values, the settings' as placeholders."""
+        return {
+            "email": stored.get("email"), "url": stored.get("url"),
+            "format": stored.get("format") or self.settings.notify_format, "formats": NOTIFY_FORMATS,
+            "env_email": self.settings.notify_email, "env_url": self.settings.notify_url,
+        }  # fmt: skip
+
+    async def save_notices(self, request: Request, session: Session) -> Response:
+        form = await read_form(request)
+        values = {name: str(form.get(name) or "").strip() for name in notices.SETTING_NAMES}
+        problem = None
+        if values["email"] and (why := email_address_problem(values["email"])):
+            problem = f"Email {why}"
+        elif values["url"] and (why := notify_url_problem(values["url"])):
+            problem = f"URL {why}"
+        elif values["format"] not in NOTIFY_FORMATS:
+            problem = f"Format must be one of {', '.join(NOTIFY_FORMATS)}"
+        if problem:
+            return await self.page(request, session, 400, notify_error=problem)
+        if values["format"] == self.settings.notify_format:
+            values["format"] = ""  # the setting's own value: keep following it
+        await self._run(self.writer, lambda conn: notices.save_targets(conn, values))
+        return await self.page(request, session, notify_saved=True)
 
     async def create_token(self, request: Request, session: Session) -> Response:
         name = str((await read_form(request)).get("name") or "").strip()
