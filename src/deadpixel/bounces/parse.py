@@ -64,14 +64,15 @@ class Failure:
         hard: bool,
         status: str | None,
         diagnostic: str | None,
+        delayed: bool = False,
     ) -> Failure:
         """A failure with its reason and suppress decision worked out from its code and text.
 
         A status read from the text, where the report gave none, also settles hard or soft. Only a
         permanent failure whose reason says the address is gone suppresses: "450 4.1.1 user unknown" is a
-        directory lookup that may yet succeed.
+        directory lookup that may yet succeed. ``delayed``: the report is a delay notice (still retrying).
         """
-        verdict = classify(status, diagnostic, permanent=hard)
+        verdict = classify(status, diagnostic, permanent=hard, delayed=delayed)
         if status is None and verdict.status is not None:
             hard = verdict.status.startswith("5")
         return cls(
@@ -332,19 +333,21 @@ def _recipient_failure(block: Message) -> Failure | None:
     if recipient is None and original is None:
         return None
     diagnostic = one_line(block.get("Diagnostic-Code")) or one_line(raw_status)
-    return Failure.of(recipient, original, hard, status, diagnostic)
+    return Failure.of(recipient, original, hard, status, diagnostic, delayed=action == "delayed")
 
 
-def _worded(failure: Failure, message: Message) -> Failure:
+def _worded(failure: Failure, texts: list[str], delayed: bool) -> Failure:
     """A failure whose report gave no Diagnostic-Code (only a Status), read again with the words the
     report's human-readable part says about its address."""
     address = failure.recipient or failure.original_recipient
     if address is None or (failure.diagnostic and failure.diagnostic != failure.status):
         return failure
-    said = _wording_near([t for t in _own_texts(message) if "final-recipient:" not in t.lower()], address)
+    said = _wording_near(texts, address)
     if said is None:
         return failure
-    return Failure.of(failure.recipient, failure.original_recipient, failure.hard, failure.status, said)
+    return Failure.of(
+        failure.recipient, failure.original_recipient, failure.hard, failure.status, said, delayed=delayed
+    )
 
 
 def _recipient_blocks(blocks: list[Message]) -> list[Message]:
@@ -378,7 +381,13 @@ def _delivery_status(message: Message) -> tuple[list[Failure], list[str]] | None
                     break
     if not blocks:
         return None
-    failures = [_worded(f, message) for block in blocks if (f := _recipient_failure(block)) is not None]
+    read = [
+        (f, _header(b, "Action").strip().lower() == "delayed") for b in blocks if (f := _recipient_failure(b))
+    ]
+    failures = [f for f, _ in read]
+    if any(not f.diagnostic or f.diagnostic == f.status for f in failures):
+        texts = [t for t in _own_texts(message) if "final-recipient:" not in t.lower()]
+        failures = [_worded(f, texts, delayed) for f, delayed in read]
     delivered = [
         a for block in blocks if _delivered(block)
         if (a := _address(block.get("Final-Recipient")) or _address(block.get("Original-Recipient")))
@@ -429,16 +438,71 @@ def _flufl(message: Message) -> list[Failure]:
     return failures[:MAX_RECIPIENTS]
 
 
+# A free-form notice that says the message is still being retried: a delay notice, not a final failure.
+DELAY_NOTICE = re.compile(
+    r"has been delayed|will be retried|delivery attempts will continue|has not yet been delivered|"
+    r"only a temporary failure|is delayed for more than|message delayed",
+    re.IGNORECASE,
+)
+# What makes a message a bounce candidate for flufl.bounce, whose detectors scan every line of every part
+# with dozens of patterns (tens of milliseconds on a 20 kB newsletter): sent by a mail system, titled like
+# a delivery notice, or carrying a failed-recipients header. Anything else is left alone without a scan.
+DAEMON_SENDERS = re.compile(
+    r"mailer-daemon|postmaster|mail delivery|mail administrator|mailadm|daemon@|delivery subsystem|"
+    r"mail system|mmdf|autoreply|bounce",
+    re.IGNORECASE,
+)
+BOUNCE_TITLES = re.compile(
+    r"undeliver|deliver|returned|bounce|fail|error|reject|unable|unknown|non-?remis|nicht zustellbar|"
+    r"problem|warning|notif|not (?:be )?(?:sent|received)",
+    re.IGNORECASE,
+)
+
+
+def _could_be_a_bounce(message: Message) -> bool:
+    if message.get("X-Failed-Recipients") is not None or message.get_content_type() == "multipart/report":
+        return True
+    if _header(message, "Return-Path").strip() == "<>":
+        return True
+    senders = " ".join(_header(message, name) for name in ("From", "Sender"))
+    subject = _header(message, "Subject")
+    return bool(DAEMON_SENDERS.search(senders) or BOUNCE_TITLES.search(subject) or "=?" in subject)
+
+
+def _with_wording(failure: Failure, texts: list[str], delayed: bool) -> Failure:
+    """A free-form failure whose reader found no known reason, read again with the notice's own words: the
+    lines about its address, else the notice's opening (where a notice states one reason for every
+    recipient it lists)."""
+    address = failure.recipient
+    if (failure.reason is not Reason.OTHER and failure.status is not None) or address is None:
+        return failure
+    for said in (_wording_near(texts, address), _wording(texts)):
+        if said is not None and classify(None, said).reason is not Reason.OTHER:
+            return Failure.of(address, None, failure.hard, failure.status, said, delayed=delayed)
+    return failure
+
+
 def _non_standard(message: Message) -> tuple[str, list[Failure]]:
-    """Free-form bounces: the project's own readers (deadpixel.bounces.vendors) first, then flufl.bounce."""
+    """Free-form bounces: the project's own readers (deadpixel.bounces.vendors) first, then flufl.bounce
+    (for messages that could be a bounce at all)."""
     found = read_free_form(message)
     if found is not None:
         name, items = found
+        texts = _own_texts(message)
+        delayed = any(DELAY_NOTICE.search(text[:MAX_TEXT]) for text in texts)
         failures = [
-            Failure.of(item.address, None, item.permanent is not False, item.status, item.diagnostic)
+            _with_wording(
+                Failure.of(
+                    item.address, None, item.permanent is not False, item.status, item.diagnostic, delayed
+                ),
+                texts,
+                delayed,
+            )
             for item in items[:MAX_RECIPIENTS]
         ]
         return f"non-standard bounce ({name})", failures
+    if not _could_be_a_bounce(message):
+        return "non-standard bounce", []
     return "non-standard bounce", _flufl(message)
 
 
