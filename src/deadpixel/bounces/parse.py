@@ -24,6 +24,7 @@ from flufl.bounce import all_failures
 
 from deadpixel.bounces.reasons import Reason, classify, suppresses
 from deadpixel.bounces.vendors import read_free_form
+from deadpixel.bounces.vendors.text import subject as decoded_subject
 
 log = logging.getLogger(__name__)
 # flufl.bounce logs a traceback before re-raising a detector's error; _non_standard logs one line instead.
@@ -414,13 +415,38 @@ def _feedback_type(message: Message) -> tuple[str | None, tuple[str, ...], tuple
     return None, (), ()
 
 
+FLUFL_TEXT = 8 * 1024  # characters of each of the notice's own text parts flufl.bounce scans
+FLUFL_PARTS = 8  # of its text parts
+
+
+def _for_flufl(message: Message) -> Message:
+    """What flufl.bounce's detectors scan: the notice's headers and its own text parts, each cut short, and
+    not the returned original or its attachments. The detectors test every line of every part against
+    dozens of patterns; a bounce states its failures near the start, so this bounds the time a large
+    message costs (tens of milliseconds for a 30 kB one) without losing what they look for."""
+    texts = [text[:FLUFL_TEXT] for text in _own_texts(message)[:FLUFL_PARTS]]
+    if sum(map(len, texts)) <= FLUFL_TEXT and not message.is_multipart():
+        return message
+    trimmed = Message()
+    for name, value in message.items()[:200]:
+        if name.lower() not in ("content-type", "content-transfer-encoding"):
+            trimmed[name] = value
+    trimmed["Content-Type"] = 'multipart/mixed; boundary="deadpixel-trimmed"'
+    for text in texts:
+        part = Message()
+        part["Content-Type"] = 'text/plain; charset="utf-8"'
+        part.set_payload(text)
+        trimmed.attach(part)
+    return trimmed
+
+
 def _flufl(message: Message) -> list[Failure]:
     """Free-form bounces, through flufl.bounce's detectors; the wording is then read from the text near
     each address, so that a code and a reason can be found for it."""
     if _too_big(message):
         return []
     try:
-        temporary, permanent = all_failures(message)
+        temporary, permanent = all_failures(_for_flufl(message))
     except Exception as exc:  # a detector tripping over odd input (no From, say) must not stop the rest
         log.warning(
             "flufl.bounce could not read a message: %s: %s", type(exc).__name__, one_line(str(exc), 200)
@@ -465,8 +491,7 @@ def _could_be_a_bounce(message: Message) -> bool:
     if _header(message, "Return-Path").strip() == "<>":
         return True
     senders = " ".join(_header(message, name) for name in ("From", "Sender"))
-    subject = _header(message, "Subject")
-    return bool(DAEMON_SENDERS.search(senders) or BOUNCE_TITLES.search(subject) or "=?" in subject)
+    return bool(DAEMON_SENDERS.search(senders) or BOUNCE_TITLES.search(decoded_subject(message)))
 
 
 def _with_wording(failure: Failure, texts: list[str], delayed: bool) -> Failure:
