@@ -179,7 +179,10 @@ def _is_auto_reply(message: Message) -> bool:
         submitted.startswith("auto-")
         or any(message.get(name) is not None for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"))
         or precedence == "auto_reply"
-        or subject.startswith(("out of office", "automatic reply", "auto:", "autoreply", "auto-reply"))
+        or "vacation" in _header(message, "X-Mailer").lower()  # the vacation(1) program and its heirs
+        or subject.startswith(
+            ("out of office", "automatic reply", "auto:", "autoreply", "auto-reply", "away from my mail")
+        )
     )
 
 
