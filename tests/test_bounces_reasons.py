@@ -301,6 +301,34 @@ EXAMPLES: list[tuple[str | None, str, str | None, Reason]] = [
     (None, "451 4.3.0 Temporary local problem - please try later", "4.3.0", R.SYSTEM),
     ("5.3.0", "554 5.3.0 Internal error", "5.3.0", R.SYSTEM),
     (None, "Hello, this is the mail system at host example.org.", None, R.OTHER),
+    # Exchange 5.5-2003 and GroupWise notices
+    (None, "The recipient name is not recognized", None, R.USER_UNKNOWN),
+    # the sending side gave up: expired, whatever network trouble made the attempts fail
+    (None, "retry timeout exceeded", None, R.EXPIRED),
+    ("4.4.7", "Delivery time expired", "4.4.7", R.EXPIRED),
+    (None, "ann@example.org: Envelope expired", None, R.EXPIRED),  # OpenSMTPD
+    (
+        None,
+        "Your message was not delivered because the destination computer was not reachable within the "
+        "allowed queue period.",
+        None,
+        R.EXPIRED,
+    ),
+    # a local delivery program's failure is the receiving system's, whatever its own words say
+    (
+        "4.0.0",
+        "X-Postfix; temporary failure. Command output: avpcheck: unable to connect to avp daemon: "
+        "Connection refused",
+        "4.3.0",
+        R.SYSTEM,
+    ),
+    (
+        None,
+        "The following mail has been returned because it encountered an error while being processed.",
+        None,
+        R.SYSTEM,
+    ),
+    (None, "host mx.example.org[192.0.2.1]: connection to mail exchanger failed", None, R.NETWORK),
 ]
 
 
@@ -353,6 +381,38 @@ def test_a_generic_code_in_the_report_gives_way_to_the_text() -> None:
     assert classify("5.7.1", "550 5.7.1 user unknown").reason is R.USER_UNKNOWN
     # a specific code in the report is kept even when the text carries another one
     assert classify("5.1.1", "550 5.7.1 no such user").status == "5.1.1"
+
+
+def test_a_specific_code_in_the_text_wins_over_a_generic_one_of_another_class() -> None:
+    # Exim reports "Status: 5.0.0" for a temporary refusal it gave up retrying
+    verdict = classify("5.0.0", "451 4.7.1 <ann@example.org>: rate limit exceeded; retry timeout exceeded")
+    assert verdict == classify(None, "451 4.7.1 rate limit exceeded; retry timeout exceeded")
+    assert verdict.status == "4.7.1"
+    assert verdict.reason is R.RATE_LIMITED  # a sender-side reason stays, even when the sender gave up
+
+
+def test_a_failure_the_sender_gave_up_on_is_expired() -> None:
+    # Gmail: a permanent failure that carries a temporary one
+    text = (
+        "TEMP_FAILURE: Could not initiate SMTP conversation with any hosts: "
+        "[example.org (1): Connection timed out]"
+    )
+    assert classify(None, text, permanent=True) == classify(None, text, permanent=True, delayed=True)
+    assert classify(None, text, permanent=True).reason is R.EXPIRED
+    assert classify(None, text, permanent=True).status == "5.4.7"
+    # a delay notice (Action: delayed) about a network failure
+    assert classify("4.4.1", "no answer from host", permanent=False, delayed=True).reason is R.EXPIRED
+    assert classify("4.4.1", "no answer from host", permanent=False).reason is R.NETWORK
+    # a reason about the mailbox or the sender stays what it is
+    assert classify(None, "452 4.2.2 mailbox full", permanent=True, delayed=True).reason is R.MAILBOX_FULL
+    assert classify(None, "421 4.7.0 blocked using zen.spamhaus.org", delayed=True).reason is R.BLOCKED
+
+
+def test_an_address_in_the_text_is_no_reason() -> None:
+    assert classify(None, "550 <blocked@example.org>... User unknown").reason is R.USER_UNKNOWN
+    assert classify(None, "550 ann@example.net...User unknown").reason is R.USER_UNKNOWN
+    assert classify(None, "rate-limited@example.org: 550 no such user here").reason is R.USER_UNKNOWN
+    assert classify(None, "spam@example.org").reason is R.OTHER
 
 
 def test_the_verdict_is_stable_when_rerun_on_its_own_status() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from deadpixel.bounces.wording import reason_in_text
+from deadpixel.bounces.wording import reason_in_text, says_it_gave_up
 from deadpixel.store.bounce_reasons import (
     ADDRESS_GONE,
     RECIPIENT_SIDE,
@@ -79,9 +79,14 @@ BASIC = re.compile(r"(?<![\w.#-])(4[25][0-5]|5[0-5][0-6])(?=[\s-]|$)")
 APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
 
 
+# An address in the text says who, never why: "blocked@example.org" or "rate-limited@..." is no reason.
+ADDRESS = re.compile(r"[^\s<>()\[\]@\"',;:]{1,64}@[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){0,8}")
+
+
 def normalise(text: str) -> str:
-    """Lower case, one space between words, plain apostrophes, bounded: what the phrase tables match."""
-    return " ".join(text[:MAX_TEXT].translate(APOSTROPHES).lower().split())
+    """Lower case, one space between words, plain apostrophes, addresses blanked, bounded: what the phrase
+    tables match."""
+    return ADDRESS.sub("someone", " ".join(text[:MAX_TEXT].translate(APOSTROPHES).lower().split()))
 
 
 def _enhanced(status: str | None) -> tuple[str, str] | None:
@@ -98,7 +103,14 @@ def _code_reason(klass: str, detail: str) -> Reason | None:
     return CODES.get(detail)
 
 
-def classify(status: str | None, diagnostic: str | None, permanent: bool | None = None) -> Verdict:
+# Reasons that say only that the attempts failed: when the notice says the sender gave up (or is still
+# retrying), the failure is reported as expired. Sender-side reasons and reasons about the mailbox stay.
+GIVE_WAY_TO_EXPIRED = frozenset({Reason.NETWORK, Reason.OTHER})
+
+
+def classify(
+    status: str | None, diagnostic: str | None, permanent: bool | None = None, delayed: bool = False
+) -> Verdict:
     """The reason for one failure, from its status code and the receiving server's text.
 
     The text wins over the code, with two exceptions: a code that names the address (5.1.1, 5.1.2, ...)
@@ -110,6 +122,12 @@ def classify(status: str | None, diagnostic: str | None, permanent: bool | None 
     "550-5.7.26", "#5.1.1"); else one built from the class (of a generic X.0.0 in the report, of a basic
     reply code such as "550" in the text, or of ``permanent`` when the text gave a reason) and the
     reason's own detail code (550 + "user unknown" -> 5.1.1). With no class to go by, the status stays None.
+    A specific code in the text wins over a generic X.0.0 in the report even when their classes differ
+    (Exim reports "5.0.0" for a "451 4.7.1" it gave up on).
+
+    A network failure, or one with no known reason, is ``expired`` when the sending side gave up: the text
+    says so ("retry timeout exceeded", "delivery time expired", ...), the report is a delay notice
+    (``delayed``), or a permanent failure carries a transient code (4.x.x, Gmail's "TEMP_FAILURE").
     """
     text = normalise(diagnostic) if diagnostic else ""
     given = _enhanced(status)
@@ -120,7 +138,7 @@ def classify(status: str | None, diagnostic: str | None, permanent: bool | None 
         klass = given[0] if given else None
     if given is None and text:
         match = ENHANCED.search(text)
-        if match is not None and (klass is None or klass == match.group(1)):
+        if match is not None:
             given = match.group(1), f"{int(match.group(2))}.{int(match.group(3))}"
     if klass is None and given is None:
         basic = BASIC.search(text)
@@ -128,10 +146,14 @@ def classify(status: str | None, diagnostic: str | None, permanent: bool | None 
             klass = basic.group(1)[0]
     found = reason_in_text(text) if text else None
     text_reason = Reason(found) if found is not None else None
-    if klass is None and given is None and text_reason is not None and permanent is not None:
-        klass = "5" if permanent else "4"  # a code is built from what the text says, never from nothing
     code_reason = _code_reason(*given) if given is not None else None
     reason = _settle(text_reason, code_reason)
+    transient = (given[0] if given else klass) == "4" or "temp_failure" in text
+    gave_up = delayed or (permanent is True and transient) or (bool(text) and says_it_gave_up(text))
+    if gave_up and (reason in GIVE_WAY_TO_EXPIRED or (reason is Reason.SYSTEM and says_it_gave_up(text))):
+        reason = Reason.EXPIRED
+    if klass is None and given is None and reason is not Reason.OTHER and permanent is not None:
+        klass = "5" if permanent else "4"  # a code is built from what the notice says, never from nothing
     if given is not None:
         return Verdict(f"{given[0]}.{given[1]}", reason)
     if klass is not None:

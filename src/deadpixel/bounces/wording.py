@@ -248,6 +248,7 @@ _USER_UNKNOWN = (
     r"does not have a final (?:email )?delivery point",
     r"no matches to nameserver query",
     r"did not (?:exactly )?match (?:an?|any) [^ ]{0,40} ?e-?mail address",
+    r"recipient name is not recognized",  # Exchange 5.5-2003 and GroupWise ("Unknown Recipient")
 )
 
 _DOMAIN_NOT_FOUND = (
@@ -373,6 +374,7 @@ _SPAM = (
 
 _EXPIRED = (
     r"message expired",
+    r"envelope expired",  # OpenSMTPD
     r"delivery time expired",
     r"retry time(?:out)? (?:not reached|exceeded)",
     r"retry timeout exceeded",
@@ -402,6 +404,7 @@ _EXPIRED = (
 _NETWORK = (
     r"connection (?:was )?(?:timed out|refused|reset|dropped|closed|lost)",
     r"connect(?:ion)? (?:to [^ ]{1,200} )?(?:failed|timed out|refused)",
+    r"connection to (?:the )?mail exchanger failed",  # Exim, GMX and 1&1
     r"timed out",
     r"timeout",
     r"no route to host",
@@ -461,13 +464,18 @@ _POLICY = (
 _BLOCKED_BARE = (r"block(?:ed|s|ing)?\b",)
 _REJECTED_BARE = (r"reject(?:ed|s|ing)?\b",)
 
+# A local delivery program that failed ("Command output: ..."): the receiving system's trouble, whatever
+# network words its own error message carries. Read before the network table.
+_MAILER_ERROR = (
+    r"command died",
+    r"command output",
+    r"mailer error",
+)
+
 _SYSTEM = (
     r"mail (?:forwarding )?loop",
     r"loops back to myself",
     r"message looping",
-    r"command died",
-    r"command output",
-    r"mailer error",
     r"system (?:error|config|failure|problem)",
     r"internal (?:server )?error",
     r"local (?:error|configuration error|problem)",
@@ -493,6 +501,7 @@ _SYSTEM = (
     r"not unique\. several matches found",
     r"processing error",
     r"interrupted system call",
+    r"encountered an error while being processed",  # USA.NET's notice
 )
 
 # Loose wording many servers use for an unknown address, also used for other refusals: it stands only when
@@ -525,6 +534,7 @@ TIERS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("message too big", _compile(_MESSAGE_TOO_BIG)),
     ("spam/content", _compile(_SPAM)),
     ("rate limited", _compile(_RATE_LIMITED)),
+    ("system", _compile(_MAILER_ERROR)),
     ("expired", _compile(_EXPIRED)),
     ("network", _compile(_NETWORK)),
     ("policy", _compile(_POLICY)),
@@ -533,6 +543,15 @@ TIERS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("blocked", _compile(_BLOCKED_BARE)),
     ("policy", _compile(_REJECTED_BARE)),
 )
+
+
+GAVE_UP = _compile(_EXPIRED)
+
+
+def says_it_gave_up(normalised: str) -> bool:
+    """Does the text say the sending side stopped retrying (or is still retrying, late), whatever else made
+    the attempts fail?"""
+    return GAVE_UP.search(normalised) is not None
 
 
 def reason_in_text(normalised: str) -> str | None:

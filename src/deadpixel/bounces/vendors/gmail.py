@@ -41,6 +41,9 @@ def read(message: Message) -> list[Found] | None:
         return None
     details = after(text, *DETAILS)
     diagnostic = before(details, "\n\n", "----- ") if details else None
+    quoted = after(details or "", "The error that the other server returned was:")
+    if quoted is not None:  # the receiving server's own reply says more than Google's sentence about it
+        diagnostic = before(quoted.lstrip(), "\n\n", "----- ") or diagnostic
     permanent = not has(
         text, "temporary failure", "has been delayed", "will be retried", "failed temporarily"
     )

@@ -14,7 +14,7 @@ from deadpixel.bounces.vendors.model import Found
 from deadpixel.bounces.vendors.text import ADDRESS, body_text, found, header, subject
 
 LINE = re.compile(
-    r"^([A-Za-z][A-Za-z ]{2,60}?)(?: \d+ attempts)?(?::|\s+to)\s*<?(" + ADDRESS.pattern + r")>?\s*$"
+    r"^([A-Za-z][A-Za-z ]{2,60}?(?: \d+ attempts)?)(?::|\s+to)\s*<?(" + ADDRESS.pattern + r")>?\s*$"
 )
 
 
