@@ -19,7 +19,6 @@ from sqlalchemy import Engine, select, update
 
 from deadpixel.bounces.handle import Processor
 from deadpixel.bounces.parse import read_report
-from deadpixel.bounces.reasons import Reason, classify
 from deadpixel.bounces.verp import bounce_address, message_for, messages_in
 from deadpixel.config import Settings
 from deadpixel.reports import analytics
@@ -254,11 +253,6 @@ def test_a_complaint_suppresses_but_counts_as_delivered(processor: Processor, en
     assert on_list(engine) == {"ann@example.org": "complaint"}
 
 
-@pytest.mark.xfail(
-    classify("4.2.2", "smtp; 452 4.2.2 Mailbox full").reason is not Reason.MAILBOX_FULL,
-    reason="only recipient-side failures make a streak: reasons.classify must read 4.2.2 as mailbox full",
-    strict=True,
-)
 def test_soft_bounces_in_a_row_count_as_hard(processor: Processor, engine: Engine) -> None:
     now = time.time()
     first, second, third = (sent(engine, "ann@example.org", at=now - 300 + i) for i in range(3))

@@ -3,7 +3,7 @@
 
 The store is a real SQLite file and a real PostgreSQL schema. Most failures are built directly with the
 reason under test (record takes Failure objects, as the demo does); the ones read from a whole report go
-through the processor, and those whose reason depends on reasons.classify's rules say so with ``pending``.
+through the processor, so they also check that reasons.classify reads them as they must be read.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import Engine, insert, select, update
 
 from deadpixel.bounces.handle import Processor
-from deadpixel.bounces.parse import Failure, Report, read_report
-from deadpixel.bounces.reasons import Reason, classify, suppresses
+from deadpixel.bounces.parse import Failure, Report
+from deadpixel.bounces.reasons import Reason, suppresses
 from deadpixel.bounces.record import Recorded, record
 from deadpixel.bounces.verp import bounce_address
 from deadpixel.config import Settings
@@ -38,15 +38,6 @@ DMARC = (
     "smtp; 550 5.7.26 Unauthenticated email from sender.example is not accepted due to domain's DMARC policy"
 )
 SPAMHAUS = "smtp; 554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org"
-
-
-def pending(status: str, diagnostic: str, want: Reason) -> pytest.MarkDecorator:
-    """Expected to fail until reasons.classify reads this failure as ``want``; then the test runs as is."""
-    return pytest.mark.xfail(
-        classify(status, diagnostic).reason is not want,
-        reason=f"reasons.classify must read {status} {diagnostic!r} as {want.value!r}",
-        strict=True,
-    )
 
 
 @pytest.fixture
@@ -126,7 +117,6 @@ def test_a_dmarc_rejection_written_by_postfix_is_hard_and_suppresses_nobody(
     assert (figures["bounced"], figures["delivered"]) == (1, 0)
 
 
-@pending("5.7.26", DMARC, Reason.AUTHENTICATION)
 def test_a_dmarc_rejection_is_an_authentication_failure(processor: Processor, engine: Engine) -> None:
     ann = sent(engine, "ann@example.org")
     verp = bounce_address(processor.signer, ann, DOMAIN)
@@ -199,7 +189,6 @@ def test_a_sender_side_failure_breaks_the_streak(engine: Engine) -> None:
     assert recorded.outcome == "soft" and on_list(engine) == {}
 
 
-@pending("4.2.2", "smtp; 452 4.2.2 Mailbox full", Reason.MAILBOX_FULL)
 def test_full_mailbox_reports_in_a_row_suppress(processor: Processor, engine: Engine) -> None:
     now = time.time()
     ids = [sent(engine, "ann@example.org", at=now - 300 + i) for i in range(3)]
@@ -226,11 +215,6 @@ def test_an_opt_out_report_unsubscribes_and_is_no_complaint(engine: Engine) -> N
         assert conn.execute(select(bounces.c.kind)).scalars().all() == ["opt-out"]
 
 
-@pytest.mark.xfail(
-    read_report(samples.arf("x@example.org", feedback_type="opt-out")).kind != "complaint",
-    reason="parse must read an opt-out feedback report as a complaint with feedback_type opt-out",
-    strict=True,
-)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_opt_out_feedback_report_from_a_mailbox_unsubscribes(processor: Processor, engine: Engine) -> None:
     ann = sent(engine, "ann@example.org")
