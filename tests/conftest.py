@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import signal
@@ -23,6 +24,34 @@ from deadpixel.config import Settings, load_settings
 from deadpixel.server import prepare
 
 PG_ENV = "DEADPIXEL_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(autouse=True)
+def _serial_tests_run_alone(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under pytest-xdist, a test marked ``serial`` (it measures time or CPU) runs while no other test does.
+
+    A readers-writer lock over two files that every worker of the run shares: each test passes the turnstile
+    and holds the room shared; a serial test keeps the turnstile, so no new test starts, and waits for the
+    room to empty. Run without workers, there is nothing to wait for.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # the run's own directory; each worker has one below it
+    serial = request.node.get_closest_marker("serial") is not None
+    with (shared / "turnstile.lock").open("a") as turnstile, (shared / "room.lock").open("a") as room:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if not serial:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        fcntl.flock(room, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(room, fcntl.LOCK_UN)
+            if serial:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
 
 
 def _postgres_base_url() -> str:
