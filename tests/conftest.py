@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import secrets
 import signal
@@ -125,10 +126,25 @@ def settings(env: dict[str, str]) -> Settings:
     return s
 
 
+_PORT_BLOCK = 1_250
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port that no one else is about to take: below the kernel's ephemeral range (32768 up, where
+    bind(0) and outgoing connections get theirs), in a block of its own for each pytest-xdist worker, taken
+    in turn and checked free. A port from bind(0), released and bound again later, can be taken meanwhile."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    base = 10_000 + (worker % 8) * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = base + next(_next_port) % _PORT_BLOCK
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port between {base} and {base + _PORT_BLOCK}")
 
 
 @dataclass
