@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import os
 import secrets
 import signal
@@ -23,6 +25,34 @@ from deadpixel.config import Settings, load_settings
 from deadpixel.server.start import prepare
 
 PG_ENV = "DEADPIXEL_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(autouse=True)
+def _serial_tests_run_alone(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under pytest-xdist, a test marked ``serial`` (it measures time or CPU) runs while no other test does.
+
+    A readers-writer lock over two files that every worker of the run shares: each test passes the turnstile
+    and holds the room shared; a serial test keeps the turnstile, so no new test starts, and waits for the
+    room to empty. Run without workers, there is nothing to wait for.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # the run's own directory; each worker has one below it
+    serial = request.node.get_closest_marker("serial") is not None
+    with (shared / "turnstile.lock").open("a") as turnstile, (shared / "room.lock").open("a") as room:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if not serial:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        fcntl.flock(room, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(room, fcntl.LOCK_UN)
+            if serial:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
 
 
 def _postgres_base_url() -> str:
@@ -96,10 +126,25 @@ def settings(env: dict[str, str]) -> Settings:
     return s
 
 
+_PORT_BLOCK = 1_250
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port that no one else is about to take: below the kernel's ephemeral range (32768 up, where
+    bind(0) and outgoing connections get theirs), in a block of its own for each pytest-xdist worker, taken
+    in turn and checked free. A port from bind(0), released and bound again later, can be taken meanwhile."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    base = 10_000 + (worker % 8) * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = base + next(_next_port) % _PORT_BLOCK
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port between {base} and {base + _PORT_BLOCK}")
 
 
 @dataclass

@@ -222,6 +222,7 @@ def test_the_sign_in_form_cannot_be_made_to_hold_memory(server: Server) -> None:
 # 3. Request heads
 
 
+@pytest.mark.serial
 def test_a_huge_head_on_any_route_gets_431_quickly_and_costs_no_memory(server: Server) -> None:
     pixel = "/o/" + "0" * 32 + ".gif"  # a forged token: answered at once, so its time is the event loop's
     with socket.create_connection(("127.0.0.1", server.port)) as warm:  # the page's first visit loads code

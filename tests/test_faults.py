@@ -44,6 +44,7 @@ def test_three_nodes_on_one_postgresql_one_killed_mid_load_lose_nothing_they_ans
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.serial
 def test_slow_and_half_open_clients_do_not_hold_up_the_others(server: Server, settings: Settings) -> None:
     host, port = server.url.removeprefix("http://").split(":")
     slow: list[socket.socket] = []

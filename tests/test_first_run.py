@@ -31,7 +31,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_WAIT = 300.0  # seconds the Quick start's pip install may take before /healthz must answer
-pytestmark = pytest.mark.timeout(600)
+# One worker runs both: they share the clone, and the wheel builds while the Quick start installs.
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("first-run")]
 
 
 def quick_start_command() -> str:

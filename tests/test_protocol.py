@@ -395,6 +395,7 @@ def test_a_graceful_stop_answers_what_waits_then_closes(served: Served, settings
     assert count_opens(settings) == 1
 
 
+@pytest.mark.serial
 def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
     served: Served, settings: Settings
 ) -> None:

@@ -444,6 +444,7 @@ def test_relay_guesses_meet_the_dashboards_brake_and_leave_other_addresses_alone
 
 
 @SQLITE_ONLY
+@pytest.mark.serial
 def test_password_checks_leave_the_event_loop_free_and_hash_one_at_a_time(
     relay: RunningRelay, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

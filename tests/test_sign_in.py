@@ -129,6 +129,7 @@ def new_token(name: str) -> str:
 
 
 @SQLITE_ONLY
+@pytest.mark.serial
 def test_guessing_api_tokens_is_braked_per_address_without_slowing_valid_tokens(
     server_factory: type[Server], env: dict[str, str], settings: Settings
 ) -> None:

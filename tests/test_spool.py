@@ -61,6 +61,7 @@ def stored(engine_url: str) -> tuple[int, int]:
     return int(rows), int(counted or 0)
 
 
+@pytest.mark.serial
 def test_an_outage_is_answered_from_the_spool_and_replayed_exactly_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'w.db'}"
     engine = create_engine(url, writer=True)
@@ -120,6 +121,7 @@ def test_an_outage_is_answered_from_the_spool_and_replayed_exactly_once(tmp_path
     engine.dispose()
 
 
+@pytest.mark.serial
 def test_the_writer_commits_again_after_a_replay_while_opens_keep_coming(tmp_path: Path) -> None:
     """New batches go to the spool while it drains, so it is never empty for long: the replay's last step
     holds them off for a moment instead of chasing them for as long as the load lasts."""
@@ -375,6 +377,7 @@ def own_postgres() -> Iterator[object]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_postgresql_down_under_load_the_pixel_answers_and_every_open_lands_once(
     own_postgres: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -437,6 +440,7 @@ def test_postgresql_down_under_load_the_pixel_answers_and_every_open_lands_once(
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_lock_held_for_seconds_does_not_hold_up_the_pixel(
     server_factory: type[Server], env: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:

@@ -390,6 +390,7 @@ def test_webhook_commands(settings: Settings, receiver: Receiver) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_real_server_delivers_opens_and_clicks_once_after_the_receiver_recovers(
     server_factory: type[Server], env: dict[str, str], settings: Settings, receiver: Receiver
 ) -> None:
