@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
+
+from tests.conftest import free_port
 
 HOST = "127.0.0.1"
 
@@ -90,12 +91,6 @@ class Sink:
             if self.down_after is not None and len(self.messages) >= self.down_after:
                 asyncio.get_running_loop().call_soon(server.transport.close)  # after the 250 goes out
         return "250 2.0.0 queued"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -30,6 +30,7 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import bounces, messages
 from deadpixel.store.suppressions import list_suppressions
+from tests.conftest import free_port
 
 from . import bounce_samples as samples
 
@@ -104,12 +105,6 @@ class Mailbox:
             client.logout()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def mailbox() -> Iterator[Mailbox]:
     binary = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
@@ -127,7 +122,7 @@ def mailbox() -> Iterator[Mailbox]:
     pem = generated_certificate(root / "tls")
     (root / "tls").chmod(0o755)
     (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
-    port = _free_port()
+    port = free_port()
     (root / "dovecot.conf").write_text(
         CONFIG.format(root=root, pem=pem, internal=internal, uid=uid, gid=gid, port=port)
     )

@@ -30,6 +30,7 @@ from deadpixel.security.tokens import TokenSigner
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import messages
 from deadpixel.store.suppressions import list_suppressions
+from tests.conftest import free_port
 
 from .test_bounces_mail import RunningListener
 
@@ -61,12 +62,6 @@ smtp_dns_support_level = disabled
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Receiver:
     """The recipients' mail server: refuses gone@ for good, takes everything else."""
 
@@ -89,7 +84,7 @@ class Receiver:
 
 def _postfix_instance(root: Path, listener: int, receiver: int) -> int:
     """Write a private configuration under ``root``; the port its SMTP server will listen on."""
-    port = _free_port()
+    port = free_port()
     conf = root / "conf"
     conf.mkdir()
     (root / "queue").mkdir()
@@ -147,7 +142,7 @@ def test_a_bounce_written_by_postfix_comes_back_to_the_listener(
     tmp_path: Path, settings: Settings, postfix_for: object
 ) -> None:
     receiver = Receiver()
-    receiving = Controller(receiver, hostname="127.0.0.1", port=_free_port())
+    receiving = Controller(receiver, hostname="127.0.0.1", port=free_port())
     receiving.start()
     bounce_settings = replace(settings, bounce_domain=DOMAIN)
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -28,6 +27,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_WAIT = 300.0  # seconds the Quick start's pip install may take before /healthz must answer
@@ -103,20 +104,6 @@ def _pip_cache() -> str:
         return explicit
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return str(Path(cache) / "pip")
-
-
-def _free_port() -> int:
-    """A free port below the kernel's ephemeral range (32768 up), which port-0 binds and outgoing
-    connections never take: the port stays free for the minute the Quick start's pip install takes."""
-    for _ in range(100):
-        port = random.randrange(20_000, 32_000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port between 20000 and 32000")
 
 
 def clean_env(home: Path, port: int | None = None) -> dict[str, str]:
@@ -233,7 +220,7 @@ def test_the_quick_start_command_runs_verbatim_in_a_fresh_clone(
 ) -> None:
     command = quick_start_command()
     assert command.count("\n") == 1 and command.rstrip().endswith("deadpixel serve"), command
-    port = _free_port()
+    port = free_port()
     env = clean_env(tmp_path / "home", port)
     log = tmp_path / "quick-start.log"
     proc = start(["bash", "-c", command], clone, env, log)
@@ -251,7 +238,7 @@ def test_the_wheel_carries_templates_static_files_migrations_and_data_sets(
     wheel_venv: Future[Path], tmp_path: Path, running: list[subprocess.Popen[bytes]]
 ) -> None:
     bin_dir = wheel_venv.result(timeout=INSTALL_WAIT)
-    port = _free_port()
+    port = free_port()
     env = clean_env(tmp_path / "home", port)
     log = tmp_path / "serve.log"
     proc = start([str(bin_dir / "deadpixel"), "serve"], tmp_path, env, log)

@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from deadpixel.mail.compose import PIXEL_TEMPLATE, compose
 from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_with_retries
+from tests.conftest import free_port
 
 HOST = "127.0.0.1"
 PIXEL_URL = "https://t.example/o/tok.gif"
@@ -122,12 +123,6 @@ def authenticator(
     )
     server.mechanisms_used = [*getattr(server, "mechanisms_used", []), mechanism]
     return AuthResult(success=ok, handled=False, auth_data=auth_data)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
