@@ -329,6 +329,12 @@ EXAMPLES: list[tuple[str | None, str, str | None, Reason]] = [
         R.SYSTEM,
     ),
     (None, "host mx.example.org[192.0.2.1]: connection to mail exchanger failed", None, R.NETWORK),
+    (
+        "5.0.0",
+        "550 5.5.0 Le compte du destinataire est bloque. The recipient account isblocked. LPN007_426",
+        "5.5.0",
+        R.MAILBOX_DISABLED,
+    ),
 ]
 
 
@@ -461,6 +467,9 @@ def test_long_hostile_text_stays_fast(chunk: str, times: int) -> None:
         ("530 5.7.0 Must issue a STARTTLS command first", R.POLICY),
         ("552 5.7.0 Attachment extension is forbidden", R.SPAM),
         ("421 4.3.2 System not accepting network messages", R.SYSTEM),
+        ("501 5.1.0 Emetteur invalide. Invalid Sender. OFR004_405 [405]", R.POLICY),
+        ("553 Relaying disallowed. Invalid Domain - ann@example.org", R.POLICY),
+        ("550 5.7.511 Access denied, banned sender[192.0.2.1]. To request removal ...", R.BLOCKED),
     ],
 )
 def test_the_providers_own_wordings_for_sender_side_trouble(text: str, want: Reason) -> None:

@@ -104,6 +104,7 @@ _BLOCKED = (
     r"mail server at [^ ]{1,200} is blocked",
     r"blocked for abuse",
     r"message from [^ ]{1,200} rejected based on blacklist",
+    r"banned sender\b",  # Microsoft 365's 5.7.511: the sending IP is banned
 )
 
 # The *sender's* address or domain refused: a fact about the sender, never about the recipient.
@@ -111,6 +112,8 @@ _SENDER_ADDRESS = (
     r"sender address rejected",
     r"sender (?:address |domain )?(?:is )?(?:rejected|refused|invalid|not allowed)",
     r"sender verify failed",
+    r"invalid sender",
+    r"emetteur invalide",  # Orange and La Poste: "Emetteur invalide. Invalid Sender."
     r"sender verification failed",
     r"domain of sender address",
     r"sender domain (?:must exist|does not exist|not found|is empty)",
@@ -129,7 +132,7 @@ _SENDER_ADDRESS = (
     r"unknown sender",
     r"bogus mail from",
     r"relay access denied",
-    r"relaying (?:denied|not (?:allowed|permitted))",
+    r"relaying (?:denied|disallowed|not (?:allowed|permitted))",  # Zoho: "553 Relaying disallowed"
     r"not permitted to relay",
     r"unable to relay",
     r"we do not relay",
@@ -186,6 +189,8 @@ _MAILBOX_DISABLED = (
     r"due to extended inactivity",
     r"this mailbox is disabled",
     r"recipient suspend the service",
+    r"le compte du destinataire est bloque",  # Orange and La Poste: "The recipient account isblocked."
+    r"recipient account is ?blocked",
     r"boite du destinataire archivee",
     r"mailbox (?:cannot be accessed|unavailable or access denied)",
     r"user account (?:is )?(?:disabled|expired)",
