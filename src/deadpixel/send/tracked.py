@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from deadpixel.bounces.verp import envelope_sender
 from deadpixel.config import Settings
+from deadpixel.events import HIDDEN_LINK
 from deadpixel.mail.compose import Composed, Rewrite, compose
 from deadpixel.security.tokens import TokenSigner
 
@@ -30,6 +31,10 @@ class Tracker:
 
     def pixel_url(self, message_id: str) -> str:
         return self.settings.pixel_url(self.signer.pixel_token(message_id))
+
+    def hidden_url(self, message_id: str) -> str:
+        """The URL of the message's hidden link, which only machines follow (``HIDDEN_LINK``)."""
+        return self.settings.click_url(self.signer.click_token(message_id, HIDDEN_LINK))
 
     def rewriter(self, message_id: str) -> Rewrite:
         """Mints click URLs for one message's links, numbered in document order."""
@@ -66,4 +71,5 @@ class Tracker:
         return compose(
             sender=sender, to=to, cc=cc, subject=subject, html=html, text=text,
             pixel_url=self.pixel_url(message_id), rewrite=self.rewriter(message_id), headers=headers or {},
+            hidden_url=self.hidden_url(message_id),
         )  # fmt: skip
