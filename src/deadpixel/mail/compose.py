@@ -44,13 +44,14 @@ PIXEL_TEMPLATE = (
 
 # The hidden link ("honeypot"): no person can see, reach or click it, so whatever follows it is a machine. It
 # has no text to click, sits in a box that is not displayed (``mso-hide`` for Outlook's Word engine, which
-# ignores ``display``), takes no pointer events, is out of the tab order and out of the accessibility tree.
-# Link scanners follow every href in the source, this one with the others. tests/test_hidden_link_browser.py
-# checks this in Chromium.
+# ignores ``display``; ``!important`` so that no stylesheet of the author's shows it), takes no pointer
+# events, is out of the tab order and out of the accessibility tree. Link scanners follow every href in the
+# source, this one with the others. tests/test_hidden_link_browser.py checks this in Chromium.
 HIDDEN_LINK_TEMPLATE = (
-    '<div aria-hidden="true" style="display:none;max-height:0;max-width:0;overflow:hidden;mso-hide:all;'
-    'font-size:0;line-height:0;opacity:0"><a href="{href}" tabindex="-1" aria-hidden="true"'
-    ' style="display:none;pointer-events:none;font-size:0;color:transparent;text-decoration:none"></a></div>'
+    '<div aria-hidden="true" style="display:none!important;max-height:0;max-width:0;overflow:hidden;'
+    'mso-hide:all;font-size:0;line-height:0;opacity:0"><a href="{href}" tabindex="-1" aria-hidden="true"'
+    ' style="display:none!important;pointer-events:none;font-size:0;color:transparent;text-decoration:none">'
+    "</a></div>"
 )
 
 # Merge tags of mail services that fill the URL in after we hand the message over. A token minted now would
