@@ -16,18 +16,22 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import func, select
+from starlette.testclient import TestClient
 
+from deadpixel.accounts.users import create_user
 from deadpixel.config import Settings
 from deadpixel.enrich import Enricher, GeoLookup
 from deadpixel.events import HIDDEN_LINK
 from deadpixel.security.keys import load_or_create_keys
 from deadpixel.security.tokens import TokenSigner
+from deadpixel.server.app import Deadpixel
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import clicks, messages, suppressions
 
 from .conftest import Server
 from .helpers import deadpixel
 from .smtp_sink import SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
+from .test_dashboard import sign_in
 from .test_webhooks import Receiver, allow_loopback, delivered_bodies  # noqa: F401  (a fixture)
 from .test_webhooks import receiver as receiver
 
@@ -136,3 +140,16 @@ def test_a_gateway_following_every_link_is_machine_and_the_reader_is_one_human_c
     assert again == [r.kind for r in rows]
     assert (message.human_click_count, message.machine_click_count) == (1, 4)
     assert server.stop() == 0
+
+    # The dashboard shows them apart.
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        create_user(conn, "ann", "correct horse")
+    engine.dispose()
+    with TestClient(Deadpixel(settings), base_url="http://testserver") as dashboard:
+        assert sign_in(dashboard) == 303
+        page = dashboard.get("/campaigns/truth").text
+        assert 'data-figure="human_clicks">1<' in page and 'data-figure="machine_clicks">4<' in page
+        assert "https://shop.example/new" in page and "https://shop.example/<" not in page  # no hidden link
+        shown = dashboard.get(f"/messages/{message.id}").text
+        assert shown.count("followed the hidden link, which no person can see or click") == 1
