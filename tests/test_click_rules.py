@@ -185,6 +185,38 @@ def test_contexts_reach_both_ways_and_stay_per_address_and_message() -> None:
     assert click_contexts([seen(0, 1.0)])[0].opened_before is None  # nothing known about opens
 
 
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 30, allow_nan=False), st.integers(0, 4) | st.just(HIDDEN_LINK)), max_size=25
+    )
+)
+def test_bursts_are_exactly_the_spans_with_enough_links(events: list[tuple[float, int]]) -> None:
+    """Against the definition: a click is in a burst when some span of BURST_SECONDS holding it (one may
+    start at a click) holds BURST_LINKS different visible links."""
+    contexts = click_contexts([seen(link, at) for at, link in events])
+    visible = [(at, link) for at, link in events if link != HIDDEN_LINK]
+    for (at, link), context in zip(events, contexts, strict=True):
+        if link == HIDDEN_LINK:
+            assert context.hidden
+            continue
+        expected = any(
+            start <= at <= start + BURST_SECONDS
+            and len({x for t, x in visible if start <= t <= start + BURST_SECONDS}) >= BURST_LINKS
+            for start, _ in visible
+        )
+        burst = context.links_followed >= BURST_LINKS and context.within <= BURST_SECONDS
+        assert burst == expected
+
+
+def test_a_flood_from_one_address_costs_its_length() -> None:
+    flood = [seen(n % 7, n / 1000) for n in range(20_000)]
+    started = time.perf_counter()
+    contexts = click_contexts(flood)
+    assert time.perf_counter() - started < 2.0
+    assert all(c.links_followed == 7 for c in contexts)
+
+
 # --- the writer: relabelling earlier clicks -----------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import logging
 import traceback
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -207,19 +208,37 @@ def click_contexts(
         if len(members) == 1:
             continue
         members.sort(key=lambda i: clicks[i].at)
-        times = [clicks[i].at for i in members]
+        visible = [i for i in members if clicks[i].link != HIDDEN_LINK]
         hidden_times = [clicks[i].at for i in members if clicks[i].link == HIDDEN_LINK]
-        for i in members:
-            at = clicks[i].at
-            near = _nearest(hidden_times, at) if hidden_times and clicks[i].link != HIDDEN_LINK else None
-            lo = bisect.bisect_left(times, at - BURST_SECONDS)
-            hi = bisect.bisect_right(times, at + BURST_SECONDS)
-            around = [clicks[members[j]] for j in range(lo, hi) if clicks[members[j]].link != HIDDEN_LINK]
-            links = {c.link for c in around}
-            span = max(c.at for c in around) - min(c.at for c in around) if around else 0.0
-            before = contexts[i].opened_before
-            contexts[i] = ClickContext(contexts[i].hidden, near, max(len(links), 1), span, before)
+        bursts = _bursts([clicks[i] for i in visible])
+        for position, i in enumerate(visible):
+            near = _nearest(hidden_times, clicks[i].at) if hidden_times else None
+            links, span = bursts.get(position, (1, 0.0))
+            contexts[i] = ClickContext(False, near, links, span, contexts[i].opened_before)
     return contexts
+
+
+def _bursts(visible: Sequence[Seen]) -> dict[int, tuple[int, float]]:
+    """Which of one address's clicks on one message (in time order) lie in a span of ``BURST_SECONDS`` that
+    holds ``BURST_LINKS`` different links or more: their positions, with that span's links and seconds.
+    One pass with a sliding window, each click marked once: a flood costs no more than its length."""
+    found: dict[int, tuple[int, float]] = {}
+    counts: Counter[int] = Counter()
+    hi = 0
+    marked = -1
+    for lo, first in enumerate(visible):
+        while hi < len(visible) and visible[hi].at - first.at <= BURST_SECONDS:
+            counts[visible[hi].link] += 1
+            hi += 1
+        if len(counts) >= BURST_LINKS:
+            figures = (len(counts), visible[hi - 1].at - first.at)
+            for position in range(max(lo, marked + 1), hi):
+                found[position] = figures
+            marked = hi - 1
+        counts[first.link] -= 1
+        if not counts[first.link]:
+            del counts[first.link]
+    return found
 
 
 def _opened_before(opened_at: Mapping[str, float], click: Seen) -> bool:

@@ -56,11 +56,19 @@ class ClickRowBuilder(Protocol):
     ) -> tuple[list[dict[str, Any]], list[StoredClick]]: ...
 
 
+EARLIER_LIMIT = 2000
+"""The most earlier clicks a batch looks at: a flood on one message costs a batch no more than this."""
+
+
 def earlier_clicks(conn: Connection, message_ids: Sequence[str], since: float) -> list[StoredClick]:
-    """The stored clicks of these messages from ``since`` on (the index on message_id and at)."""
+    """The stored clicks of these messages from ``since`` on, newest first, at most ``EARLIER_LIMIT`` (the
+    index on message_id and at)."""
     c = clicks.c
-    query = select(c.id, c.message_id, c.link, c.at, c.ip, c.kind, c.reason, c.rule).where(
-        c.message_id.in_(sorted(set(message_ids))), c.at >= since
+    query = (
+        select(c.id, c.message_id, c.link, c.at, c.ip, c.kind, c.reason, c.rule)
+        .where(c.message_id.in_(sorted(set(message_ids))), c.at >= since)
+        .order_by(c.at.desc())
+        .limit(EARLIER_LIMIT)
     )
     return [StoredClick(*row) for row in conn.execute(query)]
 
