@@ -60,6 +60,9 @@ class Labelled:
     window = 0.0  # clicks: no neighbour rules (``deadpixel.store.clicks.ClickRowBuilder``)
     settle = 0.0
 
+    def addresses(self, events: Sequence[ClickEvent]) -> set[str]:
+        return set()
+
     def click_rows(
         self, events: Sequence[ClickEvent], sent_at: Any, earlier: Any = (), opened_at: Any = None
     ) -> tuple[list[dict[str, Any]], list[Any]]:

@@ -281,6 +281,13 @@ class ClickClassifier:
             log.error("click enrichment failed for %r\n%s", kept, trace.rstrip())
             return (None,) * len(ENRICHED_FIELDS)
 
+    def addresses(self, events: Sequence[ClickEvent]) -> set[str]:
+        """The events' addresses as they are kept: only earlier clicks from these are neighbours."""
+        if self.judge is None:
+            return set()
+        kept = (stored_ip(event.ip, self.ip_mode) for event in events)
+        return {ip for ip in kept if ip is not None}
+
     def click_rows(
         self,
         events: Sequence[ClickEvent],

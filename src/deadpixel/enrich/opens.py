@@ -62,6 +62,10 @@ class OpenClassifier:
     def settle(self) -> float:
         return self.clicks.settle
 
+    def addresses(self, events: Sequence[ClickEvent]) -> set[str]:
+        """``ClickClassifier.addresses``."""
+        return self.clicks.addresses(events)
+
     def click_rows(
         self,
         events: Sequence[ClickEvent],

@@ -11,7 +11,7 @@ the statements are the ones every event kind shares (``deadpixel.store.writes``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
@@ -47,6 +47,10 @@ class ClickRowBuilder(Protocol):
         """Seconds a person's click waits before its webhook is due, so a neighbour can still revise it."""
         ...
 
+    def addresses(self, events: Sequence[ClickEvent]) -> set[str]:
+        """The events' addresses as they are stored: only earlier clicks from these are neighbours."""
+        ...
+
     def click_rows(
         self,
         events: Sequence[ClickEvent],
@@ -60,13 +64,15 @@ EARLIER_LIMIT = 2000
 """The most earlier clicks a batch looks at: a flood on one message costs a batch no more than this."""
 
 
-def earlier_clicks(conn: Connection, message_ids: Sequence[str], since: float) -> list[StoredClick]:
-    """The stored clicks of these messages from ``since`` on, newest first, at most ``EARLIER_LIMIT`` (the
-    index on message_id and at)."""
+def earlier_clicks(
+    conn: Connection, message_ids: Sequence[str], addresses: Iterable[str], since: float
+) -> list[StoredClick]:
+    """The stored clicks of these messages from these addresses (as stored) from ``since`` on, newest first,
+    at most ``EARLIER_LIMIT`` (the index on message_id and at)."""
     c = clicks.c
     query = (
         select(c.id, c.message_id, c.link, c.at, c.ip, c.kind, c.reason, c.rule)
-        .where(c.message_id.in_(sorted(set(message_ids))), c.at >= since)
+        .where(c.message_id.in_(sorted(set(message_ids))), c.ip.in_(sorted(addresses)), c.at >= since)
         .order_by(c.at.desc())
         .limit(EARLIER_LIMIT)
     )
@@ -120,7 +126,9 @@ def write_clicks(conn: Connection, events: Sequence[ClickEvent], builder: ClickR
     kept = [event for event in events if event.message_id in known]
     if kept:
         ids = sorted({event.message_id for event in kept})
-        earlier = earlier_clicks(conn, ids, min(event.at for event in kept) - builder.window)
+        addresses = builder.addresses(kept)
+        since = min(event.at for event in kept) - builder.window
+        earlier = earlier_clicks(conn, ids, addresses, since) if addresses else []
         opened = opened_by_someone(conn, ids)
         opened_at = first_human_opens(conn, opened) if opened else {}
         rows, changed = builder.click_rows(kept, send_times(known), earlier, opened_at)
