@@ -57,6 +57,17 @@ class Labelled:
     def rows(self, events: Sequence[OpenEvent], sent_at: dict[str, float]) -> list[dict[str, Any]]:
         return [{**event._asdict(), **self.enrich(event, None)} for event in events]
 
+    window = 0.0  # clicks: no neighbour rules (``deadpixel.store.clicks.ClickRowBuilder``)
+    settle = 0.0
+
+    def addresses(self, events: Sequence[ClickEvent]) -> set[str]:
+        return set()
+
+    def click_rows(
+        self, events: Sequence[ClickEvent], sent_at: Any, earlier: Any = (), opened_at: Any = None
+    ) -> tuple[list[dict[str, Any]], list[Any]]:
+        return [{**event._asdict(), **self.enrich(event.as_open(), None)} for event in events], []
+
 
 LABELS = Labelled()
 HUMAN_TB = "human/Thunderbird/desktop/Linux/DE"

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from deadpixel.config import Settings
+from deadpixel.events import HIDDEN_LINK
 from deadpixel.mail.compose import PLACEHOLDER_MARKERS, rewrite_links
 from deadpixel.security.keys import load_or_create_keys
 from deadpixel.security.tokens import TokenSigner
@@ -70,7 +71,9 @@ def tracked_message(
     parsed = BytesParser(policy=policy.default).parsebytes(bytes(composed.message))
     html = parsed.get_body(("html",)).get_content()
     hrefs = [part.split('"', 1)[0] for part in html.split('href="')[1:]]
-    return mid, hrefs
+    hidden = settings.click_url(signer_for(settings).click_token(mid, HIDDEN_LINK))
+    assert hrefs.count(hidden) == 1  # the hidden link, first in the body: tests/test_click_rules.py
+    return mid, [href for href in hrefs if href != hidden]
 
 
 def click_rows(settings: Settings, message_id: str) -> list[Any]:
@@ -120,6 +123,7 @@ def test_composing_stores_each_tracked_link(settings: Settings) -> None:
         (0, "https://shop.example/sale?x=1&y=2"),
         (1, "https://docs.example/caf\u00e9 menu"),
         (2, "https://shop.example/sale?x=1&y=2"),
+        (HIDDEN_LINK, "https://shop.example/"),  # where the hidden link leads: the first link's site
     ]
     signer = signer_for(settings)
     assert [signer.click_target(h.rsplit("/", 1)[1]) for h in tracked] == [(mid, 0), (mid, 1), (mid, 2)]
@@ -326,6 +330,12 @@ def test_every_rewritten_link_resolves_to_its_original(
         kept = [href for href in hrefs if not href.startswith("https://t.example/")]
         assert all(any(m in html.unescape(h).lower() for m in PLACEHOLDER_MARKERS) for h in kept), kept
         hrefs = [href for href in hrefs if href.startswith("https://t.example/")]
+        # The hidden link, with tracked links only, leads to the first one's site (test_click_rules.py).
+        hidden = [href for href in hrefs if signer.click_target(href.rsplit("/", 1)[1]) == (mid, HIDDEN_LINK)]
+        assert len(hidden) == (1 if composed.links else 0)
+        if hidden:
+            assert link_url(conn, mid, HIDDEN_LINK) == "https://site.example/"
+        hrefs = [href for href in hrefs if href not in hidden]
         assert len(hrefs) == len(composed.links)
         for number, href in enumerate(hrefs):
             target = signer.click_target(href.rsplit("/", 1)[1])

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 from deadpixel.accounts.users import create_user
 from deadpixel.config import ConfigError, Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
-from deadpixel.events import ClickEvent, OpenEvent
+from deadpixel.events import HIDDEN_LINK, ClickEvent, OpenEvent
 from deadpixel.hooks.deliver import Deliverer, Policy
 from deadpixel.hooks.notify import Destination, Notice, NoticeConfig, Notifier, detect_format, url_format
 from deadpixel.relay.message import parse
@@ -187,7 +187,9 @@ def test_click_notices_only_when_asked(engines: tuple[Engine, Engine], receiver:
     with writer.begin() as conn:
         mid = create_message(conn, recipient="ann@example.com", subject="Deck", notify=notices.EACH)
         save_links(conn, [(mid, ["https://example.com/deck"])])
-        write_clicks(conn, [ClickEvent(mid, 0, time.time(), HOME_IP, THUNDERBIRD, "GET")], CLASSIFIER)
+    with writer.begin() as conn:  # a reader's click, long after the send (an instant one is a scanner's)
+        later = time.time() + 600
+        write_clicks(conn, [ClickEvent(mid, 0, later, HOME_IP, THUNDERBIRD, "GET")], CLASSIFIER.clicks)
     for clicks, expected in ((False, 0), (True, 1)):
         with writer.begin() as conn:
             conn.execute(webhook_deliveries.update().values(status="pending", next_attempt_at=0))
@@ -197,6 +199,35 @@ def test_click_notices_only_when_asked(engines: tuple[Engine, Engine], receiver:
         assert len(receiver.hits) == expected
     body = json.loads(receiver.hits[0].body)
     assert body["type"] == "click" and body["link"] == {"number": 0, "url": "https://example.com/deck"}
+
+
+def test_a_click_notice_waits_and_is_withdrawn_when_the_click_proves_a_machines(
+    engines: tuple[Engine, Engine], receiver: Receiver
+) -> None:
+    """A click notice is held like a click webhook; the same address then fetching the hidden link shows
+    the click to be a gateway's, and the notice is finished as skipped before anyone is told."""
+    _, writer = engines
+    rules = CLASSIFIER.clicks
+    with writer.begin() as conn:
+        mid = create_message(conn, recipient="ann@example.com", subject="Deck", notify=notices.EACH)
+        save_links(conn, [(mid, ["https://example.com/deck"])])
+    later = time.time() + 600
+    with writer.begin() as conn:
+        write_clicks(conn, [ClickEvent(mid, 0, later, HOME_IP, THUNDERBIRD, "GET")], rules)
+    rows = [r for r in notice_rows(writer) if r.event == "click"]
+    assert len(rows) == 2 and all(r.status == "pending" for r in rows)
+    with writer.connect() as conn:
+        due = conn.execute(
+            select(webhook_deliveries.c.next_attempt_at).where(webhook_deliveries.c.event == "click")
+        )
+        assert all(at >= time.time() + rules.settle - 5 for (at,) in due)  # held, not due at once
+    with writer.begin() as conn:
+        write_clicks(conn, [ClickEvent(mid, HIDDEN_LINK, later + 1, HOME_IP, THUNDERBIRD, "GET")], rules)
+    assert [r.status for r in notice_rows(writer) if r.event == "click"] == ["skipped", "skipped"]
+    worker = deliverer(engines, NoticeConfig(url=receiver.url(), clicks=True))
+    worker.drain()
+    worker.close()
+    assert receiver.hits == []
 
 
 # --- push/chat formats -------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
 from deadpixel.config import ConfigError, Settings, load_settings
+from deadpixel.events import HIDDEN_LINK
 from deadpixel.mail.compose import PIXEL_TEMPLATE
 from deadpixel.security.keys import load_or_create_keys
 from deadpixel.security.tokens import TokenSigner
@@ -83,12 +84,15 @@ def test_send_delivers_one_tracked_message(
     assert html.index(pixel) < html.index("</body>")
     assert "<!--[if mso]><p>Outlook only</p><![endif]-->" in html and "<style>p{color:red}</style>" in html
     assert 'href="mailto:help@example.com"' in html and '<a href="https://private.example/">' in html
-    [tracked] = [h.split('"', 1)[0] for h in html.split('href="')[1:] if "/c/" in h]
+    hidden, tracked = [h.split('"', 1)[0] for h in html.split('href="')[1:] if "/c/" in h]
     assert tracked.startswith(settings.base_url + "/c/")
     assert signer.click_target(tracked.rsplit("/", 1)[1]) == (mid, 0)
+    assert signer.click_target(hidden.rsplit("/", 1)[1]) == (mid, HIDDEN_LINK)  # only machines follow it
+    assert hidden not in text_of(message)
     engine = create_engine(settings.database_url)
     with engine.connect() as conn:
         assert link_url(conn, mid, 0) == "https://shop.example/sale?a=1&b=2"
+        assert link_url(conn, mid, HIDDEN_LINK) == "https://shop.example/"
     engine.dispose()
     text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "sale (https://shop.example/sale?a=1&b=2)" in text  # the text part shows real destinations
@@ -320,3 +324,7 @@ def test_starttls_and_auth_from_settings(
     )
     assert untrusted.returncode == 1 and "certificate" in untrusted.stderr
     assert len(smtp.sink.messages) == 1
+
+
+def text_of(message: Any) -> str:
+    return str(message.get_body(("plain",)).get_content())

@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from deadpixel.enrich.opens import OpenClassifier, apply_message_pattern
-from deadpixel.events import OpenEvent
+from deadpixel.events import ClickEvent, OpenEvent
 from deadpixel.store import maintenance, rollups
-from deadpixel.store.events import OPEN, EventKind
+from deadpixel.store.clicks import first_human_opens
+from deadpixel.store.events import CLICK, OPEN, EventKind
 
 CHUNK = maintenance.CHUNK
 
@@ -25,6 +26,8 @@ def reclassify(conn: Connection, classifier: OpenClassifier, kind: EventKind = O
     The messages' counters of the kind are rebuilt from the new verdicts; after opens, the charts' rollups are
     emptied so they are rebuilt from the events.
     """
+    if kind is CLICK:
+        return _reclassify_clicks(conn, classifier)
     ids = maintenance.messages_with_events(conn, kind)
     rewritten = 0
     for start in range(0, len(ids), CHUNK):
@@ -44,4 +47,26 @@ def reclassify(conn: Connection, classifier: OpenClassifier, kind: EventKind = O
         rewritten += len(rows)
     if kind.chained:
         rollups.reset(conn)  # verdicts and clients of opens changed: the charts' rollups are rebuilt
+    return rewritten
+
+
+def _reclassify_clicks(conn: Connection, classifier: OpenClassifier) -> int:
+    """Clicks by the click rules, a message at a time with all its clicks, so a burst or the hidden link
+    judges its neighbours whichever came first; run after opens, whose verdicts say when a person first
+    opened each message."""
+    ids = maintenance.messages_with_events(conn, CLICK)
+    rewritten = 0
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        sent_at = maintenance.send_times_of(conn, chunk)
+        stored = maintenance.events_to_judge(conn, CLICK, chunk)
+        events = [
+            ClickEvent(e.message_id, e.link, e.at, e.ip, e.user_agent, e.method, e.purpose) for e in stored
+        ]
+        rows, _ = classifier.clicks.click_rows(events, sent_at, (), first_human_opens(conn, chunk))
+        for row, event in zip(rows, stored, strict=True):
+            row["event_id"] = event.id
+        maintenance.write_enrichment(conn, CLICK, rows)
+        maintenance.rebuild_counters(conn, chunk, CLICK)
+        rewritten += len(rows)
     return rewritten

@@ -72,7 +72,8 @@ COMMANDS: dict[str, Entry] = {
     ),
     "reclassify": Entry(
         "deadpixel.cli.verdicts:reclassify",
-        "Rerun enrichment and verdicts over every stored open with the current rules, and rebuild counts.",
+        "Rerun enrichment and verdicts over every stored open and click (each by its own rules), and rebuild"
+        " counts.",
     ),
     "relay": Entry(
         "deadpixel.cli.serve:relay",

@@ -54,7 +54,8 @@ def report(cli: Cli, campaign: str | None, as_json: bool) -> None:
                    f" {waits['messages']} messages with a send time")  # fmt: skip
     click.echo(f"  unique clicks    {figures['unique_clicks']}  ({figures['click_rate']:.1%} of {over}, "
                f"{figures['click_to_open_rate']:.1%} of opened)")  # fmt: skip
-    click.echo(f"  total clicks     {figures['total_clicks']}  (scanners and HEAD requests included)")
+    click.echo(f"  total clicks     {figures['total_clicks']}  ({figures['human_clicks']} by people,"
+               f" {figures['machine_clicks']} by machines)")  # fmt: skip
 
 
 def _bounce_reasons(reasons: dict[str, Any]) -> None:

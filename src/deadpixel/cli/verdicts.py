@@ -14,19 +14,60 @@ from deadpixel.cli.context import Cli, json_option, pass_cli, print_json
 @click.option("--ip", help="The client address.")
 @click.option("--method", type=click.Choice(["GET", "HEAD"], case_sensitive=False), default="GET")
 @click.option("--seconds-after-send", type=float, help="Seconds between sending and this request, if known.")
+@click.option("--click", "is_click", is_flag=True, help="Judge a click on a tracked link, not an open.")
+@click.option(
+    "--links-followed",
+    type=click.IntRange(1, 10_000),
+    default=1,
+    help="With --click: different links of the message this address followed, this one included.",
+)
+@click.option(
+    "--within",
+    type=click.FloatRange(0, 86_400),
+    default=0.0,
+    help="With --click: seconds between the first and the last of those links.",
+)
+@click.option("--hidden-link", is_flag=True, help="With --click: the request followed the hidden link.")
+@click.option(
+    "--opened-before/--not-opened-before",
+    default=None,
+    help="With --click: whether a person had opened the message before the click.",
+)
 @json_option
 @pass_cli
 def classify(
-    cli: Cli, user_agent: str, ip: str | None, method: str, seconds_after_send: float | None, as_json: bool
+    cli: Cli,
+    user_agent: str,
+    ip: str | None,
+    method: str,
+    seconds_after_send: float | None,
+    is_click: bool,
+    links_followed: int,
+    within: float,
+    hidden_link: bool,
+    opened_before: bool | None,
+    as_json: bool,
 ) -> None:
     """Explain how one request would be counted: client, device, OS, place and verdict with its reason."""
+    from deadpixel.enrich.clicks import ClickContext, ClickJudge
     from deadpixel.enrich.opens import enricher_from_settings
 
     enricher = enricher_from_settings(replace(cli.settings, enrichment=True))
     assert enricher is not None
-    found = enricher.enrich(
-        ip=ip, user_agent=user_agent, method=method.upper(), seconds_after_send=seconds_after_send
-    )
+    click_only = links_followed != 1 or within != 0.0 or hidden_link or opened_before is not None
+    if click_only and not is_click:
+        raise click.UsageError("--links-followed, --within, --hidden-link and --opened-before need --click")
+    if is_click:
+        context = ClickContext(
+            hidden=hidden_link, links_followed=links_followed, within=within, opened_before=opened_before
+        )
+        found = ClickJudge(enricher).enrich_click(
+            ip, user_agent, method.upper(), None, seconds_after_send, context
+        )
+    else:
+        found = enricher.enrich(
+            ip=ip, user_agent=user_agent, method=method.upper(), seconds_after_send=seconds_after_send
+        )
     result = found._asdict()
     if as_json:
         print_json(result)
@@ -40,7 +81,8 @@ def classify(
 @click.command()
 @pass_cli
 def reclassify(cli: Cli) -> None:
-    """Rerun enrichment and verdicts over every stored open with the current rules, and rebuild counts."""
+    """Rerun enrichment and verdicts over every stored open and click (each by its own rules), and rebuild
+    counts."""
     from deadpixel.enrich.opens import OpenClassifier, enricher_from_settings
     from deadpixel.reclassify import reclassify as rejudge
     from deadpixel.store.events import CLICK, OPEN

@@ -157,30 +157,8 @@ class Enricher:
         seconds: float | None,
         headers: Mapping[str, str] | None,
     ) -> Enrichment:
-        place = address.place
         facts = analyse_user_agent(user_agent)
-        verdict = self.classify(address, facts, method, seconds, headers)
-        info = facts.info
-        client, device, os_name = info.client, info.device, info.os
-        if verdict.kind in ("human", "self"):
-            return Enrichment(
-                client, device, os_name, *_place_fields(place), verdict.kind, verdict.reason, verdict.rule
-            )
-        if verdict.kind == "scanner" and facts.machine is None:
-            client = "Security scanner"  # the user agent was a disguise: it names no reader's client
-        return Enrichment(
-            client,
-            UNKNOWN,
-            UNKNOWN,
-            None,
-            None,
-            None,
-            place.asn,
-            place.network_owner,
-            verdict.kind,
-            verdict.reason,
-            verdict.rule,
-        )
+        return enrichment_for(address.place, facts, self.classify(address, facts, method, seconds, headers))
 
     def address(self, ip: str | None) -> Address:
         return self._address(ip)
@@ -231,7 +209,24 @@ class Enricher:
         if suspect and facts.obsolete and owner is not None:
             reason = f"obsolete browser ({facts.info.client}) from {_owner_text(place, owner)}"
             return Verdict("scanner", reason, "obsolete-hosted")
-        return Verdict("human", _human_reason(facts), "human")
+        return Verdict("human", human_reason(facts), "human")
+
+
+def enrichment_for(place: Place, facts: UserAgentFacts, verdict: Verdict) -> Enrichment:
+    """What is stored for a request of any kind once its verdict is known: a machine's fetch carries no
+    place and no device."""
+    info = facts.info
+    client, device, os_name = info.client, info.device, info.os
+    if verdict.kind in ("human", "self"):
+        return Enrichment(
+            client, device, os_name, *_place_fields(place), verdict.kind, verdict.reason, verdict.rule
+        )
+    if verdict.kind == "scanner" and facts.machine is None:
+        client = "Security scanner"  # the user agent was a disguise: it names no reader's client
+    return Enrichment(
+        client, UNKNOWN, UNKNOWN, None, None, None, place.asn, place.network_owner,
+        verdict.kind, verdict.reason, verdict.rule,
+    )  # fmt: skip
 
 
 def _timing_horizon(address: Address, facts: UserAgentFacts) -> float:
@@ -291,7 +286,8 @@ def prefetch_word(hint: str | None) -> str | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _human_reason(facts: UserAgentFacts) -> str:
+def human_reason(facts: UserAgentFacts) -> str:
+    """Why a request with no machine signal is a person's: what its user agent says it is."""
     info = facts.info
     if info.client == UNKNOWN:
         return "user agent not recognised; no machine signal"

@@ -43,6 +43,18 @@ PIXEL_TEMPLATE = (
     ' style="border:0;width:1px;height:1px;display:block"></div>'
 )
 
+# The hidden link ("honeypot"): no person can see, reach or click it, so whatever follows it is a machine. It
+# has no text to click, sits in a box that is not displayed (``mso-hide`` for Outlook's Word engine, which
+# ignores ``display``; ``!important`` so that no stylesheet of the author's shows it), takes no pointer
+# events, is out of the tab order and out of the accessibility tree. Link scanners follow every href in the
+# source, this one with the others. tests/test_hidden_link_browser.py checks this in Chromium.
+HIDDEN_LINK_TEMPLATE = (
+    '<div aria-hidden="true" style="display:none!important;max-height:0;max-width:0;overflow:hidden;'
+    'mso-hide:all;font-size:0;line-height:0;opacity:0"><a href="{href}" tabindex="-1" aria-hidden="true"'
+    ' style="display:none!important;pointer-events:none;font-size:0;color:transparent;text-decoration:none">'
+    "</a></div>"
+)
+
 # Merge tags of mail services that fill the URL in after we hand the message over. A token minted now would
 # redirect to the unexpanded template, so such links are never rewritten. Case-insensitive; includes the
 # percent-encoded spellings an editor may have produced.
@@ -193,6 +205,7 @@ class _Scan:
     body_end: int | None
     html_end: int | None
     text: str | None
+    body_start: int | None = None
 
 
 @dataclass(slots=True)
@@ -200,6 +213,7 @@ class _Found:
     links: list[_LinkTag] = field(default_factory=list)
     body_end: int | None = None
     html_end: int | None = None
+    body_start: int | None = None  # just after the first <body ...> tag
 
 
 class _Scanner(HTMLParser):
@@ -228,6 +242,8 @@ class _Scanner(HTMLParser):
         ):
             raw = self.get_starttag_text() or ""
             self._scan.links.append(_LinkTag(self._offset(), raw))
+        if tag == "body" and not self._conditional and self._scan.body_start is None:
+            self._scan.body_start = self._offset() + len(self.get_starttag_text() or "")
         if self._text is not None:
             self._text.start(tag, attrs, self.get_starttag_text() or "")
 
@@ -291,36 +307,45 @@ def _scan_uncached(source: str, want_text: bool) -> _Scan:
     scanner = _Scanner(source, 0, found, text, conditional=False)
     scanner.feed(source)
     scanner.close()
-    return _Scan(tuple(found.links), found.body_end, found.html_end, text.result() if text else None)
+    text_result = text.result() if text else None
+    return _Scan(tuple(found.links), found.body_end, found.html_end, text_result, found.body_start)
 
 
 def _transform(
-    source: str, scan: _Scan, pixel_url: str | None, rewrite: Rewrite | None
+    source: str, scan: _Scan, pixel_url: str | None, rewrite: Rewrite | None, hidden_url: str | None = None
 ) -> tuple[str, list[str]]:
     edits: list[tuple[int, int, str]] = []
     links: list[str] = []
     if rewrite is not None:
         for tag in scan.links:
             _edit_link(tag, rewrite, edits, links)
+    end = _end_of_body(source, scan)
+    if hidden_url is not None and links:  # a message without tracked links has no clicks to judge
+        at = scan.body_start if scan.body_start is not None else end
+        edits.append((at, at, HIDDEN_LINK_TEMPLATE.format(href=_escape(hidden_url, quote=True))))
     if pixel_url is not None:
-        if scan.body_end is not None:
-            at = scan.body_end
-        elif scan.html_end is not None:
-            at = scan.html_end  # content after </html> would still land in the body, but keep it inside
-        else:
-            at = len(source)
-        edits.append((at, at, PIXEL_TEMPLATE.format(src=_escape(pixel_url, quote=True))))
+        edits.append((end, end, PIXEL_TEMPLATE.format(src=_escape(pixel_url, quote=True))))
     if not edits:
         return source, links
     edits.sort(key=lambda edit: edit[0])
     pieces: list[str] = []
     pos = 0
-    for start, end, replacement in edits:
+    for start, stop, replacement in edits:
         pieces.append(source[pos:start])
         pieces.append(replacement)
-        pos = end
+        pos = stop
     pieces.append(source[pos:])
     return "".join(pieces), links
+
+
+def _end_of_body(source: str, scan: _Scan) -> int:
+    """Where the pixel goes: before ``</body>``, else before ``</html>`` (content after it would still land in
+    the body, but keep it inside), else at the end."""
+    if scan.body_end is not None:
+        return scan.body_end
+    if scan.html_end is not None:
+        return scan.html_end
+    return len(source)
 
 
 def _edit_link(tag: _LinkTag, rewrite: Rewrite, edits: list[tuple[int, int, str]], links: list[str]) -> None:
@@ -364,12 +389,16 @@ def rewrite_links(html: str, rewrite: Rewrite) -> tuple[str, list[str]]:
     return _transform(html, _scan(html, want_text=False), None, rewrite)
 
 
-def track_html(html: str, pixel_url: str | None, rewrite: Rewrite | None) -> tuple[str, list[str]]:
-    """Pixel and link rewriting in one pass (either may be None), as compose() does to its HTML.
+def track_html(
+    html: str, pixel_url: str | None, rewrite: Rewrite | None, hidden_url: str | None = None
+) -> tuple[str, list[str]]:
+    """Pixel and link rewriting in one pass (either may be None), as compose() does to its HTML; with
+    ``hidden_url``, a message with tracked links also gets the hidden link (``HIDDEN_LINK_TEMPLATE``) first
+    in its body.
 
     The scan is cached, so a document copied for several recipients is parsed once.
     """
-    return _transform(html, _scan(html, want_text=False), pixel_url, rewrite)
+    return _transform(html, _scan(html, want_text=False), pixel_url, rewrite, hidden_url)
 
 
 def html_to_text(html: str) -> str:
@@ -607,6 +636,7 @@ def compose(
     rewrite: Rewrite | None,
     headers: Mapping[str, str] = _NO_HEADERS,
     message_id_domain: str | None = None,
+    hidden_url: str | None = None,
 ) -> Composed:
     """Build a multipart/alternative message; pixel_url=None and rewrite=None send the HTML untouched.
 
@@ -626,7 +656,9 @@ def compose(
     scan = _scan(html, want_text=text is None) if tracked or text is None else None
     if scan is not None and text is None:
         text = scan.text or ""
-    body, links = _transform(html, scan, pixel_url, rewrite) if tracked and scan is not None else (html, [])
+    body, links = (
+        _transform(html, scan, pixel_url, rewrite, hidden_url) if tracked and scan is not None else (html, [])
+    )
 
     message = EmailMessage(policy=MAIL_POLICY)
     message["MIME-Version"] = _constant_header("MIME-Version", "1.0")

@@ -137,8 +137,10 @@ class RelayHandler:
 
     def _tracked_html(self, submitted: Submitted, message_id: str) -> tuple[str, list[str]]:
         assert submitted.html is not None
-        rewrite = self._tracker.rewriter(message_id) if submitted.track_links else None
-        return track_html(submitted.html, self._tracker.pixel_url(message_id), rewrite)
+        if not submitted.track_links:
+            return track_html(submitted.html, self._tracker.pixel_url(message_id), None)
+        rewrite, hidden = self._tracker.rewriter(message_id), self._tracker.hidden_url(message_id)
+        return track_html(submitted.html, self._tracker.pixel_url(message_id), rewrite, hidden)
 
     def _build(self, submitted: Submitted, copy: _Copy) -> bytes:
         """One recipient's copy: the message with its own pixel (and links)."""

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, case, func, select, text
 
 from deadpixel.errors import DeadpixelError
+from deadpixel.events import HIDDEN_LINK
 from deadpixel.store import chains, rollups
 from deadpixel.store.bounce_reasons import Reason, sender_side
 from deadpixel.store.events import CLICK, OPEN, EventKind
@@ -82,6 +83,11 @@ DEFINITIONS = {
         " prefetches are recorded with their verdict but not counted"
     ),
     "total_clicks": "every recorded click, whatever its verdict",
+    "human_clicks": "every `human` or `proxy` click: a person following a link",
+    "machine_clicks": (
+        "clicks by link scanners, HEAD requests and prefetches, each stored with its verdict and reason and"
+        " never counted as a person's (the click rules: docs/enrichment.md, Clicks)"
+    ),
     "click_rate": "unique_clicks / delivered (0 when nothing was delivered)",
     "click_to_open_rate": (
         "unique_clicks / unique_opens (0 when nothing was opened); never above 1, because a human click"
@@ -154,6 +160,8 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
         messages_where(m.bounce == "hard"),
         messages_where(m.bounce == "soft"),
         messages_where(m.complained_at.is_not(None)),
+        func.coalesce(func.sum(m.human_click_count), 0),
+        func.coalesce(func.sum(m.machine_click_count), 0),
     )
     untracked = select(func.count()).where(relayed.c.status == "sent", relayed.c.untracked.is_not(None))
     query = query.where(m.status == "sent")
@@ -188,6 +196,8 @@ def report(conn: Connection, campaign: str | None = None) -> dict[str, Any]:
         "opens_per_opener": rate(total_opens, unique_opens),
         "unique_clicks": unique_clicks,
         "total_clicks": total_clicks,
+        "human_clicks": int(row[13]),
+        "machine_clicks": int(row[14]),
         "click_rate": rate(unique_clicks, delivered),
         "click_to_open_rate": rate(unique_clicks, unique_opens),
         "first_open_at": iso(first_open),
@@ -525,6 +535,7 @@ def top_links(conn: Connection, campaign: str | None, limit: int = 10) -> list[d
                 messages, messages.c.id == c.message_id
             )
         )
+        .where(c.link != HIDDEN_LINK)  # the hidden link is no link of the author's
         .group_by(links.c.url)
     )
     if campaign is not None:

@@ -7,9 +7,10 @@ imports nothing of theirs, so the two decisions cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import quote, urlsplit, urlunsplit
 
-__all__ = ["MAX_LOCATION", "location", "redirectable"]
+__all__ = ["MAX_LOCATION", "hidden_target", "location", "redirectable"]
 
 # The longest Location value the click endpoint sends. Browsers and proxies accept far longer headers, but a
 # link this long in a mail is a mistake or an abuse, and the whole response head must fit common limits.
@@ -59,3 +60,15 @@ def location(url: str) -> bytes | None:
 def redirectable(url: str) -> bool:
     """Whether the click endpoint would redirect to this URL (so composing may track it)."""
     return location(url) is not None
+
+
+def hidden_target(urls: Sequence[str]) -> str | None:
+    """Where a message's hidden link redirects: the home page of the site its first redirectable link is on.
+
+    A scanner must see a real destination (an error page would tell it the link is a trap), and the site's
+    home page is one that does nothing when fetched, unlike a confirmation or one-time link."""
+    for url in urls:
+        if location(url) is not None:
+            parts = urlsplit(url)
+            return urlunsplit((parts.scheme.lower(), parts.netloc, "/", "", ""))
+    return None

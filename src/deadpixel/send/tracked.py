@@ -11,6 +11,7 @@ from typing import Unpack
 
 from deadpixel.bounces.verp import envelope_sender
 from deadpixel.config import Settings
+from deadpixel.events import HIDDEN_LINK
 from deadpixel.mail.compose import Composed, Letter, Rewrite, compose
 from deadpixel.security.tokens import TokenSigner
 
@@ -31,6 +32,10 @@ class Tracker:
     def pixel_url(self, message_id: str) -> str:
         return self.settings.pixel_url(self.signer.pixel_token(message_id))
 
+    def hidden_url(self, message_id: str) -> str:
+        """The URL of the message's hidden link, which only machines follow (``HIDDEN_LINK``)."""
+        return self.settings.click_url(self.signer.click_token(message_id, HIDDEN_LINK))
+
     def rewriter(self, message_id: str) -> Rewrite:
         """Mints click URLs for one message's links, numbered in document order."""
         minted = 0
@@ -49,4 +54,7 @@ class Tracker:
         """Compose with tracking for ``message_id``, or untouched when it is None."""
         if message_id is None:
             return compose(**letter, pixel_url=None, rewrite=None)
-        return compose(**letter, pixel_url=self.pixel_url(message_id), rewrite=self.rewriter(message_id))
+        return compose(
+            **letter, pixel_url=self.pixel_url(message_id), rewrite=self.rewriter(message_id),
+            hidden_url=self.hidden_url(message_id),
+        )  # fmt: skip

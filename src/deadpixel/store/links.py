@@ -12,16 +12,22 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, Engine, insert, select
 
+from deadpixel.events import HIDDEN_LINK
+from deadpixel.security.urls import hidden_target
 from deadpixel.store.schema import links
 
 
 def save_links(conn: Connection, messages: Iterable[tuple[str, Sequence[str]]]) -> None:
-    """Store the tracked links of (message id, URLs) pairs in one statement; ``urls[i]`` is link ``i``."""
-    rows = [
-        {"message_id": message_id, "number": i, "url": url}
-        for message_id, urls in messages
-        for i, url in enumerate(urls)
-    ]
+    """Store the tracked links of (message id, URLs) pairs in one statement; ``urls[i]`` is link ``i``.
+
+    A message with tracked links also carries the hidden link (``HIDDEN_LINK``, see ``mail.compose``); its
+    target follows from the URLs (``hidden_target``), so it is stored here for every way of sending."""
+    rows: list[dict[str, object]] = []
+    for message_id, urls in messages:
+        rows.extend({"message_id": message_id, "number": i, "url": url} for i, url in enumerate(urls))
+        target = hidden_target(urls)
+        if target is not None:
+            rows.append({"message_id": message_id, "number": HIDDEN_LINK, "url": target})
     if rows:
         conn.execute(insert(links), rows)
 

@@ -68,20 +68,51 @@ def record_reads(conn: Connection, rows: Sequence[dict[str, Any]], flagged: Mapp
     return len(queued)
 
 
-def record_clicks(conn: Connection, rows: Sequence[dict[str, Any]], flagged: Mapping[str, int]) -> int:
+def record_clicks(
+    conn: Connection, rows: Sequence[dict[str, Any]], flagged: Mapping[str, int], held: float = 0.0
+) -> int:
     """Queue a notice for every human click on a message in ``EACH`` mode; whether click notices are
-    wanted (``DEADPIXEL_NOTIFY_CLICKS``) is decided at delivery, like the channels."""
+    wanted (``DEADPIXEL_NOTIFY_CLICKS``) is decided at delivery, like the channels. ``held``: seconds the
+    notice waits, so a later click that shows this one to be a machine's can withdraw it first."""
     wanted = [
         {**{name: row.get(name) for name in NOTICE_FIELDS}, "link": row.get("link")}
         for row in rows
         if flagged.get(row["message_id"]) == EACH and row.get("kind") in HUMAN_KINDS
     ]
-    enqueue(conn, "click", wanted)
+    enqueue(conn, "click", wanted, held)
     return len(wanted)
 
 
-def enqueue(conn: Connection, event: str, payloads: Sequence[dict[str, Any]]) -> None:
-    """One outbox row per notice and channel, in the caller's transaction."""
+def _event_key(payload: str) -> tuple[Any, Any, Any]:
+    data = json.loads(payload)
+    return data.get("message_id"), data.get("at"), data.get("link")
+
+
+WITHDRAW_LOOKBACK = 600.0  # seconds: how old a pending click notice a withdrawal looks for
+
+
+def withdraw_clicks(conn: Connection, machine: Sequence[dict[str, Any]]) -> int:
+    """Clicks now judged a machine's: their click notices not yet sent are finished as ``skipped``.
+
+    Matched by message, time and link, as webhook deliveries are revised; returns how many were withdrawn."""
+    if not machine:
+        return 0
+    wanted = {(c["message_id"], c["at"], c.get("link")) for c in machine}
+    d = webhook_deliveries.c
+    query = select(d.id, d.payload).where(
+        d.webhook_id == NOTICE_WEBHOOK,
+        d.event == "click",
+        d.status == "pending",
+        d.created_at >= time.time() - WITHDRAW_LOOKBACK,
+    )
+    ids = [delivery_id for delivery_id, payload in conn.execute(query) if _event_key(payload) in wanted]
+    if ids:
+        conn.execute(update(webhook_deliveries).where(d.id.in_(ids)).values(status="skipped"))
+    return len(ids)
+
+
+def enqueue(conn: Connection, event: str, payloads: Sequence[dict[str, Any]], held: float = 0.0) -> None:
+    """One outbox row per notice and channel, in the caller's transaction, due ``held`` seconds from now."""
     if not payloads:
         return
     now = time.time()
@@ -91,7 +122,7 @@ def enqueue(conn: Connection, event: str, payloads: Sequence[dict[str, Any]]) ->
         [
             {"webhook_id": NOTICE_WEBHOOK, "event_id": f"{prefix}{number:016x}", "event": event,
              "payload": _encode(payload), "created_at": now, "status": "pending", "attempts": 0,
-             "next_attempt_at": now, "target": channel}
+             "next_attempt_at": now + held, "target": channel}
             for number, payload in enumerate(payloads)
             for channel in CHANNELS
         ],

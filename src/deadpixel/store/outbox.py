@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from deadpixel.store.driver import execute_many
 from deadpixel.store.schema import webhook_deliveries, webhooks
@@ -68,18 +68,19 @@ def subscribers(conn: Connection, event: str) -> tuple[int, ...]:
 # trip per row, and text arrays are escaped in Python element by element; one JSON string is neither.
 _FROM_JSON = (
     "INSERT INTO webhook_deliveries (webhook_id, event_id, event, payload, created_at, status, attempts,"
-    " next_attempt_at) SELECT r.w, r.e, %(event)s, r.p::text, %(now)s, 'pending', 0, %(now)s"
+    " next_attempt_at) SELECT r.w, r.e, %(event)s, r.p::text, %(now)s, 'pending', 0, %(due)s"
     " FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(w integer, e text, p jsonb)"
 )
 
 
-def enqueue(conn: Connection, event: str, rows: Sequence[dict[str, Any]]) -> None:
+def enqueue(conn: Connection, event: str, rows: Sequence[dict[str, Any]], held: float = 0.0) -> None:
     """Add deliveries for these stored event rows (``open`` or ``click``), in the caller's transaction.
 
     One statement for the batch: on PostgreSQL an INSERT from one JSON document, on SQLite the driver's
     executemany. An event's id is a random prefix drawn once per batch and the event's place in it: unique
     without a random draw per event. A webhook removed since the cache was read may still get rows here;
-    they have no webhook to go to, and the deliverer deletes them.
+    they have no webhook to go to, and the deliverer deletes them. ``held``: seconds before the rows are
+    due, so that a later event can still revise them (``revise``).
     """
     if not rows:
         return
@@ -89,6 +90,7 @@ def enqueue(conn: Connection, event: str, rows: Sequence[dict[str, Any]]) -> Non
     prefix = os.urandom(8).hex()
     fields = EVENT_FIELDS if event == "open" else (*EVENT_FIELDS, "link")
     now = time.time()
+    due = now + held
     postgres = conn.dialect.name == "postgresql"
     deliveries: list[dict[str, Any]] = []
     for number, row in enumerate(rows):
@@ -100,11 +102,47 @@ def enqueue(conn: Connection, event: str, rows: Sequence[dict[str, Any]]) -> Non
         payload = _encode(data)
         deliveries.extend(
             {"webhook_id": webhook_id, "event_id": event_id, "event": event, "payload": payload,
-             "created_at": now, "status": PENDING, "attempts": 0, "next_attempt_at": now, **_UNSET}
+             "created_at": now, "status": PENDING, "attempts": 0, "next_attempt_at": due, **_UNSET}
             for webhook_id in targets
         )  # fmt: skip
     if postgres:
-        conn.exec_driver_sql(_FROM_JSON, {"event": event, "now": now, "rows": _encode(deliveries)})
+        values = {"event": event, "now": now, "due": due, "rows": _encode(deliveries)}
+        conn.exec_driver_sql(_FROM_JSON, values)
         return
 
     execute_many(conn, _insert, deliveries)
+
+
+REVISE_LOOKBACK = 600.0  # seconds: how old a pending delivery a revision looks for
+
+
+def revise(conn: Connection, event: str, changed: Sequence[dict[str, Any]]) -> int:
+    """A stored event's verdict changed: its deliveries not yet sent carry the new ``kind`` and ``reason``.
+
+    Events are matched by message, time and link (the payload names no row id); only pending rows of the
+    last ``REVISE_LOOKBACK`` seconds are read, a handful while nobody floods a message. Returns how many
+    deliveries were rewritten."""
+    if not changed or not subscribers(conn, event):
+        return 0
+    wanted = {(c["message_id"], c["at"], c.get("link")): c for c in changed}
+    d = webhook_deliveries.c
+    query = select(d.id, d.payload).where(
+        d.event == event, d.status == PENDING, d.created_at >= time.time() - REVISE_LOOKBACK
+    )
+    updates = []
+    for delivery_id, payload in conn.execute(query):
+        data = json.loads(payload)
+        found = wanted.get((data.get("message_id"), data.get("at"), data.get("link")))
+        if found is not None:
+            data.update(kind=found["kind"], reason=found["reason"])
+            updates.append({"delivery_id": delivery_id, "new_payload": _encode(data)})
+    if updates:
+        execute_many(conn, _revise, updates)
+    return len(updates)
+
+
+_revise = (
+    update(webhook_deliveries)
+    .where(webhook_deliveries.c.id == bindparam("delivery_id"))
+    .values(payload=bindparam("new_payload"))
+)
