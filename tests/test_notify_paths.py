@@ -19,12 +19,15 @@ from deadpixel.config import Settings, load_settings
 from deadpixel.hooks.deliver import Deliverer, Policy
 from deadpixel.hooks.notify import NoticeConfig
 from deadpixel.server.app import Deadpixel
+from deadpixel.server.start import prepare
 from deadpixel.store import notices
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import messages, webhook_deliveries
+from deadpixel.web.settings import masked_url
 
 from .helpers import deadpixel
 from .smtp_sink import Received, Sink, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
+from .test_dashboard import sign_in
 from .test_relay import PASSWORD, RunningRelay, message, start_relay, submit
 
 THUNDERBIRD = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
@@ -191,3 +194,45 @@ def test_a_relayed_message_without_the_header_makes_none(
     sent_an_hour_ago(engine)
     open_pixels(settings, [pixel_of(copy)])
     assert read_notices(engine) == []
+
+
+SECRET_URL = "https://bot:hunter2@api.telegram.org/bot123:SECRET-TOKEN/sendMessage?chat_id=42#format=telegram"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_settings_page_lists_notify_settings_without_their_secrets(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    for name, value in {"EMAIL": NOTICE_TO, "URL": SECRET_URL, "FORMAT": "auto", "CLICKS": "true"}.items():
+        monkeypatch.setenv(f"DEADPIXEL_NOTIFY_{name}", value)
+    settings = load_settings()
+    prepare(settings)
+    store = create_engine(settings.database_url, writer=True)
+    with store.begin() as conn:
+        create_user(conn, "ann", "correct horse")
+    store.dispose()
+    with TestClient(Deadpixel(settings), base_url="http://testserver") as dashboard:
+        assert sign_in(dashboard) == 303
+        page = dashboard.get("/settings").text
+    table = page.split('id="config"', 1)[1].split("</table>", 1)[0]
+    rows = {what: value for what, value in re.findall(r"<tr><td>([^<]+)</td><td><code>([^<]*)</code>", table)}
+    assert rows["Read notices by email"] == NOTICE_TO
+    assert rows["Read notices to a URL"] == "https://api.telegram.org/…"
+    assert rows["Notice URL format"] == "auto: telegram"
+    assert rows["Notices of clicks"] == "every human click too"
+    for secret in ("SECRET-TOKEN", "hunter2", "chat_id", "bot123"):
+        assert secret not in page  # neither in the table nor as the form's placeholder
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://ntfy.sh/my-secret-topic", "https://ntfy.sh/…"),
+        ("http://192.168.1.5:8080/alerts", "http://192.168.1.5:8080/…"),
+        ("http://[::1]:2586/t?auth=x", "http://[::1]:2586/…"),
+        ("https://ntfy.example.net/", "https://ntfy.example.net"),
+        ("https://hooks.slack.com/services/T0/B0/x#format=slack", "https://hooks.slack.com/…"),
+    ],
+)
+def test_a_notify_url_is_shown_without_path_query_or_credentials(url: str, shown: str) -> None:
+    assert masked_url(url) == shown

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from deadpixel.config import NOTIFY_FORMATS, Settings, email_address_problem, no
 from deadpixel.enrich.geo import builtin_data_source
 from deadpixel.hooks import registry
 from deadpixel.hooks.guard import Guard
+from deadpixel.hooks.notify import url_format
 from deadpixel.store import notices
 from deadpixel.store.api_tokens import TokenError, create_token, list_tokens, revoke_token
 from deadpixel.track.client_ip import ClientIPResolver
@@ -50,6 +52,37 @@ def configuration(settings: Settings) -> list[tuple[str, str, str]]:
             else "public addresses only",
             "DEADPIXEL_WEBHOOK_ALLOW",
         ),
+        *notify_rows(settings),
+    ]
+
+
+def masked_url(url: str) -> str:
+    """A notify URL as the page may show it: scheme, host and port only. Its path and query are often the
+    secret itself (an ntfy topic, a Slack or Discord webhook, a Telegram bot token, a Matrix access token)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    hidden = "/…" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"
+
+
+def notify_rows(settings: Settings) -> list[tuple[str, str, str]]:
+    """The read-notice settings (the dashboard's own values, further down, win over them)."""
+    url = settings.notify_url
+    fmt = settings.notify_format
+    if url and fmt == "auto":
+        fmt = f"auto: {url_format(url, fmt)[1]}"
+    clicks = "every human click too" if settings.notify_clicks else "first reads only"
+    return [
+        ("Read notices by email", settings.notify_email or "none", "DEADPIXEL_NOTIFY_EMAIL"),
+        ("Read notices to a URL", masked_url(url) if url else "none", "DEADPIXEL_NOTIFY_URL"),
+        ("Notice URL format", fmt, f"DEADPIXEL_NOTIFY_FORMAT ({', '.join(NOTIFY_FORMATS)})"),
+        ("Notices of clicks", clicks, "DEADPIXEL_NOTIFY_CLICKS"),
     ]
 
 
@@ -122,7 +155,8 @@ class SettingsPages:
         return {
             "email": stored.get("email"), "url": stored.get("url"),
             "format": stored.get("format") or self.settings.notify_format, "formats": NOTIFY_FORMATS,
-            "env_email": self.settings.notify_email, "env_url": self.settings.notify_url,
+            "env_email": self.settings.notify_email,
+            "env_url": masked_url(self.settings.notify_url) if self.settings.notify_url else None,
         }  # fmt: skip
 
     async def save_notices(self, request: Request, session: Session) -> Response:
