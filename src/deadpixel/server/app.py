@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Mount, Route
 
+from deadpixel.accounts import access
 from deadpixel.api import api_mount
 from deadpixel.api.body import MAX_BODY as MAX_API_BODY
 from deadpixel.config import Settings, load_settings
@@ -113,6 +114,7 @@ def build_web(
         routes.append(api)
     if signer is not None and settings is not None:
         routes += Dashboard(engine, settings, signer, writer=writer or engine).routes()
+    access.check_routes(access.walk(routes))  # every route has a role rule, or the server does not start
     return Starlette(routes=routes, middleware=[Middleware(NoFraming)])
 
 
