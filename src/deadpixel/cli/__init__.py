@@ -38,7 +38,7 @@ COMMANDS: dict[str, Entry] = {
         "List recorded clicks on tracked links, newest first, with their verdict.",
     ),
     "audit": Entry(
-        "deadpixel.cli.users:audit_log", "Who sent or changed settings, webhooks, tokens or accounts."
+        "deadpixel.cli.users:audit_log", "Who sent or changed settings, tokens or accounts, and when."
     ),
     "db": Entry("deadpixel.cli.store:db", "The database schema."),
     "demo": Entry(

@@ -48,7 +48,7 @@ def user_create(cli: Cli, name: str, role: str | None, password_stdin: bool) -> 
     with cli.store() as conn:
         made = create_user(conn, name, password, parse_role(role) if role else None)
         audit.record(conn, audit.CLI, "user.create", f"{name} ({made.role.label})")
-    click.echo(f"User {name} created ({made.role.label}).")
+    click.echo(f"User {name} created. Role: {made.role.label}.")
 
 
 @user.command("role")
@@ -190,7 +190,9 @@ def token_revoke(cli: Cli, name_or_id: str) -> None:
 @json_option
 @pass_cli
 def audit_log(cli: Cli, limit: int, as_json: bool) -> None:
-    """Who sent, changed settings, webhooks, tokens or accounts, and when: newest first."""
+    """Who sent or changed settings, tokens or accounts, and when.
+
+    Newest first: sends, webhooks, tokens, accounts, read-notice settings and suppressions."""
     from deadpixel.reports.analytics import iso
     from deadpixel.store import audit
 
