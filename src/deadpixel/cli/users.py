@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @click.group()
 def user() -> None:
-    """Accounts for the dashboard and the relay, and their roles (owner, sender, viewer)."""
+    """Accounts for the dashboard and the relay, and their roles."""
 
 
 def _new_password(from_stdin: bool) -> str:
