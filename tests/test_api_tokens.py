@@ -7,8 +7,16 @@ import json
 import pytest
 
 from deadpixel.config import Settings
-from deadpixel.store.api_tokens import TokenError, create_token, hash_secret, revoke_token, token_for_secret
+from deadpixel.store.api_tokens import (
+    LiveToken,
+    TokenError,
+    create_token,
+    hash_secret,
+    revoke_token,
+    token_for_secret,
+)
 from deadpixel.store.db import create_engine
+from deadpixel.store.roles import Role
 from deadpixel.store.schema import api_tokens
 
 from .helpers import deadpixel
@@ -21,7 +29,7 @@ def test_a_token_is_stored_as_a_hash_and_stops_working_when_revoked(settings: Se
         assert secret.startswith("dp_") and len(secret) == 46
         stored = conn.execute(api_tokens.select()).one()
         assert stored.secret_hash == hash_secret(secret) and secret not in tuple(map(str, stored))
-        assert token_for_secret(conn, secret) == made.id
+        assert token_for_secret(conn, secret) == LiveToken(made.id, "ci", Role.OWNER)
         assert token_for_secret(conn, secret + "x") is None
         assert token_for_secret(conn, "") is None
         with pytest.raises(TokenError, match="already exists"):

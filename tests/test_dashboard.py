@@ -16,6 +16,7 @@ from deadpixel.accounts.users import create_user, delete_user
 from deadpixel.config import Settings
 from deadpixel.server.app import Deadpixel
 from deadpixel.store.db import create_engine
+from deadpixel.store.roles import Role
 
 from .conftest import Server
 from .helpers import deadpixel, make_pixels
@@ -103,8 +104,8 @@ def test_password_guessing_is_braked_and_deleting_an_account_signs_it_out(
     assert client.get("/campaigns", follow_redirects=False).status_code == 200
     engine = create_engine(settings.database_url)
     with engine.begin() as conn:
+        create_user(conn, "ann2", "x", Role.OWNER)  # first, since the last owner cannot be deleted
         delete_user(conn, "ann")
-        create_user(conn, "ann2", "x")
     engine.dispose()
     assert client.get("/campaigns", follow_redirects=False).status_code == 303  # the account is gone
     statuses = [sign_in(client, f"guess {i}") for i in range(11)]

@@ -41,6 +41,7 @@ from deadpixel.reports import analytics
 from deadpixel.store.db import create_engine
 from deadpixel.store.links import link_url
 from deadpixel.store.maintenance import forget_recipient
+from deadpixel.store.roles import Role
 from deadpixel.store.schema import campaigns, messages, opens, relayed
 
 from .conftest import Server, free_port
@@ -443,6 +444,18 @@ def test_relay_guesses_meet_the_dashboards_brake_and_leave_other_addresses_alone
         assert client.docmd("AUTH", plain("alice", PASSWORD))[0] == 235
 
 
+def test_a_viewer_cannot_send_through_the_relay(relay: RunningRelay, settings: Settings) -> None:
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        create_user(conn, "vic", PASSWORD, Role.VIEWER)
+    engine.dispose()
+    with smtplib.SMTP(HOST, relay.port, timeout=10) as client:
+        client.ehlo()
+        code, reason = client.docmd("AUTH", plain("vic", PASSWORD))
+        assert code == 535 and b"sender role" in reason
+        assert client.docmd("AUTH", plain("alice", PASSWORD))[0] == 235  # the owner may
+
+
 @SQLITE_ONLY
 @pytest.mark.serial
 def test_password_checks_leave_the_event_loop_free_and_hash_one_at_a_time(
@@ -451,7 +464,7 @@ def test_password_checks_leave_the_event_loop_free_and_hash_one_at_a_time(
     monkeypatch.setenv("DEADPIXEL_TEST_SCRYPT_N", str(2**14))  # the old default cost: enough to see a stall
     engine = create_engine(settings.database_url)
     with engine.begin() as conn:
-        create_user(conn, "carol", PASSWORD)
+        create_user(conn, "carol", PASSWORD, Role.SENDER)
     engine.dispose()
     running, most = 0, 0
     lock = threading.Lock()
@@ -622,7 +635,7 @@ def test_two_accounts_reusing_a_message_id_each_get_their_own_message_through(
     """A submission is (account, Message-ID, content): a reused Message-ID is no retry of someone else's."""
     engine = create_engine(settings.database_url)
     with engine.begin() as conn:
-        create_user(conn, "bob", PASSWORD)
+        create_user(conn, "bob", PASSWORD, Role.SENDER)
     engine.dispose()
     alices, bobs = message(html="<p>from alice</p>"), message(html="<p>from bob</p>")
     assert b"Message-ID: <1234.5678@example.com>" in alices and b"Message-ID: <1234.5678@example.com>" in bobs

@@ -21,6 +21,7 @@ from deadpixel.accounts.users import (
 from deadpixel.config import Settings
 from deadpixel.store.db import create_engine
 from deadpixel.store.migrate import ensure_current
+from deadpixel.store.roles import Role
 from deadpixel.store.schema import users
 from deadpixel.store.sign_ins import purge, take
 
@@ -87,6 +88,9 @@ def test_accounts_in_the_store(database_url: str, monkeypatch: pytest.MonkeyPatc
         assert authenticate(conn, "alice", "s3cret pässword")
         assert not authenticate(conn, "alice", "s3cret password")
         assert not authenticate(conn, "bob", "s3cret pässword")
+        with pytest.raises(UserError, match="last owner"):
+            delete_user(conn, "alice")
+        create_user(conn, "root", "other", Role.OWNER)
         delete_user(conn, "alice")
         assert not authenticate(conn, "alice", "s3cret pässword")
         with pytest.raises(UserError, match="no user"):
@@ -97,7 +101,7 @@ def test_accounts_in_the_store(database_url: str, monkeypatch: pytest.MonkeyPatc
 def test_user_commands(settings: Settings) -> None:
     created = deadpixel("user", "create", "alice", "--password-stdin", input="pw1\n", check=True)
     assert "User alice created." in created.stdout
-    deadpixel("user", "create", "bob", "--password-stdin", input="pw2\n", check=True)
+    deadpixel("user", "create", "bob", "--role", "owner", "--password-stdin", input="pw2\n", check=True)
     again = deadpixel("user", "create", "bob", "--password-stdin", input="pw3\n", check=False)
     assert again.returncode == 1 and "already exists" in again.stderr
     empty = deadpixel("user", "create", "carol", "--password-stdin", input="\n", check=False)

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from deadpixel.store import sign_ins, web_sessions
 from deadpixel.store.names import NAME, UserError, check_name
+from deadpixel.store.roles import Role, parse_role
 from deadpixel.store.schema import users
 
 __all__ = [
@@ -51,8 +52,10 @@ __all__ = [
     "hash_password",
     "list_users",
     "outdated",
+    "role_of",
     "scrypt_cost",
     "set_password",
+    "set_role",
     "sign_in",
 ]
 
@@ -79,6 +82,7 @@ _hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deadpixel-scrypt
 class User:
     name: str
     created_at: float
+    role: Role = Role.OWNER
 
 
 def _b64(data: bytes) -> str:
@@ -142,23 +146,56 @@ def _decoy_hash() -> str:
     return _decoys[cost]
 
 
-def create_user(conn: Connection, name: str, password: str) -> User:
+def create_user(conn: Connection, name: str, password: str, role: Role | None = None) -> User:
+    """A new account; without ``role``, the first account is an owner and every later one a viewer."""
     check_name(name)
     if not password:
         raise UserError("the password is empty")
+    if role is None:
+        role = Role.VIEWER if has_users(conn) else Role.OWNER
     now = time.time()
     try:
         with conn.begin_nested():
             hashed = hash_password(password)
-            conn.execute(insert(users).values(name=name, password_hash=hashed, created_at=now))
+            conn.execute(
+                insert(users).values(name=name, password_hash=hashed, created_at=now, role=role.label)
+            )
     except IntegrityError:
         raise UserError(f"a user named {name!r} already exists") from None
-    return User(name, now)
+    return User(name, now, role)
 
 
 def list_users(conn: Connection) -> list[User]:
-    rows = conn.execute(select(users.c.name, users.c.created_at).order_by(users.c.name))
-    return [User(name, created_at) for name, created_at in rows]
+    rows = conn.execute(select(users.c.name, users.c.created_at, users.c.role).order_by(users.c.name))
+    return [User(name, created_at, parse_role(role)) for name, created_at, role in rows]
+
+
+def role_of(conn: Connection, name: str) -> Role | None:
+    """The account's role, or None when no account has that name."""
+    found = conn.execute(select(users.c.role).where(users.c.name == name)).scalar()
+    return None if found is None else parse_role(found)
+
+
+def _owners(conn: Connection) -> list[str]:
+    """The owners' names, their rows locked (PostgreSQL) so two demotions at once cannot both pass."""
+    query = select(users.c.name).where(users.c.role == Role.OWNER.label).with_for_update()
+    return list(conn.execute(query).scalars())
+
+
+def _keep_an_owner(conn: Connection, name: str) -> None:
+    if _owners(conn) == [name]:
+        raise UserError(f"{name!r} is the last owner: make another account an owner first")
+
+
+def set_role(conn: Connection, name: str, role: Role) -> Role:
+    """Give ``name`` a role; returns the role it had. The last owner cannot be demoted."""
+    before = role_of(conn, name)
+    if before is None:
+        raise UserError(f"no user named {name!r}")
+    if before is Role.OWNER and role is not Role.OWNER:
+        _keep_an_owner(conn, name)
+    conn.execute(update(users).where(users.c.name == name).values(role=role.label))
+    return before
 
 
 def has_users(conn: Connection) -> bool:
@@ -177,6 +214,9 @@ def set_password(conn: Connection, name: str, password: str) -> None:
 
 
 def delete_user(conn: Connection, name: str) -> None:
+    """Delete an account and end its sessions; the last owner cannot be deleted."""
+    if role_of(conn, name) is Role.OWNER:
+        _keep_an_owner(conn, name)
     if not conn.execute(delete(users).where(users.c.name == name)).rowcount:
         raise UserError(f"no user named {name!r}")
     web_sessions.end_all(conn, name)

@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
 
+from deadpixel.accounts import access
 from deadpixel.api.auth import BearerAuth
 from deadpixel.api.errors import HANDLERS
 from deadpixel.api.ratelimit import RateLimiter
@@ -31,8 +32,12 @@ def _any_character(route: BaseRoute) -> BaseRoute:
 def api_mount(reads: Engine, writes: Engine, settings: Settings, signer: TokenSigner) -> Mount:
     """``writes`` is an engine made with ``writer=True``: see api_routes."""
     limiter = RateLimiter(settings.api_rate)
+    routes = [_any_character(route) for route in api_routes(reads, writes, settings, signer)]
+    for route in routes:  # a route the role table does not name stops the API from being built
+        assert isinstance(route, Route)
+        access.check_routes([(PREFIX + route.path, route.methods or {"GET"})])
     app = Starlette(
-        routes=[_any_character(route) for route in api_routes(reads, writes, settings, signer)],
+        routes=routes,
         middleware=[
             Middleware(
                 BearerAuth,
@@ -40,6 +45,8 @@ def api_mount(reads: Engine, writes: Engine, settings: Settings, signer: TokenSi
                 writes=writes,
                 limiter=limiter,
                 client_ip=ClientIPResolver.from_settings(settings),
+                routes=routes,
+                prefix=PREFIX,
             )
         ],
         exception_handlers=HANDLERS,

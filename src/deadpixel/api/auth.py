@@ -1,8 +1,10 @@
 """Bearer tokens on every /api/v1 request except the public OpenAPI document.
 
 This runs as middleware before routing, so a route added later cannot forget to ask for a token, and an
-unknown path answers 401 rather than telling a stranger what exists. One indexed lookup of the secret's hash
-per request: revoking a token takes effect on the next request, on every server.
+unknown path answers 401 rather than telling a stranger what exists. Then the token's role is checked
+against the route's rule (deadpixel.accounts.access): too little answers 403, before the route runs. One
+indexed lookup of the secret's hash per request: revoking a token takes effect on the next request, on
+every server.
 
 Failed checks are braked per client address (FailureLimiter): once an address has failed too often, its
 tokens are first compared with the hashes of all live tokens, read from the store at most every
@@ -20,10 +22,13 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
+from starlette.routing import BaseRoute, Match
 
+from deadpixel.accounts import access
 from deadpixel.api.errors import error_response
 from deadpixel.api.ratelimit import FailureLimiter, RateLimiter
-from deadpixel.store.api_tokens import hash_secret, live_secret_hashes, mark_used, token_for_secret
+from deadpixel.store.api_tokens import LiveToken, hash_secret, live_secret_hashes, mark_used, token_for_secret
+from deadpixel.store.roles import Role
 from deadpixel.track.client_ip import ClientIPResolver
 
 log = logging.getLogger(__name__)
@@ -38,9 +43,18 @@ LIVE_REFRESH = 2.0  # seconds: how stale the braked path's list of live tokens m
 
 class BearerAuth:
     def __init__(
-        self, app: Any, reads: Engine, writes: Engine, limiter: RateLimiter, client_ip: ClientIPResolver
+        self,
+        app: Any,
+        reads: Engine,
+        writes: Engine,
+        limiter: RateLimiter,
+        client_ip: ClientIPResolver,
+        routes: list[BaseRoute],
+        prefix: str,
     ) -> None:
         self.app = app
+        self.routes = routes
+        self.prefix = prefix
         self.reads = reads
         self.writes = writes
         self.limiter = limiter
@@ -50,9 +64,12 @@ class BearerAuth:
         self._live_read_at = -LIVE_REFRESH
         self._last_marked: dict[int, float] = {}
 
-    def _lookup(self, secret: str) -> int | None:
+    def _lookup(self, secret: str) -> LiveToken | None:
         with self.reads.connect() as conn:
-            token_id = token_for_secret(conn, secret)
+            token = token_for_secret(conn, secret)
+        if token is None:
+            return None
+        token_id = token.id
         now = time.time()
         if token_id is not None and now - self._last_marked.get(token_id, 0.0) >= LAST_USED_EVERY:
             self._last_marked[token_id] = now
@@ -61,7 +78,7 @@ class BearerAuth:
                     mark_used(conn, token_id, now)
             except OperationalError:  # a busy or unreachable database must not fail the request for a hint
                 log.warning("could not record when API token %d was last used", token_id, exc_info=True)
-        return token_id
+        return token
 
     def _read_live(self) -> frozenset[str]:
         with self.reads.connect() as conn:
@@ -99,8 +116,8 @@ class BearerAuth:
             )
             await answer(scope, receive, send)
             return
-        token_id = await asyncio.to_thread(self._lookup, secret.strip())
-        if token_id is None:
+        token = await asyncio.to_thread(self._lookup, secret.strip())
+        if token is None:
             self.failures.failed(client)
             answer = error_response(
                 401,
@@ -109,10 +126,27 @@ class BearerAuth:
             )
             await answer(scope, receive, send)
             return
-        wait = self.limiter.take(token_id)
+        wait = self.limiter.take(token.id)
         if wait:
             answer = error_response(429, "rate limit exceeded", headers={"retry-after": str(wait)})
             await answer(scope, receive, send)
             return
-        scope.setdefault("state", {})["api_token_id"] = token_id
+        needed = self._needed(scope)
+        if needed is not None and not token.role.allows(needed):
+            message = f"this needs a token with the {needed.label} role; this one is {token.role.label}"
+            await error_response(403, message)(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["api_token_id"] = token.id
+        state["api_actor"] = f"token:{token.name}"
         await self.app(scope, receive, send)
+
+    def _needed(self, scope: dict[str, Any]) -> Role | None:
+        """The least role of the route this request will reach; None when it reaches none (the router then
+        answers 404 or 405 to a valid token, which tells it nothing it may not know)."""
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                path = getattr(route, "path", "")
+                return access.needed(scope["method"], self.prefix + path) or Role.VIEWER
+        return None

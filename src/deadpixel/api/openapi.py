@@ -333,6 +333,7 @@ ERRORS = {
         "no token, or one that is unknown or revoked",
         {"WWW-Authenticate": {"schema": {"type": "string"}}},
     ),
+    "403": _error("the token's role is below the route's: viewer for reading, sender for POST /messages"),
     "429": _error(
         "too many requests with this token (DEADPIXEL_API_RATE a minute)",
         {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},

@@ -25,7 +25,7 @@ from deadpixel.config import Settings
 from deadpixel.reports import analytics, exports
 from deadpixel.reports.pixels import new_pixel
 from deadpixel.security.tokens import TokenSigner
-from deadpixel.store import rollups
+from deadpixel.store import audit, rollups
 
 T = TypeVar("T")
 
@@ -104,12 +104,17 @@ def api_routes(reads: Engine, writes: Engine, settings: Settings, signer: TokenS
     async def create_message(request: Request) -> JSONResponse:
         params.check_known(request.query_params, set())
         wanted = new_message(await read_json(request))
-        made = await db(
-            lambda conn: new_pixel(
+        actor = str(request.scope.get("state", {}).get("api_actor", "token"))
+
+        def make(conn: Connection) -> dict[str, Any]:
+            made = new_pixel(
                 conn, settings, signer, recipient=wanted.to, subject=wanted.subject, campaign=wanted.campaign
-            ),
-            writes,
-        )
+            )
+            where = f" in {wanted.campaign}" if wanted.campaign else ""
+            audit.record(conn, actor, "pixel.create", f"{made['message_id']}{where}")
+            return made
+
+        made = await db(make, writes)
         location = f"{request.url.path}/{made['message_id']}"
         return JSONResponse(made, status_code=201, headers={"location": location})
 

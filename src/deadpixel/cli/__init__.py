@@ -37,6 +37,9 @@ COMMANDS: dict[str, Entry] = {
         "deadpixel.cli.report:clicks",
         "List recorded clicks on tracked links, newest first, with their verdict.",
     ),
+    "audit": Entry(
+        "deadpixel.cli.users:audit_log", "Who sent or changed settings, tokens or accounts, and when."
+    ),
     "db": Entry("deadpixel.cli.store:db", "The database schema."),
     "demo": Entry(
         "deadpixel.cli.pixel:demo",
@@ -98,7 +101,7 @@ COMMANDS: dict[str, Entry] = {
         " relay skip them.",
     ),
     "token": Entry("deadpixel.cli.users:token", "Bearer tokens for the JSON API (/api/v1)."),
-    "user": Entry("deadpixel.cli.users:user", "Accounts that may log in to the SMTP relay."),
+    "user": Entry("deadpixel.cli.users:user", "Accounts for the dashboard and the relay, and their roles."),
     "webhook": _WEBHOOK,
     "webhooks": _WEBHOOK,
 }

@@ -232,6 +232,7 @@ def campaign_send(
     from deadpixel.send.smtp_config import sender_address, smtp_settings
     from deadpixel.send.tracked import Tracker
     from deadpixel.send.unsubscribe import https_warning, unsubscribe_extras
+    from deadpixel.store import audit
     from deadpixel.store.suppressions import suppressed
 
     try:
@@ -261,6 +262,8 @@ def campaign_send(
     total = recipients.count()
     problems: list[dict[str, Any]] | None = [] if as_json else None
     with cli.migrated() as engine:
+        with engine.begin() as conn:  # before the first message goes: an interrupted send is audited too
+            audit.record(conn, audit.CLI, "campaign.send", f"{name} ({total} rows)")
         tracker = Tracker(settings, signer)
         if sys.stderr.isatty() and not as_json:
             with click.progressbar(
@@ -322,20 +325,26 @@ def _address_command(name: str) -> Callable[[Callable[[Cli, Recipient], None]], 
 @_address_command("add")
 def suppression_add(cli: Cli, address: Recipient) -> None:
     """Stop all campaign mail to ADDRESS (as if they had unsubscribed)."""
+    from deadpixel.store import audit
     from deadpixel.store.suppressions import suppress
 
     with cli.store() as conn:
         added = suppress(conn, address.key, "cli")
+        if added:
+            audit.record(conn, audit.CLI, "suppression.add", audit.masked(address.key))
     click.echo(f"{address.key} {'added to' if added else 'was already on'} the suppression list.")
 
 
 @_address_command("remove")
 def suppression_remove(cli: Cli, address: Recipient) -> None:
     """Allow campaign mail to ADDRESS again (only when they asked for it)."""
+    from deadpixel.store import audit
     from deadpixel.store.suppressions import unsuppress
 
     with cli.store() as conn:
         removed = unsuppress(conn, address.key)
+        if removed:
+            audit.record(conn, audit.CLI, "suppression.remove", audit.masked(address.key))
     click.echo(f"{address.key} {'removed from' if removed else 'is not on'} the suppression list.")
 
 

@@ -15,6 +15,7 @@ from deadpixel.cli.context import Cli, json_option, pass_cli
 from deadpixel.hooks import registry
 from deadpixel.hooks.deliver import Deliverer, Policy, new_client, post
 from deadpixel.hooks.guard import Guard
+from deadpixel.store import audit
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import webhook_deliveries
 
@@ -38,6 +39,7 @@ def webhook_add(cli: Cli, url: str, events: str) -> None:
     url = registry.check_url(url, guard)  # the name is looked up before the transaction begins
     with cli.store() as conn:
         made, secret = registry.add_webhook(conn, url, events, guard)
+        audit.record(conn, audit.CLI, "webhook.add", url)
     click.echo(
         f"Webhook {made.id} added for {', '.join(made.events)}. Signing secret (shown only now):", err=True
     )
@@ -78,6 +80,7 @@ def webhook_remove(cli: Cli, webhook_id: int) -> None:
     """Remove a webhook; its undelivered events are dropped with it."""
     with cli.store() as conn:
         removed = registry.remove_webhook(conn, webhook_id)
+        audit.record(conn, audit.CLI, "webhook.remove", f"{webhook_id} {removed.url}")
     click.echo(f"Webhook {removed.id} ({removed.url}) removed.")
 
 

@@ -4,11 +4,13 @@ aiosmtpd calls an ``authenticator`` synchronously on the event loop, where a pas
 a second at today's cost) would hold up every other connection. So the relay brings its own PLAIN and LOGIN
 mechanisms, which read the credentials with aiosmtpd's public ``challenge_auth`` and await the check in
 deadpixel.accounts.users.sign_in: on the hashing thread, through the same brake as the dashboard's sign-in,
-keyed on the connection's address and the account.
+keyed on the connection's address and the account. Sending takes the sender role
+(deadpixel.store.roles): a viewer's right password is refused like a wrong one, with its own reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import ipaddress
 from base64 import b64decode
@@ -17,9 +19,11 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 from sqlalchemy import Engine
 
-from deadpixel.accounts.users import sign_in
+from deadpixel.accounts.users import role_of, sign_in
+from deadpixel.store.roles import Role
 
 BRAKED = "454 4.7.0 Too many failed sign-ins; try again in {} seconds"
+NOT_A_SENDER = "535 5.7.8 This account may not send mail: it needs the sender role"
 
 
 def is_loopback(host: str) -> bool:
@@ -79,4 +83,11 @@ class AccountSMTP(SMTP):
         result = await sign_in(self._accounts, client, name, password.decode("utf-8", "replace"))
         if result.retry_after:
             return AuthResult(success=False, handled=False, message=BRAKED.format(result.retry_after))
+        if result.ok and not await asyncio.to_thread(self._may_send, name):
+            return AuthResult(success=False, handled=False, message=NOT_A_SENDER)
         return AuthResult(success=result.ok, handled=False, auth_data=name if result.ok else None)
+
+    def _may_send(self, name: str) -> bool:
+        with self._accounts.connect() as conn:
+            role = role_of(conn, name)
+        return role is not None and role.allows(Role.SENDER)

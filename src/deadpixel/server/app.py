@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Mount, Route
 
+from deadpixel.accounts import access
 from deadpixel.api import api_mount
 from deadpixel.api.body import MAX_BODY as MAX_API_BODY
 from deadpixel.config import Settings, load_settings
@@ -47,7 +48,7 @@ from deadpixel.web.dashboard import Dashboard
 from deadpixel.web.framing import NoFraming
 from deadpixel.web.unsubscribe import unsubscribe_routes
 
-log = logging.getLogger("deadpixel.app")  # the name its log lines have always carried
+log = logging.getLogger("deadpixel.server.app")  # the name its log lines have always carried
 # Request bodies, in bytes (deadpixel.server.bodies; docs/design.md says why these): the sign-in and dashboard
 # forms and every route that takes no body; a one-click unsubscribe; the JSON API (docs/api.md).
 MAX_BODY = 16 * 1024
@@ -113,6 +114,7 @@ def build_web(
         routes.append(api)
     if signer is not None and settings is not None:
         routes += Dashboard(engine, settings, signer, writer=writer or engine).routes()
+    access.check_routes(access.walk(routes))  # every route has a role rule, or the server does not start
     return Starlette(routes=routes, middleware=[Middleware(NoFraming)])
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from deadpixel.errors import DeadpixelError
 from deadpixel.store.names import UserError, check_name
+from deadpixel.store.roles import Role, parse_role
 from deadpixel.store.schema import api_tokens
 
 PREFIX = "dp_"
@@ -34,13 +35,23 @@ class ApiToken:
     created_at: float
     last_used_at: float | None
     revoked_at: float | None
+    role: Role = Role.OWNER
+
+
+@dataclass(frozen=True, slots=True)
+class LiveToken:
+    """What a request's token may do: its id (for the rate limit), name (for the audit log) and role."""
+
+    id: int
+    name: str
+    role: Role
 
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def create_token(conn: Connection, name: str) -> tuple[ApiToken, str]:
+def create_token(conn: Connection, name: str, role: Role = Role.OWNER) -> tuple[ApiToken, str]:
     """A new token and its secret: the only time the secret exists outside the caller's hands."""
     try:
         check_name(name)
@@ -52,12 +63,12 @@ def create_token(conn: Connection, name: str) -> tuple[ApiToken, str]:
         with conn.begin_nested():
             token_id = conn.execute(
                 insert(api_tokens)
-                .values(name=name, secret_hash=hash_secret(secret), created_at=now)
+                .values(name=name, secret_hash=hash_secret(secret), created_at=now, role=role.label)
                 .returning(api_tokens.c.id)
             ).scalar_one()
     except IntegrityError:
         raise TokenError(f"a token named {name!r} already exists") from None
-    return ApiToken(int(token_id), name, now, None, None), secret
+    return ApiToken(int(token_id), name, now, None, None, role), secret
 
 
 def list_tokens(conn: Connection) -> list[ApiToken]:
@@ -68,9 +79,10 @@ def list_tokens(conn: Connection) -> list[ApiToken]:
             api_tokens.c.created_at,
             api_tokens.c.last_used_at,
             api_tokens.c.revoked_at,
+            api_tokens.c.role,
         ).order_by(api_tokens.c.id)
     )
-    return [ApiToken(*row) for row in rows]
+    return [ApiToken(*row[:5], parse_role(row[5])) for row in rows]
 
 
 def revoke_token(conn: Connection, name_or_id: str) -> ApiToken:
@@ -85,19 +97,20 @@ def revoke_token(conn: Connection, name_or_id: str) -> ApiToken:
         return found
     now = time.time()
     conn.execute(update(api_tokens).where(api_tokens.c.id == found.id).values(revoked_at=now))
-    return ApiToken(found.id, found.name, found.created_at, found.last_used_at, now)
+    return ApiToken(found.id, found.name, found.created_at, found.last_used_at, now, found.role)
 
 
-def token_for_secret(conn: Connection, secret: str) -> int | None:
-    """The id of the live (not revoked) token with this secret, or None."""
+def token_for_secret(conn: Connection, secret: str) -> LiveToken | None:
+    """The live (not revoked) token with this secret, or None."""
     if not secret.startswith(PREFIX):
         return None
+    t = api_tokens
     found = conn.execute(
-        select(api_tokens.c.id).where(
-            api_tokens.c.secret_hash == hash_secret(secret), api_tokens.c.revoked_at.is_(None)
+        select(t.c.id, t.c.name, t.c.role).where(
+            t.c.secret_hash == hash_secret(secret), t.c.revoked_at.is_(None)
         )
-    ).scalar()
-    return None if found is None else int(found)
+    ).one_or_none()
+    return None if found is None else LiveToken(int(found.id), found.name, parse_role(found.role))
 
 
 def live_secret_hashes(conn: Connection) -> frozenset[str]:

@@ -233,6 +233,8 @@ users = Table(
     Column("name", String(64), nullable=False, unique=True),
     Column("password_hash", Text, nullable=False),
     _time("created_at"),
+    # viewer, sender or owner (deadpixel.store.roles); accounts older than roles are owners
+    Column("role", String(8), nullable=False, server_default="owner"),
 )
 
 # One row per message submitted to the relay and recipient: the tracked message made for that copy (None when
@@ -275,6 +277,7 @@ api_tokens = Table(
     _time("created_at"),
     _time("last_used_at", nullable=True),
     _time("revoked_at", nullable=True),
+    Column("role", String(8), nullable=False, server_default="owner"),  # as the users' role
 )
 
 # Rollups of opens for the dashboard's charts (see deadpixel.store.rollups): per campaign (0 for messages
@@ -403,4 +406,15 @@ notify_settings = Table(
     Column("name", String(16), primary_key=True),  # email, url, format
     Column("value", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# Who did what, and when (deadpixel.store.audit): an account's name, ``token:<name>`` or ``cli``.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    _serial(Integer),
+    _time("at"),
+    Column("actor", String(80), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("target", String(200), nullable=False),
 )

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, insert, select
 
-from deadpixel.store.schema import web_sessions
+from deadpixel.store.roles import Role, parse_role
+from deadpixel.store.schema import users, web_sessions
 
 
 @dataclass(frozen=True, slots=True)
 class WebSession:
     user: str
     csrf: str
+    role: Role
 
 
 def _hash(session_id: str) -> str:
@@ -43,11 +45,14 @@ def start(conn: Connection, user: str, now: float, lifetime: float) -> str:
 
 
 def find(conn: Connection, session_id: str, now: float) -> WebSession | None:
+    """The live session with this id and its account's role today (a role change counts at once)."""
     t = web_sessions
     row = conn.execute(
-        select(t.c.user_name, t.c.csrf).where(t.c.id_hash == _hash(session_id), t.c.expires_at > now)
+        select(t.c.user_name, t.c.csrf, users.c.role)
+        .join(users, users.c.name == t.c.user_name)
+        .where(t.c.id_hash == _hash(session_id), t.c.expires_at > now)
     ).one_or_none()
-    return None if row is None else WebSession(row.user_name, row.csrf)
+    return None if row is None else WebSession(row.user_name, row.csrf, parse_role(row.role))
 
 
 def end(conn: Connection, session_id: str) -> None:

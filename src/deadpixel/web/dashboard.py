@@ -24,13 +24,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from deadpixel.accounts import access
 from deadpixel.accounts.users import sign_in
 from deadpixel.config import Settings
 from deadpixel.errors import DeadpixelError
 from deadpixel.reports import analytics, exports
 from deadpixel.reports.pixels import new_pixel
 from deadpixel.security.tokens import TokenSigner
-from deadpixel.store import rollups, web_sessions
+from deadpixel.store import audit, rollups, web_sessions
+from deadpixel.store.roles import Role
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.web import charts, forms
 from deadpixel.web import feed as live
@@ -45,6 +47,7 @@ from deadpixel.web.session import (
 )
 from deadpixel.web.settings import SettingsPages
 from deadpixel.web.setup import SetupPages
+from deadpixel.web.users import UsersPages
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -84,32 +87,35 @@ class Dashboard:
 
     def routes(self) -> list[BaseRoute]:
         static = StaticFiles(directory=Path(__file__).parent / "static")
+        page = self.guarded
         return [
             Route("/login", self.login_form, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
-            Route("/logout", self.signed_in(self.logout), methods=["POST"]),
-            Route("/", self.signed_in(self.home)),
-            Route("/campaigns", self.signed_in(self.campaigns)),
-            Route("/campaigns/{name:path}", self.signed_in(self.campaign)),
-            Route("/exports/{kind}.csv", self.signed_in(self.export), methods=["GET"]),
-            Route("/feed", self.signed_in(self.feed), methods=["GET"]),
-            Route("/messages/{id}", self.signed_in(self.message)),
-            Route("/pixels/new", self.signed_in(self.new_pixel_form), methods=["GET"]),
-            Route("/pixels/new", self.signed_in(self.new_pixel), methods=["POST"]),
+            page("/logout", self.logout, ["POST"]),
+            page("/", self.home, ["GET"]),
+            page("/campaigns", self.campaigns, ["GET"]),
+            page("/campaigns/{name:path}", self.campaign, ["GET"]),
+            page("/exports/{kind}.csv", self.export, ["GET"]),
+            page("/feed", self.feed, ["GET"]),
+            page("/messages/{id}", self.message, ["GET"]),
+            page("/pixels/new", self.new_pixel_form, ["GET"]),
+            page("/pixels/new", self.new_pixel, ["POST"]),
             *self.settings_routes(),
+            *UsersPages(self.engine, self.writer, self.render).routes(self.guarded),
             *self.setup_routes(),
             Mount("/static", app=static, name="static"),
         ]
 
     def settings_routes(self) -> list[BaseRoute]:
         pages = SettingsPages(self.engine, self.writer, self.settings, self.render)
+        page = self.guarded
         return [
-            Route("/settings", self.signed_in(pages.show), methods=["GET"]),
-            Route("/settings/webhooks", self.signed_in(pages.add_webhook), methods=["POST"]),
-            Route("/settings/webhooks/{id}/remove", self.signed_in(pages.remove_webhook), methods=["POST"]),
-            Route("/settings/tokens", self.signed_in(pages.create_token), methods=["POST"]),
-            Route("/settings/notices", self.signed_in(pages.save_notices), methods=["POST"]),
-            Route("/settings/tokens/{id}/revoke", self.signed_in(pages.revoke_token), methods=["POST"]),
+            page("/settings", pages.show, ["GET"]),
+            page("/settings/webhooks", pages.add_webhook, ["POST"]),
+            page("/settings/webhooks/{id}/remove", pages.remove_webhook, ["POST"]),
+            page("/settings/tokens", pages.create_token, ["POST"]),
+            page("/settings/notices", pages.save_notices, ["POST"]),
+            page("/settings/tokens/{id}/revoke", pages.revoke_token, ["POST"]),
         ]
 
     def setup_routes(self) -> list[BaseRoute]:
@@ -124,12 +130,27 @@ class Dashboard:
         html = self.templates.get_template(template).render(**context)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
-    def signed_in(self, page: Page) -> Callable[[Request], Awaitable[Response]]:
+    def guarded(self, path: str, page: Page, methods: list[str]) -> Route:
+        """A signed-in page whose least role comes from the one table (deadpixel.accounts.access); a path
+        the table does not name stops the app from being built."""
+        roles = {method: access.needed(method, path) for method in methods}
+        for method, role in roles.items():
+            if role is None:
+                raise access.MissingRule(f"{method} {path} is public: route it without a sign-in")
+        return Route(path, self.signed_in(page, roles), methods=methods)
+
+    def signed_in(
+        self, page: Page, roles: dict[str, Role | None]
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def guarded(request: Request) -> Response:
             session = await self.session(request)
             if session is None:
                 target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
                 return RedirectResponse(f"/login?next={target}", status_code=303)
+            role = roles.get("GET" if request.method == "HEAD" else request.method) or Role.OWNER
+            if not session.role.allows(role):
+                message = f"This needs the {role.label} role; your account is a {session.role.label}."
+                return self.render("error.html", 403, session=session, message=message)
             if request.method == "POST":
                 form = await forms.read_form(request)
                 if not same_token(form.get("csrf"), session.csrf):
@@ -144,7 +165,7 @@ class Dashboard:
         if session_id is None:
             return None
         found = await self.read(web_sessions.find, session_id, time.time())
-        return None if found is None else Session(session_id, found.user, found.csrf)
+        return None if found is None else Session(session_id, found.user, found.csrf, found.role)
 
     async def write(self, work: Callable[..., Any], *args: Any) -> Any:
         def run() -> Any:
@@ -335,11 +356,13 @@ class Dashboard:
 
         def make() -> dict[str, Any]:
             with self.writer.begin() as conn:
-                return new_pixel(
+                made = new_pixel(
                     conn, self.settings, self.signer, recipient=fields["to"],
                     subject=fields["subject"] or None, campaign=fields["campaign"] or None,
                     notify=bool(fields["notify"]),
                 )  # fmt: skip
+                audit.record(conn, session.user, "pixel.create", _pixel_target(made))
+                return made
 
         made = await asyncio.to_thread(make)
         return self.render("pixel.html", session=session, made=made, form={}, error=None)
@@ -411,3 +434,9 @@ def _safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/campaigns"
     return target
+
+
+def _pixel_target(made: dict[str, Any]) -> str:
+    """A new pixel as the audit log names it: its message id and campaign, never the recipient's address."""
+    campaign = made.get("campaign")
+    return f"{made['message_id']}" + (f" in {campaign}" if campaign else "")

@@ -21,6 +21,8 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
+from deadpixel.store.roles import Role
+
 SESSION_COOKIE = "deadpixel_session"
 LOGIN_CSRF_COOKIE = "deadpixel_login"
 SESSION_SECONDS = 14 * 86400
@@ -31,6 +33,7 @@ class Session:
     id: str
     user: str
     csrf: str
+    role: Role
 
 
 def load_secret(path: Path) -> bytes:

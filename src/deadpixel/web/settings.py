@@ -22,13 +22,15 @@ from deadpixel.enrich.geo import builtin_data_source
 from deadpixel.hooks import registry
 from deadpixel.hooks.guard import Guard
 from deadpixel.hooks.notify import url_format
-from deadpixel.store import notices
+from deadpixel.store import audit, notices
 from deadpixel.store.api_tokens import TokenError, create_token, list_tokens, revoke_token
+from deadpixel.store.roles import ROLE_NAMES, RoleError, parse_role
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.web.forms import read_form
 from deadpixel.web.session import Session
 
 Render = Callable[..., Response]
+AUDIT_SHOWN = 50  # the latest rows on the page; `deadpixel audit --limit` lists more
 
 
 def configuration(settings: Settings) -> list[tuple[str, str, str]]:
@@ -115,6 +117,7 @@ class SettingsPages:
                 "deliveries": registry.recent_deliveries(conn),
                 "tokens": list_tokens(conn),
                 "stored_targets": notices.targets(conn),
+                "audit": audit.recent(conn, AUDIT_SHOWN),
             }
 
         data = await self._run(self.reader, gather)
@@ -123,7 +126,8 @@ class SettingsPages:
         return self.render(
             "settings.html", status, session=session, configuration=configuration(self.settings),
             geo=geo_data(self.settings),
-            your_address=self.client_ip.resolve(peer, request.scope["headers"]), shown=shown, **data,
+            your_address=self.client_ip.resolve(peer, request.scope["headers"]), shown=shown,
+            roles=ROLE_NAMES, **data,
         )  # fmt: skip
 
     async def show(self, request: Request, session: Session) -> Response:
@@ -135,9 +139,13 @@ class SettingsPages:
         guard = Guard.allowing(*self.settings.webhook_allow)
         try:  # the name is looked up (in a thread) before the write transaction begins
             url = await asyncio.to_thread(registry.check_url, url, guard)
-            made, secret = await self._run(
-                self.writer, lambda conn: registry.add_webhook(conn, url, events, guard)
-            )
+
+            def add(conn: Connection) -> Any:
+                added = registry.add_webhook(conn, url, events, guard)
+                audit.record(conn, session.user, "webhook.add", url)
+                return added
+
+            made, secret = await self._run(self.writer, add)
         except registry.WebhookError as exc:
             return await self.page(request, session, 400, webhook_error=str(exc), url=url)
         return await self.page(request, session, new_webhook=made, webhook_secret=secret)
@@ -145,7 +153,12 @@ class SettingsPages:
     async def remove_webhook(self, request: Request, session: Session) -> Response:
         webhook_id = _number(request.path_params["id"])
         try:
-            await self._run(self.writer, lambda conn: registry.remove_webhook(conn, webhook_id))
+
+            def remove(conn: Connection) -> None:
+                removed = registry.remove_webhook(conn, webhook_id)
+                audit.record(conn, session.user, "webhook.remove", f"{webhook_id} {removed.url}")
+
+            await self._run(self.writer, remove)
         except registry.WebhookError as exc:
             return await self.page(request, session, 404, webhook_error=str(exc))
         return await self.page(request, session, removed_webhook=webhook_id)
@@ -173,14 +186,29 @@ class SettingsPages:
             return await self.page(request, session, 400, notify_error=problem)
         if values["format"] == self.settings.notify_format:
             values["format"] = ""  # the setting's own value: keep following it
-        await self._run(self.writer, lambda conn: notices.save_targets(conn, values))
+
+        def save(conn: Connection) -> None:
+            notices.save_targets(conn, values)
+            audit.record(
+                conn, session.user, "settings.notices", ", ".join(f"{k}={v}" for k, v in values.items())
+            )
+
+        await self._run(self.writer, save)
         return await self.page(request, session, notify_saved=True)
 
     async def create_token(self, request: Request, session: Session) -> Response:
-        name = str((await read_form(request)).get("name") or "").strip()
+        form = await read_form(request)
+        name = str(form.get("name") or "").strip()
+
+        def make(conn: Connection) -> Any:
+            role = parse_role(str(form.get("role") or "viewer"))
+            made = create_token(conn, name, role)
+            audit.record(conn, session.user, "token.create", f"{name} ({role.label})")
+            return made
+
         try:
-            made, secret = await self._run(self.writer, lambda conn: create_token(conn, name))
-        except TokenError as exc:
+            made, secret = await self._run(self.writer, make)
+        except (TokenError, RoleError) as exc:
             return await self.page(request, session, 400, token_error=str(exc), name=name)
         return await self.page(request, session, new_token=made, token_secret=secret)
 
@@ -191,7 +219,9 @@ class SettingsPages:
             found = next((t for t in list_tokens(conn) if t.id == token_id), None)
             if found is None:
                 raise TokenError(f"no token with id {token_id}")
-            return revoke_token(conn, found.name)  # by its unique name: another token may be named "3"
+            revoked = revoke_token(conn, found.name)  # by its unique name: another token may be named "3"
+            audit.record(conn, session.user, "token.revoke", found.name)
+            return revoked
 
         try:
             revoked = await self._run(self.writer, revoke)
