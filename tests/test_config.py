@@ -103,6 +103,7 @@ def test_the_cli_stops_on_a_bad_setting_with_one_line_and_no_traceback(
         ("DATABASE_URL", "postgresql://deadpixel:s3cret@db/deadpixel", {}),
         ("SMTP_PASSWORD", "pa ss\tword", {"DEADPIXEL_SMTP_USERNAME": "me"}),
         ("BOUNCE_IMAP_PASSWORD", "imap-secret", {"DEADPIXEL_BOUNCE_IMAP_USERNAME": "bounces"}),
+        ("NOTIFY_URL", "https://ntfy.example.org/secret-topic", {}),
     ],
 )
 def test_a_secret_comes_from_the_file_its_file_variable_names(

@@ -24,7 +24,12 @@ from deadpixel.extras import MissingExtra, require_postgres
 ENV_PREFIX = "DEADPIXEL_"
 # Settings that hold a credential: each may instead come from a file named by DEADPIXEL_<NAME>_FILE, the way
 # container secrets arrive (/run/secrets/...), so the value never sits in the environment or a compose file.
-SECRET_SETTINGS = ("database_url", "smtp_password", "bounce_imap_password")
+SECRET_SETTINGS = (
+    "database_url",
+    "smtp_password",
+    "bounce_imap_password",
+    "notify_url",
+)  # a push URL's path is its key
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 
