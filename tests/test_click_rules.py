@@ -252,13 +252,15 @@ def test_a_later_hidden_link_click_relabels_earlier_clicks_and_their_webhooks(st
         mid = create_message(conn, recipient="a@example.com", sent_at=now - 120)
         registry.add_webhook(conn, "https://hooks.example/in", "click", Guard.allowing("0.0.0.0/0"))
     with store.begin() as conn:  # the gateway's first two clicks: alone, they look like a person's
-        write_clicks(conn, [ClickEvent(mid, 0, now, UNKNOWN_HOST, CHROME, "GET")], classifier)
-        write_clicks(conn, [ClickEvent(mid, 1, now + 0.3, UNKNOWN_HOST, CHROME, "GET")], classifier)
+        write_clicks(conn, [ClickEvent(mid, 0, now, UNKNOWN_HOST, CHROME, "GET")], classifier.clicks)
+        write_clicks(conn, [ClickEvent(mid, 1, now + 0.3, UNKNOWN_HOST, CHROME, "GET")], classifier.clicks)
         assert counts_match_events(conn, mid) == (2, 0)
     with store.begin() as conn:  # a person, from home, a little later
-        write_clicks(conn, [ClickEvent(mid, 1, now + 20, HOME, CHROME, "GET")], classifier)
+        write_clicks(conn, [ClickEvent(mid, 1, now + 20, HOME, CHROME, "GET")], classifier.clicks)
     with store.begin() as conn:  # then the gateway follows the hidden link
-        write_clicks(conn, [ClickEvent(mid, HIDDEN_LINK, now + 0.6, UNKNOWN_HOST, CHROME, "GET")], classifier)
+        write_clicks(
+            conn, [ClickEvent(mid, HIDDEN_LINK, now + 0.6, UNKNOWN_HOST, CHROME, "GET")], classifier.clicks
+        )
         assert counts_match_events(conn, mid) == (1, 3)
         rows = conn.execute(select(clicks).where(clicks.c.message_id == mid).order_by(clicks.c.at)).all()
         assert [(r.link, r.kind, r.rule) for r in rows] == [
@@ -296,7 +298,7 @@ def test_a_burst_in_one_batch_and_the_open_before_it(store: Any) -> None:
         events = [ClickEvent(burst, n, now + n / 10, UNKNOWN_HOST, CHROME, "GET") for n in range(4)]
         events.append(ClickEvent(opened, 0, now, AZURE, CHROME, "GET"))  # a person on a cloud desktop
         events.append(ClickEvent(burst, 2, now, AZURE, CHROME, "GET"))  # Safe Links, no open before
-        write_clicks(conn, events, classifier)
+        write_clicks(conn, events, classifier.clicks)
         assert counts_match_events(conn, burst) == (0, 5)
         assert counts_match_events(conn, opened) == (1, 0)
         rules = conn.execute(select(clicks.c.ip, clicks.c.rule).where(clicks.c.message_id == burst)).all()

@@ -63,7 +63,9 @@ def seed(engine: Engine, settings: Settings) -> dict[str, str]:
             OpenEvent(other, T0 + 2, "198.51.100.9", THUNDERBIRD, "GET"),
         ]
         write_opens(conn, events, classifier)
-        write_clicks(conn, [ClickEvent(ann, 0, T0 + 5, "198.51.100.7", THUNDERBIRD, "GET")], classifier)
+        write_clicks(
+            conn, [ClickEvent(ann, 0, T0 + 5, "198.51.100.7", THUNDERBIRD, "GET")], classifier.clicks
+        )
     return {"ann": ann, "evil": evil, "bob": bob, "other": other}
 
 

@@ -224,7 +224,9 @@ def test_events_survive_a_receiver_that_is_down_then_arrive_once_each(
     receiver.fail_first = 3  # each event: three refusals, then accepted
     ids = seed_opens(writer, 6)
     with writer.begin() as conn:
-        write_clicks(conn, [ClickEvent(mid, 1, time.time(), "198.51.100.9", CHROME, "GET")], CLASSIFIER)
+        write_clicks(
+            conn, [ClickEvent(mid, 1, time.time(), "198.51.100.9", CHROME, "GET")], CLASSIFIER.clicks
+        )
     with reader.connect() as conn:
         assert [(w.id, w.pending) for w in registry.list_webhooks(conn)] == [
             (hook.id, 7),

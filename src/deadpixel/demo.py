@@ -76,7 +76,7 @@ def seed(conn: Connection, classifier: OpenClassifier, messages: int = 2000, see
     for start in range(0, len(opens), 2000):
         write_opens(conn, opens[start : start + 2000], classifier)
     if clicks:
-        write_clicks(conn, clicks, classifier)
+        write_clicks(conn, clicks, classifier.clicks)
     _bounces_and_failures(conn, rng, ids, {event.message_id for event in opens}, sent_at)
     return Demo(CAMPAIGN, messages, len(opens), len(clicks))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from deadpixel.enrich.message import MessageEvent, adjust_message_verdicts
 from deadpixel.enrich.networks import Networks
 from deadpixel.enrich.privacy import redacted, scrubbed, stored_ip
 from deadpixel.enrich.useragent import warm_up
-from deadpixel.events import ClickEvent, OpenEvent, StoredClick
+from deadpixel.events import OpenEvent
 
 log = logging.getLogger(__name__)
 
@@ -46,35 +46,13 @@ def networks_dir(settings: Settings) -> Path:
 class OpenClassifier:
     """Builds stored rows; without an enricher (``DEADPIXEL_ENRICHMENT=false``) opens stay unclassified.
 
-    It also judges clicks, by their own rules (``clicks``, a ``ClickClassifier`` over the same enricher), so
-    one classifier serves both writers."""
+    Its ``clicks`` (a ``ClickClassifier`` over the same enricher) judges clicks by their own rules; the click
+    writer is given that."""
 
     def __init__(self, enricher: Enricher | None, ip_mode: str = "truncate") -> None:
         self.enricher = enricher
         self.ip_mode = ip_mode
         self.clicks = ClickClassifier(enricher, ip_mode)
-
-    @property
-    def window(self) -> float:
-        return self.clicks.window
-
-    @property
-    def settle(self) -> float:
-        return self.clicks.settle
-
-    def addresses(self, events: Sequence[ClickEvent]) -> set[str]:
-        """``ClickClassifier.addresses``."""
-        return self.clicks.addresses(events)
-
-    def click_rows(
-        self,
-        events: Sequence[ClickEvent],
-        sent_at: Mapping[str, float],
-        earlier: Sequence[StoredClick] = (),
-        opened_at: Mapping[str, float] | None = None,
-    ) -> tuple[list[dict[str, Any]], list[StoredClick]]:
-        """``ClickClassifier.click_rows``."""
-        return self.clicks.click_rows(events, sent_at, earlier, opened_at)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenClassifier:

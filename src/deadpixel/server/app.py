@@ -156,7 +156,7 @@ class Deadpixel:
         # Clicks are rare next to opens: a writer of their own keeps them off the pixel's batches.
         self.click_writer: GroupCommitWriter[ClickEvent] = GroupCommitWriter(
             create_engine(settings.database_url, writer=True, lock_timeout_ms=settings.commit_deadline_ms),
-            functools.partial(write_clicks, builder=classifier),
+            functools.partial(write_clicks, builder=classifier.clicks),
             batch_size=settings.batch_size,
             name="deadpixel-click-writer",
             spool=Spool(node_spool_dir(settings.data_dir) / "clicks", ClickEvent, redact_click),
