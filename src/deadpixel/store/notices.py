@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, insert, select, update
 
 from deadpixel.events import HUMAN_KINDS
+from deadpixel.store import outbox
 from deadpixel.store.schema import campaigns, messages, notify_settings, webhook_deliveries
 
 OFF, EACH, DIGEST = 0, 1, 2
@@ -83,30 +84,17 @@ def record_clicks(
     return len(wanted)
 
 
-def _event_key(payload: str) -> tuple[Any, Any, Any]:
-    data = json.loads(payload)
-    return data.get("message_id"), data.get("at"), data.get("link")
-
-
-WITHDRAW_LOOKBACK = 600.0  # seconds: how old a pending click notice a withdrawal looks for
-
-
 def withdraw_clicks(conn: Connection, machine: Sequence[dict[str, Any]]) -> int:
-    """Clicks now judged a machine's: their click notices not yet sent are finished as ``skipped``.
-
-    Matched by message, time and link, as webhook deliveries are revised; returns how many were withdrawn."""
+    """Clicks now judged a machine's: their click notices not yet sent are finished as ``skipped``, found
+    the way webhook deliveries are revised (``outbox.pending_for``). Returns how many were withdrawn."""
     if not machine:
         return 0
-    wanted = {(c["message_id"], c["at"], c.get("link")) for c in machine}
-    d = webhook_deliveries.c
-    query = select(d.id, d.payload).where(
-        d.webhook_id == NOTICE_WEBHOOK,
-        d.event == "click",
-        d.status == "pending",
-        d.created_at >= time.time() - WITHDRAW_LOOKBACK,
-    )
-    ids = [delivery_id for delivery_id, payload in conn.execute(query) if _event_key(payload) in wanted]
+    ids = [
+        delivery_id
+        for delivery_id, _, _ in outbox.pending_for(conn, "click", machine, webhook_id=NOTICE_WEBHOOK)
+    ]
     if ids:
+        d = webhook_deliveries.c
         conn.execute(update(webhook_deliveries).where(d.id.in_(ids)).values(status="skipped"))
     return len(ids)
 

@@ -116,26 +116,42 @@ def enqueue(conn: Connection, event: str, rows: Sequence[dict[str, Any]], held: 
 REVISE_LOOKBACK = 600.0  # seconds: how old a pending delivery a revision looks for
 
 
-def revise(conn: Connection, event: str, changed: Sequence[dict[str, Any]]) -> int:
-    """A stored event's verdict changed: its deliveries not yet sent carry the new ``kind`` and ``reason``.
+def pending_for(
+    conn: Connection, event: str, changed: Sequence[dict[str, Any]], *, webhook_id: int | None = None
+) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """The deliveries not yet sent of events whose verdict changed: (delivery id, payload, the changed event).
 
     Events are matched by message, time and link (the payload names no row id); only pending rows of the
-    last ``REVISE_LOOKBACK`` seconds are read, a handful while nobody floods a message. Returns how many
-    deliveries were rewritten."""
-    if not changed or not subscribers(conn, event):
-        return 0
+    last ``REVISE_LOOKBACK`` seconds are read, a handful while nobody floods a message. ``webhook_id``: only
+    that receiver's rows (read notices have their own)."""
     wanted = {(c["message_id"], c["at"], c.get("link")): c for c in changed}
     d = webhook_deliveries.c
     query = select(d.id, d.payload).where(
         d.event == event, d.status == PENDING, d.created_at >= time.time() - REVISE_LOOKBACK
     )
-    updates = []
+    if webhook_id is not None:
+        query = query.where(d.webhook_id == webhook_id)
+    found = []
     for delivery_id, payload in conn.execute(query):
         data = json.loads(payload)
-        found = wanted.get((data.get("message_id"), data.get("at"), data.get("link")))
-        if found is not None:
-            data.update(kind=found["kind"], reason=found["reason"])
-            updates.append({"delivery_id": delivery_id, "new_payload": _encode(data)})
+        match = wanted.get((data.get("message_id"), data.get("at"), data.get("link")))
+        if match is not None:
+            found.append((delivery_id, data, match))
+    return found
+
+
+def revise(conn: Connection, event: str, changed: Sequence[dict[str, Any]]) -> int:
+    """A stored event's verdict changed: its deliveries not yet sent carry the new ``kind`` and ``reason``.
+    Returns how many deliveries were rewritten."""
+    if not changed or not subscribers(conn, event):
+        return 0
+    updates = [
+        {
+            "delivery_id": delivery_id,
+            "new_payload": _encode({**data, "kind": c["kind"], "reason": c["reason"]}),
+        }
+        for delivery_id, data, c in pending_for(conn, event, changed)
+    ]
     if updates:
         execute_many(conn, _revise, updates)
     return len(updates)
