@@ -18,11 +18,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine, text
 from sqlalchemy import create_engine as sa_create_engine
-from sqlalchemy import text
 
 from deadpixel.config import Settings, load_settings
 from deadpixel.server.start import prepare
+from deadpixel.store.db import create_engine
 
 PG_ENV = "DEADPIXEL_TEST_POSTGRES_URL"
 
@@ -124,6 +125,14 @@ def settings(env: dict[str, str]) -> Settings:
     s = load_settings()
     prepare(s)
     return s
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    """The test's store as the writer opens it (a test module may define its own ``engine`` instead)."""
+    made = create_engine(settings.database_url, writer=True)
+    yield made
+    made.dispose()
 
 
 _PORT_BLOCK = 1_250

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from deadpixel.config import Settings
 from deadpixel.reports import analytics
 from deadpixel.security.keys import SigningKeys, load_or_create_keys
 from deadpixel.security.tokens import TokenSigner, new_message_id
-from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import bounces, messages
 from deadpixel.store.suppressions import list_suppressions, suppressed
@@ -168,15 +166,9 @@ def test_reading_never_raises(noise: bytes, cut: int, splice: bytes) -> None:
 # --- recording: the store, the suppression list, the reports ----------------------------------------------
 
 
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    found = create_engine(settings.database_url, writer=True)
-    yield found
-    found.dispose()
-
-
-@pytest.fixture
-def processor(settings: Settings, engine: Engine) -> Processor:
+@pytest.fixture(name="processor")
+def processor_fixture(settings: Settings, engine: Engine) -> Processor:
+    """The bounce processor over the test's store (test_bounces_recording.py takes it too)."""
     signer = TokenSigner(load_or_create_keys(settings.keys_file))
     return Processor(engine, signer, DOMAIN, soft_limit=3, max_size=200_000)
 

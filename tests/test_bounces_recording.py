@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, insert, select, update
@@ -23,34 +22,18 @@ from deadpixel.bounces.record import Recorded, record
 from deadpixel.bounces.verp import bounce_address
 from deadpixel.config import Settings
 from deadpixel.reports import analytics
-from deadpixel.security.keys import load_or_create_keys
-from deadpixel.security.tokens import TokenSigner
-from deadpixel.store.db import create_engine
 from deadpixel.store.messages import create_message
 from deadpixel.store.schema import bounces, messages
 from deadpixel.store.suppressions import list_suppressions, suppress
 
 from . import bounce_samples as samples
 from .helpers import deadpixel
+from .test_bounces import DOMAIN, processor_fixture  # noqa: F401  (the fixture)
 
-DOMAIN = "bounces.example.com"
 DMARC = (
     "smtp; 550 5.7.26 Unauthenticated email from sender.example is not accepted due to domain's DMARC policy"
 )
 SPAMHAUS = "smtp; 554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org"
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    found = create_engine(settings.database_url, writer=True)
-    yield found
-    found.dispose()
-
-
-@pytest.fixture
-def processor(settings: Settings, engine: Engine) -> Processor:
-    signer = TokenSigner(load_or_create_keys(settings.keys_file))
-    return Processor(engine, signer, DOMAIN, soft_limit=3, max_size=200_000)
 
 
 def sent(engine: Engine, recipient: str, at: float | None = None, campaign: str = "spring") -> str:

@@ -46,13 +46,6 @@ def notify_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    made = create_engine(settings.database_url, writer=True)
-    yield made
-    made.dispose()
-
-
-@pytest.fixture
 def upstream() -> Iterator[SMTPServerHandle]:
     """The relay's upstream: a real SMTP server that keeps what it is handed."""
     handle = SMTPServerHandle(Sink()).start()
