@@ -5,11 +5,8 @@ scanners, the sender's own reads and second opens make none; the outbox row surv
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ from tests.conftest import Server
 from .helpers import deadpixel
 from .smtp_sink import SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 from .test_dashboard import sign_in
+from .test_webhooks import Receiver, receiver_fixture  # noqa: F401  (the fixture)
 
 THUNDERBIRD = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
 HOME_IP = "81.2.69.160"  # a UK broadband address: a reader at home
@@ -47,58 +45,6 @@ SELF_IP = "203.0.113.9"
 CLASSIFIER = OpenClassifier.from_settings(
     Settings(data_dir=Path("."), database_url="sqlite://", self_ips=load_settings({}).self_ips)
 )
-
-
-@dataclass
-class Hit:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A real HTTP server on loopback recording every request (a self-hosted ntfy, a chat webhook...)."""
-
-    hits: list[Hit] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-
-    def url(self, path: str = "/topic") -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def start(self) -> Receiver:
-        hits = self.hits
-
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                hits.append(Hit(self.command, self.path, dict(self.headers.items()), body))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            do_POST = do_PUT = _record
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    made = Receiver().start()
-    yield made
-    made.stop()
 
 
 @pytest.fixture
@@ -193,7 +139,7 @@ def test_click_notices_only_when_asked(engines: tuple[Engine, Engine], receiver:
     for clicks, expected in ((False, 0), (True, 1)):
         with writer.begin() as conn:
             conn.execute(webhook_deliveries.update().values(status="pending", next_attempt_at=0))
-        worker = deliverer(engines, NoticeConfig(url=receiver.url(), clicks=clicks))
+        worker = deliverer(engines, NoticeConfig(url=receiver.url_for("/topic"), clicks=clicks))
         worker.drain()
         worker.close()
         assert len(receiver.hits) == expected
@@ -224,7 +170,7 @@ def test_a_click_notice_waits_and_is_withdrawn_when_the_click_proves_a_machines(
     with writer.begin() as conn:
         write_clicks(conn, [ClickEvent(mid, HIDDEN_LINK, later + 1, HOME_IP, THUNDERBIRD, "GET")], rules)
     assert [r.status for r in notice_rows(writer) if r.event == "click"] == ["skipped", "skipped"]
-    worker = deliverer(engines, NoticeConfig(url=receiver.url(), clicks=True))
+    worker = deliverer(engines, NoticeConfig(url=receiver.url_for("/topic"), clicks=True))
     worker.drain()
     worker.close()
     assert receiver.hits == []
@@ -266,7 +212,7 @@ def test_each_format_gets_the_body_its_service_reads(fmt: str, receiver: Receive
     )
     notifier = Notifier(NoticeConfig(base_url="https://track.example.com"))
     try:
-        outcome = notifier.send(NOTICE, Destination("url", receiver.url(path), fmt))
+        outcome = notifier.send(NOTICE, Destination("url", receiver.url_for(path), fmt))
     finally:
         notifier.close()
     assert outcome.ok, outcome
@@ -392,7 +338,7 @@ def test_a_digest_campaign_gets_one_summary_a_day(engines: tuple[Engine, Engine]
         assert notices.make_digests(conn, time.time()) == 0  # the day is not over
         assert notices.make_digests(conn, time.time() + 86400) == 1
         assert notices.make_digests(conn, time.time() + 86400 + 5) == 0  # made once
-    worker = deliverer(engines, NoticeConfig(url=receiver.url()))
+    worker = deliverer(engines, NoticeConfig(url=receiver.url_for("/topic")))
     worker.drain()
     worker.close()
     (hit,) = receiver.hits

@@ -49,6 +49,7 @@ class Hit:
     headers: dict[str, str]
     body: bytes
     status: int
+    method: str = "POST"
 
 
 @dataclass
@@ -65,8 +66,11 @@ class Receiver:
 
     @property
     def url(self) -> str:
+        return self.url_for("/hook")
+
+    def url_for(self, path: str) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
 
     def start(self) -> Receiver:
         receiver = self
@@ -85,11 +89,13 @@ class Receiver:
                     failing = time.time() < receiver.fail_until or seen < receiver.fail_first
                     status = 503 if failing else 200
                     receiver.hits.append(
-                        Hit(self.path, time.time(), dict(self.headers.items()), body, status)
+                        Hit(self.path, time.time(), dict(self.headers.items()), body, status, self.command)
                     )
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
+
+            do_PUT = do_POST  # Matrix's read notices are PUT
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -119,8 +125,9 @@ def allow_loopback(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("DEADPIXEL_WEBHOOK_ALLOW", env["DEADPIXEL_WEBHOOK_ALLOW"])
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@pytest.fixture(name="receiver")
+def receiver_fixture() -> Iterator[Receiver]:
+    """A receiver on loopback (test_notifications.py takes it too, for push and chat targets)."""
     made = Receiver().start()
     yield made
     made.stop()
