@@ -32,8 +32,12 @@ from .conftest import Server
 from .helpers import deadpixel
 from .smtp_sink import SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 from .test_dashboard import sign_in
-from .test_webhooks import Receiver, allow_loopback, delivered_bodies  # noqa: F401  (a fixture)
-from .test_webhooks import receiver as receiver
+from .test_webhooks import (  # noqa: F401  (a fixture)
+    Receiver,
+    allow_loopback,
+    delivered_bodies,
+    receiver_fixture,
+)
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
