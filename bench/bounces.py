@@ -1,12 +1,14 @@
 """How well deadpixel reads bounces, measured against Sisimai on a corpus of real messages.
 
-``python bench/bounces.py CORPUS_DIR... [--sisimai FILE.jsonl | --sisimai-perl] [--json] [--verbose]``
+``python bench/bounces.py CORPUS_DIR... [--sisimai FILE.jsonl | --sisimai-perl [--sisimai-lib DIR]] [--json]
+[--verbose]``
 
 Every file under the given directories is read by ``deadpixel.bounces.parse.read_report`` and compared with
 what Sisimai (the bounce reader of record, Perl) reads from the same file: either answers saved before (a
 JSON Lines file, one ``{"file", "results": [...]}`` line per message, as ``bench/bounce_sisimai.pl``
-writes it) or answers taken now by running ``bench/bounce_sisimai.pl`` with ``/usr/bin/perl`` (Debian:
-``apt-get install libsisimai-perl``). A saved line matches a file when its path is a tail of the file's
+writes it) or answers taken now by running ``bench/bounce_sisimai.pl`` with ``/usr/bin/perl``: Debian's
+``libsisimai-perl``, or the Sisimai under ``--sisimai-lib DIR`` (``bench/sisimai_fetch.sh`` unpacks one
+there; ``PERL5LIB`` works too). Sisimai 4.x and 5.x are both read; the version is recorded. A saved line matches a file when its path is a tail of the file's
 path, so answers saved with paths relative to any parent directory still match.
 
 What is counted (docs/bounces.md, "Measuring", says why each target):
@@ -16,8 +18,8 @@ What is counted (docs/bounces.md, "Measuring", says why each target):
 * failed recipient right: of those, the set of failed addresses is the same;
 * status present: deadpixel's failures (in those files) that carry an enhanced status code;
 * suppress agrees: per recipient both read, deadpixel's ``suppress`` against Sisimai's verdict, two ways:
-  with the rule that only a gone address suppresses (Sisimai hard and userunknown, hostunknown or
-  hasmoved), and with Sisimai's raw hard/soft (recipients Sisimai calls neither are left out);
+  with Sisimai's own hard/soft (recipients Sisimai calls neither are left out), and with the rule that only
+  a gone address suppresses (Sisimai hard and userunknown, hostunknown, hasmoved or notaccept);
 * reason agrees: deadpixel's reason against Sisimai's, through the mapping in docs/bounces.md;
 * sender-side suppressing: recipients whose failure Sisimai puts on the sender (blocked, spam, content,
   authentication, rate, size, relaying) that deadpixel would still suppress: must stay near zero;
@@ -54,11 +56,13 @@ PERL_BATCH = 200  # files per perl run, well under any argument-list limit
 
 NOT_A_FAILURE = frozenset({"vacation", "feedback", "delivered"})
 LEFT_ALONE = frozenset({"vacation", "delivered"})
-ADDRESS_GONE = frozenset({"userunknown", "hostunknown", "hasmoved"})
+ADDRESS_GONE = frozenset({"userunknown", "hostunknown", "hasmoved", "notaccept"})
 SENDER_SIDE = frozenset(
     {
         "blocked", "spamdetected", "contenterror", "authfailure", "toomanyconn", "speeding",
         "mesgtoobig", "exceedlimit", "securityerror", "norelaying",
+        # Sisimai 5's names and additions
+        "ratelimited", "emailtoolarge", "badreputation", "requireptr", "failedstarttls", "notcompliantrfc",
     }
 )  # fmt: skip
 # Sisimai's reasons in deadpixel's vocabulary (deadpixel.bounces.reasons.Reason values).
@@ -71,12 +75,16 @@ TO_OURS = {
     "filtered": "policy", "securityerror": "policy", "norelaying": "policy", "toomanyconn": "rate limited",
     "speeding": "rate limited", "expired": "expired", "networkerror": "network", "systemerror": "system",
     "systemfull": "system", "mailererror": "system", "undefined": "other", "onhold": "other",
+    # Sisimai 5's names and additions
+    "notaccept": "domain not found", "ratelimited": "rate limited", "emailtoolarge": "message too big",
+    "badreputation": "blocked", "requireptr": "policy", "failedstarttls": "policy",
+    "notcompliantrfc": "policy", "syntaxerror": "system",
 }  # fmt: skip
 TARGETS = {
     "bounces recognised": ">= 95%",
     "failed recipient right": ">= 95%",
     "status present": ">= 90%",
-    "suppress agrees (only a gone address)": ">= 90%",
+    "suppress agrees (Sisimai's hard/soft)": ">= 90%",
     "sender-side failures suppressing": "< 2%",
     "abuse complaints recognised": ">= 90%",
     "delivery notices and auto-replies left alone": ">= 90%",
@@ -134,15 +142,19 @@ def saved_verdicts(jsonl: Path) -> dict[tuple[str, ...], list[dict[str, Any]]]:
     return verdicts
 
 
-def perl_verdicts(files: list[Path]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-    """Sisimai's answers now, from Debian's libsisimai-perl through bench/bounce_sisimai.pl."""
+def perl_command(lib: Path | None) -> list[str]:
+    """How to run bench/bounce_sisimai.pl: with the Sisimai under ``lib`` first, when given."""
+    return ["/usr/bin/perl", *([f"-I{lib}"] if lib is not None else []), str(SISIMAI_SCRIPT)]
+
+
+def perl_verdicts(files: list[Path], lib: Path | None = None) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Sisimai's answers now, through bench/bounce_sisimai.pl: Debian's libsisimai-perl, or the Sisimai
+    unpacked under ``lib``."""
     lines: list[str] = []
     for start in range(0, len(files), PERL_BATCH):
         batch = [str(p) for p in files[start : start + PERL_BATCH]]
         try:
-            done = subprocess.run(
-                ["/usr/bin/perl", str(SISIMAI_SCRIPT), *batch], capture_output=True, text=True, timeout=600
-            )
+            done = subprocess.run(perl_command(lib) + batch, capture_output=True, text=True, timeout=600)
         except FileNotFoundError:
             raise SystemExit("/usr/bin/perl is missing (Debian: apt-get install libsisimai-perl)") from None
         if done.returncode != 0:
@@ -224,20 +236,31 @@ def compare(measure: Measure, name: str, report: Report, results: list[dict[str,
             measure.differ(name, f"Sisimai reads nothing; ours: bounce {addresses} ({report.note})")
 
 
+def sisimai_hard(result: dict[str, Any]) -> bool | None:
+    """Sisimai's hard (True) or soft (False) verdict, or None where it gives neither: ``hard`` as
+    bench/bounce_sisimai.pl writes it for 4.x and 5.x alike, else (answers saved by an older script)
+    Sisimai 4's ``softbounce`` (0 hard, 1 soft, -1 neither)."""
+    if "hard" in result:
+        hard = result["hard"]
+        return None if hard is None else bool(hard)
+    soft = result.get("softbounce")
+    return {0: True, 1: False}.get(soft) if isinstance(soft, int) else None
+
+
 def _compare_recipient(
     measure: Measure, name: str, address: str, failure: Any, theirs: dict[str, Any]
 ) -> None:
-    reason = str(theirs.get("reason", ""))
-    soft = theirs.get("softbounce")
-    hard = soft == 0
+    reason = str(theirs.get("reason", "")).lower()
+    verdict = sisimai_hard(theirs)
+    hard = verdict is True
+    if verdict is not None:
+        measure.tally("suppress agrees (Sisimai's hard/soft)", failure.suppress == hard)
     gone = hard and reason in ADDRESS_GONE
     measure.tally("suppress agrees (only a gone address)", failure.suppress == gone)
-    if failure.suppress != gone:
+    if failure.suppress != hard or failure.suppress != gone:
         measure.differ(
             name, f"{address}: suppress {failure.suppress}, Sisimai {reason} ({'hard' if hard else 'soft'})"
         )
-    if soft in (0, 1):
-        measure.tally("suppress agrees (Sisimai's hard/soft)", failure.suppress == hard)
     expected = TO_OURS.get(reason)
     if expected is not None:
         measure.tally("reason agrees (mapped)", str(failure.reason) == expected)
@@ -300,8 +323,8 @@ ORDER = [
     "bounces recognised",
     "failed recipient right",
     "status present",
-    "suppress agrees (only a gone address)",
     "suppress agrees (Sisimai's hard/soft)",
+    "suppress agrees (only a gone address)",
     "reason agrees (mapped)",
     "sender-side failures suppressing",
     "abuse complaints recognised",
@@ -351,7 +374,15 @@ def _cpuinfo() -> list[str]:
         return []
 
 
-def versions() -> str:
+def sisimai_version(lib: Path | None, verdicts: dict[tuple[str, ...], list[dict[str, Any]]]) -> str:
+    """The Sisimai that gave the answers: as the answers say (saved or taken now), else as perl finds it."""
+    said = {str(r["sisimai"]) for results in verdicts.values() for r in results if r.get("sisimai")}
+    if said:
+        return " and ".join(sorted(said))
+    return _run([*perl_command(lib), "--version"]) or "?"
+
+
+def versions(sisimai: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     found = []
@@ -360,11 +391,10 @@ def versions() -> str:
             found.append(f"{name} {version(name)}")
         except PackageNotFoundError:
             found.append(f"{name} ?")
-    sisimai = _run(["/usr/bin/perl", "-MSisimai", "-e", "print $Sisimai::VERSION"])
-    return ", ".join([*found, f"Sisimai {sisimai or '?'}"])
+    return ", ".join([*found, f"Sisimai {sisimai}"])
 
 
-def record(path: Path, argv: list[str], tables: list[tuple[str, str]]) -> None:
+def record(path: Path, argv: list[str], tables: list[tuple[str, str]], sisimai: str) -> None:
     """A dated result file: machine, commit, the command that re-measures it, and the tables."""
     commit = _run(["git", "rev-parse", "--short", "HEAD"])
     dirty = " (with uncommitted changes)" if _run(["git", "status", "--porcelain", "--", "../src"]) else ""
@@ -374,7 +404,7 @@ def record(path: Path, argv: list[str], tables: list[tuple[str, str]]) -> None:
         "",
         f"- Date: {datetime.date.today().isoformat()}.",
         f"- Machine: {machine()}.",
-        f"- Commit: {commit}{dirty}; {versions()}.",
+        f"- Commit: {commit}{dirty}; {versions(sisimai)}.",
         f"- Command (re-measures and rewrites this file): `{command}`",
         "- Corpora: `bench/bounce_corpus.sh DIR` gathers the public ones from PyPI and npm; "
         "tests/data/bounces/mta holds bounces written by real MTAs.",
@@ -391,6 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--sisimai", type=Path, metavar="FILE.jsonl", help="Sisimai's answers, saved")
     source.add_argument("--sisimai-perl", action="store_true", help="run Sisimai (libsisimai-perl) now")
+    parser.add_argument(
+        "--sisimai-lib",
+        type=Path,
+        metavar="DIR",
+        help="with --sisimai-perl: the Perl library holding Sisimai.pm (bench/sisimai_fetch.sh unpacks one)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     parser.add_argument("--verbose", action="store_true", help="list every file where the two disagree")
     parser.add_argument(
@@ -411,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{args.sisimai} is not a file")
         verdicts = saved_verdicts(args.sisimai)
     else:
-        verdicts = perl_verdicts([p.resolve() for p in files])
+        if args.sisimai_lib is not None and not (args.sisimai_lib / "Sisimai.pm").is_file():
+            parser.error(f"{args.sisimai_lib} holds no Sisimai.pm")
+        verdicts = perl_verdicts([p.resolve() for p in files], args.sisimai_lib)
     measure = measure_corpus(files, verdicts)
     if args.record is not None:
         tables = [(", ".join(str(d) for d in args.dirs), as_table(measure, len(files)))]
@@ -419,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
             for root in args.dirs:
                 part = list(corpus_files([root]))
                 tables.append((str(root), as_table(measure_corpus(part, verdicts), len(part))))
-        record(args.record, sys.argv[1:] if argv is None else argv, tables)
+        sisimai = sisimai_version(args.sisimai_lib, verdicts)
+        record(args.record, sys.argv[1:] if argv is None else argv, tables, sisimai)
     if args.json:
         print(json.dumps(as_json(measure, len(files), args.verbose), indent=2))
         return 0
