@@ -8,8 +8,9 @@ what Sisimai (the bounce reader of record, Perl) reads from the same file: eithe
 JSON Lines file, one ``{"file", "results": [...]}`` line per message, as ``bench/bounce_sisimai.pl``
 writes it) or answers taken now by running ``bench/bounce_sisimai.pl`` with ``/usr/bin/perl``: Debian's
 ``libsisimai-perl``, or the Sisimai under ``--sisimai-lib DIR`` (``bench/sisimai_fetch.sh`` unpacks one
-there; ``PERL5LIB`` works too). Sisimai 4.x and 5.x are both read; the version is recorded. A saved line matches a file when its path is a tail of the file's
-path, so answers saved with paths relative to any parent directory still match.
+there; ``PERL5LIB`` works too). Sisimai 4.x and 5.x are both read; the version is recorded. A saved
+line matches a file when its path is a tail of the file's path, so answers saved with paths relative to
+any parent directory still match.
 
 What is counted (docs/bounces.md, "Measuring", says why each target):
 
@@ -443,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         parser.error("no files under the given directories")
     if args.sisimai is not None:
+        if args.sisimai_lib is not None:
+            parser.error("--sisimai-lib goes with --sisimai-perl")
         if not args.sisimai.is_file():
             parser.error(f"{args.sisimai} is not a file")
         verdicts = saved_verdicts(args.sisimai)

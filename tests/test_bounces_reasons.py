@@ -156,7 +156,8 @@ EXAMPLES: list[tuple[str | None, str, str | None, Reason]] = [
     # Postfix's maildir delivery quoting a quota check; the text outweighs the report's 5.2.3 (too big).
     (
         "5.2.3",
-        "maildir delivery failed: Sorry, the user's maildir has overdrawn his diskspace quota, please try again later.",
+        "maildir delivery failed: Sorry, the user's maildir has overdrawn his diskspace quota, please try "
+        "again later.",
         "5.2.3",
         R.MAILBOX_FULL,
     ),
