@@ -55,6 +55,23 @@ def test_a_generic_status_gives_way_to_the_diagnostic_code() -> None:
     assert read_report(raw).failures[0].status == "5.1.1"
 
 
+def test_an_x400_gateways_supplementary_info_gives_the_reason_its_code_does_not() -> None:
+    x400 = "X400; Reason 1 (Unable-To-Transfer); Diagnostic -1 (Unknown)"
+    said = "MTA '192.0.2.7' gives error message 5.7.1 Unable to relay for ann@example.org"
+    raw = samples.dsn(VERP, "ann@example.org", status="5.0.0", diagnostic=x400)
+    with_info = raw.replace(
+        b"(Unknown)\r\n", b"(Unknown)\r\nX400-Supplementary-Info: " + said.encode() + b"\r\n"
+    )
+    (failure,) = read_report(with_info).failures
+    assert (failure.status, failure.reason, failure.suppress) == ("5.7.1", Reason.POLICY, False)
+    assert read_report(raw).failures[0].reason is Reason.OTHER
+    known = samples.dsn(VERP, "ann@example.org", status="5.1.1")  # a reason already: the field is not read
+    with_info = known.replace(
+        b"Status: 5.1.1\r\n", b"Status: 5.1.1\r\nX400-Supplementary-Info: " + said.encode() + b"\r\n"
+    )
+    assert read_report(with_info).failures[0].reason is Reason.USER_UNKNOWN
+
+
 def test_a_success_notice_is_a_delivery_not_a_bounce() -> None:
     raw = samples.dsn(VERP, "ann@example.org", status="2.0.0", action="delivered", diagnostic="smtp; 250 ok")
     report = read_report(raw)

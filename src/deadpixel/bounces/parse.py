@@ -337,6 +337,10 @@ def _recipient_failure(block: Message) -> Failure | None:
     if recipient is None and original is None:
         return None
     diagnostic = one_line(block.get("Diagnostic-Code")) or one_line(raw_status)
+    # X.400 gateways put an X.400 code in Diagnostic-Code and the SMTP server's reply in this field.
+    supplement = one_line(block.get("X400-Supplementary-Info"))
+    if supplement and classify(status, diagnostic).reason is Reason.OTHER:
+        diagnostic = supplement
     return Failure.of(recipient, original, hard, status, diagnostic, delayed=action == "delayed")
 
 
