@@ -5,6 +5,7 @@ segments say who opened; a follow-up to the non-openers reaches exactly them, on
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from pathlib import Path
@@ -14,15 +15,20 @@ import pytest
 from sqlalchemy import Engine, select, update
 from starlette.testclient import TestClient
 
+from deadpixel.accounts.users import create_user
 from deadpixel.config import load_settings
 from deadpixel.reports import segments
 from deadpixel.security.keys import load_or_create_keys
 from deadpixel.security.tokens import TokenSigner
 from deadpixel.server.app import Deadpixel
+from deadpixel.store import segments as saved
+from deadpixel.store.api_tokens import create_token
+from deadpixel.store.roles import Role
 from deadpixel.store.schema import campaigns, messages, opens
 
 from .helpers import deadpixel
 from .smtp_sink import SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
+from .test_dashboard import sign_in
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.3.1"
 APPLE_MPP = "Mozilla/5.0"
@@ -236,3 +242,70 @@ def test_definitions_read_back() -> None:
     assert segments.parse("@country:de").value == "DE"
     with pytest.raises(segments.BadSegment):
         segments.parse("@never-opened:5")
+
+
+def test_the_api_gives_counts_pages_and_csv_to_a_viewer(news: dict[str, str], engine: Engine) -> None:
+    with engine.begin() as conn:
+        _, secret = create_token(conn, "reader", Role.VIEWER)
+        saved.save(conn, "quiet", "news:non-openers")
+    auth = {"authorization": f"Bearer {secret}"}
+    with TestClient(Deadpixel(load_settings())) as client:
+
+        def get(path: str, status: int = 200, **query: str) -> Any:
+            answer = client.get("/api/v1" + path, params=query, headers=auth)
+            assert answer.status_code == status, answer.text
+            return answer
+
+        overview = get("/campaigns/news/segments").json()
+        counts = {item["who"]: item["count"] for item in overview["items"]}
+        assert counts == {"openers": 2, "non-openers": 3, "machine-only": 2, "clickers": 0}
+        assert all(item["definition"] for item in overview["items"])
+        first = get("/campaigns/news/segments/non-openers", limit="2").json()
+        assert (emails(first["items"]), first["count"]) == (["bob", "dan"], 3)
+        assert "bob" not in first["next"] and "cursor=2" in first["next"]  # no address in a URL
+        rest = client.get(first["next"], headers=auth).json()
+        assert (emails(rest["items"]), rest["next"]) == (["eve"], None)
+        table = get("/campaigns/news/segments/openers", format="csv")
+        assert table.headers["content-type"].startswith("text/csv")
+        lines = table.text.splitlines()
+        assert lines[0].startswith("email,message_id,") and [line.split(",")[0] for line in lines[1:]] == [
+            "ann@example.org",
+            "cat@example.org",
+        ]
+        listed = get("/segments").json()["items"]
+        assert [(s["name"], s["spec"], s["count"]) for s in listed] == [("quiet", "news:non-openers", 3)]
+        assert emails(get("/segments/quiet").json()["items"]) == ["bob", "dan", "eve"]
+        get("/campaigns/news/segments/everyone", 404)
+        get("/campaigns/nosuch/segments", 404)
+        get("/segments/nosuch", 404)
+        get("/campaigns/news/segments/openers", 400, format="xml")
+        assert client.get("/api/v1/segments").status_code == 401
+
+
+def test_the_campaign_page_shows_segments_and_filters_the_table_by_them(
+    news: dict[str, str], engine: Engine
+) -> None:
+    with engine.begin() as conn:
+        create_user(conn, "ann", "correct horse", Role.VIEWER)
+    with TestClient(Deadpixel(load_settings()), base_url="http://testserver") as client:
+        assert sign_in(client) == 303
+        page = client.get("/campaigns/news")
+        assert page.status_code == 200
+        table = page.text.split('id="segments"', 1)[1].split("</table>", 1)[0]
+        for name, n in {"openers": 2, "non-openers": 3, "machine-only": 2, "clickers": 0}.items():
+            row = table.split(f'data-segment="{name}"', 1)[1].split("</tr>", 1)[0]
+            assert f'<td class="n" data-count>{n}</td>' in row
+            assert segments.Segment(name, "news").definition() in html.unescape(row)
+        listed = client.get("/campaigns/news", params={"segment": "non-openers"}).text
+        shown = listed.split('id="recipients"', 1)[1].split("</table>", 1)[0]
+        assert [p for p in PEOPLE if f"{p}@example.org" in shown] == ["bob", "dan", "eve"]
+        assert "3 recipients in non-openers" in listed
+        download = client.get("/segments/machine-only.csv", params={"campaign": "news"})
+        assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
+        assert [line.split(",")[0] for line in download.text.splitlines()[1:]] == [
+            "bob@example.org",
+            "dan@example.org",
+        ]
+        assert client.get("/campaigns/news", params={"segment": "everyone"}).status_code == 400
+        assert client.get("/segments/everyone.csv", params={"campaign": "news"}).status_code == 404
+        assert client.get("/segments/openers.csv", params={"campaign": "nosuch"}).status_code == 404

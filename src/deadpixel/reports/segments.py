@@ -14,6 +14,8 @@ CLI, the API, the dashboard and ``campaign send --segment`` only present what is
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from sqlalchemy import ColumnElement, Connection, Select, case, func, select, un
 from deadpixel.errors import DeadpixelError
 from deadpixel.events import HUMAN_KINDS
 from deadpixel.reports.analytics import iso
+from deadpixel.reports.exports import cell
 from deadpixel.store import segments as saved
 from deadpixel.store.messages import campaign_id as find_campaign
 from deadpixel.store.schema import clicks, messages, opens
@@ -230,6 +233,12 @@ def _members_query(conn: Connection, segment: Segment, now: float) -> Select[Any
     return select(facts).where(*_conditions(segment, facts.c, now)).order_by(facts.c.email)
 
 
+def addresses(conn: Connection, segment: Segment, now: float | None = None) -> Select[Any]:
+    """The segment's lower-cased addresses as a query, to filter another list by (the dashboard's table)."""
+    facts = _per_address(_scope(conn, segment)).subquery("facts")
+    return select(facts.c.email).where(*_conditions(segment, facts.c, time.time() if now is None else now))
+
+
 def count(conn: Connection, segment: Segment, now: float | None = None) -> int:
     query = _members_query(conn, segment, time.time() if now is None else now).subquery()
     return int(conn.execute(select(func.count()).select_from(query)).scalar_one())
@@ -254,17 +263,21 @@ def _all(conditions: list[ColumnElement[bool]]) -> ColumnElement[bool]:
 
 
 def members(
-    conn: Connection, segment: Segment, *, now: float | None = None, last_human_open: bool = True
+    conn: Connection,
+    segment: Segment,
+    *,
+    now: float | None = None,
+    last_human_open: bool = True,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Every recipient in the segment, by address, with what is known of them (times as ISO 8601).
 
     ``last_human_open`` (the newest human or proxy open of the address's messages in scope) follows each
     opened message's chain of opens from its newest one; leave it out when only the addresses are wanted.
     """
-    rows = [
-        dict(row._mapping)
-        for row in conn.execute(_members_query(conn, segment, time.time() if now is None else now))
-    ]
+    query = _members_query(conn, segment, time.time() if now is None else now).limit(limit).offset(offset)
+    rows = [dict(row._mapping) for row in conn.execute(query)]
     newest = _last_human_opens(conn, segment, {row["email"] for row in rows}) if last_human_open else {}
     for row in rows:
         row["delivered"] = int(row["delivered"])
@@ -328,3 +341,22 @@ def campaign_overview(conn: Connection, campaign: str) -> list[dict[str, Any]]:
 
 def describe(segment: Segment) -> dict[str, Any]:
     return {"spec": segment.spec, "definition": segment.definition(), "merge_fields": list(MERGE_FIELDS)}
+
+
+CSV_COLUMNS = (
+    "email", "message_id", "messages", "first_sent_at", "last_sent_at", "delivered", "human_opens",
+    "machine_opens", "human_clicks", "last_open_at", "last_human_open",
+)  # fmt: skip
+
+
+def csv_chunks(rows: list[dict[str, Any]]) -> Iterator[bytes]:
+    """``members``' rows as CSV, header first, 500 rows a chunk; formula-like cells defused."""
+    buffer = io.StringIO()
+    out = csv.writer(buffer)
+    out.writerow(CSV_COLUMNS)
+    for start in range(0, max(len(rows), 1), 500):
+        for row in rows[start : start + 500]:
+            out.writerow([cell(row[name]) for name in CSV_COLUMNS])
+        yield buffer.getvalue().encode("utf-8")
+        buffer.seek(0)
+        buffer.truncate()
