@@ -114,8 +114,17 @@ def members(
     spec = _chosen(campaign, who, audience, days, client, device, country, saved)
     with cli.migrated() as engine, engine.connect() as conn:
         found = segments.resolve(conn, spec)
-        rows = segments.members(conn, found, last_human_open=as_json)
+        rows = _rows(conn, found, as_json)
     _present(found, rows, explain=explain, as_json=as_json)
+
+
+def _rows(conn: Any, found: Segment, full: bool) -> list[dict[str, Any]]:
+    """Full rows for --json; only the addresses (a cheaper query) for the plain list."""
+    from deadpixel.reports import segments
+
+    if full:
+        return segments.members(conn, found)
+    return [{"email": email} for email in segments.emails(conn, found)]
 
 
 def _present(found: Segment, rows: list[dict[str, Any]], *, explain: bool, as_json: bool) -> None:
@@ -184,7 +193,7 @@ def show(cli: Cli, name: str, explain: bool, as_json: bool) -> None:
 
     with cli.migrated() as engine, engine.connect() as conn:
         found = segments.resolve(conn, _saved_name(name))
-        rows = segments.members(conn, found, last_human_open=as_json)
+        rows = _rows(conn, found, as_json)
     if as_json:
         print_json({"name": name, **segments.describe(found), "count": len(rows), "recipients": rows})
         return

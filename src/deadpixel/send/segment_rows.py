@@ -23,8 +23,7 @@ class SegmentRecipients:
     def __init__(self, engine: Engine, spec: str) -> None:
         with engine.connect() as conn:
             self.segment = segments.resolve(conn, spec)
-            found = segments.members(conn, self.segment, last_human_open=False)
-        self.addresses = [row["email"] for row in found]
+            self.addresses = segments.emails(conn, self.segment)
 
     def count(self) -> int:
         return len(self.addresses)
