@@ -29,15 +29,8 @@ from deadpixel.store.schema import campaigns, messages, opens
 from .helpers import deadpixel
 from .smtp_sink import SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 from .test_dashboard import sign_in
+from .test_verdicts_e2e import APPLE_MPP, CHROME, GMAIL_PROXY, HOME, THUNDERBIRD
 
-THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.3.1"
-APPLE_MPP = "Mozilla/5.0"
-GMAIL_PROXY = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
-CHROME = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
-)
-HOME = "81.2.69.142"  # a residential address in GB
 APPLE = "17.58.0.1"  # Apple's network: Mail Privacy Protection
 GMAIL = "66.249.84.10"  # Google's image proxy
 SCANNER = "40.107.3.9"  # Microsoft's mail scanning network
