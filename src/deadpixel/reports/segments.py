@@ -288,7 +288,8 @@ def members(
     result = conn.execute(query)
     names = list(result.keys())
     rows = sorted((dict(zip(names, row, strict=True)) for row in result), key=lambda row: str(row["email"]))
-    newest = _last_human_opens(conn, segment, {row["email"] for row in rows}) if last_human_open else {}
+    opened = {row["email"] for row in rows if row["human_opens"]}
+    newest = _last_human_opens(conn, segment, opened) if last_human_open else {}
     for row in rows:
         row["delivered"] = int(row["delivered"])
         for name in ("human_opens", "machine_opens", "human_clicks", "messages"):
@@ -300,41 +301,34 @@ def members(
 
 
 def _last_human_opens(conn: Connection, segment: Segment, wanted: set[str]) -> dict[str, float]:
-    """Address -> time of its newest human or proxy open, among the messages in the segment's scope."""
+    """Address -> time of its newest human or proxy open, among the messages in the segment's scope.
+
+    One query: each opened message's chain of opens (deadpixel.store.chains) is followed from its newest
+    open down to the first human or proxy one, one primary-key lookup a step; a person's open is usually the
+    newest, so most chains take one step. A page's few addresses narrow the heads to theirs."""
     if not wanted:
         return {}
-    query = select(m.id, _ADDRESS, m.last_open_id).where(
+    o = opens.c
+    heads = select(m.last_open_id.label("id"), _ADDRESS.label("email")).where(
         m.status == "sent", m.human_open_count > 0, m.last_open_id.is_not(None), *_scope(conn, segment)
     )
-    heads: dict[int, str] = {}
-    for _, address, head in conn.execute(query):
-        if address in wanted:
-            heads[int(head)] = address
-    newest: dict[str, float] = {}
-    for address, at in _walk_to_human(conn, heads):
-        if at > newest.get(address, 0.0):
-            newest[address] = at
-    return newest
-
-
-def _walk_to_human(conn: Connection, heads: dict[int, str]) -> Iterator[tuple[str, float]]:
-    """Follow each chain (deadpixel.store.chains) from its newest open down to the first human or proxy
-    one: one primary-key lookup per step, and a person's open is usually the newest, so one step each."""
-    o = opens.c
-    pending = heads
-    while pending:
-        following: dict[int, str] = {}
-        ids = sorted(pending)
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            for open_id, kind, at, prev in conn.execute(
-                select(o.id, o.kind, o.at, o.prev_id).where(o.id.in_(chunk))
-            ):
-                if kind in HUMAN_KINDS:
-                    yield pending[open_id], float(at)
-                elif prev is not None and prev < open_id:  # a damaged chain still ends
-                    following[int(prev)] = pending[open_id]
-        pending = following
+    if len(wanted) <= _CHUNK:
+        heads = heads.where(_ADDRESS.in_(sorted(wanted)))
+    walk = heads.cte("walk", recursive=True)
+    machine = o.kind.is_(None) | o.kind.not_in(sorted(HUMAN_KINDS))
+    step = (
+        select(o.prev_id, walk.c.email)
+        .join(walk, o.id == walk.c.id)
+        .where(machine, o.prev_id < o.id)  # prev_id < id always; saying so ends a damaged chain
+    )
+    walk = walk.union_all(step)
+    query = (
+        select(walk.c.email, func.max(o.at))
+        .join(opens, o.id == walk.c.id)
+        .where(o.kind.in_(sorted(HUMAN_KINDS)))
+        .group_by(walk.c.email)
+    )
+    return {email: float(at) for email, at in conn.execute(query) if email in wanted}
 
 
 def campaign_overview(conn: Connection, campaign: str) -> list[dict[str, Any]]:
