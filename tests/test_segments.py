@@ -110,6 +110,7 @@ def news(
             (ids["ann"], THUNDERBIRD, HOME),
             (ids["cat"], GMAIL_PROXY, GMAIL),
             (ids["dan"], CHROME, SCANNER),
+            (ids["ann"], APPLE_MPP, APPLE),  # and fetched again after she read it: her newest open
         ],
     )
     with engine.connect() as conn:
@@ -130,8 +131,9 @@ def test_the_campaign_segments_follow_the_verdicts(news: dict[str, str]) -> None
     listed = as_json("segment", "news", "--who", "openers")
     assert listed["spec"] == "news:openers" and "`proxy`" in listed["definition"]
     ann = listed["recipients"][0]
-    assert (ann["message_id"], ann["human_opens"], ann["machine_opens"]) == (news["ann"], 1, 1)
-    assert ann["last_human_open"] is not None and ann["last_human_open"] <= ann["last_open_at"]
+    assert (ann["message_id"], ann["human_opens"], ann["machine_opens"]) == (news["ann"], 1, 2)
+    assert ann["last_human_open"] is not None and ann["last_human_open"] < ann["last_open_at"]
+    assert [row["last_human_open"] is None for row in listed["recipients"]] == [False, False]
     text = deadpixel("segment", "news", "--who", "machine-only", "--explain", check=True).stdout.splitlines()
     assert text[0].startswith("# news:machine-only: the non-openers of news") and text[1] == "# 2 recipients"
     assert text[2:] == ["bob@example.org", "dan@example.org"]
