@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select, update
 from starlette.testclient import TestClient
 
@@ -304,3 +307,15 @@ def test_the_campaign_page_shows_segments_and_filters_the_table_by_them(
         assert client.get("/campaigns/news", params={"segment": "everyone"}).status_code == 400
         assert client.get("/segments/everyone.csv", params={"campaign": "news"}).status_code == 404
         assert client.get("/segments/openers.csv", params={"campaign": "nosuch"}).status_code == 404
+
+
+@given(st.text(max_size=80))
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_any_text_is_a_segment_that_reads_back_or_a_clear_refusal(text: str) -> None:
+    try:
+        found = segments.parse(text)
+    except segments.BadSegment as exc:
+        assert "segment" in str(exc) or "@" in str(exc)
+        return
+    assert segments.parse(found.spec) == found
+    assert found.definition()

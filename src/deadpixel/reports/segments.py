@@ -34,7 +34,7 @@ from deadpixel.store.schema import clicks, messages, opens
 CAMPAIGN_SEGMENTS = ("openers", "non-openers", "machine-only", "clickers")
 AUDIENCE_SEGMENTS = ("inactive", "never-opened", "client", "device", "country")
 DAY = 86_400.0
-_CHUNK = 500  # ids per IN list: well under either database's limit on bound parameters
+_FEW = 500  # up to this many addresses are named in the query (a page); more read the whole scope
 
 DEFINITIONS = {
     "openers": (
@@ -100,7 +100,7 @@ def parse(spec: str) -> Segment:
     text = spec.strip()
     if text.startswith("@"):
         who, _, value = text[1:].partition(":")
-        return audience(who, value or None)
+        return audience(who, value.strip() or None)
     name, _, who = text.rpartition(":")
     if not name or who not in CAMPAIGN_SEGMENTS:
         raise BadSegment(
@@ -120,7 +120,7 @@ def audience(who: str, value: str | None = None) -> Segment:
         return Segment(who)
     if not value or len(value) > 64:
         raise BadSegment(f"@{who} needs a value of 1 to 64 characters, e.g. @{who}:{_EXAMPLES[who]}")
-    if who == "inactive" and not (value.isdigit() and 1 <= int(value) <= 36_500):
+    if who == "inactive" and not (value.isascii() and value.isdigit() and 1 <= int(value) <= 36_500):
         raise BadSegment(f"@inactive needs a number of days from 1 to 36500 (got {value!r})")
     return Segment(who, value=value.upper() if who == "country" else value)
 
@@ -312,7 +312,7 @@ def _last_human_opens(conn: Connection, segment: Segment, wanted: set[str]) -> d
     heads = select(m.last_open_id.label("id"), _ADDRESS.label("email")).where(
         m.status == "sent", m.human_open_count > 0, m.last_open_id.is_not(None), *_scope(conn, segment)
     )
-    if len(wanted) <= _CHUNK:
+    if len(wanted) <= _FEW:
         heads = heads.where(_ADDRESS.in_(sorted(wanted)))
     walk = heads.cte("walk", recursive=True)
     machine = o.kind.is_(None) | o.kind.not_in(sorted(HUMAN_KINDS))
