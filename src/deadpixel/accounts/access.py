@@ -38,6 +38,7 @@ RULES: dict[str, Role | None] = {
     "GET /campaigns": VIEWER,
     "GET /campaigns/{name:path}": VIEWER,
     "GET /exports/{kind}.csv": VIEWER,
+    "GET /segments/{who}.csv": VIEWER,
     "GET /feed": VIEWER,
     "GET /messages/{id}": VIEWER,
     # the dashboard: composing
@@ -63,6 +64,10 @@ RULES: dict[str, Role | None] = {
     "GET /api/v1/opens": VIEWER,
     "GET /api/v1/clicks": VIEWER,
     **{f"GET /api/v1/exports/{kind}.csv": VIEWER for kind in _EXPORTS},
+    "GET /api/v1/campaigns/{name:path}/segments": VIEWER,
+    "GET /api/v1/campaigns/{name:path}/segments/{who}": VIEWER,
+    "GET /api/v1/segments": VIEWER,
+    "GET /api/v1/segments/{name}": VIEWER,
     "POST /api/v1/messages": SENDER,
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from deadpixel.api import segments as segments_api
 from deadpixel.api.params import DEFAULT_LIMIT, MAX_LIMIT
 from deadpixel.events import KINDS
 from deadpixel.reports.analytics import BREAKDOWNS, DEFINITIONS, MESSAGE_COUNTERS
@@ -425,7 +426,7 @@ def document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **segments_api.schemas()},
         },
         "paths": {
             "/openapi.json": {
@@ -493,5 +494,6 @@ def document() -> dict[str, Any]:
             "/opens": _events("Recorded opens", "OpenPage"),
             "/clicks": _events("Recorded clicks", "ClickPage"),
             **{f"/exports/{kind}.csv": _export(kind) for kind in EXPORTS},
+            **segments_api.paths(_ok, _error, ERRORS, PAGING),
         },
     }

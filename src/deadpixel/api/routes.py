@@ -21,6 +21,7 @@ from deadpixel.api import params
 from deadpixel.api.body import new_message, read_json
 from deadpixel.api.errors import ApiError, bad_parameter
 from deadpixel.api.openapi import document
+from deadpixel.api.segments import segment_routes
 from deadpixel.config import Settings
 from deadpixel.reports import analytics, exports
 from deadpixel.reports.pixels import new_pixel
@@ -170,4 +171,5 @@ def api_routes(reads: Engine, writes: Engine, settings: Settings, signer: TokenS
         Route("/messages/{id}", message, methods=["GET"]),
         Route("/opens", event_list(analytics.list_opens), methods=["GET"]),
         Route("/clicks", event_list(analytics.list_clicks), methods=["GET"]),
+        *segment_routes(db),
     ]

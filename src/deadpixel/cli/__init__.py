@@ -87,6 +87,11 @@ COMMANDS: dict[str, Entry] = {
         "Headline numbers for a campaign (or for all messages); with --json, every chart's data too.",
     ),
     "secret": Entry("deadpixel.cli.keys:secret", "The keys that sign pixel and link tokens."),
+    "segment": Entry(
+        "deadpixel.cli.segments:segment",
+        "Who opened, who did not, who only a machine fetched: recipients by what they did "
+        "(docs/segments.md).",
+    ),
     "send": Entry(
         "deadpixel.cli.send:send",
         "Send one tracked message through your SMTP server (DEADPIXEL_SMTP_*).",

@@ -17,6 +17,7 @@ from deadpixel.config import ensure_data_dir
 
 if TYPE_CHECKING:
     from deadpixel.mail.addresses import Recipient
+    from deadpixel.send.recipients import RowSource
 
 
 def read_text(path: Path, what: str) -> str:
@@ -168,8 +169,10 @@ def campaign() -> None:
 
 @campaign.command("send")
 @click.argument("name")
-@click.option("--recipients", "recipients_file", required=True, type=FILE,
+@click.option("--recipients", "recipients_file", type=FILE,
               help="CSV with an 'email' column; other columns are template variables.")  # fmt: skip
+@click.option("--segment", help="Or send to a segment: CAMPAIGN:WHO, @AUDIENCE[:VALUE] or a saved segment's "
+              "name, as of now (docs/segments.md); its only template variable is email.")  # fmt: skip
 @click.option("--subject", required=True, help="Subject template, e.g. 'Hi {{ first_name }}'.")
 @click.option("--html", "html_file", required=True, type=FILE, help="HTML template (Jinja2, UTF-8).")
 @click.option("--text", "text_file", type=FILE, help="Plain-text template; derived from the HTML if omitted.")
@@ -200,7 +203,8 @@ def campaign() -> None:
 def campaign_send(
     cli: Cli,
     name: str,
-    recipients_file: Path,
+    recipients_file: Path | None,
+    segment: str | None,
     subject: str,
     html_file: Path,
     text_file: Path | None,
@@ -228,7 +232,6 @@ def campaign_send(
     from deadpixel.send.campaign import CampaignRunner, CampaignSpec, summary_lines
     from deadpixel.send.merge import Templates
     from deadpixel.send.ratelimit import parse_rate
-    from deadpixel.send.recipients import RecipientList
     from deadpixel.send.smtp_config import sender_address, smtp_settings
     from deadpixel.send.tracked import Tracker
     from deadpixel.send.unsubscribe import https_warning, unsubscribe_extras
@@ -247,7 +250,7 @@ def campaign_send(
         read_text(html_file, "HTML template"),
         read_text(text_file, "text template") if text_file else None,
     )
-    recipients = RecipientList(recipients_file)
+    recipients = recipient_source(cli, recipients_file, segment)
     ensure_data_dir(settings)  # a first command on a new machine creates the keys there
     signer = TokenSigner(load_or_create_keys(settings.keys_file))
     spec = CampaignSpec(
@@ -283,6 +286,20 @@ def campaign_send(
             click.echo(line)
     if not summary.ok:
         sys.exit(1)
+
+
+def recipient_source(cli: Cli, recipients_file: Path | None, segment: str | None) -> RowSource:
+    """The campaign's recipients: the CSV file, or the segment's addresses as of now; exactly one of them."""
+    from deadpixel.send.recipients import RecipientList
+
+    if (recipients_file is None) == (segment is None):
+        raise click.UsageError("give either --recipients FILE or --segment SEGMENT")
+    if recipients_file is not None:
+        return RecipientList(recipients_file)
+    from deadpixel.send.segment_rows import SegmentRecipients
+
+    with cli.migrated() as engine:
+        return SegmentRecipients(engine, segment or "")
 
 
 @click.group("suppression")

@@ -636,10 +636,14 @@ class RecipientView:
     descending: bool = True
     page: int = 1
     per_page: int = 50
+    segment: str = ""  # one of deadpixel.reports.segments.CAMPAIGN_SEGMENTS, or "" for every recipient
 
 
-def recipients(conn: Connection, campaign: str, view: RecipientView) -> tuple[list[dict[str, Any]], int]:
-    """One page of a campaign's messages with their status (see RECIPIENT_STATUSES), and how many match.
+def recipients(
+    conn: Connection, campaign: str, view: RecipientView, within: Any = None
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of a campaign's messages with their status (see RECIPIENT_STATUSES), and how many match;
+    ``within``: only messages to these lower-cased addresses (a query of them: a segment's).
 
     Ties are broken by message id, so paging never repeats or skips a row.
     """
@@ -651,6 +655,8 @@ def recipients(conn: Connection, campaign: str, view: RecipientView) -> tuple[li
         else_=0,
     )
     where = [m.campaign_id == _campaign_id(conn, campaign)]
+    if within is not None:
+        where.append(func.lower(m.recipient).in_(within))
     if view.search:
         # SQLite's lower() folds ASCII only: an address typed in its own case matches too.
         where.append(

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from deadpixel.errors import DeadpixelError
 
@@ -36,6 +36,14 @@ class BadRow:
     line: int
     value: str
     reason: str
+
+
+class RowSource(Protocol):
+    """Where a campaign's recipients come from: this CSV, or a segment (deadpixel.send.segment_rows)."""
+
+    def count(self) -> int: ...
+
+    def rows(self) -> Iterator[Row | BadRow]: ...
 
 
 def _open(path: Path) -> TextIO:

@@ -418,3 +418,13 @@ audit_log = Table(
     Column("action", String(40), nullable=False),
     Column("target", String(200), nullable=False),
 )
+
+# Saved segments (deadpixel.store.segments): a name for a definition such as ``spring:non-openers``, which
+# deadpixel.reports.segments evaluates again every time the segment is used; no list of addresses is kept.
+segments = Table(
+    "segments",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("definition", String(400), nullable=False),
+    _time("created_at"),
+)

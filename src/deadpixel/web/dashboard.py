@@ -28,7 +28,7 @@ from deadpixel.accounts import access
 from deadpixel.accounts.users import sign_in
 from deadpixel.config import Settings
 from deadpixel.errors import DeadpixelError
-from deadpixel.reports import analytics, exports
+from deadpixel.reports import analytics, exports, segments
 from deadpixel.reports.pixels import new_pixel
 from deadpixel.security.tokens import TokenSigner
 from deadpixel.store import audit, rollups, web_sessions
@@ -96,6 +96,7 @@ class Dashboard:
             page("/campaigns", self.campaigns, ["GET"]),
             page("/campaigns/{name:path}", self.campaign, ["GET"]),
             page("/exports/{kind}.csv", self.export, ["GET"]),
+            page("/segments/{who}.csv", self.segment_csv, ["GET"]),
             page("/feed", self.feed, ["GET"]),
             page("/messages/{id}", self.message, ["GET"]),
             page("/pixels/new", self.new_pixel_form, ["GET"]),
@@ -276,10 +277,17 @@ class Dashboard:
                 ],
             }
 
+        def listed(conn: Any) -> tuple[list[dict[str, Any]], int]:
+            within = segments.addresses(conn, segments.Segment(view.segment, name)) if view.segment else None
+            return analytics.recipients(conn, name, view, within)
+
         try:
-            # Three connections at once: the databases scan the message rows while the charts are drawn.
-            head, drawn, (rows, matching) = await asyncio.gather(
-                self.read(numbers), self.read(series), self.read(analytics.recipients, name, view)
+            # Four connections at once: the databases scan the message rows while the charts are drawn.
+            head, drawn, (rows, matching), groups = await asyncio.gather(
+                self.read(numbers),
+                self.read(series),
+                self.read(listed),
+                self.read(segments.campaign_overview, name),
             )
         except analytics.UnknownCampaign:
             return self.render("error.html", 404, session=session, message=f"No campaign named {name!r}.")
@@ -289,6 +297,7 @@ class Dashboard:
             session=session,
             name=name,
             recipients=rows,
+            segments=groups,
             view=view,
             matching=matching,
             pages=max(1, -(-matching // view.per_page)),
@@ -314,6 +323,21 @@ class Dashboard:
                 "content-disposition": attachment(name),
                 **SECURITY_HEADERS,
             },
+        )
+
+    async def segment_csv(self, request: Request, session: Session) -> Response:
+        """One of a campaign's segments (``?campaign=``) as CSV: the same rows as the API's."""
+        who, campaign = request.path_params["who"], request.query_params.get("campaign")
+        if who not in segments.CAMPAIGN_SEGMENTS or not _usable_campaign(campaign) or campaign is None:
+            return self.render("error.html", 404, session=session, message="No such segment.")
+        try:
+            rows = await self.read(segments.members, segments.Segment(who, campaign))
+        except analytics.UnknownCampaign:
+            return self.render("error.html", 404, session=session, message=f"No campaign named {campaign!r}.")
+        return StreamingResponse(
+            segments.csv_chunks(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": attachment(f"{campaign}-{who}.csv"), **SECURITY_HEADERS},
         )
 
     async def feed(self, request: Request, session: Session) -> Response:
@@ -401,12 +425,22 @@ def recipient_view(query: Any) -> analytics.RecipientView:
     raw_page = query.get("page", "1")
     if not (raw_page.isascii() and raw_page.isdigit() and 1 <= int(raw_page) <= MAX_PAGE):
         raise BadParameter(f"page must be a whole number from 1 to {MAX_PAGE}.")
-    return analytics.RecipientView(search, sort, order == "desc", int(raw_page), RECIPIENTS_PER_PAGE)
+    segment = query.get("segment", "")
+    if segment and segment not in segments.CAMPAIGN_SEGMENTS:
+        raise BadParameter(f"segment must be one of {', '.join(segments.CAMPAIGN_SEGMENTS)}.")
+    return analytics.RecipientView(
+        search, sort, order == "desc", int(raw_page), RECIPIENTS_PER_PAGE, segment=segment
+    )
 
 
 def _recipients_link(path: str, view: analytics.RecipientView, **changes: Any) -> str:
     """The page's own URL with some of the table's parameters changed (a new sort starts at page 1)."""
-    wanted = {"q": view.search, "sort": view.sort, "order": "desc" if view.descending else "asc", "page": 1}
+    wanted = {
+        "q": view.search, "segment": view.segment, "sort": view.sort,
+        "order": "desc" if view.descending else "asc", "page": 1,
+    }  # fmt: skip
+    if "segment" in changes:
+        changes.setdefault("page", 1)
     if "page" not in changes:
         changes["page"] = 1 if "sort" in changes or "order" in changes else view.page
     wanted.update(changes)
