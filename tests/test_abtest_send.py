@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,14 @@ import pytest
 from sqlalchemy import Engine, select, update
 from starlette.testclient import TestClient
 
+from deadpixel.accounts.users import create_user
 from deadpixel.config import Settings, load_settings
 from deadpixel.server.app import Deadpixel
+from deadpixel.store.db import create_engine
 from deadpixel.store.schema import ab_waiting, messages, sent_html
 
 from .helpers import deadpixel
+from .test_dashboard import sign_in
 from .smtp_sink import Received, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.3.1"
@@ -25,7 +29,14 @@ APPLE_MPP = "Mozilla/5.0"
 HOME = "81.2.69.142"  # a residential address in GB
 APPLE = "17.58.0.1"  # Apple's network: Mail Privacy Protection fetches from here
 PIXEL = re.compile(r'src="https?://[^/"]+(/o/[^"]+\.gif)"')
-HTML_A = '<html><body><p>Hi {{ name }}</p><p><a href="https://shop.example/a?x=1#top">Shop A</a></p></body></html>'
+CLICK = re.compile(r'href="https?://[^/"]+(/c/[^"]+)"')
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/142.0.0.0 Safari/537.36"
+)
+HTML_A = (
+    '<html><body><p>Hi {{ name }}</p><p><a href="https://shop.example/a?x=1#top">Shop A</a></p></body></html>'
+)
 HTML_B = '<html><body><p>Hello {{ name }}</p><p><a href="https://shop.example/b">Shop B</a></p></body></html>'
 
 
@@ -53,10 +64,24 @@ def pixel_path(mail: Received) -> str:
 
 
 def open_as(paths: list[str], agent: str, ip: str) -> None:
-    """Fetch pixels through the whole app (its verdicts and writer), as ``agent`` from ``ip``."""
+    """Fetch pixels (or follow links) through the whole app, its verdicts and writer, as ``agent`` from
+    ``ip``."""
     with TestClient(Deadpixel(load_settings()), client=(ip, 40000)) as reader:
         for path in paths:
-            assert reader.get(path, headers={"user-agent": agent}).status_code == 200
+            got = reader.get(path, headers={"user-agent": agent}, follow_redirects=False)
+            assert got.status_code in (200, 302), got.status_code
+
+
+def dashboard_page(settings: Settings, path: str) -> str:
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        create_user(conn, "ann", "correct horse")
+    engine.dispose()
+    with TestClient(Deadpixel(settings), base_url="http://testserver") as browser:
+        assert sign_in(browser) == 303
+        page = browser.get(path)
+        assert page.status_code == 200
+        return page.text
 
 
 def sent_an_hour_ago(engine: Engine) -> None:
@@ -76,6 +101,7 @@ def standing(name: str, *extra: str) -> dict[str, Any]:
     return dict(json.loads(ran.stdout))
 
 
+@pytest.mark.slow
 def test_an_ab_test_splits_evenly_waits_and_apple_prefetches_never_make_a_winner(
     smtp: SMTPServerHandle, settings: Settings, engine: Engine, tmp_path: Path
 ) -> None:
@@ -108,6 +134,8 @@ def test_an_ab_test_splits_evenly_waits_and_apple_prefetches_never_make_a_winner
     # and 1 of B's: B has every message "opened" and still loses.
     open_as(by_variant["B"], APPLE_MPP, APPLE)
     open_as(by_variant["A"][:8] + by_variant["B"][:1], THUNDERBIRD, HOME)
+    first_a = next(m for a, [m] in sorted(mails.items()) if variants[a] == "A")
+    open_as([CLICK.findall(first_a.html())[-1]], CHROME, HOME)  # the last /c/ link: the visible one
 
     found = standing("ab")
     rows = {v["label"]: v for v in found["variants"]}
@@ -120,6 +148,18 @@ def test_an_ab_test_splits_evenly_waits_and_apple_prefetches_never_make_a_winner
     report = json.loads(deadpixel("report", "ab", "--json", check=True).stdout)
     assert report["ab_test"]["statement"] == found["statement"]
     assert report["unique_opens"] == 18  # the prefetches count as machine opens, and only there
+    assert report["unique_clicks"] == 1 and rows["A"]["clicks"] == 1
+
+    page = dashboard_page(settings, "/campaigns/ab")
+    assert "A is better with 99" in page and 'data-variant="A" class="leader"' in page
+    maps = re.findall(r'<section class="click-map" data-variant="(\w)">.*?srcdoc="([^"]*)"', page, re.S)
+    assert [label for label, _ in maps] == ["A", "B"]
+    shown_a = unescape(maps[0][1])
+    assert 'data-clicks="1"' in shown_a and "#1 · 1 click · 100% of clickers" in shown_a
+    assert "href" not in shown_a and "Shop A" in shown_a
+    assert 'data-clicks="0"' in unescape(maps[1][1])
+    assert "shop.example/a?x=1#top" in page  # the links table names the URL as written
+    assert 'id="best-hours"' in page and "9 readers" in page
 
     sent = json.loads(deadpixel("campaign", "winner", "ab", "--now", "--json", check=True).stdout)
     assert sent["winner"] == "A" and sent["sent"] == 10

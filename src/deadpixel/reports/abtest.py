@@ -97,18 +97,12 @@ def standing(variants: Sequence[Variant], metric: str = DEFAULT_METRIC) -> Stand
     if any(v.successes(metric) > v.sent for v in variants):
         raise ValueError("more successes than messages sent")
     rates = {v.label: rate(v.successes(metric), v.sent) for v in variants}
-    # The leader has the highest rate; among equal rates, the one with more evidence, then the first label.
-    leader = max(variants, key=lambda v: (rates[v.label], v.sent, [-ord(c) for c in v.label]))
-    beats = {
-        v.label: prob_greater(leader.successes(metric), leader.sent, v.successes(metric), v.sent)
-        for v in variants
-        if v is not leader
-    }
+    leader, beats = _leader(variants, metric)
     probability = min(beats.values())
     what = "human open rate" if metric == "human-open-rate" else "click rate"
     level = all(rates[v.label] == rates[leader.label] for v in variants)
     if level and leader.successes(metric) and all(v.sent for v in variants):  # nobody opening is no tie yet
-        labels = " and ".join(v.label for v in variants)
+        labels = " and ".join(sorted(v.label for v in variants))
         return Standing(metric, rates, None, beats, probability, TIE,
                         f"a tie: {labels} have the same {what} ({rates[leader.label]:.0%})")  # fmt: skip
     percent = _percent(probability)
@@ -117,6 +111,35 @@ def standing(variants: Sequence[Variant], metric: str = DEFAULT_METRIC) -> Stand
         return Standing(metric, rates, leader.label, beats, probability, DECIDED, statement)
     statement = f"too little data to call: {leader.label} leads with {percent} probability (by {what})"
     return Standing(metric, rates, leader.label, beats, probability, UNDECIDED, statement)
+
+
+def _leader(variants: Sequence[Variant], metric: str) -> tuple[Variant, dict[str, float]]:
+    """The variant the model favours, and P(it beats each other one).
+
+    Start from the highest posterior mean (the label breaks ties, so the order variants are given in does
+    not matter); while another variant is more likely than not to be better, it leads instead. With two
+    variants the leader's probability is therefore never below one half.
+    """
+
+    def mean(v: Variant) -> float:
+        return (1 + v.successes(metric)) / (2 + v.sent)
+
+    def beaten(leader: Variant) -> dict[str, float]:
+        return {
+            v.label: prob_greater(leader.successes(metric), leader.sent, v.successes(metric), v.sent)
+            for v in variants
+            if v is not leader
+        }
+
+    leader = max(variants, key=lambda v: (mean(v), [-ord(c) for c in v.label]))
+    beats = beaten(leader)
+    for _ in variants:  # bounded: three variants could in principle each beat the next
+        better = [v for v in variants if v is not leader and beats[v.label] < 0.5]
+        if not better:
+            break
+        leader = min(better, key=lambda v: (beats[v.label], v.label))
+        beats = beaten(leader)
+    return leader, beats
 
 
 def _percent(p: float) -> str:

@@ -28,13 +28,14 @@ from deadpixel.accounts import access
 from deadpixel.accounts.users import sign_in
 from deadpixel.config import Settings
 from deadpixel.errors import DeadpixelError
-from deadpixel.reports import analytics, exports
+from deadpixel.reports import analytics, exports, sendtime, variants
+from deadpixel.reports.clickmap import click_map
 from deadpixel.reports.pixels import new_pixel
 from deadpixel.security.tokens import TokenSigner
 from deadpixel.store import audit, rollups, web_sessions
 from deadpixel.store.roles import Role
 from deadpixel.track.client_ip import ClientIPResolver
-from deadpixel.web import charts, forms
+from deadpixel.web import charts, clickmap, forms
 from deadpixel.web import feed as live
 from deadpixel.web.download import attachment
 from deadpixel.web.session import (
@@ -251,6 +252,8 @@ class Dashboard:
             return self.render("error.html", 400, session=session, message=str(exc))
         await self.fold()
 
+        own = self.settings.base_url + "/"
+
         def numbers(conn: Any) -> dict[str, Any]:
             found = analytics.headline(conn, name)
             waits = found["time_to_first_open"]
@@ -258,6 +261,9 @@ class Dashboard:
                 "report": found,
                 "bounce_notice": analytics.sender_side_notice(found["bounces"]["sender_side"]),
                 "time_to_open": charts.time_to_open(waits["buckets"]) if waits["messages"] else None,
+                "ab": variants.ab_test(conn, name),
+                "click_maps": [clickmap.render(copy, own) for copy in click_map(conn, name)],
+                "best_hours": sendtime.audience_hours(conn, name, self.zone),
             }
 
         def series(conn: Any) -> dict[str, Any]:
