@@ -196,7 +196,7 @@ def test_a_links_own_parameters_win() -> None:
 
 
 query_text = st.lists(
-    st.sampled_from(list("abcxyz019-_.~%+=&;ü ") + ["%20", "%26", "%3D", "utm_source=", "utm_medium"]),
+    st.sampled_from([*"abcxyz019-_.~%+=&;ü ", "%20", "%26", "%3D", "utm_source=", "utm_medium"]),
     max_size=20,
 ).map("".join)
 hosts = st.sampled_from(

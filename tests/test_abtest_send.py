@@ -21,8 +21,8 @@ from deadpixel.store.db import create_engine
 from deadpixel.store.schema import ab_waiting, messages, sent_html
 
 from .helpers import deadpixel
-from .test_dashboard import sign_in
 from .smtp_sink import Received, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
+from .test_dashboard import sign_in
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.3.1"
 APPLE_MPP = "Mozilla/5.0"
