@@ -205,3 +205,45 @@ def test_variant_options_are_checked(settings: Settings, tmp_path: Path) -> None
     assert bad_after.returncode == 2 and "not a duration" in bad_after.stderr
     not_a_test = deadpixel("campaign", "winner", "nope")
     assert not_a_test.returncode == 1 and "no campaign named 'nope'" in not_a_test.stderr
+
+
+def stored_links(engine: Engine) -> list[str]:
+    from deadpixel.events import HIDDEN_LINK
+    from deadpixel.store.schema import links
+
+    with engine.connect() as conn:  # the hidden link's target is the site's root: never tagged
+        query = select(links.c.url).where(links.c.number != HIDDEN_LINK).order_by(links.c.url)
+        return list(conn.execute(query).scalars())
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_utm_tags_go_on_the_stored_targets_of_a_test_and_its_rest(
+    smtp: SMTPServerHandle, settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    send_test(tmp_path, "Spring sale", 4, "0.5", "--utm", "--utm-source", "newsletter")
+    for [mail] in smtp.sink.by_recipient().values():  # the mail shows click URLs only: tags go on targets
+        assert "utm_" not in mail.html()
+    for url in stored_links(engine):
+        assert url.endswith("utm_source=newsletter&utm_medium=email&utm_campaign=Spring%20sale") or (
+            "x=1&utm_source=newsletter&utm_medium=email&utm_campaign=Spring%20sale#top" in url
+        ), url
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_single_send_tags_its_links_and_keeps_their_own_parameters(
+    smtp: SMTPServerHandle, settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    page = tmp_path / "one.html"
+    page.write_text(
+        '<p><a href="https://shop.example/?utm_source=partner&amp;q=a%20b">Go</a></p>', encoding="utf-8"
+    )
+    sent = deadpixel("send", "--to", "ann@example.org", "--subject", "Hi", "--html", str(page),
+                     "--campaign", "Q3", "--utm", check=True)  # fmt: skip
+    assert "1 tracked links" in sent.stdout
+    assert stored_links(engine) == [
+        "https://shop.example/?utm_source=partner&q=a%20b&utm_medium=email&utm_campaign=Q3"
+    ]
+    lone = deadpixel(
+        "send", "--to", "ann@example.org", "--subject", "Hi", "--html", str(page), "--utm-source", "x"
+    )
+    assert lone.returncode == 2 and "--utm-source goes with --utm" in lone.stderr

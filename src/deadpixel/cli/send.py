@@ -60,6 +60,12 @@ RETRIES = click.option(
     help="Write the message to this .eml file instead of sending it (kept as a draft, not counted).",
 )
 @RETRIES
+@click.option(
+    "--utm",
+    is_flag=True,
+    help="Add utm_source, utm_medium=email and utm_campaign (the --campaign) to tracked links.",
+)
+@click.option("--utm-source", default=None, help="utm_source for --utm  [default: deadpixel]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @pass_cli
 def send(
@@ -74,9 +80,13 @@ def send(
     no_track: bool,
     dry_run: Path | None,
     retries: int,
+    utm: bool,
+    utm_source: str | None,
     as_json: bool,
 ) -> None:
     """Send one tracked message through your SMTP server (DEADPIXEL_SMTP_*)."""
+    if utm_source is not None and not utm:
+        raise click.UsageError("--utm-source goes with --utm")
     from deadpixel.send.single import Outgoing, SendFailed, send_one
     from deadpixel.send.smtp_config import sender_address, smtp_settings
 
@@ -91,6 +101,7 @@ def send(
         text=read_text(text_file, "text file") if text_file else None,
         campaign=campaign,
         track=not no_track,
+        utm_source=_utm_source(utm, utm_source),
     )
     with cli.migrated() as engine:
         try:
