@@ -159,7 +159,7 @@ def test_an_ab_test_splits_evenly_waits_and_apple_prefetches_never_make_a_winner
     assert "href" not in shown_a and "Shop A" in shown_a
     assert 'data-clicks="0"' in unescape(maps[1][1])
     assert "shop.example/a?x=1#top" in page  # the links table names the URL as written
-    assert 'id="best-hours"' in page and "9 readers" in page
+    assert 'id="best-hours"' in page and "over 9 human opens" in page
 
     sent = json.loads(deadpixel("campaign", "winner", "ab", "--now", "--json", check=True).stdout)
     assert sent["winner"] == "A" and sent["sent"] == 10

@@ -109,7 +109,7 @@ def test_a_readers_usual_hour_comes_from_their_human_opens_in_their_zone(writer:
         assert sendtime.usual_hour(conn, "bo@example.com", PARIS) == (16, PARIS)  # 15:10 UTC, CET
         assert sendtime.usual_hour(conn, "mpp@example.org", PARIS) is None  # only a prefetch: no history
         hours = sendtime.audience_hours(conn, "news", PARIS)
-        assert hours["readers"] == 5 and hours["best_hours"][0] == 23  # 22:10 UTC is 23:10 in Paris
+        assert hours["human_opens"] == 5 and hours["best_hours"][0] == 23  # 22:10 UTC is 23:10 in Paris
         best = sendtime.audience_best_hour(conn, "news", PARIS)
         now = DAY0 + timedelta(days=10, hours=3)  # 12:00 in Tokyo
         assert sendtime.next_best_time(conn, "aki@example.jp", now, PARIS, best) == datetime(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, func, select
 
 from deadpixel.events import HIDDEN_LINK
 from deadpixel.reports.analytics import _campaign_id
@@ -33,30 +33,38 @@ class CopyClicks:
     clickers: int  # messages of this copy with a human click on any link
 
 
-def _clicks_of(conn: Connection, campaign_id: int, variant: str) -> tuple[dict[int, LinkClicks], int]:
+def _clicks(conn: Connection, campaign_id: int) -> tuple[dict[str, dict[int, LinkClicks]], dict[str, int]]:
+    """Per variant ('' for none): each link's human clicks and clickers (one pass over the campaign's human
+    clicks), and the variant's clickers (from the message rows' counters, as unique_clicks counts them)."""
     c, m = clicks.c, messages.c
-    mine = m.variant.is_(None) if variant == "" else m.variant == variant
-    human = c.kind == "human"
-    base = (
-        select()
+    variant = func.coalesce(m.variant, "")
+    per_link = (
+        select(variant, c.link, func.count(), func.count(func.distinct(c.message_id)))
         .select_from(clicks.join(messages, m.id == c.message_id))
-        .where(m.campaign_id == campaign_id, mine, c.link != HIDDEN_LINK)
+        .where(m.campaign_id == campaign_id, c.kind == "human", c.link != HIDDEN_LINK)
+        .group_by(variant, c.link)
     )
-    per_link = base.add_columns(
-        c.link,
-        func.coalesce(func.sum(case((human, 1), else_=0)), 0),
-        func.count(func.distinct(case((human, c.message_id)))),
-    ).group_by(c.link)
-    links = {int(n): LinkClicks(int(h), int(u)) for n, h, u in conn.execute(per_link) if h}
-    everyone = base.add_columns(func.count(func.distinct(c.message_id))).where(human)
-    return links, int(conn.execute(everyone).scalar_one())
+    links: dict[str, dict[int, LinkClicks]] = {}
+    for label, n, h, u in conn.execute(per_link):
+        links.setdefault(label, {})[int(n)] = LinkClicks(int(h), int(u))
+    everyone = (
+        select(variant, func.count())
+        .where(m.campaign_id == campaign_id, m.human_click_count > 0)
+        .group_by(variant)
+    )
+    return links, {label: int(n) for label, n in conn.execute(everyone)}
+
+
+def latest_click(conn: Connection) -> int:
+    """The newest click's id: what a cached click map is keyed by (an index's last entry, not a scan)."""
+    return int(conn.execute(select(func.coalesce(func.max(clicks.c.id), 0))).scalar_one())
 
 
 def click_map(conn: Connection, campaign: str) -> list[CopyClicks]:
     """Every kept copy of the campaign's HTML with its links' clicks (empty when none was kept)."""
     cid = _campaign_id(conn, campaign)
-    found = []
-    for kept in abtests.kept_html(conn, cid):
-        links, clickers = _clicks_of(conn, cid, kept.variant)
-        found.append(CopyClicks(kept.variant, kept.html, links, clickers))
-    return found
+    kept = abtests.kept_html(conn, cid)
+    if not kept:
+        return []
+    links, clickers = _clicks(conn, cid)
+    return [CopyClicks(k.variant, k.html, links.get(k.variant, {}), clickers.get(k.variant, 0)) for k in kept]

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import html as markup
 import re
+import threading
+import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
+from sqlalchemy import Connection
+
 from deadpixel.mail.compose import rewrite_links
-from deadpixel.reports.clickmap import CopyClicks
+from deadpixel.reports.clickmap import CopyClicks, click_map, latest_click
 
 MARK = "#deadpixel-link-"
 _DROPPED_WITH_CONTENT = frozenset({"script", "iframe", "object", "embed", "template", "noscript", "frameset"})
@@ -162,3 +166,31 @@ def _badge(link: MapLink) -> str:
         label += f" · {link.share:.0%} of clickers"
     css = "dp-badge" if link.human_clicks else "dp-badge none"
     return f'<span class="{css}" data-clicks="{link.human_clicks}">{markup.escape(label)}</span>'
+
+
+class ClickMaps:
+    """Rendered click maps by campaign, kept while no click has been recorded since (the newest click's id
+    is read from the end of an index) and for at most ``ttl`` seconds, so a verdict rewritten by
+    ``deadpixel reclassify`` shows within that time. Counting a busy campaign's clicks takes tens of
+    milliseconds; a page reloaded without new clicks pays for it once."""
+
+    def __init__(self, own_prefix: str, ttl: float = 60.0, size: int = 64) -> None:
+        self._own = own_prefix
+        self._ttl = ttl
+        self._size = size
+        self._kept: dict[str, tuple[int, float, list[ClickMap]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, conn: Connection, campaign: str) -> list[ClickMap]:
+        latest = latest_click(conn)
+        now = time.monotonic()
+        with self._lock:
+            found = self._kept.get(campaign)
+        if found is not None and found[0] == latest and now - found[1] < self._ttl:
+            return found[2]
+        maps = [render(copy, self._own) for copy in click_map(conn, campaign)]
+        with self._lock:
+            if len(self._kept) >= self._size:
+                self._kept.clear()
+            self._kept[campaign] = (latest, now, maps)
+        return maps

@@ -29,7 +29,6 @@ from deadpixel.accounts.users import sign_in
 from deadpixel.config import Settings
 from deadpixel.errors import DeadpixelError
 from deadpixel.reports import analytics, exports, sendtime, variants
-from deadpixel.reports.clickmap import click_map
 from deadpixel.reports.pixels import new_pixel
 from deadpixel.security.tokens import TokenSigner
 from deadpixel.store import audit, rollups, web_sessions
@@ -83,6 +82,7 @@ class Dashboard:
             autoescape=select_autoescape(),
             auto_reload=False,
         )
+        self.click_maps = clickmap.ClickMaps(settings.base_url + "/")
         self.templates.filters["duration"] = duration
         self.templates.filters["when"] = _when
 
@@ -252,8 +252,6 @@ class Dashboard:
             return self.render("error.html", 400, session=session, message=str(exc))
         await self.fold()
 
-        own = self.settings.base_url + "/"
-
         def numbers(conn: Any) -> dict[str, Any]:
             found = analytics.headline(conn, name)
             waits = found["time_to_first_open"]
@@ -262,7 +260,7 @@ class Dashboard:
                 "bounce_notice": analytics.sender_side_notice(found["bounces"]["sender_side"]),
                 "time_to_open": charts.time_to_open(waits["buckets"]) if waits["messages"] else None,
                 "ab": variants.ab_test(conn, name),
-                "click_maps": [clickmap.render(copy, own) for copy in click_map(conn, name)],
+                "click_maps": self.click_maps.get(conn, name),
                 "best_hours": sendtime.audience_hours(conn, name, self.zone),
             }
 
