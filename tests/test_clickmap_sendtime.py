@@ -5,25 +5,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
+from starlette.testclient import TestClient
 
+from deadpixel.accounts.users import create_user
 from deadpixel.config import Settings
 from deadpixel.events import OpenEvent
 from deadpixel.mail.compose import rewrite_links
 from deadpixel.reports import sendtime
 from deadpixel.reports.clickmap import CopyClicks, LinkClicks
-from deadpixel.store import rollups
+from deadpixel.server.app import Deadpixel
+from deadpixel.store import abtests, rollups
 from deadpixel.store.db import create_engine
-from deadpixel.store.messages import create_message
+from deadpixel.store.messages import campaign_id, create_message
 from deadpixel.store.writes import write_opens
 from deadpixel.web.clickmap import render
 
 from .test_analytics import LABELS
+from .test_dashboard import CHROMIUM, CHROMIUM_ARGS, sign_in
 
 OWN = "https://t.example.com/"
 HOSTILE = """<!doctype html><html><head><base href="https://evil.example/"><meta http-equiv="refresh"
@@ -138,3 +143,57 @@ def test_the_next_best_time_is_within_a_day_and_at_that_hour(now: datetime, hour
     assert now < when <= now + timedelta(hours=24)
     local = when.astimezone(ZoneInfo(zone))
     assert local.hour == hour or (local - timedelta(hours=1)).hour == hour  # or just after a skipped hour
+
+
+# --- in a real browser --------------------------------------------------------------------------------------
+
+ATTACK = (
+    "<html><head><script>parent.document.title = 'pwned'</script></head><body>"
+    '<p>Hello</p><img src="https://evil.example/pixel.gif" alt="logo">'
+    "<svg onload=\"parent.document.title='pwned'\"></svg>"
+    '<p style="background:url(https://evil.example/bg.png)">x</p>'
+    '<a href="https://shop.example/one">One</a> <a href="https://shop.example/two">Two</a></body></html>'
+)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+@pytest.mark.slow
+def test_in_chromium_the_click_map_runs_nothing_and_loads_nothing(settings: Settings, writer: Engine) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with writer.begin() as conn:
+        mid = create_message(conn, recipient="ann@example.org", campaign="attack", sent_at=at(0, 0))
+        cid = campaign_id(conn, "attack")
+        assert cid is not None
+        abtests.keep_html(conn, cid, "", mid, ATTACK)
+        create_user(conn, "ann", "correct horse")
+    with TestClient(Deadpixel(settings), base_url="http://testserver") as client:
+        assert sign_in(client) == 303
+        page = client.get("/campaigns/attack")
+        style = client.get("/static/style.css")
+    requested: list[str] = []
+
+    def serve(route: Any) -> None:
+        url = route.request.url
+        requested.append(url)
+        if url == "http://testserver/campaigns/attack":
+            route.fulfill(status=200, headers=dict(page.headers), body=page.text)
+        elif url.endswith("/static/style.css"):
+            route.fulfill(status=200, headers={"content-type": "text/css"}, body=style.text)
+        else:
+            route.fulfill(status=404, body="")
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page()
+            tab.route("**/*", serve)
+            tab.goto("http://testserver/campaigns/attack")
+            frame = tab.frame_locator("iframe.message-preview")
+            assert frame.locator("[data-link='1'] .dp-badge").inner_text() == "#2 · 0 clicks"
+            assert frame.locator("text=Hello").is_visible()
+            tab.wait_for_timeout(300)
+            assert tab.title() != "pwned"
+        finally:
+            browser.close()
+    assert not [url for url in requested if "evil.example" in url or "shop.example" in url], requested
