@@ -197,3 +197,25 @@ def test_in_chromium_the_click_map_runs_nothing_and_loads_nothing(settings: Sett
         finally:
             browser.close()
     assert not [url for url in requested if "evil.example" in url or "shop.example" in url], requested
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_forgetting_a_person_erases_the_copy_kept_of_their_message_and_their_place_in_the_queue(
+    writer: Engine,
+) -> None:
+    from sqlalchemy import func, select
+
+    from deadpixel.store.maintenance import forget_recipient
+    from deadpixel.store.schema import ab_waiting, sent_html
+
+    with writer.begin() as conn:
+        mid = create_message(conn, recipient="Ann@example.org", campaign="kept", sent_at=at(0, 0))
+        cid = campaign_id(conn, "kept")
+        assert cid is not None
+        abtests.keep_html(conn, cid, "A", mid, "<p>Hi Ann</p>")
+        abtests.hold(
+            conn, cid, [abtests.Waiting("ann@example.org", 2, "Ann@example.org", {"n": "Ann"}, True)]
+        )
+        forget_recipient(conn, "ann@example.org")
+        assert conn.execute(select(func.count()).select_from(sent_html)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(ab_waiting)).scalar_one() == 0
