@@ -149,6 +149,7 @@ def test_an_ab_test_splits_evenly_waits_and_apple_prefetches_never_make_a_winner
     assert report["ab_test"]["statement"] == found["statement"]
     assert report["unique_opens"] == 18  # the prefetches count as machine opens, and only there
     assert report["unique_clicks"] == 1 and rows["A"]["clicks"] == 1
+    assert f"A/B test         {found['statement']}" in deadpixel("report", "ab", check=True).stdout
 
     page = dashboard_page(settings, "/campaigns/ab")
     assert "A is better with 99" in page and 'data-variant="A" class="leader"' in page

@@ -535,19 +535,18 @@ def campaign_winner(
         _print_standing(name, found)
         click.echo(f"Sending {winner} to the {found['waiting']} recipients waiting.")
     chosen = next(v for v in test.variants if v.label == winner)
-    run = _Run(cli, name, test.sender, as_json, sending, test.utm_source)
-    waiting = WaitingList(cli_engine(cli), cid)
-    run.send(
-        waiting, found["waiting"], templates=Templates(chosen.subject, chosen.html, test.text_template),
-        notify=None, extra={"winner": winner, "standing": found},
-    )  # fmt: skip
-
-
-def cli_engine(cli: Cli) -> Any:
-    """An engine for reading the waiting recipients page by page while the runner sends."""
     from deadpixel.store.db import create_engine
 
-    return create_engine(cli.settings.database_url)
+    run = _Run(cli, name, test.sender, as_json, sending, test.utm_source)
+    reader = create_engine(cli.settings.database_url)  # reads the waiting recipients page by page
+    try:
+        run.send(
+            WaitingList(reader, cid), found["waiting"], notify=None,
+            templates=Templates(chosen.subject, chosen.html, test.text_template),
+            extra={"winner": winner, "standing": found},
+        )  # fmt: skip
+    finally:
+        reader.dispose()
 
 
 def _print_standing(name: str, found: dict[str, Any]) -> None:
