@@ -293,6 +293,7 @@ def campaign_send(
     sources = {
         label: (subject, read_text(html, "HTML template")) for label, (subject, html) in variants.items()
     }
+    # Compiled now, so a template that does not compile stops the command before anything is stored or sent.
     templates = {label: Templates(subject, html, text) for label, (subject, html) in sources.items()}
     recipients = RecipientList(recipients_file)
     source = _utm_source(utm, utm_source)
@@ -302,9 +303,7 @@ def campaign_send(
         run.send(recipients, recipients.count(), templates=only, notify=notify_mode(notify, digest))
         return
     assert test_share is not None
-    _send_test(
-        run, recipients, sources, templates, text, test_share, pick_after, metric, notify_mode(notify, digest)
-    )
+    _send_test(run, recipients, sources, text, test_share, pick_after, metric, notify_mode(notify, digest))
 
 
 def _utm_source(utm: bool, given: str | None) -> str | None:
@@ -340,7 +339,6 @@ def _send_test(
     run: _Run,
     recipients: Any,
     sources: dict[str, tuple[str, str]],
-    templates: dict[str, Any],
     text: str | None,
     share: float,
     pick_after: str | None,
@@ -353,6 +351,7 @@ def _send_test(
     from deadpixel.reports.abtest import DEFAULT_METRIC
     from deadpixel.security.tokens import new_message_id
     from deadpixel.send.abtest import Split, parse_duration
+    from deadpixel.send.merge import Templates
     from deadpixel.store import abtests
     from deadpixel.store.messages import campaign_id
 
@@ -375,10 +374,7 @@ def _send_test(
                        " schedule stand.", err=True)  # fmt: skip
         parts = Split.of(recipients, [v.label for v in test.variants], test.test_share, test.seed)
         waiting = parts.hold_rest(engine, cid)
-    stored = {v.label: v for v in test.variants}
-    from deadpixel.send.merge import Templates
-
-    variants = {label: Templates(v.subject, v.html, test.text_template) for label, v in stored.items()}
+    variants = {v.label: Templates(v.subject, v.html, test.text_template) for v in test.variants}
     if not run.as_json:
         sizes = ", ".join(f"{label} {list(parts.assigned.values()).count(label)}" for label in variants)
         click.echo(f"A/B test: {len(parts.assigned)} recipients get the variants now ({sizes});"
@@ -390,11 +386,9 @@ def _send_test(
 
 
 def _differs(test: Any, wanted: Any) -> bool:
-    return (test.test_share, test.metric, test.variants) != (
-        wanted.test_share,
-        wanted.metric,
-        wanted.variants,
-    )
+    """Whether a re-run asked for another test than the one stored (which stands)."""
+    asked = (wanted.test_share, wanted.metric, wanted.variants, wanted.pick_after)
+    return (test.test_share, test.metric, test.variants, test.pick_after) != asked
 
 
 class _Run:
