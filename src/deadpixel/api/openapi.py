@@ -15,7 +15,9 @@ from typing import Any
 from deadpixel.api import segments as segments_api
 from deadpixel.api.params import DEFAULT_LIMIT, MAX_LIMIT
 from deadpixel.events import KINDS
+from deadpixel.reports.abtest import METRICS
 from deadpixel.reports.analytics import BREAKDOWNS, DEFINITIONS, MESSAGE_COUNTERS
+from deadpixel.reports.variants import DEFINITION as AB_DEFINITION
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time", "description": "ISO 8601, UTC"}
@@ -145,6 +147,38 @@ def _series() -> dict[str, Any]:
     }
 
 
+def _ab_test() -> dict[str, Any]:
+    """A campaign's A/B test and its standing (``deadpixel.reports.variants.ab_test``)."""
+    variant = _object(
+        {
+            "label": {"type": "string"}, "subject": {"type": "string"}, "sent": COUNT, "human_opens": COUNT,
+            "clicks": COUNT, "human_open_rate": RATE, "click_rate": RATE,
+        }
+    )  # fmt: skip
+    probability = {"type": "number", "minimum": 0, "maximum": 1}
+    return _object(
+        {
+            "metric": {"type": "string", "enum": list(METRICS)},
+            "test_share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "variants": {"type": "array", "items": variant},
+            "leader": {**OPTIONAL_TEXT, "description": "the variant the model favours; null on a tie"},
+            "probability": {**probability, "description": "P(the leader beats its closest rival)"},
+            "beats": {"type": "object", "additionalProperties": probability,
+                      "description": "per other variant: P(the leader's rate is above its rate)"},
+            "status": {"type": "string", "enum": ["decided", "tie", "too little data"]},
+            "decided": {"type": "boolean", "description": "probability >= 0.95"},
+            "statement": {"type": "string", "description": "the standing in one sentence"},
+            "winner": {**OPTIONAL_TEXT, "description": "the variant chosen for the rest, once chosen"},
+            "winner_chosen_at": OPTIONAL_TIME,
+            "waiting": {**COUNT, "description": "recipients kept for the winner"},
+            "pick_winner_after_seconds": {"type": ["number", "null"]},
+            "pick_winner_at": OPTIONAL_TIME,
+            "definition": {"type": "string"},
+        },
+        AB_DEFINITION,
+    )  # fmt: skip
+
+
 def _page(item: str) -> dict[str, Any]:
     return _object(
         {
@@ -203,6 +237,10 @@ def _schemas() -> dict[str, Any]:
                 "campaign": {**OPTIONAL_TEXT, "description": "the campaign's name"},
                 **figures,
                 **_series(),
+                "ab_test": {
+                    "anyOf": [_ab_test(), {"type": "null"}],
+                    "description": "the campaign's A/B test and its standing; null when it is not one",
+                },
                 "definitions": {
                     "type": "object",
                     "description": "each number's definition, as in this document",

@@ -14,6 +14,7 @@ import click
 
 from deadpixel.cli.context import Cli, json_option, pass_cli, print_json
 from deadpixel.reports import analytics
+from deadpixel.reports.variants import ab_test
 from deadpixel.store.events import CLICK, OPEN, EventKind
 
 
@@ -32,6 +33,7 @@ def report(cli: Cli, campaign: str | None, as_json: bool) -> None:
         figures = analytics.report(conn, campaign)
         reasons = analytics.bounce_reasons(conn, campaign)
         waits = analytics.time_to_first_open(conn, campaign)
+        test = None if campaign is None else ab_test(conn, campaign)
     click.echo(f"Campaign: {campaign or '(all messages)'}")
     click.echo(f"  sent             {figures['sent']}")
     if figures["untracked"]:
@@ -56,6 +58,8 @@ def report(cli: Cli, campaign: str | None, as_json: bool) -> None:
                f"{figures['click_to_open_rate']:.1%} of opened)")  # fmt: skip
     click.echo(f"  total clicks     {figures['total_clicks']}  ({figures['human_clicks']} by people,"
                f" {figures['machine_clicks']} by machines)")  # fmt: skip
+    if test is not None:
+        click.echo(f"  A/B test         {test['statement']}  (deadpixel campaign winner {campaign!r})")
 
 
 def _bounce_reasons(reasons: dict[str, Any]) -> None:

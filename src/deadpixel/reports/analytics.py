@@ -549,7 +549,11 @@ def top_links(conn: Connection, campaign: str | None, limit: int = 10) -> list[d
 
 def campaign_stats(conn: Connection, campaign: str | None, zone: ZoneInfo) -> dict[str, Any]:
     """The report plus every chart's data: what `report --json`, the API's stats and the dashboard show."""
-    return {**headline(conn, campaign), **chart_data(conn, campaign, zone)}
+    from deadpixel.reports.variants import ab_test
+
+    found = {**headline(conn, campaign), **chart_data(conn, campaign, zone)}
+    found["ab_test"] = None if campaign is None else ab_test(conn, campaign)
+    return found
 
 
 def headline(conn: Connection, campaign: str | None) -> dict[str, Any]:

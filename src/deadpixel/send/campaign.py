@@ -33,10 +33,10 @@ from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_wi
 from deadpixel.security.tokens import new_message_id
 from deadpixel.send.merge import TemplateProblem, Templates
 from deadpixel.send.ratelimit import RateLimiter
-from deadpixel.send.recipients import BadRow, ListProblem, Row, RowSource
+from deadpixel.send.recipients import BadRow, ListProblem, Row, Rows
 from deadpixel.send.tracked import Tracker
+from deadpixel.store import abtests, notices
 from deadpixel.store import campaign_recipients as state
-from deadpixel.store import notices
 from deadpixel.store.links import save_links
 from deadpixel.store.messages import campaign_id as find_campaign
 from deadpixel.store.schema import messages
@@ -97,6 +97,10 @@ class CampaignSpec:
     suppressed: Callable[[Connection, list[str]], set[str]] | None = None
     # Read notices (deadpixel.store.notices): a mode sets the campaign's; None keeps its own (off at first).
     notify: int | None = None
+    # An A/B test's share: each recipient's variant label (from its lower-cased address) and each label's
+    # templates; None sends everyone ``templates`` without a label.
+    variant_of: Callable[[str], str | None] | None = None
+    variants: Mapping[str, Templates] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,6 +125,8 @@ class _Draft:
     unsubscribe_id: str
     subject: str
     composed: Composed
+    html: str  # as rendered, before tracking: the first one of each variant is kept for the click map
+    variant: str | None
 
 
 @dataclass
@@ -169,10 +175,11 @@ class CampaignRunner:
         self._unsettled: list[_Result] = []
         self._campaign_id = 0
         self._notify = notices.OFF
+        self._html_kept: set[str] = set()
 
     # --- the main thread ------------------------------------------------------------------------------
 
-    def run(self, recipients: RowSource) -> Summary:
+    def run(self, recipients: Rows) -> Summary:
         run_id = new_message_id()
         with self.engine.begin() as conn:
             cid = find_campaign(conn, self.spec.name, create=True)
@@ -315,8 +322,10 @@ class CampaignRunner:
         message_id = new_message_id() if row.track else None
         unsubscribe_id = (previous.unsubscribe_id if previous else None) or new_message_id()
         headers, variables = self.spec.extras(unsubscribe_id) if self.spec.extras else ({}, {})
+        variant = self.spec.variant_of(key) if self.spec.variant_of else None
+        templates = self.spec.variants[variant] if variant is not None else self.spec.templates
         try:
-            rendered = self.spec.templates.render({**variables, **row.values})
+            rendered = templates.render({**variables, **row.values})
             composed = self.tracker.compose(
                 message_id, sender=self.spec.sender, to=[recipient.header], subject=rendered.subject,
                 html=rendered.html, text=rendered.text, headers=headers,
@@ -329,7 +338,17 @@ class CampaignRunner:
             return None
         # Taken now, so a later row of the same chunk with this address is a duplicate.
         seen[key] = state.Known(key, row.line, run_id, message_id, "sending", unsubscribe_id)
-        return _Draft(row, recipient, previous, message_id, unsubscribe_id, rendered.subject, composed)
+        return _Draft(
+            row,
+            recipient,
+            previous,
+            message_id,
+            unsubscribe_id,
+            rendered.subject,
+            composed,
+            rendered.html,
+            variant,
+        )
 
     def _record(
         self, conn: Connection, cid: int, run_id: str, drafts: list[_Draft], seen: dict[str, state.Known]
@@ -367,16 +386,25 @@ class CampaignRunner:
             now = time.time()
             rows = [
                 dict(id=d.message_id, campaign_id=cid, recipient=d.recipient.address, subject=d.subject,
-                     created_at=now, status="draft", notify=self._notify)
+                     created_at=now, status="draft", notify=self._notify, variant=d.variant)
                 for d in tracked
             ]  # fmt: skip
             conn.execute(insert(messages), rows)
             save_links(conn, [(d.message_id, d.composed.links) for d in tracked if d.message_id])
+            self._keep_html(conn, cid, tracked)
         return [
             _Job(d.recipient.key, d.row.line, d.row.email, d.recipient.address, d.message_id,
                  d.composed.message, self.tracker.envelope_from(d.message_id))
             for d in sorted(claimed, key=lambda d: d.row.line)
         ]  # fmt: skip
+
+    def _keep_html(self, conn: Connection, cid: int, tracked: list[_Draft]) -> None:
+        """The first stored message of each variant keeps its HTML for the click map: once per campaign."""
+        for draft in tracked:
+            label = draft.variant or ""
+            if label not in self._html_kept and draft.message_id is not None:
+                abtests.keep_html(conn, cid, label, draft.message_id, draft.html)
+                self._html_kept.add(label)
 
     @staticmethod
     def _met(

@@ -38,12 +38,17 @@ class BadRow:
     reason: str
 
 
-class RowSource(Protocol):
-    """Where a campaign's recipients come from: this CSV, or a segment (deadpixel.send.segment_rows)."""
-
-    def count(self) -> int: ...
+class Rows(Protocol):
+    """Where a run's rows come from: a recipient list, a segment (deadpixel.send.segment_rows), or an A/B
+    test's share or rest (deadpixel.send.abtest)."""
 
     def rows(self) -> Iterator[Row | BadRow]: ...
+
+
+class RowSource(Rows, Protocol):
+    """A campaign's whole recipient list, counted first for the progress bar: this CSV, or a segment."""
+
+    def count(self) -> int: ...
 
 
 def _open(path: Path) -> TextIO:

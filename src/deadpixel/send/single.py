@@ -18,6 +18,7 @@ from deadpixel.config import Settings
 from deadpixel.errors import DeadpixelError
 from deadpixel.mail.addresses import BadAddress, parse_recipient
 from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_with_retries
+from deadpixel.mail.utm import Utm
 from deadpixel.security.keys import load_or_create_keys
 from deadpixel.security.tokens import TokenSigner
 from deadpixel.send.tracked import Tracker
@@ -36,6 +37,7 @@ class Outgoing:
     cc: Sequence[str] = ()
     campaign: str | None = None
     track: bool = True
+    utm_source: str | None = None  # tag the tracked links (deadpixel.mail.utm) with this utm_source
 
 
 @dataclass
@@ -65,7 +67,8 @@ def send_one(
     sleep: Callable[[float], object] = time.sleep,
 ) -> SendResult:
     """Store, compose and send (or write ``dry_run``). Raises SendFailed, with the message marked failed."""
-    tracker = Tracker(settings, TokenSigner(load_or_create_keys(settings.keys_file)))
+    utm = Utm(mail.campaign or "", mail.utm_source) if mail.utm_source else None
+    tracker = Tracker(settings, TokenSigner(load_or_create_keys(settings.keys_file)), utm)
     try:
         recipient = parse_recipient(mail.to)
     except BadAddress as exc:

@@ -13,15 +13,17 @@ from deadpixel.bounces.verp import envelope_sender
 from deadpixel.config import Settings
 from deadpixel.events import HIDDEN_LINK
 from deadpixel.mail.compose import Composed, Letter, Rewrite, compose
+from deadpixel.mail.utm import Utm
 from deadpixel.security.tokens import TokenSigner
 
 
 class Tracker:
     """Mints the pixel and click URLs of messages, from the settings' public base URL."""
 
-    def __init__(self, settings: Settings, signer: TokenSigner) -> None:
+    def __init__(self, settings: Settings, signer: TokenSigner, utm: Utm | None = None) -> None:
         self.settings = settings
         self.signer = signer
+        self.utm = utm  # tags added to every tracked link's target (the stored URL), if given
         # Our own endpoints (unsubscribe pages, pixels) are never wrapped in a click redirect.
         self._own = settings.base_url + "/"
 
@@ -54,7 +56,10 @@ class Tracker:
         """Compose with tracking for ``message_id``, or untouched when it is None."""
         if message_id is None:
             return compose(**letter, pixel_url=None, rewrite=None)
-        return compose(
+        composed = compose(
             **letter, pixel_url=self.pixel_url(message_id), rewrite=self.rewriter(message_id),
             hidden_url=self.hidden_url(message_id),
         )  # fmt: skip
+        if self.utm is not None:  # the click redirects to the tagged URL; the mail shows only click URLs
+            composed.links = [self.utm(url) for url in composed.links]
+        return composed

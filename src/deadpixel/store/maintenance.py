@@ -12,7 +12,7 @@ from sqlalchemy import Connection, and_, bindparam, case, delete, func, or_, sel
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS
 from deadpixel.store import chains, rollups
 from deadpixel.store.events import ENRICHED_COLUMNS, EVENT_KINDS, OPEN, EventKind
-from deadpixel.store.schema import campaign_recipients, clicks, messages, relayed
+from deadpixel.store.schema import ab_waiting, campaign_recipients, clicks, messages, relayed, sent_html
 
 CHUNK = 500
 
@@ -159,6 +159,7 @@ def forget_recipient(conn: Connection, address: str) -> tuple[int, int]:
     wish.)"""
     conn.execute(delete(campaign_recipients).where(campaign_recipients.c.address == address.strip().lower()))
     conn.execute(delete(relayed).where(relayed.c.recipient == address.strip().lower()))
+    conn.execute(delete(ab_waiting).where(ab_waiting.c.address == address.strip().lower()))
     ids = list(
         conn.execute(
             select(messages.c.id).where(func.lower(messages.c.recipient) == address.strip().lower())
@@ -169,5 +170,7 @@ def forget_recipient(conn: Connection, address: str) -> tuple[int, int]:
         chunk = ids[start : start + CHUNK]
         erased_opens += rollups.delete_opens(conn, chunk)
         conn.execute(delete(clicks).where(clicks.c.message_id.in_(chunk)))  # links go with their message
+        # The copy kept for the click map was this person's rendering (their name, their links): it goes.
+        conn.execute(delete(sent_html).where(sent_html.c.message_id.in_(chunk)))
         conn.execute(delete(messages).where(and_(messages.c.id.in_(chunk))))
     return len(ids), erased_opens

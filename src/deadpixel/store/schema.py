@@ -106,6 +106,9 @@ messages = Table(
     # daily digest; read_notice_at is that first human open's time, set once, so a notice is made once.
     Column("notify", Integer, nullable=False, server_default="0"),
     Column("read_notice_at", Float, nullable=True),
+    # The A/B test variant this message was sent as (deadpixel.store.abtests); None outside a test's test
+    # share, including the winner's send to the rest.
+    Column("variant", String(16), nullable=True),
     Index(None, "campaign_id"),
     Index(None, "recipient"),
     Index(None, "created_at"),
@@ -427,4 +430,57 @@ segments = Table(
     Column("name", String(64), primary_key=True),
     Column("definition", String(400), nullable=False),
     _time("created_at"),
+)
+# A/B tests (deadpixel.store.abtests): one row per campaign sent as a test, with what the winner's send
+# needs later (the sender, the text template); metric human-open-rate or click-rate; seed fixes the random
+# split so a re-run of the same list splits it the same way; pick_after (seconds) and decide_at say when
+# the winner is to be sent; winner is set once, when it is chosen.
+ab_tests = Table(
+    "ab_tests",
+    metadata,
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("metric", String(16), nullable=False),
+    Column("test_share", Float, nullable=False),
+    Column("seed", String(32), nullable=False),
+    Column("sender", Text, nullable=False),
+    Column("text_template", Text, nullable=True),
+    Column("utm_source", String(64), nullable=True),  # None: the links were not tagged
+    _time("pick_after", nullable=True),
+    _time("decide_at", nullable=True),
+    Column("winner", String(16), nullable=True),
+    _time("winner_at", nullable=True),
+    _time("created_at"),
+)
+
+# Each variant's subject and HTML templates, labelled A, B, C... in the order given.
+ab_variants = Table(
+    "ab_variants",
+    metadata,
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("label", String(16), primary_key=True),
+    Column("subject", Text, nullable=False),
+    Column("html", Text, nullable=False),
+)
+
+# The recipients left out of the test share, waiting for the winner: the list's row (JSON of its columns)
+# and line, keyed by the lower-cased address. The winner's send reads them in line order.
+ab_waiting = Table(
+    "ab_waiting",
+    metadata,
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("address", String(320), primary_key=True),
+    Column("line", Integer, nullable=False),
+    Column("fields", Text, nullable=False),
+)
+
+# The HTML a campaign was sent with, once per campaign and variant ('' outside a test): the first stored
+# message's copy before tracking (its links numbered as that message's links rows), for the click map.
+sent_html = Table(
+    "sent_html",
+    metadata,
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("variant", String(16), primary_key=True),
+    Column("message_id", String(16), nullable=False),
+    Column("html", Text, nullable=False),
+    _time("stored_at"),
 )

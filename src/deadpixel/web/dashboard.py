@@ -28,13 +28,13 @@ from deadpixel.accounts import access
 from deadpixel.accounts.users import sign_in
 from deadpixel.config import Settings
 from deadpixel.errors import DeadpixelError
-from deadpixel.reports import analytics, exports, segments
+from deadpixel.reports import analytics, exports, segments, sendtime, variants
 from deadpixel.reports.pixels import new_pixel
 from deadpixel.security.tokens import TokenSigner
 from deadpixel.store import audit, rollups, web_sessions
 from deadpixel.store.roles import Role
 from deadpixel.track.client_ip import ClientIPResolver
-from deadpixel.web import charts, forms
+from deadpixel.web import charts, clickmap, forms
 from deadpixel.web import feed as live
 from deadpixel.web.download import attachment
 from deadpixel.web.session import (
@@ -82,6 +82,7 @@ class Dashboard:
             autoescape=select_autoescape(),
             auto_reload=False,
         )
+        self.click_maps = clickmap.ClickMaps(settings.base_url + "/")
         self.templates.filters["duration"] = duration
         self.templates.filters["when"] = _when
 
@@ -259,6 +260,9 @@ class Dashboard:
                 "report": found,
                 "bounce_notice": analytics.sender_side_notice(found["bounces"]["sender_side"]),
                 "time_to_open": charts.time_to_open(waits["buckets"]) if waits["messages"] else None,
+                "ab": variants.ab_test(conn, name),
+                "click_maps": self.click_maps.get(conn, name),
+                "best_hours": sendtime.audience_hours(conn, name, self.zone),
             }
 
         def series(conn: Any) -> dict[str, Any]:
