@@ -5,7 +5,6 @@ Kept apart from ``deadpixel.cli`` so that commands which never send mail do not 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -195,6 +194,18 @@ def campaign() -> None:
 @click.option(
     "--digest", is_flag=True, help="With --notify: one daily summary of who read, not a notice each."
 )
+@click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help="Store the campaign and let the server send it then: 2026-12-07 09:00 (local) or ISO 8601.",
+)
+@click.option(
+    "--after",
+    "after",
+    metavar="DURATION",
+    help="Store the campaign and let the server send it after 90m, 4h, 2d, 1h30m...",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and every problem as JSON.")
 @pass_cli
 def campaign_send(
@@ -212,50 +223,54 @@ def campaign_send(
     retry_uncertain: bool,
     notify: bool | None,
     digest: bool,
+    at: str | None,
+    after: str | None,
     as_json: bool,
 ) -> None:
     """Send the campaign NAME to every row of the recipient list; run it again to finish an interrupted run.
 
     Recipients already sent to are skipped, so a re-run after Ctrl-C, a crash or SMTP trouble sends only
     what was not sent. Problems are reported per row (line, value, reason) without stopping the rest; the
-    exit status is 1 when any row was not sent.
+    exit status is 1 when any row was not sent. With --at or --after the campaign is stored instead and
+    the server (deadpixel serve) sends it then; see campaign status, pause, resume and cancel.
     """
     import sys
     from dataclasses import asdict
 
     from deadpixel.security.keys import load_or_create_keys
     from deadpixel.security.tokens import TokenSigner
-    from deadpixel.send.campaign import CampaignRunner, CampaignSpec, summary_lines
-    from deadpixel.send.merge import Templates
+    from deadpixel.send.campaign import CampaignRunner, summary_lines
     from deadpixel.send.ratelimit import parse_rate
     from deadpixel.send.recipients import RecipientList
     from deadpixel.send.smtp_config import sender_address, smtp_settings
+    from deadpixel.send.stored import build_spec
     from deadpixel.send.tracked import Tracker
-    from deadpixel.send.unsubscribe import https_warning, unsubscribe_extras
+    from deadpixel.send.unsubscribe import https_warning
     from deadpixel.store import audit
-    from deadpixel.store.suppressions import suppressed
+    from deadpixel.store.campaign_jobs import Content
 
     try:
         per_second = parse_rate(rate)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--rate") from None
     settings = cli.settings
-    smtp = smtp_settings(settings)
     from_address = sender_address(settings, sender)
-    templates = Templates(
-        subject,
-        read_text(html_file, "HTML template"),
-        read_text(text_file, "text template") if text_file else None,
-    )
+    content = Content(
+        sender=from_address, subject=subject, html=read_text(html_file, "HTML template"),
+        text=read_text(text_file, "text template") if text_file else None,
+        options={"rate": per_second, "concurrency": concurrency, "retries": retries, "backoff": retry_backoff,
+                 "retry_uncertain": retry_uncertain, "notify": notify_mode(notify, digest)},
+    )  # fmt: skip
     recipients = RecipientList(recipients_file)
+    if at is not None or after is not None:
+        from deadpixel.cli.campaigns import schedule_stored
+
+        schedule_stored(cli, name, content, recipients, at, after, as_json)
+        return
+    smtp = smtp_settings(settings)
     ensure_data_dir(settings)  # a first command on a new machine creates the keys there
     signer = TokenSigner(load_or_create_keys(settings.keys_file))
-    spec = CampaignSpec(
-        name=name, sender=from_address, templates=templates, rate=per_second, concurrency=concurrency,
-        retries=retries, backoff=retry_backoff, retry_uncertain=retry_uncertain,
-        extras=functools.partial(unsubscribe_extras, settings, signer), suppressed=suppressed,
-        notify=notify_mode(notify, digest),
-    )  # fmt: skip
+    spec = build_spec(settings, signer, name, content)
     warning = https_warning(settings)
     if warning:
         click.echo(warning, err=True)
@@ -283,6 +298,12 @@ def campaign_send(
             click.echo(line)
     if not summary.ok:
         sys.exit(1)
+
+
+from deadpixel.cli import campaigns as _stored  # noqa: E402  (the stored campaigns' commands)
+
+for _command in _stored.COMMANDS:
+    campaign.add_command(_command)
 
 
 @click.group("suppression")

@@ -33,7 +33,7 @@ from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_wi
 from deadpixel.security.tokens import new_message_id
 from deadpixel.send.merge import TemplateProblem, Templates
 from deadpixel.send.ratelimit import RateLimiter
-from deadpixel.send.recipients import BadRow, ListProblem, RecipientList, Row
+from deadpixel.send.recipients import BadRow, ListProblem, Row
 from deadpixel.send.tracked import Tracker
 from deadpixel.store import campaign_recipients as state
 from deadpixel.store import notices
@@ -54,6 +54,12 @@ class Problem:
     value: str
     reason: str
     kind: str  # invalid, duplicate, failed, uncertain, suppressed, busy
+
+
+class RecipientSource(Protocol):
+    """Where the rows come from: a CSV file (``RecipientList``), a stored campaign's rows, ..."""
+
+    def rows(self) -> Iterator[Row | BadRow]: ...
 
 
 class Reporter(Protocol):
@@ -172,7 +178,7 @@ class CampaignRunner:
 
     # --- the main thread ------------------------------------------------------------------------------
 
-    def run(self, recipients: RecipientList) -> Summary:
+    def run(self, recipients: RecipientSource) -> Summary:
         run_id = new_message_id()
         with self.engine.begin() as conn:
             cid = find_campaign(conn, self.spec.name, create=True)
@@ -211,6 +217,10 @@ class CampaignRunner:
                 return
             except queue.Full:
                 self._drain()
+
+    def stop(self, reason: str) -> None:
+        """Stop after the messages in hand (from any thread); the rest is recorded as never attempted."""
+        self._halt(reason)
 
     def _halt(self, reason: str) -> None:
         if self._stop_reason is None:
