@@ -27,6 +27,7 @@ from pathlib import Path
 
 from campaign import SinkProcess, campaign_send, template_html, write_recipients
 from harness.common import child_env, free_port, http_get
+from harness.cpu import all_processes, tree_cpu
 
 
 def _env(workdir: Path, sink_port: int, port: int | None = None) -> dict[str, str]:
@@ -56,8 +57,9 @@ def _state(workdir: Path) -> str | None:
 
 def server_send(
     workdir: Path, sink_port: int, recipients: Path, html: Path, concurrency: int, cpu: int
-) -> float:
-    """Start a server, store the campaign due in a second, and return the seconds from sending to done."""
+) -> tuple[float, float]:
+    """Start a server, store the campaign due in a second; return the seconds from sending to done and the
+    server's CPU seconds (its whole process tree) over the same span."""
     port = free_port()
     env = _env(workdir, sink_port, port)
     server = subprocess.Popen(
@@ -92,19 +94,20 @@ def server_send(
         ]
         subprocess.run([*command, "--after", "1s"], env=env, check=True, stdout=subprocess.DEVNULL)
         started = finished = None
+        cpu_start = cpu_end = 0.0
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
             state = _state(workdir)
             now = time.perf_counter()
             if state == "sending" and started is None:
-                started = now
+                started, cpu_start = now, tree_cpu(server.pid, all_processes())
             if state in ("done", "paused", "cancelled"):
-                finished = now
+                finished, cpu_end = now, tree_cpu(server.pid, all_processes())
                 break
             time.sleep(0.05)
         if started is None or finished is None or state != "done":
             raise SystemExit(f"the server's send did not finish (state {state})")
-        return finished - started
+        return finished - started, cpu_end - cpu_start
     finally:
         server.terminate()
         server.wait(30)
@@ -131,23 +134,23 @@ def main(argv: list[str] | None = None) -> int:
             sink = SinkProcess(opts.sink_cpu)
             try:
                 if path == "command line":
-                    wall, _, _ = campaign_send(
+                    wall, cpu, _ = campaign_send(
                         workdir, sink.port, recipients, html, opts.concurrency, opts.sender_cpu
                     )
                 else:
-                    wall = server_send(
+                    wall, cpu = server_send(
                         workdir, sink.port, recipients, html, opts.concurrency, opts.sender_cpu
                     )
             finally:
                 received = sink.stop()
-            results[path] = (count / wall, received)
+            results[path] = (count / wall, cpu / count, received)
             if received != count:
                 failures.append(f"{path}: the sink received {received} of {count}")
     print(f"{count:,} rows, {opts.concurrency} SMTP connections, rate limit off,"
           f" sender on CPU {opts.sender_cpu}, aiosmtpd sink on CPU {opts.sink_cpu}")  # fmt: skip
-    print(f"{'path':<14} {'msg/s':>8} {'received':>9}")
-    for path, (rate, received) in results.items():
-        print(f"{path:<14} {rate:>8,.0f} {received:>9,}")
+    print(f"{'path':<14} {'msg/s':>8} {'CPU ms/msg':>11} {'msg per CPU second':>19} {'received':>9}")
+    for path, (rate, cpu_each, received) in results.items():
+        print(f"{path:<14} {rate:>8,.0f} {cpu_each * 1000:>11.2f} {1 / cpu_each:>19,.0f} {received:>9,}")
     server_rate = results["server"][0]
     verdict = "PASS" if server_rate >= 200 else "FAIL"
     print(f"server msg/s: {server_rate:,.0f} (bar: 200 or more)  {verdict}")
