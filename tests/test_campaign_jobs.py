@@ -184,6 +184,7 @@ def _run_in_thread(sender_jobs: CampaignJobs) -> threading.Thread:
     return thread
 
 
+@pytest.mark.serial  # it times the pause
 def test_pause_stops_within_a_second_resume_finishes_and_cancel_stops_for_good(
     tmp_path: Path, smtp: SMTPServerHandle, engine: Engine, sender_jobs: CampaignJobs
 ) -> None:
@@ -331,19 +332,19 @@ def test_a_real_server_sends_at_the_time_and_a_kill_9_mid_send_loses_and_duplica
     while time.time() < at.timestamp() - 0.3:
         assert not smtp.sink.messages, "sent before its time"
         time.sleep(0.05)
-    wait_for(lambda: state_of(engine, "timed") == "done", 15, "the scheduled send", 0.2)
+    wait_for(lambda: state_of(engine, "timed") == "done", 60, "the scheduled send", 0.2)
     assert received(smtp) == Counter({f"r{i}@example.org": 1 for i in range(30)})
 
     smtp.sink.messages.clear()
     schedule(tmp_path, "crash", recipients(tmp_path, 200), "--after", "1s", "--rate", "100/s")
-    wait_for(lambda: len(smtp.sink.messages) >= 40, 15, "the send to be under way")
+    wait_for(lambda: len(smtp.sink.messages) >= 40, 60, "the send to be under way")
     server.kill()
     before = len(smtp.sink.messages)
     assert before < 200 and state_of(engine, "crash") == "sending"
     with engine.begin() as conn:  # the dead server's lease runs out
         conn.execute(update(jobs_table).values(lease_until=time.time() - 1))
     server_factory(env=dict(env)).start()
-    wait_for(lambda: state_of(engine, "crash") == "done", 20, "the send to finish after the restart", 0.2)
+    wait_for(lambda: state_of(engine, "crash") == "done", 60, "the send to finish after the restart", 0.2)
     got = received(smtp)
     assert max(got.values()) == 1  # nobody twice
     problems = json.loads(deadpixel("campaign", "problems", "crash", "--json", check=True).stdout)
@@ -362,7 +363,7 @@ def test_two_servers_on_one_postgresql_store_send_a_campaign_once(
 ) -> None:
     servers = [server_factory(env=dict(env)).start() for _ in range(2)]
     schedule(tmp_path, "shared", recipients(tmp_path, 200), "--after", "1s")
-    wait_for(lambda: state_of(engine, "shared") == "done", 20, "the send", 0.2)
+    wait_for(lambda: state_of(engine, "shared") == "done", 60, "the send", 0.2)
     assert received(smtp) == Counter({f"r{i}@example.org": 1 for i in range(200)})
     assert all(s.process is not None and s.process.poll() is None for s in servers)
     with httpx.Client() as http:

@@ -83,9 +83,13 @@ class CampaignJobs:
         *,
         lease: float = LEASE,
         heartbeat: float = HEARTBEAT,
+        reads: Engine | None = None,
     ) -> None:
+        """``engine`` writes (on SQLite, one that takes the write lock up front); ``reads``, if given, serves
+        the look for due jobs every second, so that an idle look never takes SQLite's write lock."""
         self.settings = settings
         self.engine = engine
+        self.reads = reads or engine
         self.signer = signer
         self.owner = uuid.uuid4().hex
         self.lease = lease
@@ -98,7 +102,7 @@ class CampaignJobs:
         """Send one due job if there is one this server can claim; True if it sent one."""
         if self._stopping.is_set():
             return False
-        with self.engine.begin() as conn:
+        with self.reads.connect() as conn:
             candidates = jobs.due(conn, time.time())
         for job_id in candidates:
             with self.engine.begin() as conn:

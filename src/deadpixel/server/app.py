@@ -190,7 +190,7 @@ class Deadpixel:
         self.webhooks = DeliveryThread(deliverer)
         # Work that comes due in the store (deadpixel.server.due): stored campaigns first; leases in the store
         # let every worker of every server look, and only one take each piece.
-        self.due = DueWorkThread([CampaignJobs(settings, self.api_engine, signer)])
+        self.due = DueWorkThread([CampaignJobs(settings, self.api_engine, signer, reads=self.engine)])
 
     def snapshot(self) -> Snapshot:
         track, ingest = self.pixel.stats, self.writer.stats
