@@ -437,5 +437,6 @@ def test_fuzzing_from_the_schema_finds_no_5xx_and_no_off_schema_answer(
 
     seen: set[tuple[str, str, int]] = set()
     answers_within_the_schema()
-    if mode is GenerationMode.POSITIVE:  # the token worked (that operation has no parameters to get wrong)
-        assert ("GET", "/campaigns", 200) in seen
+    if mode is GenerationMode.POSITIVE:  # the token worked: some reads were answered (with many operations in
+        # the document, the one without parameters, GET /campaigns, is not drawn in every run)
+        assert any(method == "GET" and status == 200 for method, _, status in seen), seen

@@ -18,6 +18,7 @@ __all__ = ["PUBLIC", "RULES", "MissingRule", "check_routes", "needed", "walk"]
 PUBLIC = None
 VIEWER, SENDER, OWNER = Role.VIEWER, Role.SENDER, Role.OWNER
 _EXPORTS = ("opens", "clicks", "recipients")
+_CAMPAIGN_ACTIONS = ("send", "schedule", "pause", "resume", "cancel")
 
 # "METHOD /full/path" -> the least role, or PUBLIC. Paths as the routes spell them, the API's with /api/v1.
 RULES: dict[str, Role | None] = {
@@ -69,6 +70,12 @@ RULES: dict[str, Role | None] = {
     "GET /api/v1/segments": VIEWER,
     "GET /api/v1/segments/{name}": VIEWER,
     "POST /api/v1/messages": SENDER,
+    # stored campaigns (deadpixel.api.campaigns): reading is a viewer's, every change a sender's
+    "POST /api/v1/campaigns": SENDER,
+    **{f"POST /api/v1/campaigns/{{name:path}}/{action}": SENDER for action in _CAMPAIGN_ACTIONS},
+    "GET /api/v1/campaigns/{name:path}/status": VIEWER,
+    "GET /api/v1/campaigns/{name:path}/problems": VIEWER,
+    "GET /api/v1/campaigns/{name:path}/problems.csv": VIEWER,
 }
 
 

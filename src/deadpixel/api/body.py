@@ -38,7 +38,7 @@ async def read_json(request: Request) -> Any:
         raise _invalid("the body is not JSON") from None
 
 
-def _storable(value: str) -> bool:
+def storable(value: str) -> bool:
     """No NUL (PostgreSQL refuses it) and no lone surrogates (JSON allows them, UTF-8 cannot hold them)."""
     try:
         value.encode("utf-8")
@@ -51,7 +51,7 @@ def _optional_text(body: dict[str, Any], field: str, max_length: int) -> str | N
     value = body.get(field)
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > max_length or not _storable(value):
+    if not isinstance(value, str) or not value or len(value) > max_length or not storable(value):
         raise _invalid(f"{field}: must be a string of 1 to {max_length} characters, without NUL", field)
     return value
 
@@ -63,7 +63,7 @@ def new_message(body: Any) -> NewMessage:
         if field not in FIELDS:
             raise _invalid(f"{field}: unknown field (allowed: {', '.join(sorted(FIELDS))})", field)
     to = body.get("to")
-    if not isinstance(to, str) or not _storable(to):
+    if not isinstance(to, str) or not storable(to):
         raise _invalid("to: the recipient's address is required", "to")
     try:
         recipient = parse_recipient(to)

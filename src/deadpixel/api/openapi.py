@@ -18,6 +18,7 @@ from deadpixel.events import KINDS
 from deadpixel.reports.abtest import METRICS
 from deadpixel.reports.analytics import BREAKDOWNS, DEFINITIONS, MESSAGE_COUNTERS
 from deadpixel.reports.variants import DEFINITION as AB_DEFINITION
+from deadpixel.store.campaign_jobs import STATES as SEND_STATES
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time", "description": "ISO 8601, UTC"}
@@ -301,6 +302,91 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "MessagePage": _page("Message"),
+        "NewCampaign": {
+            "type": "object",
+            "description": "A campaign to store (and send now, at a time, or keep as a draft): docs/api.md",
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "from": {"type": ["string", "null"], "description": "default DEADPIXEL_MAIL_FROM"},
+                "subject": {"type": "string", "minLength": 1, "description": "a Jinja2 template"},
+                "html": {"type": "string", "minLength": 1, "description": "a Jinja2 template"},
+                "text": {"type": ["string", "null"]},
+                "options": {
+                    "type": "object",
+                    "properties": {
+                        "notify": {"type": "string", "enum": ["off", "each", "digest"]},
+                        "rate": {"type": "string", "description": "e.g. 10/s or 600/m"},
+                        "concurrency": {"type": "integer", "minimum": 1, "maximum": 32},
+                        "retries": {"type": "integer", "minimum": 0, "maximum": 20},
+                        "retry_backoff": {"type": "number", "minimum": 0, "maximum": 3600},
+                        "retry_uncertain": {"type": "boolean"},
+                    },
+                    "additionalProperties": False,
+                },
+                "recipients": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "email": {"type": "string"},
+                            "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "track": {"type": "boolean"},
+                            "at": {"type": "string", "description": "this row goes no earlier (ISO 8601)"},
+                        },
+                        "required": ["email"],
+                        "additionalProperties": False,
+                    },
+                },
+                "recipients_csv": {"type": "string", "description": "CSV text with an email column"},
+                "at": {"type": "string", "description": "ISO 8601; without an offset, DEADPIXEL_TIMEZONE"},
+                "after": {"type": "string", "description": "a duration: 90m, 4h, 2d, 1h30m"},
+                "send_now": {"type": "boolean"},
+            },
+            "required": ["name", "subject", "html"],
+            "additionalProperties": False,
+        },
+        "Schedule": {
+            "type": "object",
+            "properties": {"at": {"type": "string"}, "after": {"type": "string"}},
+            "additionalProperties": False,
+        },
+        "CampaignSend": _object(
+            {
+                "id": COUNT,
+                "campaign": {"type": "string"},
+                "state": {"type": "string", "enum": list(SEND_STATES)},
+                "due_at": OPTIONAL_TIME,
+                "created_at": TIME,
+                "updated_at": TIME,
+                "created_by": {"type": "string"},
+                "total": {**COUNT, "description": "recipient rows stored"},
+                "sent": {**COUNT, "description": "rows sent, by this run or an earlier one"},
+                "failed": {
+                    **COUNT,
+                    "description": "rows not delivered (a resume or a new send retries them)",
+                },
+                "skipped": {**COUNT, "description": "invalid, duplicate, suppressed, uncertain or busy rows"},
+                "left": {**COUNT, "description": "rows not reached yet"},
+                "problems": {**COUNT, "description": "rows listed by /problems"},
+                "note": {**OPTIONAL_TEXT, "description": "why the server stopped or paused the send"},
+            },
+            "A stored campaign's send: its state and progress.",
+        ),
+        "SendProblems": _object(
+            {
+                "items": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "line": COUNT,
+                            "value": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "reason": {"type": "string"},
+                        }
+                    ),
+                }
+            }
+        ),
         "NewMessage": {
             "type": "object",
             "properties": {
@@ -447,6 +533,56 @@ def _export(kind: str) -> dict[str, Any]:
     }
 
 
+SEND_ACTIONS = {
+    "send": "Send the stored campaign now",
+    "schedule": "Schedule the stored campaign (body: at or after)",
+    "pause": "Pause the send: it stops within about a second, between messages",
+    "resume": "Resume a paused send: it is due again (at once, or at its scheduled time)",
+    "cancel": "Cancel the send for good",
+}
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _send_action(action: str) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": SEND_ACTIONS[action],
+        "parameters": [NAME],
+        "responses": {
+            "200": _ok("CampaignSend", "the send as it is now"),
+            **ERRORS,
+            "403": _error("the token's role is below sender"),
+            "404": _error("the campaign has no stored send"),
+            "409": _error("the send's state does not allow this"),
+            "413": _error("the body is larger than 8 MiB"),
+            "422": _error("the body is not valid; `parameter` names the field"),
+        },
+    }
+    if action == "schedule":
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("Schedule")}},
+        }
+    return {"post": operation}
+
+
+def _send_read(summary: str, schema: str | None) -> dict[str, Any]:
+    ok = (
+        _ok(schema)
+        if schema
+        else {
+            "description": "the CSV: line, value, kind, reason",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    )
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [NAME],
+            "responses": {"200": ok, **ERRORS, "404": _error("the campaign has no stored send")},
+        }
+    }
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     return {
@@ -479,12 +615,6 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
-            "/campaigns": {
-                "get": {
-                    "summary": "Every campaign with its figures",
-                    "responses": {"200": _ok("CampaignList"), **ERRORS},
-                }
-            },
             "/campaigns/{name}/stats": {
                 "get": {
                     "summary": "A campaign's report",
@@ -494,6 +624,32 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _ok("Report"), **ERRORS, "404": _error("no campaign by that name")},
                 }
             },
+            "/campaigns": {
+                "get": {
+                    "summary": "Every campaign with its figures",
+                    "responses": {"200": _ok("CampaignList"), **ERRORS},
+                },
+                "post": {
+                    "summary": "Store a campaign (content and rows): send it now, at a time, or keep a draft",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("NewCampaign")}},
+                    },
+                    "responses": {
+                        "201": _ok("CampaignSend", "stored"),
+                        **ERRORS,
+                        "409": _error("the campaign has an unfinished send already"),
+                        "413": _error("the body is larger than 8 MiB"),
+                        "422": _error("the body is not a valid campaign; `parameter` names the field"),
+                    },
+                },
+            },
+            **{f"/campaigns/{{name}}/{action}": _send_action(action) for action in SEND_ACTIONS},
+            "/campaigns/{name}/status": _send_read("A campaign's send: state and progress", "CampaignSend"),
+            "/campaigns/{name}/problems": _send_read(
+                "Rows of the send that were not sent, and why", "SendProblems"
+            ),
+            "/campaigns/{name}/problems.csv": _send_read("The same problems as CSV", None),
             "/messages": {
                 "get": {
                     "summary": "Messages, newest first",

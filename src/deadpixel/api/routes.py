@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from deadpixel.api import params
 from deadpixel.api.body import new_message, read_json
+from deadpixel.api.campaigns import campaign_routes
 from deadpixel.api.errors import ApiError, bad_parameter
 from deadpixel.api.openapi import document
 from deadpixel.api.segments import segment_routes
@@ -172,4 +173,5 @@ def api_routes(reads: Engine, writes: Engine, settings: Settings, signer: TokenS
         Route("/opens", event_list(analytics.list_opens), methods=["GET"]),
         Route("/clicks", event_list(analytics.list_clicks), methods=["GET"]),
         *segment_routes(db),
+        *campaign_routes(reads, writes, settings),
     ]

@@ -58,18 +58,19 @@ class Cli:
             engine.dispose()
 
     @contextmanager
-    def migrated(self) -> Iterator[Engine]:
-        """An engine on a store that is migrated to the current schema (created on first use)."""
+    def migrated(self, *, writer: bool = False) -> Iterator[Engine]:
+        """An engine on a store that is migrated to the current schema (created on first use); ``writer``: one
+        that takes SQLite's write lock when a transaction begins (for a read-then-write beside a server)."""
         from deadpixel.store.migrate import ensure_current
 
-        with self.engine() as engine:
+        with self.engine(writer=writer) as engine:
             ensure_current(engine)
             yield engine
 
     @contextmanager
-    def store(self) -> Iterator[Connection]:
+    def store(self, *, writer: bool = False) -> Iterator[Connection]:
         """A connection, in a transaction, to a store migrated to the current schema."""
-        with self.migrated() as engine, engine.begin() as conn:
+        with self.migrated(writer=writer) as engine, engine.begin() as conn:
             yield conn
 
     def fold_rollups(self) -> None:

@@ -250,6 +250,18 @@ def sending_options(func: Callable[..., Any]) -> Callable[..., Any]:
               help="Add utm_source, utm_medium=email and utm_campaign=NAME to tracked links (never replacing"
               " a parameter a link has).")  # fmt: skip
 @click.option("--utm-source", default=None, help="utm_source for --utm  [default: deadpixel]")
+@click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help="Store the campaign and let the server send it then: 2026-12-07 09:00 (local) or ISO 8601.",
+)
+@click.option(
+    "--after",
+    "after",
+    metavar="DURATION",
+    help="Store the campaign and let the server send it after 90m, 4h, 2d, 1h30m...",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and every problem as JSON.")
 @pass_cli
 def campaign_send(
@@ -269,6 +281,8 @@ def campaign_send(
     metric: str | None,
     utm: bool,
     utm_source: str | None,
+    at: str | None,
+    after: str | None,
     as_json: bool,
     **sending: Any,
 ) -> None:
@@ -281,6 +295,9 @@ def campaign_send(
     With two or more --subject (or --html) and --test-share, the campaign is an A/B test: that share of the
     list gets the variants (A, B, ...) now, evenly and at random; the rest waits for the winner, sent by
     `deadpixel campaign winner NAME --now`. See docs/abtests.md.
+
+    With --at or --after the campaign is stored instead and the server (deadpixel serve) sends it then;
+    see campaign status, pause, resume and cancel.
     """
     from deadpixel.send.merge import Templates
 
@@ -301,6 +318,21 @@ def campaign_send(
     recipients = recipient_source(cli, recipients_file, segment)
     source = _utm_source(utm, utm_source)
     run = _Run(cli, name, sender, as_json, sending, source)
+    if (at is not None or after is not None) and (testing or source is not None):
+        raise click.UsageError("--at/--after do not take an A/B test or --utm yet: send those now")
+    if at is not None or after is not None:
+        from deadpixel.cli.campaigns import schedule_stored
+        from deadpixel.store.campaign_jobs import Content
+
+        [(subject, html)] = sources.values()
+        content = Content(
+            sender=run.from_address(), subject=subject, html=html, text=text,
+            options={"rate": run.rate, "concurrency": sending["concurrency"], "retries": sending["retries"],
+                     "backoff": sending["retry_backoff"], "retry_uncertain": sending["retry_uncertain"],
+                     "notify": notify_mode(notify, digest)},
+        )  # fmt: skip
+        schedule_stored(cli, name, content, recipients, at, after, as_json)
+        return
     if not testing:
         [only] = templates.values()
         run.send(recipients, recipients.count(), templates=only, notify=notify_mode(notify, digest))
@@ -578,6 +610,12 @@ def _print_standing(name: str, found: dict[str, Any]) -> None:
     click.echo(f"  waiting for the winner: {found['waiting']}")
     if found["pick_winner_at"]:
         click.echo(f"  winner to be picked at {found['pick_winner_at']} (meanwhile: campaign winner --now)")
+
+
+from deadpixel.cli import campaigns as _stored  # noqa: E402  (the stored campaigns' commands)
+
+for _command in _stored.COMMANDS:
+    campaign.add_command(_command)
 
 
 @click.group("suppression")

@@ -219,6 +219,10 @@ class CampaignRunner:
             except queue.Full:
                 self._drain()
 
+    def stop(self, reason: str) -> None:
+        """Stop after the messages in hand (from any thread); the rest is recorded as never attempted."""
+        self._halt(reason)
+
     def _halt(self, reason: str) -> None:
         if self._stop_reason is None:
             self._stop_reason = reason

@@ -7,6 +7,7 @@ optional ``track`` column (``no``/``false``/``0``/``off``) asks for an untracked
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,8 +40,8 @@ class BadRow:
 
 
 class Rows(Protocol):
-    """Where a run's rows come from: a recipient list, a segment (deadpixel.send.segment_rows), or an A/B
-    test's share or rest (deadpixel.send.abtest)."""
+    """Where a run's rows come from: a recipient list, a segment (deadpixel.send.segment_rows), a stored
+    campaign's rows (deadpixel.send.stored), or an A/B test's share or rest (deadpixel.send.abtest)."""
 
     def rows(self) -> Iterator[Row | BadRow]: ...
 
@@ -60,10 +61,12 @@ def _raise_field_size_limit() -> None:
 
 
 class RecipientList:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, text: str | None = None) -> None:
+        """The list in the file ``path``; or, given ``text``, the CSV in it (``path`` then names it)."""
         self.path = path
+        self._text = text
         _raise_field_size_limit()
-        with _open(path) as fh:
+        with self._open() as fh:
             try:
                 header = next(csv.reader(fh), None)
             except UnicodeDecodeError as exc:
@@ -82,16 +85,27 @@ class RecipientList:
         self._email = lowered.index("email")
         self._track = lowered.index("track") if "track" in lowered else None
 
+    @classmethod
+    def from_text(cls, text: str, name: str = "the CSV") -> RecipientList:
+        return cls(Path(name), text)
+
+    def _open(self) -> TextIO:
+        return (
+            _open(self.path)
+            if self._text is None
+            else io.StringIO(self._text.removeprefix("\ufeff"), newline="")
+        )
+
     def count(self) -> int:
         """Rows after the header (one streaming pass), for a progress bar with an ETA."""
-        with _open(self.path) as fh:
+        with self._open() as fh:
             try:
                 return sum(1 for row in csv.reader(fh) if row) - 1
             except (csv.Error, UnicodeDecodeError):
                 return 0  # reading the rows will report where
 
     def rows(self) -> Iterator[Row | BadRow]:
-        with _open(self.path) as fh:
+        with self._open() as fh:
             reader = csv.reader(fh)
             line = 1
             try:

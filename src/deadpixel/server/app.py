@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from deadpixel.accounts import access
 from deadpixel.api import api_mount
 from deadpixel.api.body import MAX_BODY as MAX_API_BODY
+from deadpixel.api.campaigns import MAX_BODY as MAX_CAMPAIGN_BODY
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.enrich.privacy import redacted
@@ -28,7 +29,9 @@ from deadpixel.events import ClickEvent, OpenEvent
 from deadpixel.hooks.deliver import Deliverer, DeliveryThread, Policy
 from deadpixel.security.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.security.tokens import TokenSigner
+from deadpixel.send.job_runner import CampaignJobs
 from deadpixel.server.bodies import BodyLimit, Limit
+from deadpixel.server.due import DueWorkThread
 from deadpixel.server.heap import freeze_long_lived, keep_long_lived_frozen
 from deadpixel.server.logs import configure as configure_logs
 from deadpixel.server.metrics import MetricsPublisher, Snapshot, metrics_dir
@@ -175,12 +178,19 @@ class Deadpixel:
         self.bounded = BodyLimit(
             self._route,
             MAX_BODY,
-            [Limit("/u/", MAX_UNSUBSCRIBE_BODY), Limit("/api/", MAX_API_BODY, json=True)],
+            [
+                Limit("/u/", MAX_UNSUBSCRIBE_BODY),
+                Limit("/api/", MAX_API_BODY, json=True),
+                Limit("/api/v1/campaigns", MAX_CAMPAIGN_BODY, json=True),
+            ],
         )
         self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)
         # Every worker delivers webhooks; leases in the outbox keep them off each other's rows.
         deliverer = Deliverer(self.engine, self.api_engine, Policy.from_settings(settings))
         self.webhooks = DeliveryThread(deliverer)
+        # Work that comes due in the store (deadpixel.server.due): stored campaigns first; leases in the store
+        # let every worker of every server look, and only one take each piece.
+        self.due = DueWorkThread([CampaignJobs(settings, self.api_engine, signer, reads=self.engine)])
 
     def snapshot(self) -> Snapshot:
         track, ingest = self.pixel.stats, self.writer.stats
@@ -275,6 +285,7 @@ class Deadpixel:
                 if self.checkpointer is not None:
                     self.checkpointer.start()
                 self.webhooks.start()
+                self.due.start()
                 background.append(asyncio.create_task(self.metrics.run()))
                 background.append(asyncio.create_task(keep_long_lived_frozen()))
                 if self.writer_rollups is None:
@@ -286,6 +297,7 @@ class Deadpixel:
                 # Drain in a thread so requests still waiting on the last batches get their answers.
                 await asyncio.gather(self.writer.aclose(), self.click_writer.aclose())
                 await asyncio.to_thread(self.webhooks.stop)
+                await asyncio.to_thread(self.due.stop)
                 if self.checkpointer is not None:
                     await asyncio.to_thread(self.checkpointer.stop)
                 for task in background:

@@ -484,3 +484,63 @@ sent_html = Table(
     Column("html", Text, nullable=False),
     _time("stored_at"),
 )
+
+# Campaigns the server sends (deadpixel.store.campaign_jobs): what to send, to whom, when, and how far it got.
+# One job per stored campaign send. state: draft (stored, not scheduled), scheduled (due at due_at), sending
+# (a server holds the lease: lease_owner until lease_until), paused, cancelled, done. The counts are the
+# latest run's progress; note says why a job stopped or was paused by the server.
+campaign_jobs = Table(
+    "campaign_jobs",
+    metadata,
+    _serial(Integer),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("state", String(12), nullable=False),
+    _time("due_at", nullable=True),
+    _time("created_at"),
+    _time("updated_at"),
+    Column("created_by", String(80), nullable=False),
+    Column("sender", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=True),
+    Column("options", Text, nullable=False),  # JSON: notify, rate, concurrency, retries, backoff, ...
+    _counter("total"),
+    _counter("sent"),
+    _counter("failed"),
+    _counter("skipped"),
+    _counter("remaining"),
+    Column("lease_owner", String(32), nullable=True),
+    _time("lease_until", nullable=True),
+    Column("note", Text, nullable=True),
+    Index(None, "state", "due_at"),
+    Index(None, "campaign_id"),
+)
+
+# A stored campaign's recipient rows, in their order (line: the row's number in the list it came from).
+# fields: JSON object of template variables; due_at: the row goes no earlier (None: with the job); problem:
+# why the row cannot be sent as it is (a CSV row with the wrong number of fields), reported when it is met.
+campaign_job_rows = Table(
+    "campaign_job_rows",
+    metadata,
+    Column("job_id", Integer, ForeignKey("campaign_jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("line", Integer, primary_key=True, autoincrement=False),
+    Column("email", Text, nullable=False),
+    Column("fields", Text, nullable=False),
+    Column("track", Boolean, nullable=False),
+    _time("due_at", nullable=True),
+    Column("problem", Text, nullable=True),
+)
+
+# Rows of a job that were not sent, and why (bad address, refused by SMTP, ...), as of its latest run.
+campaign_job_problems = Table(
+    "campaign_job_problems",
+    metadata,
+    _serial(Integer),
+    Column("job_id", Integer, ForeignKey("campaign_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("value", Text, nullable=False),
+    Column("kind", String(12), nullable=False),
+    Column("reason", Text, nullable=False),
+    _time("at"),
+    Index(None, "job_id", "line"),
+)
