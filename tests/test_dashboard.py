@@ -314,3 +314,19 @@ def test_the_campaigns_list_draws_a_sparkline_of_opens_per_day(
     assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/static/feed.js" defer>']
     quiet = page.text.split('href="/campaigns/quiet"', 1)[1].split("</tr>", 1)[0]
     assert 'class="sparkline"' not in quiet and "none" in quiet
+
+
+@SQLITE_ONLY
+def test_the_campaign_page_charts_the_time_range_chosen(client: TestClient, settings: Settings) -> None:
+    pixels = make_pixels(settings, 2, campaign="autumn", sent_at=time.time() - 600)
+    client.get(pixels[0][1], headers={"user-agent": THUNDERBIRD})
+    assert sign_in(client) == 303
+    whole = client.get("/campaigns/autumn")
+    assert 'href="?range=all#opens" aria-current="page"' in whole.text and 'id="opens-by-hour"' in whole.text
+    recent = client.get("/campaigns/autumn?range=24h")
+    assert 'href="?range=24h#opens" aria-current="page"' in recent.text
+    assert "Last 24 hours, by hour" in recent.text and "1 open (1 by people" in recent.text
+    assert "last 24 hours)" in recent.text  # the heatmap says its range
+    assert 'data-figure="total_opens">1<' in recent.text  # the numbers count the whole campaign
+    bad = client.get("/campaigns/autumn?range=1y")
+    assert bad.status_code == 400 and "range must be one of 24h, 7d, 30d, all" in bad.text

@@ -267,6 +267,11 @@ def _time_table(title: str, data: Sequence[Bucket], unit: str, shown: Sequence[S
     )
 
 
+def _printable(text: str) -> str:
+    """A label from data without control characters, which neither SVG nor a screen reader can show."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
 def _scroll_box(title: str) -> str:
     """A box a wide table scrolls in on a narrow screen, reachable by keyboard, named for a screen reader."""
     return f'<div class="table-scroll" tabindex="0" role="region" aria-label="{escape(title)}: the numbers">'
@@ -281,6 +286,7 @@ def bar_chart(key: str, title: str, rows: Sequence[tuple[str, int]], noun: str) 
     """Horizontal bars, each under its whole label (wrapped, never cut) with its count at its end."""
     if not rows:
         return '<p class="empty">Nothing to show yet.</p>'
+    rows = [(_printable(label), n) for label, n in rows]
     counts = [max(0, n) for _, n in rows]
     total, top = sum(counts), max(max(counts), 1)
     font, width = BARS_FONT, BARS_WIDTH
