@@ -16,9 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from html import escape
 from typing import Any
-
-from markupsafe import escape
 
 from deadpixel.web.ticks import (
     MONTHS,
