@@ -47,7 +47,7 @@ class Frame:
 
 
 WIDE = Frame("wide", 860, 280, 12, 5)
-NARROW = Frame("narrow", 360, 240, 12, 4)
+NARROW = Frame("narrow", 330, 240, 12, 4)
 
 
 @dataclass(frozen=True, slots=True)
