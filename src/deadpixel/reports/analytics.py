@@ -396,13 +396,20 @@ def _rollup_campaign(conn: Connection, campaign: str | None) -> int | None:
 Slot = tuple[datetime, int, int, int]  # a quarter hour's local start, opens, human, machine
 
 
-def _local_slots(conn: Connection, campaign: str | None, zone: ZoneInfo) -> list[Slot]:
-    """Opens per quarter hour as (local start, opens, human, machine), oldest first."""
+Window = tuple[float, float]  # (since, until) in seconds since the epoch: the charts' time range
+
+
+def _local_slots(
+    conn: Connection, campaign: str | None, zone: ZoneInfo, since: float | None = None
+) -> list[Slot]:
+    """Opens per quarter hour as (local start, opens, human, machine), oldest first (from ``since``)."""
     s = open_slots.c
     query = select(s.slot, func.sum(s.opens), func.sum(s.human), func.sum(s.machine)).group_by(s.slot)
     key = _rollup_campaign(conn, campaign)
     if key is not None:
         query = query.where(s.campaign_id == key)
+    if since is not None:
+        query = query.where(s.slot >= -(-int(since) // rollups.SLOT))
     rows = conn.execute(query.having(func.sum(s.opens) != 0).order_by(s.slot)).all()
     return [
         (datetime.fromtimestamp(slot * rollups.SLOT, zone), int(n), int(human), int(machine))
@@ -419,20 +426,27 @@ def opens_over_time(conn: Connection, campaign: str | None, zone: ZoneInfo) -> d
     return _over_time(_local_slots(conn, campaign, zone), zone)
 
 
-def _over_time(slots: list[Slot], zone: ZoneInfo) -> dict[str, Any]:
+def _over_time(slots: list[Slot], zone: ZoneInfo, window: Window | None = None) -> dict[str, Any]:
+    """Without a window, hours over the first HOURLY_DAYS days with opens and days over all of them; with
+    one, hours over its last HOURLY_DAYS days at most and days over all of it, empty ones included."""
     if not slots:
         return {"timezone": zone.key, "hourly": [], "daily": []}
     first_day, last_day = slots[0][0].date(), slots[-1][0].date()
     hourly_end = min(first_day + timedelta(days=HOURLY_DAYS), last_day + timedelta(days=1))
+    begin = int(datetime.combine(first_day, datetime.min.time(), zone).timestamp())
+    end = int(datetime.combine(hourly_end, datetime.min.time(), zone).timestamp())
+    if window is not None:
+        since, until = window
+        first_day, last_day = _local_hour(since, zone).date(), _local_hour(until, zone).date()
+        begin = int(_local_hour(max(since, until - HOURLY_DAYS * DAY), zone).timestamp())
+        end = int(_local_hour(until, zone).timestamp()) + 3600
     hours: dict[int, list[int]] = {}
     days: dict[date, list[int]] = {}
     for start, n, human, machine in slots:
         _add_counts(days.setdefault(start.date(), [0, 0, 0]), n, human, machine)
-        if start.date() < hourly_end:
-            hour = int(start.timestamp()) - start.minute * 60  # the start of its local hour
+        hour = int(start.timestamp()) - start.minute * 60  # the start of its local hour
+        if begin <= hour < end:
             _add_counts(hours.setdefault(hour, [0, 0, 0]), n, human, machine)
-    begin = int(datetime.combine(first_day, datetime.min.time(), zone).timestamp())
-    end = int(datetime.combine(hourly_end, datetime.min.time(), zone).timestamp())
     hourly = [
         _bucket(
             "hour", datetime.fromtimestamp(t, zone).isoformat(timespec="minutes"), hours.get(t, [0, 0, 0])
@@ -444,6 +458,11 @@ def _over_time(slots: list[Slot], zone: ZoneInfo) -> dict[str, Any]:
         for day in (first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1))
     ]
     return {"timezone": zone.key, "hourly": hourly, "daily": daily}
+
+
+def _local_hour(timestamp: float, zone: ZoneInfo) -> datetime:
+    """The start of the local hour a moment falls in (a zone's offset may be a half hour)."""
+    return datetime.fromtimestamp(timestamp, zone).replace(minute=0, second=0, microsecond=0)
 
 
 def _local_minute(timestamp: int, zone: ZoneInfo) -> str:
@@ -594,11 +613,18 @@ def bounce_reasons(conn: Connection, campaign: str | None) -> dict[str, Any]:
     return {"by_reason": by_reason, "sender_side": ours}
 
 
-def chart_data(conn: Connection, campaign: str | None, zone: ZoneInfo) -> dict[str, Any]:
-    """The numbers read from the rollups (and the clicks): opens over time, heatmap, breakdowns, links."""
-    slots = _local_slots(conn, campaign, zone)
+def chart_data(
+    conn: Connection, campaign: str | None, zone: ZoneInfo, window: Window | None = None
+) -> dict[str, Any]:
+    """The numbers read from the rollups (and the clicks): opens over time, heatmap, breakdowns, links.
+
+    A ``window`` narrows opens over time and the heatmap to its time; the breakdowns and links stay whole.
+    """
+    slots = _local_slots(conn, campaign, zone, None if window is None else window[0])
+    if window is not None:
+        slots = [slot for slot in slots if slot[0].timestamp() <= window[1]]
     return {
-        "opens_over_time": _over_time(slots, zone),
+        "opens_over_time": _over_time(slots, zone, window),
         "heatmap": _heatmap(slots, zone),
         "breakdowns": {field: breakdown(conn, campaign, field) for field in BREAKDOWNS},
         "top_links": top_links(conn, campaign),

@@ -34,7 +34,7 @@ from deadpixel.security.tokens import TokenSigner
 from deadpixel.store import audit, rollups, web_sessions
 from deadpixel.store.roles import Role
 from deadpixel.track.client_ip import ClientIPResolver
-from deadpixel.web import charts, clickmap, forms
+from deadpixel.web import charts, clickmap, forms, ranges
 from deadpixel.web import feed as live
 from deadpixel.web.download import attachment
 from deadpixel.web.session import (
@@ -251,6 +251,10 @@ class Dashboard:
             view = recipient_view(request.query_params)
         except BadParameter as exc:
             return self.render("error.html", 400, session=session, message=str(exc))
+        shown = ranges.parse(request.query_params.get("range"))
+        if shown is None:
+            message = f"range must be one of {', '.join(r.key for r in ranges.RANGES)}."
+            return self.render("error.html", 400, session=session, message=message)
         await self.fold()
 
         def numbers(conn: Any) -> dict[str, Any]:
@@ -266,13 +270,14 @@ class Dashboard:
             }
 
         def series(conn: Any) -> dict[str, Any]:
-            found = analytics.chart_data(conn, name, self.zone)
+            found = analytics.chart_data(conn, name, self.zone, shown.window(time.time()))
             over_time = found["opens_over_time"]
+            by_day = over_time["daily"] if len(over_time["daily"]) > 1 else []  # one day: the hours say it
             # Drawn here, in a worker thread, so the event loop keeps answering pixels meanwhile.
             return {
                 "series": found,
                 "hourly": charts.opens_by_hour(over_time["hourly"]) if over_time["hourly"] else None,
-                "daily": charts.opens_over_time(over_time["daily"]) if over_time["daily"] else None,
+                "daily": charts.opens_over_time(by_day) if by_day else None,
                 "heat": charts.heat_levels(found["heatmap"]["cells"]),
                 "breakdowns": [
                     (TITLES[field], charts.breakdown_bars(TITLES[field], rows))
@@ -303,6 +308,8 @@ class Dashboard:
             recipients=rows,
             segments=groups,
             view=view,
+            ranges=ranges.RANGES,
+            shown_range=shown,
             matching=matching,
             pages=max(1, -(-matching // view.per_page)),
             link=partial(_recipients_link, request.url.path, view),
