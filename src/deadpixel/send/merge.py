@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from deadpixel.errors import DeadpixelError
 
-__all__ = ["Rendered", "TemplateProblem", "Templates"]
+__all__ = ["Rendered", "TemplateProblem", "Templates", "fields"]
 
 
 class TemplateProblem(DeadpixelError):
@@ -34,6 +34,15 @@ def _environment(autoescape: bool) -> SandboxedEnvironment:
     return SandboxedEnvironment(
         undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=True, auto_reload=False
     )
+
+
+def fields(source: str) -> frozenset[str]:
+    """The variables a template reads from its row (``{{ first_name }}``, ``{% if vip %}``), for a preview
+    to name those a recipient list lacks before a send stops on them. TemplateProblem if it does not parse."""
+    try:
+        return frozenset(meta.find_undeclared_variables(_environment(False).parse(source)))
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(f"line {exc.lineno}: {exc.message}") from None
 
 
 class Templates:
