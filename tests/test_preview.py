@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from deadpixel.security.keys import SigningKeys
 from deadpixel.security.tokens import TokenSigner
-from deadpixel.send.preview import GMAIL_CLIP_BYTES, Content, marked_subject, preview
+from deadpixel.send.preview import GMAIL_CLIP_BYTES, TEST_HEADER, Content, marked_subject, preview
 
 BASE = "https://t.example.com"
 ROW = {"email": "ann@example.org", "first_name": "Ann", "plan": "pro"}
@@ -53,10 +53,13 @@ def test_placeholders_are_no_tokens_the_server_would_accept() -> None:
     assert "x" in pixel and "x" in click  # outside base32hex: cannot decode whatever the key
 
 
-def test_untracked_preview_keeps_links_as_written_for_a_test_copy() -> None:
-    got = preview(content(f'<a href="https://a.example/">a</a>{FOOTER}'), ROW, base_url=BASE, tracked=False)
-    assert 'href="https://a.example/"' in got.html and "/o/" not in got.html
-    assert marked_subject(got.subject) == "[Test] Hi Ann"
+def test_a_test_copy_is_marked_untracked_and_addressed_to_the_tester() -> None:
+    html = f'<p>{{{{ first_name }}}}</p><a href="https://a.example/">a</a>{FOOTER}'
+    got = preview(content(html), ROW, base_url=BASE, test_to="me@example.net")
+    assert 'href="https://a.example/"' in got.html and "/o/" not in got.html and "/c/" not in got.html
+    assert got.subject == marked_subject("Hi Ann") == "[Test] Hi Ann"
+    assert got.message is not None and got.message["To"] == "me@example.net"
+    assert got.message[TEST_HEADER] == "yes" and "<p>Ann</p>" in got.html
 
 
 def test_missing_merge_field_is_named_and_shown_as_its_tag() -> None:

@@ -24,7 +24,15 @@ from deadpixel.mail.compose import Composed, Rewrite, compose, html_to_text, lin
 from deadpixel.send.merge import Rendered, TemplateProblem, Templates, fields
 from deadpixel.send.unsubscribe import plain_http_unsubscribe, unsubscribe_headers
 
-__all__ = ["GMAIL_CLIP_BYTES", "Content", "Notice", "Preview", "marked_subject", "preview"]
+__all__ = [
+    "GMAIL_CLIP_BYTES",
+    "TEST_HEADER",
+    "Content",
+    "Notice",
+    "Preview",
+    "marked_subject",
+    "preview",
+]
 
 # Gmail shows "[Message clipped]" and hides the rest, the pixel included, past about 102 KB of HTML.
 GMAIL_CLIP_BYTES = 102 * 1024
@@ -84,12 +92,19 @@ def marked_subject(subject: str) -> str:
     return f"[Test] {subject}"
 
 
-def preview(content: Content, row: Mapping[str, str], *, base_url: str, tracked: bool = True) -> Preview:
+TEST_HEADER = "X-Deadpixel-Test"
+
+
+def preview(
+    content: Content, row: Mapping[str, str], *, base_url: str, test_to: str | None = None
+) -> Preview:
     """``row`` is one recipient's columns (``email`` among them), as the CSV gives them to the templates.
 
-    ``tracked=False`` leaves the pixel out and the links as written: a test copy is sent that way, so its
-    links work for whoever checks them.
+    ``test_to`` makes the test copy of that row for another address: the subject marked ``[Test]``, a
+    ``X-Deadpixel-Test: yes`` header, no pixel and the links as written (a placeholder click URL would lead
+    nowhere for whoever checks them), so there is nothing it could ever be counted by.
     """
+    tracked = test_to is None
     warnings: list[Notice] = []
     unsubscribe_url = f"{base_url}/u/{_placeholder(PIXEL_TOKEN_LENGTH)}"
     values: dict[str, str] = {UNSUBSCRIBE_VARIABLE: unsubscribe_url, **row}
@@ -97,7 +112,11 @@ def preview(content: Content, row: Mapping[str, str], *, base_url: str, tracked:
     _check_mailchimp(content, warnings)
     rendered = _render(content, values, warnings)
     headers = unsubscribe_headers(unsubscribe_url)
-    composed = _compose(content.sender, row.get("email", ""), rendered, headers, base_url, tracked, warnings)
+    if test_to is not None:
+        rendered = Rendered(marked_subject(rendered.subject), rendered.html, rendered.text)
+        headers[TEST_HEADER] = "yes"
+    to = row.get("email", "") if test_to is None else test_to
+    composed = _compose(content.sender, to, rendered, headers, base_url, tracked, warnings)
     if composed is not None:
         html, text = _parts(composed.message)
     else:
@@ -110,7 +129,7 @@ def preview(content: Content, row: Mapping[str, str], *, base_url: str, tracked:
     https = plain_http_unsubscribe(base_url)
     if https:
         warnings.append(Notice("unsubscribe_http", https.removeprefix("Warning: ")))
-    shown = {"From": content.sender, "To": row.get("email", ""), "Subject": rendered.subject, **headers}
+    shown = {"From": content.sender, "To": to, "Subject": rendered.subject, **headers}
     return Preview(
         subject=rendered.subject, html=html, text=text, text_derived=rendered.text is None, headers=shown,
         html_bytes=size, warnings=warnings, message=composed.message if composed else None,
@@ -181,7 +200,7 @@ def _compose(
     try:
         recipient = parse_recipient(to)
     except BadAddress as exc:
-        warnings.append(Notice("address", f"This row's email cannot be sent to: {exc}"))
+        warnings.append(Notice("address", f"{to!r} cannot be sent to: {exc}"))
         return None
     try:
         return compose(

@@ -52,9 +52,11 @@ def save(conn: Connection, draft: Draft, actor: str, at: float | None = None) ->
     values["recipients_csv"] = draft.recipients_csv
     if draft.id is None:
         made = conn.execute(
-            insert(campaign_drafts).values(**values, created_by=actor, created_at=now, updated_at=now)
+            insert(campaign_drafts)
+            .values(**values, created_by=actor, created_at=now, updated_at=now)
+            .returning(campaign_drafts.c.id)
         )
-        return int(made.inserted_primary_key[0])
+        return int(made.scalar_one())
     changed = conn.execute(
         update(campaign_drafts).where(campaign_drafts.c.id == draft.id).values(**values, updated_at=now)
     )
