@@ -43,6 +43,10 @@ RULES: dict[str, Role | None] = {
     # the dashboard: composing
     "GET /pixels/new": SENDER,
     "POST /pixels/new": SENDER,
+    "GET /compose": SENDER,
+    "POST /compose": SENDER,
+    "POST /compose/send": SENDER,
+    "GET /compose/{id:int}": SENDER,
     # the dashboard: settings, webhooks, tokens, accounts
     "GET /settings": OWNER,
     "POST /settings/webhooks": OWNER,
@@ -64,6 +68,8 @@ RULES: dict[str, Role | None] = {
     "GET /api/v1/clicks": VIEWER,
     **{f"GET /api/v1/exports/{kind}.csv": VIEWER for kind in _EXPORTS},
     "POST /api/v1/messages": SENDER,
+    "POST /api/v1/preview": SENDER,
+    "POST /api/v1/test-send": SENDER,
 }
 
 

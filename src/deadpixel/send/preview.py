@@ -26,7 +26,12 @@ from deadpixel.send.unsubscribe import plain_http_unsubscribe, unsubscribe_heade
 
 __all__ = [
     "GMAIL_CLIP_BYTES",
+    "MAX_HTML_BYTES",
+    "MAX_SENDER",
+    "MAX_SUBJECT",
+    "MAX_TEXT_BYTES",
     "TEST_HEADER",
+    "UNSUBSCRIBE_VARIABLE",
     "Content",
     "Notice",
     "Preview",
@@ -37,6 +42,12 @@ __all__ = [
 # Gmail shows "[Message clipped]" and hides the rest, the pixel included, past about 102 KB of HTML.
 GMAIL_CLIP_BYTES = 102 * 1024
 GMAIL_NEAR_BYTES = 90 * 1024
+# Bounds of what a preview takes, from the dashboard or the API: an HTML template five times Gmail's clipping
+# size is already a mistake, and a subject is one header line.
+MAX_HTML_BYTES = 512 * 1024
+MAX_TEXT_BYTES = 256 * 1024
+MAX_SUBJECT = 998
+MAX_SENDER = 320
 PIXEL_TOKEN_LENGTH = 32  # key id, message id and MAC in base32hex (deadpixel.security.tokens)
 CLICK_TOKEN_LENGTH = 40  # the same and the link's number
 UNSUBSCRIBE_VARIABLE = "unsubscribe_url"

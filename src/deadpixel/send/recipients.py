@@ -7,6 +7,7 @@ optional ``track`` column (``no``/``false``/``0``/``off``) asks for an untracked
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,16 +39,31 @@ class BadRow:
     reason: str
 
 
-def _open(path: Path) -> TextIO:
-    return path.open(encoding="utf-8-sig", newline="")
+class _Uploaded:
+    """A list already in memory (an upload on the dashboard), read by the same rules as a file; it is
+    named as the user knows it in every problem."""
+
+    def __init__(self, text: str, name: str) -> None:
+        self._text = text.removeprefix("\ufeff")
+        self._name = name
+
+    def open(self, encoding: str = "", newline: str = "") -> TextIO:
+        return io.StringIO(self._text, newline="")
+
+    def __str__(self) -> str:
+        return self._name
 
 
 def _raise_field_size_limit() -> None:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a long HTML snippet in a column is legitimate
 
 
+def _open(path: Path | _Uploaded) -> TextIO:
+    return path.open(encoding="utf-8-sig", newline="")
+
+
 class RecipientList:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | _Uploaded) -> None:
         self.path = path
         _raise_field_size_limit()
         with _open(path) as fh:
@@ -76,6 +92,11 @@ class RecipientList:
                 return sum(1 for row in csv.reader(fh) if row) - 1
             except (csv.Error, UnicodeDecodeError):
                 return 0  # reading the rows will report where
+
+    @classmethod
+    def from_text(cls, text: str, name: str = "the recipient list") -> RecipientList:
+        """A list uploaded as text rather than named by path."""
+        return cls(_Uploaded(text, name))
 
     def rows(self) -> Iterator[Row | BadRow]:
         with _open(self.path) as fh:
