@@ -32,6 +32,7 @@ __all__ = [
     "MAX_TEXT_BYTES",
     "TEST_HEADER",
     "UNSUBSCRIBE_VARIABLE",
+    "WARNING_CODES",
     "Content",
     "Notice",
     "Preview",
@@ -51,6 +52,11 @@ MAX_SENDER = 320
 PIXEL_TOKEN_LENGTH = 32  # key id, message id and MAC in base32hex (deadpixel.security.tokens)
 CLICK_TOKEN_LENGTH = 40  # the same and the link's number
 UNSUBSCRIBE_VARIABLE = "unsubscribe_url"
+# Every Notice.code, in the order the checks run (the API's document lists them).
+WARNING_CODES = (
+    "missing_field", "foreign_merge_tag", "template", "address", "untracked_link", "no_unsubscribe",
+    "http_image", "gmail_clip", "unsubscribe_http",
+)  # fmt: skip
 _MAILCHIMP_TAG = re.compile(r"\*\|([A-Za-z0-9_:]+)\|\*")
 _CSS_HTTP_URL = re.compile(r"url\(\s*['\"]?\s*(http://[^'\")\s]*)", re.IGNORECASE)
 _UNSUBSCRIBE_WORDS = ("unsubscribe", "opt-out", "optout", "opt out")

@@ -167,6 +167,7 @@ class ComposePages:
         chosen = str(form.get("row") or "") or None
         test_to = str(form.get("test_to") or "").strip()
         if action != "test":
+            test_to = test_to or _own_address(draft.sender)
             notice = "Draft saved." if action == "save" else None
             return await self.show(session, draft, chosen, notice=notice, test_to=test_to)
         return await self.test(session, draft, chosen, test_to)
