@@ -46,7 +46,7 @@ RULES: dict[str, Role | None] = {
     "GET /compose": SENDER,
     "POST /compose": SENDER,
     "POST /compose/send": SENDER,
-    "GET /compose/{id:int}": SENDER,
+    "GET /compose/{id}": SENDER,
     # the dashboard: settings, webhooks, tokens, accounts
     "GET /settings": OWNER,
     "POST /settings/webhooks": OWNER,

@@ -100,7 +100,7 @@ class ComposePages:
             guarded("/compose", self.new, ["GET"]),
             guarded("/compose", self.submit, ["POST"], form=upload),
             guarded("/compose/send", self.send, ["POST"], form=upload),
-            guarded("/compose/{id:int}", self.reopen, ["GET"]),
+            guarded("/compose/{id}", self.reopen, ["GET"]),
         ]
 
     async def _run(self, engine: Engine, work: Callable[[Connection], Any]) -> Any:
@@ -126,7 +126,10 @@ class ComposePages:
         return self.page(session, self.blank(session), test_to=_own_address(self.settings.mail_from))
 
     async def reopen(self, request: Request, session: Session) -> Response:
-        found = await self._run(self.reader, lambda conn: drafts.find(conn, int(request.path_params["id"])))
+        raw = str(request.path_params["id"])
+        found = None
+        if raw.isascii() and raw.isdigit() and len(raw) <= 12:
+            found = await self._run(self.reader, lambda conn: drafts.find(conn, int(raw)))
         if found is None:
             return self.render("error.html", 404, session=session, message="No such draft.")
         return await self.show(session, found, None, test_to=_own_address(found.sender))
