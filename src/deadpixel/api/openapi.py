@@ -443,8 +443,6 @@ def _export(kind: str) -> dict[str, Any]:
     }
 
 
-
-
 def _preview_request(*, test: bool) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "from": {"type": "string", "maxLength": 320, "description": "default DEADPIXEL_MAIL_FROM"},
