@@ -134,8 +134,10 @@ def test_upload_preview_and_warnings(app: App) -> None:
 
 def test_bad_uploads_and_fields_get_clear_answers(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     csrf = app.sign_in("sam")
+    assert app.compose(csrf).status_code == 200
+    (draft,) = app.rows(campaign_drafts)
     no_email = app.compose(csrf, csv="name\nAnn\n")
-    assert no_email.status_code == 200 and "The recipient list: no &#39;email&#39; column" in no_email.text
+    assert no_email.status_code == 400 and "The recipient list: no &#39;email&#39; column" in no_email.text
     not_utf8 = app.client.post(
         "/compose",
         data={"csrf": csrf, "name": "x", "html": HTML},
@@ -148,8 +150,12 @@ def test_bad_uploads_and_fields_get_clear_answers(app: App, monkeypatch: pytest.
     assert 'value="Spring sale"' in big.text  # what was typed is shown again
     monkeypatch.setattr(compose, "MAX_ROWS", 3)
     many = app.compose(csrf, csv="email\n" + "a@example.org\n" * 5)
-    assert "more than 3 rows" in many.text
+    assert many.status_code == 400 and "more than 3 rows" in many.text
     assert app.compose(csrf, name="").status_code == 400
+    assert app.rows(campaign_drafts) == [draft]  # nothing refused was kept
+    again = app.compose(csrf, csv=None, draft_id=str(draft.id), ab_wait_minutes="3")
+    assert again.status_code == 400 and "A/B test wait" in again.text
+    assert f'name="draft_id" value="{draft.id}"' in again.text  # the next try updates the same draft
     assert app.compose(csrf, ab_share="80").status_code == 400
     forged = app.compose("forged")
     assert forged.status_code == 403 and "form expired" in forged.text

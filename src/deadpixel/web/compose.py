@@ -163,7 +163,7 @@ class ComposePages:
         try:
             draft = await self.read_draft(form)
         except FormError as exc:
-            return self.page(session, _as_typed(form, self.blank(session)), 400, errors=[str(exc)])
+            return self.page(session, _typed_again(form, self.blank(session)), 400, errors=[str(exc)])
         except LookupError:
             return self.render("error.html", 404, session=session, message="No such draft.")
         draft = await self.save(draft, session)
@@ -202,7 +202,7 @@ class ComposePages:
         try:
             draft = await self.save(await self.read_draft(form), session)
         except FormError as exc:
-            return self.page(session, _as_typed(form, self.blank(session)), 400, errors=[str(exc)])
+            return self.page(session, _typed_again(form, self.blank(session)), 400, errors=[str(exc)])
         except LookupError:
             return self.render("error.html", 404, session=session, message="No such draft.")
         if self.send_draft is not None:
@@ -231,6 +231,10 @@ class ComposePages:
             if stored is None:
                 raise LookupError(raw_id)
         csv = await _upload(form, "recipients", MAX_CSV_BYTES, "The recipient list")
+        if csv is not None:
+            unusable = (await asyncio.to_thread(read_recipients, csv))[1]
+            if unusable:
+                raise FormError(unusable)  # a list no row of which can be read is not kept
         html = await _upload(form, "html_file", MAX_HTML_BYTES, "The HTML file")
         typed = _as_typed(form, stored or Draft("", "", "", "", ""))
         draft = replace(
@@ -257,6 +261,13 @@ def _as_typed(form: FormData, base: Draft) -> Draft:
         ab_share=_number(text("ab_share")), ab_wait_minutes=_number(text("ab_wait_minutes")),
     )  # fmt: skip
     return draft
+
+
+def _typed_again(form: FormData, blank: Draft) -> Draft:
+    """What was typed, shown again after an error, still naming its draft (so the next try updates it)."""
+    raw_id = str(form.get("draft_id") or "")
+    typed = _as_typed(form, blank)
+    return replace(typed, id=int(raw_id)) if raw_id.isdigit() and len(raw_id) <= 12 else typed
 
 
 def _number(value: str) -> int | None:
