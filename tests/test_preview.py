@@ -158,3 +158,10 @@ def test_preview_never_raises(html: str, subject: str, row: dict[str, str], addr
     got = preview(Content("news@example.com", subject, html), row, base_url=BASE)
     assert isinstance(got.html, str) and isinstance(got.text, str)
     assert all(w.code and w.message for w in got.warnings)
+
+
+def test_templates_nested_past_the_parsers_depth_are_a_warning_not_a_crash() -> None:
+    for deep in ("{{" + "(" * 5000 + "}}", "{{ " + "a." * 3000 + "b }}", "{% if a %}" * 2000):
+        got = preview(content(deep + FOOTER, subject=deep), ROW, base_url=BASE)
+        problems = [w.message for w in got.warnings if w.code == "template"]
+        assert len(problems) == 1 and "nested too deeply" in problems[0]

@@ -408,7 +408,7 @@ def link_targets(html: str) -> list[tuple[str, bool]]:
     ``data-notrack`` are left out (their author chose). Decided by the same rules the rewriting uses, so a
     preview's warnings agree with what sending does."""
     found: list[tuple[str, bool]] = []
-    for tag in _scan(html, want_text=False).links:
+    for tag in _scan(html, want_text=True).links:  # the scan compose() cached when it made the text part
         attrs = _tokenize_attrs(tag.text)
         if any(attr.name == "data-notrack" for attr in attrs):
             continue

@@ -20,6 +20,9 @@ from deadpixel.errors import DeadpixelError
 __all__ = ["Rendered", "TemplateProblem", "Templates", "fields"]
 
 
+TOO_DEEP = "nested too deeply to compile (brackets, tags or attribute chains hundreds of levels deep)"
+
+
 class TemplateProblem(DeadpixelError):
     """A template that cannot be compiled (the whole campaign stops) or rendered (one row fails)."""
 
@@ -46,6 +49,8 @@ def fields(source: str) -> frozenset[str]:
         return frozenset(meta.find_undeclared_variables(_environment(False).parse(source)))
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"line {exc.lineno}: {exc.message}") from None
+    except RecursionError:
+        raise TemplateProblem(TOO_DEEP) from None
 
 
 class Templates:
@@ -61,6 +66,8 @@ class Templates:
             return env.from_string(source)
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"{what}, line {exc.lineno}: {exc.message}") from None
+        except RecursionError:  # Jinja's parser and compiler recurse once per level of nesting
+            raise TemplateProblem(f"{what}: {TOO_DEEP}") from None
 
     def render(self, values: Mapping[str, object]) -> Rendered:
         """Render for one recipient; TemplateProblem names the template and what went wrong."""
