@@ -45,6 +45,10 @@ RULES: dict[str, Role | None] = {
     # the dashboard: composing
     "GET /pixels/new": SENDER,
     "POST /pixels/new": SENDER,
+    "GET /compose": SENDER,
+    "POST /compose": SENDER,
+    "POST /compose/send": SENDER,
+    "GET /compose/{id}": SENDER,
     # the dashboard: settings, webhooks, tokens, accounts
     "GET /settings": OWNER,
     "POST /settings/webhooks": OWNER,
@@ -76,6 +80,8 @@ RULES: dict[str, Role | None] = {
     "GET /api/v1/campaigns/{name:path}/status": VIEWER,
     "GET /api/v1/campaigns/{name:path}/problems": VIEWER,
     "GET /api/v1/campaigns/{name:path}/problems.csv": VIEWER,
+    "POST /api/v1/preview": SENDER,
+    "POST /api/v1/test-send": SENDER,
 }
 
 

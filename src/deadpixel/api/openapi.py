@@ -18,6 +18,7 @@ from deadpixel.events import KINDS
 from deadpixel.reports.abtest import METRICS
 from deadpixel.reports.analytics import BREAKDOWNS, DEFINITIONS, MESSAGE_COUNTERS
 from deadpixel.reports.variants import DEFINITION as AB_DEFINITION
+from deadpixel.send.preview import WARNING_CODES
 from deadpixel.store.campaign_jobs import STATES as SEND_STATES
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
@@ -302,6 +303,40 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "MessagePage": _page("Message"),
+        "PreviewRequest": _preview_request(test=False),
+        "TestSendRequest": _preview_request(test=True),
+        "Preview": _object(
+            {
+                "subject": {"type": "string", "description": "the merged subject"},
+                "html": {
+                    "type": "string",
+                    "description": "the HTML part as sent; pixel, click, unsubscribe URLs are placeholders",
+                },
+                "text": {"type": "string", "description": "the text part as sent"},
+                "text_derived": {
+                    "type": "boolean",
+                    "description": "true when the text part was made from the HTML",
+                },
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "html_bytes": {"type": "integer", "description": "UTF-8 size of the HTML part"},
+                "warnings": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "code": {"type": "string", "enum": list(WARNING_CODES)},
+                            "message": {"type": "string"},
+                        },
+                        "required": ["code", "message"],
+                    },
+                },
+            },
+            "One recipient's message as it would be sent, and what to fix first (warnings never block).",
+        ),
+        "TestSent": _object(
+            {"sent": {"type": "boolean"}, "to": {"type": "string"}, "subject": {"type": "string"}},
+            "The test copy went to the SMTP server: subject marked [Test], untracked, counted nowhere.",
+        ),
         "NewCampaign": {
             "type": "object",
             "description": "A campaign to store (and send now, at a time, or keep as a draft): docs/api.md",
@@ -583,6 +618,45 @@ def _send_read(summary: str, schema: str | None) -> dict[str, Any]:
     }
 
 
+def _preview_request(*, test: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "from": {"type": "string", "maxLength": 320, "description": "default DEADPIXEL_MAIL_FROM"},
+        "subject": {"type": "string", "description": "a Jinja2 template, at most 998 bytes"},
+        "html": {"type": "string", "description": "a Jinja2 template, at most 512 KiB"},
+        "text": {
+            "type": ["string", "null"],
+            "description": "the text part's template; made from the HTML if absent",
+        },
+        "row": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "maxProperties": 200,
+            "description": "one recipient's columns, as the CSV gives them; `email` is the address",
+        },
+    }
+    required = ["subject", "html", "row"]
+    if test:
+        properties["to"] = {"type": "string", "description": "where the test copy goes"}
+        required.append("to")
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+def _preview_path(summary: str, request: str, answer: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "description": "Needs the sender role. Nothing is stored and nothing counts in any report.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(request)}}},
+            "responses": {
+                "200": _ok(answer),
+                **ERRORS,
+                "413": _error("the body is larger than 2 MiB"),
+                "422": _error("the body is not a JSON object with valid fields; `parameter` names one"),
+            },
+        }
+    }
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     return {
@@ -685,6 +759,14 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _ok("Message"), **ERRORS, "404": _error("no message with that id")},
                 }
             },
+            "/preview": _preview_path(
+                "Render one recipient's campaign message, with warnings", "PreviewRequest", "Preview"
+            ),
+            "/test-send": _preview_path(
+                "Send one recipient's message as a test copy to `to` through the configured SMTP server",
+                "TestSendRequest",
+                "TestSent",
+            ),
             "/opens": _events("Recorded opens", "OpenPage"),
             "/clicks": _events("Recorded clicks", "ClickPage"),
             **{f"/exports/{kind}.csv": _export(kind) for kind in EXPORTS},

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from deadpixel.api import params
-from deadpixel.api.body import new_message, read_json
+from deadpixel.api.body import new_message, preview_request, read_json
 from deadpixel.api.campaigns import campaign_routes
 from deadpixel.api.errors import ApiError, bad_parameter
 from deadpixel.api.openapi import document
@@ -27,6 +27,8 @@ from deadpixel.config import Settings
 from deadpixel.reports import analytics, exports
 from deadpixel.reports.pixels import new_pixel
 from deadpixel.security.tokens import TokenSigner
+from deadpixel.send.preview import Preview, preview
+from deadpixel.send.test_copy import send_test
 from deadpixel.store import audit, rollups
 
 T = TypeVar("T")
@@ -120,6 +122,24 @@ def api_routes(reads: Engine, writes: Engine, settings: Settings, signer: TokenS
         location = f"{request.url.path}/{made['message_id']}"
         return JSONResponse(made, status_code=201, headers={"location": location})
 
+    async def preview_message(request: Request) -> JSONResponse:
+        params.check_known(request.query_params, set())
+        wanted = preview_request(await read_json(request), settings.mail_from)
+        made = await asyncio.to_thread(preview, wanted.content, wanted.row, base_url=settings.base_url)
+        return JSONResponse(_preview_json(made))
+
+    async def test_send(request: Request) -> JSONResponse:
+        params.check_known(request.query_params, set())
+        wanted = preview_request(await read_json(request), settings.mail_from, test=True)
+        actor = str(request.scope.get("state", {}).get("api_actor", "token"))
+        assert wanted.to is not None
+        made = await asyncio.to_thread(send_test, settings, wanted.content, wanted.row, wanted.to)
+        await db(
+            lambda conn: audit.record(conn, actor, "campaign.test", f"to {audit.masked(wanted.to or '')}"),
+            writes,
+        )
+        return JSONResponse({"sent": True, "to": made.headers["To"], "subject": made.subject})
+
     async def message(request: Request) -> JSONResponse:
         params.check_known(request.query_params, set())
         message_id = str(request.path_params["id"]).lower()
@@ -170,8 +190,22 @@ def api_routes(reads: Engine, writes: Engine, settings: Settings, signer: TokenS
         Route("/messages", messages, methods=["GET"]),
         Route("/messages", create_message, methods=["POST"]),
         Route("/messages/{id}", message, methods=["GET"]),
+        Route("/preview", preview_message, methods=["POST"]),
+        Route("/test-send", test_send, methods=["POST"]),
         Route("/opens", event_list(analytics.list_opens), methods=["GET"]),
         Route("/clicks", event_list(analytics.list_clicks), methods=["GET"]),
         *segment_routes(db),
         *campaign_routes(reads, writes, settings),
     ]
+
+
+def _preview_json(made: Preview) -> dict[str, Any]:
+    return {
+        "subject": made.subject,
+        "html": made.html,
+        "text": made.text,
+        "text_derived": made.text_derived,
+        "headers": made.headers,
+        "html_bytes": made.html_bytes,
+        "warnings": [{"code": w.code, "message": w.message} for w in made.warnings],
+    }

@@ -28,7 +28,9 @@ from typing import NotRequired, TypedDict
 from deadpixel.mail.addresses import local_part_problem
 from deadpixel.security.urls import redirectable
 
-__all__ = ["Composed", "compose", "html_to_text", "inject_pixel", "rewrite_links", "track_html"]
+__all__ = [
+    "Composed", "compose", "html_to_text", "inject_pixel", "link_targets", "rewrite_links", "track_html"
+]  # fmt: skip
 
 Rewrite = Callable[[str], str | None]
 
@@ -399,6 +401,23 @@ def track_html(
     The scan is cached, so a document copied for several recipients is parsed once.
     """
     return _transform(html, _scan(html, want_text=False), pixel_url, rewrite, hidden_url)
+
+
+def link_targets(html: str) -> list[tuple[str, bool]]:
+    """Every ``<a href>`` as a browser reads it, and whether compose() would track it; links marked
+    ``data-notrack`` are left out (their author chose). Decided by the same rules the rewriting uses, so a
+    preview's warnings agree with what sending does."""
+    found: list[tuple[str, bool]] = []
+    for tag in _scan(html, want_text=True).links:  # the scan compose() cached when it made the text part
+        attrs = _tokenize_attrs(tag.text)
+        if any(attr.name == "data-notrack" for attr in attrs):
+            continue
+        href = next((attr for attr in attrs if attr.name == "href"), None)
+        if href is None:
+            continue
+        value = decode_attribute(href.raw_value)
+        found.append((value, _trackable(value) is not None))
+    return found
 
 
 def html_to_text(html: str) -> str:

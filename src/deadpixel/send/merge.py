@@ -7,16 +7,20 @@ for that row instead of a silent gap ("Hi ,").
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from deadpixel.errors import DeadpixelError
 
-__all__ = ["Rendered", "TemplateProblem", "Templates"]
+__all__ = ["Rendered", "TemplateProblem", "Templates", "fields"]
+
+
+TOO_DEEP = "nested too deeply to compile (brackets, tags or attribute chains hundreds of levels deep)"
 
 
 class TemplateProblem(DeadpixelError):
@@ -36,6 +40,19 @@ def _environment(autoescape: bool) -> SandboxedEnvironment:
     )
 
 
+@functools.lru_cache(maxsize=32)
+def fields(source: str) -> frozenset[str]:
+    """The variables a template reads from its row (``{{ first_name }}``, ``{% if vip %}``), for a preview
+    to name those a recipient list lacks before a send stops on them. TemplateProblem if it does not parse.
+    Cached: previews of one campaign ask about the same few templates again and again."""
+    try:
+        return frozenset(meta.find_undeclared_variables(_environment(False).parse(source)))
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(f"line {exc.lineno}: {exc.message}") from None
+    except RecursionError:
+        raise TemplateProblem(TOO_DEEP) from None
+
+
 class Templates:
     def __init__(self, subject: str, html: str, text: str | None = None) -> None:
         plain, markup = _environment(False), _environment(True)
@@ -49,6 +66,8 @@ class Templates:
             return env.from_string(source)
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"{what}, line {exc.lineno}: {exc.message}") from None
+        except RecursionError:  # Jinja's parser and compiler recurse once per level of nesting
+            raise TemplateProblem(f"{what}: {TOO_DEEP}") from None
 
     def render(self, values: Mapping[str, object]) -> Rendered:
         """Render for one recipient; TemplateProblem names the template and what went wrong."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -107,11 +108,10 @@ def send_one(
         return SendResult(message_id, "draft", links)
     assert smtp is not None
     try:
-        with SMTPSender(smtp) as sender:
-            refused = send_with_retries(
-                sender, composed.message, envelope_from=tracker.envelope_from(message_id),
-                recipients=list(envelope.values()), attempts=retries + 1, backoff=backoff, sleep=sleep,
-            )  # fmt: skip
+        refused = deliver(
+            smtp, composed.message, envelope_from=tracker.envelope_from(message_id),
+            recipients=list(envelope.values()), retries=retries, backoff=backoff, sleep=sleep,
+        )  # fmt: skip
     except DeliveryError as error:
         if message_id is not None:
             with engine.begin() as conn:
@@ -122,3 +122,22 @@ def send_one(
             mark_sent(conn, [message_id], time.time())
     details = {rcpt: f"{code} {reply.decode('utf-8', 'replace')}" for rcpt, (code, reply) in refused.items()}
     return SendResult(message_id, "sent", links, details)
+
+
+def deliver(
+    smtp: SMTPSettings,
+    message: EmailMessage,
+    *,
+    envelope_from: str | None,
+    recipients: list[str],
+    retries: int = 3,
+    backoff: float = 1.0,
+    sleep: Callable[[float], object] = time.sleep,
+) -> dict[str, tuple[int, bytes]]:
+    """One message over one SMTP connection, temporary failures retried; the recipients refused while others
+    got it. Raises DeliveryError."""
+    with SMTPSender(smtp) as sender:
+        return send_with_retries(
+            sender, message, envelope_from=envelope_from, recipients=recipients, attempts=retries + 1,
+            backoff=backoff, sleep=sleep,
+        )  # fmt: skip

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from deadpixel.accounts import access
 from deadpixel.api import api_mount
 from deadpixel.api.body import MAX_BODY as MAX_API_BODY
+from deadpixel.api.body import MAX_PREVIEW_BODY
 from deadpixel.api.campaigns import MAX_BODY as MAX_CAMPAIGN_BODY
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
@@ -56,6 +57,7 @@ log = logging.getLogger("deadpixel.server.app")  # the name its log lines have a
 # forms and every route that takes no body; a one-click unsubscribe; the JSON API (docs/api.md).
 MAX_BODY = 16 * 1024
 MAX_UNSUBSCRIBE_BODY = 4 * 1024
+MAX_COMPOSE_BODY = 8 * 1024 * 1024  # the new-campaign form: a CSV of up to 5 MiB and the HTML, twice at most
 ROLLUP_INTERVAL = 5.0  # seconds between background folds of new opens into the charts' rollups
 # A background fold's chunk (opens) and its pause after each, as a multiple of the chunk's time: a few
 # milliseconds of folding at a time, and never more than half the interpreter (see rollups.catch_up).
@@ -180,8 +182,11 @@ class Deadpixel:
             MAX_BODY,
             [
                 Limit("/u/", MAX_UNSUBSCRIBE_BODY),
+                Limit("/compose", MAX_COMPOSE_BODY),
                 Limit("/api/", MAX_API_BODY, json=True),
                 Limit("/api/v1/campaigns", MAX_CAMPAIGN_BODY, json=True),
+                Limit("/api/v1/preview", MAX_PREVIEW_BODY, json=True),
+                Limit("/api/v1/test-send", MAX_PREVIEW_BODY, json=True),
             ],
         )
         self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)

@@ -544,3 +544,23 @@ campaign_job_problems = Table(
     _time("at"),
     Index(None, "job_id", "line"),
 )
+
+# A campaign written in the dashboard, kept between previews and until it is sent (deadpixel.store.drafts):
+# the content as typed and the recipient list as uploaded (CSV text), nothing derived.
+campaign_drafts = Table(
+    "campaign_drafts",
+    metadata,
+    _serial(Integer),
+    Column("name", String(200), nullable=False),
+    Column("sender", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("subject_b", Text, nullable=True),  # the A/B test's second subject
+    Column("ab_share", Integer, nullable=True),  # percent of the list that gets the test
+    Column("ab_wait_minutes", Integer, nullable=True),  # before the winner goes to the rest
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=True),
+    Column("recipients_csv", Text, nullable=False),
+    Column("created_by", String(80), nullable=False),
+    _time("created_at"),
+    _time("updated_at"),
+)

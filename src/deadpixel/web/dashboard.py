@@ -36,6 +36,7 @@ from deadpixel.store.roles import Role
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.web import charts, clickmap, forms, ranges
 from deadpixel.web import feed as live
+from deadpixel.web.compose import ComposePages
 from deadpixel.web.download import attachment
 from deadpixel.web.session import (
     LOGIN_CSRF_COOKIE,
@@ -59,6 +60,7 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
 }
 Page = Callable[[Request, Session], Awaitable[Response]]
+FormReader = Callable[[Request], Awaitable[Any]]
 SPARKLINE_DAYS = 14
 RECIPIENTS_PER_PAGE = 50
 MAX_PAGE = 1_000_000
@@ -104,6 +106,7 @@ class Dashboard:
             page("/pixels/new", self.new_pixel, ["POST"]),
             *self.settings_routes(),
             *UsersPages(self.engine, self.writer, self.render).routes(self.guarded),
+            *ComposePages(self.engine, self.writer, self.settings, self.render).routes(self.guarded),
             *self.setup_routes(),
             Mount("/static", app=static, name="static"),
         ]
@@ -132,17 +135,18 @@ class Dashboard:
         html = self.templates.get_template(template).render(**context)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
-    def guarded(self, path: str, page: Page, methods: list[str]) -> Route:
+    def guarded(self, path: str, page: Page, methods: list[str], form: FormReader = forms.read_form) -> Route:
         """A signed-in page whose least role comes from the one table (deadpixel.accounts.access); a path
-        the table does not name stops the app from being built."""
+        the table does not name stops the app from being built. ``form`` parses a POST's body (bounded)
+        before its CSRF token is checked; the page gets the same parsed form."""
         roles = {method: access.needed(method, path) for method in methods}
         for method, role in roles.items():
             if role is None:
                 raise access.MissingRule(f"{method} {path} is public: route it without a sign-in")
-        return Route(path, self.signed_in(page, roles), methods=methods)
+        return Route(path, self.signed_in(page, roles, form), methods=methods)
 
     def signed_in(
-        self, page: Page, roles: dict[str, Role | None]
+        self, page: Page, roles: dict[str, Role | None], read_form: FormReader = forms.read_form
     ) -> Callable[[Request], Awaitable[Response]]:
         async def guarded(request: Request) -> Response:
             session = await self.session(request)
@@ -154,7 +158,7 @@ class Dashboard:
                 message = f"This needs the {role.label} role; your account is a {session.role.label}."
                 return self.render("error.html", 403, session=session, message=message)
             if request.method == "POST":
-                form = await forms.read_form(request)
+                form = await read_form(request)
                 if not same_token(form.get("csrf"), session.csrf):
                     return self.render("error.html", 403, message="The form expired; reload the page.")
             return await page(request, session)
