@@ -201,6 +201,9 @@ class _ForkServer:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             self._process = subprocess.Popen(
                 [sys.executable, __file__, str(theirs.fileno())],
+                # Started from whichever test first needs it: none of that test's settings (each child gets
+                # its own environment whole).
+                env={k: v for k, v in os.environ.items() if not k.startswith("DEADPIXEL_")},
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
