@@ -168,8 +168,9 @@ def campaign() -> None:
 
 @campaign.command("send")
 @click.argument("name")
-@click.option("--recipients", "recipients_file", required=True, type=FILE,
+@click.option("--recipients", "recipients_file", type=FILE,
               help="CSV with an 'email' column; other columns are template variables.")  # fmt: skip
+@click.option("--to-tag", help="Instead of --recipients: the subscribed contacts with this tag.")
 @click.option("--subject", required=True, help="Subject template, e.g. 'Hi {{ first_name }}'.")
 @click.option("--html", "html_file", required=True, type=FILE, help="HTML template (Jinja2, UTF-8).")
 @click.option("--text", "text_file", type=FILE, help="Plain-text template; derived from the HTML if omitted.")
@@ -200,7 +201,8 @@ def campaign() -> None:
 def campaign_send(
     cli: Cli,
     name: str,
-    recipients_file: Path,
+    recipients_file: Path | None,
+    to_tag: str | None,
     subject: str,
     html_file: Path,
     text_file: Path | None,
@@ -228,8 +230,9 @@ def campaign_send(
     from deadpixel.send.campaign import CampaignRunner, CampaignSpec, summary_lines
     from deadpixel.send.merge import Templates
     from deadpixel.send.ratelimit import parse_rate
-    from deadpixel.send.recipients import RecipientList
+    from deadpixel.send.recipients import RecipientList, Recipients
     from deadpixel.send.smtp_config import sender_address, smtp_settings
+    from deadpixel.send.tag_recipients import TagRecipients
     from deadpixel.send.tracked import Tracker
     from deadpixel.send.unsubscribe import https_warning, unsubscribe_extras
     from deadpixel.store import audit
@@ -247,7 +250,14 @@ def campaign_send(
         read_text(html_file, "HTML template"),
         read_text(text_file, "text template") if text_file else None,
     )
-    recipients = RecipientList(recipients_file)
+    if (recipients_file is None) == (to_tag is None):
+        raise click.UsageError("give either --recipients FILE or --to-tag TAG")
+    recipients: Recipients
+    if recipients_file is not None:
+        recipients = RecipientList(recipients_file)
+    else:
+        with cli.migrated() as engine:
+            recipients = TagRecipients(engine, str(to_tag))
     ensure_data_dir(settings)  # a first command on a new machine creates the keys there
     signer = TokenSigner(load_or_create_keys(settings.keys_file))
     spec = CampaignSpec(

@@ -33,7 +33,7 @@ from deadpixel.mail.smtp import DeliveryError, SMTPSender, SMTPSettings, send_wi
 from deadpixel.security.tokens import new_message_id
 from deadpixel.send.merge import TemplateProblem, Templates
 from deadpixel.send.ratelimit import RateLimiter
-from deadpixel.send.recipients import BadRow, ListProblem, RecipientList, Row
+from deadpixel.send.recipients import BadRow, ListProblem, Recipients, Row
 from deadpixel.send.tracked import Tracker
 from deadpixel.store import campaign_recipients as state
 from deadpixel.store import notices
@@ -172,7 +172,7 @@ class CampaignRunner:
 
     # --- the main thread ------------------------------------------------------------------------------
 
-    def run(self, recipients: RecipientList) -> Summary:
+    def run(self, recipients: Recipients) -> Summary:
         run_id = new_message_id()
         with self.engine.begin() as conn:
             cid = find_campaign(conn, self.spec.name, create=True)

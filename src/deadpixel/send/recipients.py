@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from deadpixel.errors import DeadpixelError
 
@@ -38,6 +38,14 @@ class BadRow:
     reason: str
 
 
+class Recipients(Protocol):
+    """What a campaign sends to: a CSV list here, or the contacts with a tag (``send.tag_recipients``)."""
+
+    def count(self) -> int: ...
+
+    def rows(self) -> Iterator[Row | BadRow]: ...
+
+
 def _open(path: Path) -> TextIO:
     return path.open(encoding="utf-8-sig", newline="")
 
@@ -47,7 +55,8 @@ def _raise_field_size_limit() -> None:
 
 
 class RecipientList:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, email_columns: tuple[str, ...] = ("email",)) -> None:
+        """``email_columns``: the names (lower case) the address's column may have; the first found counts."""
         self.path = path
         _raise_field_size_limit()
         with _open(path) as fh:
@@ -61,12 +70,14 @@ class RecipientList:
             raise ListProblem(f"{path}: empty file; the first line must name the columns (one is 'email')")
         self.columns = [name.strip() for name in header]
         lowered = [name.lower() for name in self.columns]
-        if "email" not in lowered:
-            raise ListProblem(f"{path}: no 'email' column (columns: {', '.join(self.columns) or 'none'})")
+        email = next((name for name in email_columns if name in lowered), None)
+        if email is None:
+            wanted = " or ".join(repr(name) for name in email_columns)
+            raise ListProblem(f"{path}: no {wanted} column (columns: {', '.join(self.columns) or 'none'})")
         repeated = sorted({name for name in lowered if name and lowered.count(name) > 1})
         if repeated:
             raise ListProblem(f"{path}: column names appear twice: {', '.join(repeated)}")
-        self._email = lowered.index("email")
+        self._email = lowered.index(email)
         self._track = lowered.index("track") if "track" in lowered else None
 
     def count(self) -> int:
