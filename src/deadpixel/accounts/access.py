@@ -64,6 +64,10 @@ RULES: dict[str, Role | None] = {
     "GET /api/v1/clicks": VIEWER,
     **{f"GET /api/v1/exports/{kind}.csv": VIEWER for kind in _EXPORTS},
     "POST /api/v1/messages": SENDER,
+    "GET /api/v1/contacts": VIEWER,
+    "GET /api/v1/contacts/summary": VIEWER,
+    "GET /api/v1/contacts/{id}": VIEWER,
+    "POST /api/v1/contacts/import": SENDER,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,7 +12,6 @@ from deadpixel.cli.context import Cli, json_option, pass_cli, print_json, recipi
 
 if TYPE_CHECKING:
     from deadpixel.mail.addresses import Recipient
-    from deadpixel.store.contacts import Contact
 
 STATE = click.Choice(("subscribed", "unsubscribed", "bounced", "complained"))
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -50,13 +49,6 @@ def import_command(cli: Cli, file: Path, tags: tuple[str, ...], as_json: bool) -
         sys.exit(1)
 
 
-def _row(contact: Contact) -> dict[str, Any]:
-    from deadpixel.reports.analytics import iso
-
-    row = contact.as_dict()
-    return {**row, "created_at": iso(row["created_at"]), "last_human_open_at": iso(row["last_human_open_at"])}
-
-
 @contacts.command("list")
 @click.option("--tag", help="Only contacts with this tag.")
 @click.option("--state", type=STATE, help="Only contacts in this state.")
@@ -65,9 +57,11 @@ def _row(contact: Contact) -> dict[str, Any]:
 def list_command(cli: Cli, tag: str | None, state: str | None, as_json: bool) -> None:
     """List contacts by address, with state, tags, name and last human open."""
     from deadpixel.contacts.transfer import contacts_pages
+    from deadpixel.reports.audience import contact_row
 
     with cli.migrated() as engine:
-        rows = [_row(c) for page in contacts_pages(engine, tag, state, opens=True) for c in page]
+        found = [c for page in contacts_pages(engine, tag, state, opens=True) for c in page]
+    rows = [contact_row(c) for c in sorted(found, key=lambda c: c.key)]
     if as_json:
         print_json(rows)
         return
@@ -87,13 +81,14 @@ def list_command(cli: Cli, tag: str | None, state: str | None, as_json: bool) ->
 @pass_cli
 def show_command(cli: Cli, address: Recipient, as_json: bool) -> None:
     """Show one contact with every field."""
+    from deadpixel.reports.audience import contact_row
     from deadpixel.store.contacts import get_contact
 
     with cli.store() as conn:
-        found = get_contact(conn, address.key)
+        found = get_contact(conn, key=address.key)
     if found is None:
         raise click.ClickException(f"{address.key} is not a contact")
-    row = _row(found)
+    row = contact_row(found)
     if as_json:
         print_json(row)
         return

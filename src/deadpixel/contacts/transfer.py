@@ -43,13 +43,16 @@ class Imported:
         }  # fmt: skip
 
 
-def import_file(engine: Engine, path: Path, tags: tuple[str, ...] = (), actor: str = audit.CLI) -> Imported:
-    """Read, check and store ``path``; ImportProblem (nothing stored) when the file cannot be used."""
+def import_file(
+    engine: Engine, path: Path, tags: tuple[str, ...] = (), actor: str = audit.CLI, label: str | None = None
+) -> Imported:
+    """Read, check and store ``path`` (``label`` names it in the audit log); ImportProblem (nothing stored)
+    when the file cannot be used."""
     found: ContactFile = read_contacts(path, tags)
     with engine.begin() as conn:
         applied = apply(conn, found.rows)
         total = applied.added + applied.updated
-        audit.record(conn, actor, "contacts.import", f"{path.name}: {total} added or updated")
+        audit.record(conn, actor, "contacts.import", f"{label or path.name}: {total} added or updated")
     return Imported(found.kind, applied.added, applied.updated, applied.unchanged, found.bad)
 
 
@@ -57,14 +60,14 @@ def contacts_pages(
     engine: Engine, tag: str | None = None, state: str | None = None, opens: bool = False
 ) -> Iterator[list[Contact]]:
     """Every matching contact, a page at a time (each page its own short read)."""
-    after: str | None = None
+    after: int | None = None
     while True:
         with engine.connect() as conn:
             page = list_contacts(conn, tag=tag, state=state, limit=PAGE, after=after, opens=opens)
         if not page:
             return
         yield page
-        after = page[-1].key
+        after = page[-1].id
 
 
 def export_rows(engine: Engine, tag: str | None = None) -> Iterator[str]:

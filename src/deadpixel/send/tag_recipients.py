@@ -2,9 +2,10 @@
 
 The campaign runner takes them exactly as it takes a file's rows (``deadpixel.send.recipients``): each
 contact's fields, its name and its address are the row's template variables; "line" is the contact's
-place in the list (by address, from 2 as if under a header), which reruns keep as long as the tag's
-members do not change. The list is read once, when the send starts; a contact who unsubscribes meanwhile
-is still skipped, by the runner's own check of the suppression list before each chunk.
+place in the list (in the order contacts were added, from 2 as if under a header). Resuming does not
+depend on it: the runner knows each recipient by address. The list is read once, when the send starts;
+a contact who unsubscribes meanwhile is still skipped, by the runner's own check of the suppression
+list before each chunk.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from deadpixel.accounts import access
 from deadpixel.api import api_mount
 from deadpixel.api.body import MAX_BODY as MAX_API_BODY
+from deadpixel.api.contacts import MAX_IMPORT_BODY
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.enrich.privacy import redacted
@@ -175,7 +176,11 @@ class Deadpixel:
         self.bounded = BodyLimit(
             self._route,
             MAX_BODY,
-            [Limit("/u/", MAX_UNSUBSCRIBE_BODY), Limit("/api/", MAX_API_BODY, json=True)],
+            [
+                Limit("/u/", MAX_UNSUBSCRIBE_BODY),
+                Limit("/api/", MAX_API_BODY, json=True),
+                Limit("/api/v1/contacts/import", MAX_IMPORT_BODY, json=True),
+            ],
         )
         self.metrics = MetricsPublisher(metrics_dir(settings.data_dir), self.snapshot)
         # Every worker delivers webhooks; leases in the outbox keep them off each other's rows.

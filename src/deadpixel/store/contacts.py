@@ -109,6 +109,7 @@ class Applied:
 
 @dataclass(frozen=True, slots=True)
 class Contact:
+    id: int
     key: str
     address: str  # the spelling
     name: str | None
@@ -121,6 +122,7 @@ class Contact:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "address": self.address,
             "name": self.name,
             "fields": self.fields,
@@ -208,7 +210,7 @@ def apply(conn: Connection, incoming: Sequence[Incoming], now: float | None = No
 def _query(tag: str | None, state: str | None) -> Any:
     c = contacts.c
     query = select(
-        c.address, c.spelling, c.name, c.fields, c.created_at, c.updated_at, state_of().label("state")
+        c.id, c.address, c.spelling, c.name, c.fields, c.created_at, c.updated_at, state_of().label("state")
     ).select_from(contacts.outerjoin(suppressions, suppressions.c.address == c.address))
     if tag is not None:
         tagged = select(contact_tags.c.address).where(contact_tags.c.tag == tag)
@@ -224,40 +226,41 @@ def list_contacts(
     tag: str | None = None,
     state: str | None = None,
     limit: int | None = None,
-    after: str | None = None,
+    after: int | None = None,
     opens: bool = True,
 ) -> list[Contact]:
-    """Contacts by address, ``limit`` at a time after the key ``after``; with ``opens``, each one's last human
-    open (a read over the messages' chains; leave it out where it is not shown)."""
-    query = _query(tag, state).order_by(contacts.c.address)
+    """Contacts in the order they were added, ``limit`` at a time after the id ``after``; with ``opens``, each
+    one's last human open (a read over the messages' chains; leave it out where it is not shown)."""
+    query = _query(tag, state).order_by(contacts.c.id)
     if after is not None:
-        query = query.where(contacts.c.address > after)
+        query = query.where(contacts.c.id > after)
     if limit is not None:
         query = query.limit(limit)
     rows = conn.execute(query).all()
     keys = [row.address for row in rows]
     tags = tags_of(conn, keys)
     seen = last_human_opens(conn, keys) if opens else {}
-    return [
-        Contact(
-            key=row.address, address=row.spelling, name=row.name, fields=_decode(row.fields),
-            tags=tags.get(row.address, []), state=row.state, created_at=row.created_at,
-            updated_at=row.updated_at, last_human_open_at=seen.get(row.address),
-        )
-        for row in rows
-    ]  # fmt: skip
+    return [_contact(row, tags.get(row.address, []), seen.get(row.address)) for row in rows]
 
 
-def get_contact(conn: Connection, key: str) -> Contact | None:
-    query = _query(None, None).where(contacts.c.address == key.strip().lower())
-    row = conn.execute(query).first()
+def _contact(row: Any, tags: list[str], seen: float | None) -> Contact:
+    return Contact(
+        id=row.id, key=row.address, address=row.spelling, name=row.name, fields=_decode(row.fields),
+        tags=tags, state=row.state, created_at=row.created_at, updated_at=row.updated_at,
+        last_human_open_at=seen,
+    )  # fmt: skip
+
+
+def get_contact(conn: Connection, key: str | None = None, contact_id: int | None = None) -> Contact | None:
+    """One contact by its address (any case) or its id, with its last human open."""
+    c = contacts.c
+    where = c.address == key.strip().lower() if key is not None else c.id == contact_id
+    row = conn.execute(_query(None, None).where(where)).first()
     if row is None:
         return None
-    return Contact(
-        key=row.address, address=row.spelling, name=row.name, fields=_decode(row.fields),
-        tags=tags_of(conn, [row.address]).get(row.address, []), state=row.state, created_at=row.created_at,
-        updated_at=row.updated_at, last_human_open_at=last_human_opens(conn, [row.address]).get(row.address),
-    )  # fmt: skip
+    address = row.address
+    tags = tags_of(conn, [address]).get(address, [])
+    return _contact(row, tags, last_human_opens(conn, [address]).get(address))
 
 
 def counts(conn: Connection, tag: str | None = None) -> dict[str, int]:

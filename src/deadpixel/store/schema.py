@@ -423,14 +423,16 @@ audit_log = Table(
     Column("target", String(200), nullable=False),
 )
 
-# The audience (deadpixel.store.contacts): one row per mailbox, keyed by the lower-cased address, with the
-# spelling it came in, a name and any other fields as a JSON object of strings (merge fields for templates).
+# The audience (deadpixel.store.contacts): one row per mailbox, by the lower-cased address, with the spelling
+# it came in, a name and any other fields as a JSON object of strings (merge fields for templates). The id
+# names a contact in URLs, which never carry an address.
 # A contact's state is not stored: it is read from the suppression list (subscribed when absent), so the
 # list stays the one truth for unsubscribes, bounces and complaints, contact or not.
 contacts = Table(
     "contacts",
     metadata,
-    Column("address", String(320), primary_key=True),
+    _serial(Integer),
+    Column("address", String(320), nullable=False, unique=True),
     Column("spelling", String(320), nullable=False),
     Column("name", Text, nullable=True),
     Column("fields", Text, nullable=False, server_default="{}"),

@@ -22,13 +22,15 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "contacts",
+        sa.Column("id", sa.Integer, autoincrement=True, nullable=False),
         sa.Column("address", sa.String(320), nullable=False),
         sa.Column("spelling", sa.String(320), nullable=False),
         sa.Column("name", sa.Text, nullable=True),
         sa.Column("fields", sa.Text, nullable=False, server_default="{}"),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
-        sa.PrimaryKeyConstraint("address", name="pk_contacts"),
+        sa.PrimaryKeyConstraint("id", name="pk_contacts"),
+        sa.UniqueConstraint("address", name="uq_contacts_address"),
     )
     op.create_table(
         "contact_tags",
