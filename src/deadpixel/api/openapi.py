@@ -335,7 +335,9 @@ ERRORS = {
         "no token, or one that is unknown or revoked",
         {"WWW-Authenticate": {"schema": {"type": "string"}}},
     ),
-    "403": _error("the token's role is below the route's: viewer for reading, sender for POST /messages"),
+    "403": _error(
+        "the token's role is below the route's: viewer for reading, sender for POST /messages and imports"
+    ),
     "429": _error(
         "too many requests with this token (DEADPIXEL_API_RATE a minute)",
         {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
@@ -364,6 +366,7 @@ PAGING = [
 ]
 CAMPAIGN = _query("campaign", {"type": "string", "minLength": 1, "maxLength": 200}, "only this campaign")
 MESSAGE_ID = {"type": "string", "pattern": "^[0-9a-vA-V]{16}$"}
+CURSOR = _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "from a previous `next`")
 
 
 def _events(summary: str, schema: str) -> dict[str, Any]:
@@ -378,7 +381,7 @@ def _events(summary: str, schema: str) -> dict[str, Any]:
                 _query("until", {"type": "string", "format": "date-time"}, "before this time"),
                 _query("kind", {"type": "string", "enum": list(KINDS)}, "only this verdict"),
                 *PAGING,
-                _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "from a previous `next`"),
+                CURSOR,
             ],
             "responses": {"200": _ok(schema), **ERRORS},
         }
@@ -481,9 +484,7 @@ def _contact_paths() -> dict[str, Any]:
                     _query("tag", TAG, "only contacts with this tag"),
                     _query("state", STATE, "only contacts in this state"),
                     *PAGING,
-                    _query(
-                        "cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "from a previous `next`"
-                    ),
+                    CURSOR,
                 ],
                 "responses": {"200": _ok("ContactPage"), **ERRORS},
             }
