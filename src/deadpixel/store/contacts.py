@@ -266,14 +266,14 @@ def get_contact(conn: Connection, key: str | None = None, contact_id: int | None
 def counts(conn: Connection, tag: str | None = None) -> dict[str, int]:
     """How many contacts in each state (every state named, zeros too)."""
     inner = _query(tag, None).subquery()
-    rows = conn.execute(select(inner.c.state, func.count()).group_by(inner.c.state)).tuples().all()
+    rows = conn.execute(select(inner.c.state, func.count()).group_by(inner.c.state)).all()
     found: dict[str, int] = {state: int(n) for state, n in rows}
     return {state: int(found.get(state, 0)) for state in STATES}
 
 
 def tag_counts(conn: Connection) -> dict[str, int]:
     t = contact_tags.c
-    rows = conn.execute(select(t.tag, func.count()).group_by(t.tag).order_by(t.tag)).tuples().all()
+    rows = conn.execute(select(t.tag, func.count()).group_by(t.tag).order_by(t.tag)).all()
     return {tag: int(n) for tag, n in rows}
 
 
