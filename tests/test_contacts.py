@@ -37,6 +37,7 @@ from deadpixel.store.writes import write_opens
 from .helpers import Ran, deadpixel
 from .smtp_sink import SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 from .test_analytics import HUMAN_TB, LABELS, PREFETCH, SCANNER, T0, opened
+from .test_dashboard import client, sign_in  # noqa: F401  (client: the fixture)
 
 DATA = Path(__file__).parent / "data" / "contacts"
 SUBSCRIBED, UNSUBSCRIBED, CLEANED = (
@@ -293,8 +294,8 @@ def test_a_one_click_unsubscribe_from_a_tag_send_makes_the_contact_unsubscribed(
     imported(SUBSCRIBED, "--tag", "news")
     assert send_to_tag(tmp_path, "news").returncode == 0
     url = smtp.sink.by_recipient()["ann@example.org"][0].message["List-Unsubscribe"].strip("<>")
-    with TestClient(Deadpixel(settings)) as client:
-        answer = client.post(url.removeprefix(settings.base_url), data={"List-Unsubscribe": "One-Click"})
+    with TestClient(Deadpixel(settings)) as web:
+        answer = web.post(url.removeprefix(settings.base_url), data={"List-Unsubscribe": "One-Click"})
         assert answer.status_code == 200
     assert listed()["ann@example.org"]["state"] == "unsubscribed"
     assert json.loads(send_to_tag(tmp_path, "news").stdout)["suppressed"] == 0  # not a row any more
@@ -306,35 +307,35 @@ def api(settings: Settings, engine: Engine) -> Iterator[tuple[TestClient, dict[s
         tokens = {
             role.label: create_token(conn, role.label, role=role)[1] for role in (Role.VIEWER, Role.SENDER)
         }
-    with TestClient(Deadpixel(settings)) as client:
-        yield client, {role: {"authorization": f"Bearer {secret}"} for role, secret in tokens.items()}
+    with TestClient(Deadpixel(settings)) as web:
+        yield web, {role: {"authorization": f"Bearer {secret}"} for role, secret in tokens.items()}
 
 
 def test_the_api_lists_and_shows_contacts_and_senders_import(
     api: tuple[TestClient, dict[str, dict[str, str]]],
 ) -> None:
-    client, auth = api
+    web, auth = api
     body = SUBSCRIBED.read_bytes()
     url = "/api/v1/contacts/import?tag=api"
-    assert client.post(url, content=body, headers=auth["viewer"]).status_code == 403
-    answer = client.post(url, content=body, headers={**auth["sender"], "content-type": "text/csv"})
+    assert web.post(url, content=body, headers=auth["viewer"]).status_code == 403
+    answer = web.post(url, content=body, headers={**auth["sender"], "content-type": "text/csv"})
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"kind": "mailchimp", "added": 3, "updated": 0, "unchanged": 0, "bad": []}
-    page = client.get("/api/v1/contacts", params={"limit": 2, "tag": "Customers"}, headers=auth["viewer"])
+    page = web.get("/api/v1/contacts", params={"limit": 2, "tag": "Customers"}, headers=auth["viewer"])
     assert page.status_code == 200
     first = page.json()
     assert [c["address"] for c in first["items"]] == ["ann@example.org", "Bob.Bee@Example.org"]
     assert first["next"] is None
-    page = client.get("/api/v1/contacts", params={"limit": 1}, headers=auth["viewer"]).json()
-    rest = client.get(page["next"], headers=auth["viewer"]).json()
+    page = web.get("/api/v1/contacts", params={"limit": 1}, headers=auth["viewer"]).json()
+    rest = web.get(page["next"], headers=auth["viewer"]).json()
     assert rest["items"][0]["address"] == "Bob.Bee@Example.org" and "@" not in page["next"]
-    one = client.get(f"/api/v1/contacts/{rest['items'][0]['id']}", headers=auth["viewer"]).json()
+    one = web.get(f"/api/v1/contacts/{rest['items'][0]['id']}", headers=auth["viewer"]).json()
     assert one["name"] == "Bob Bee" and one["state"] == "subscribed" and one["tags"] == ["Customers", "api"]
-    assert client.get("/api/v1/contacts/999", headers=auth["viewer"]).status_code == 404
-    assert client.get("/api/v1/contacts?state=gone", headers=auth["viewer"]).json()["parameter"] == "state"
-    summary = client.get("/api/v1/contacts/summary", headers=auth["viewer"]).json()
+    assert web.get("/api/v1/contacts/999", headers=auth["viewer"]).status_code == 404
+    assert web.get("/api/v1/contacts?state=gone", headers=auth["viewer"]).json()["parameter"] == "state"
+    summary = web.get("/api/v1/contacts/summary", headers=auth["viewer"]).json()
     assert summary["total"] == 3 and summary["states"]["subscribed"] == 3 and summary["tags"]["api"] == 3
-    refused = client.post(url, content=b"name\nAnn\n", headers=auth["sender"])
+    refused = web.post(url, content=b"name\nAnn\n", headers=auth["sender"])
     assert refused.status_code == 422 and "the body" in refused.json()["error"]
     assert "import-" not in refused.json()["error"]
 
@@ -360,3 +361,21 @@ def test_the_reader_takes_any_bytes(tmp_path_factory: Any, data: bytes) -> None:
     path.write_bytes(b"email,name,tags,state\n" + data)
     with contextlib.suppress(DeadpixelError):
         read_contacts(path)
+
+
+@SQLITE_ONLY
+def test_the_contacts_page_counts_and_filters(client: TestClient) -> None:  # noqa: F811
+    assert client.get("/contacts", follow_redirects=False).status_code == 303  # signed in only
+    assert sign_in(client) == 303
+    imported(SUBSCRIBED, "--tag", "fair")
+    imported(UNSUBSCRIBED)
+    page = client.get("/contacts")
+    assert page.status_code == 200 and 'href="/contacts"' in page.text
+    assert "Bob.Bee@Example.org" in page.text and "dan@example.org" in page.text
+    assert '<span class="value">4</span><span class="label">contacts</span>' in page.text
+    only = client.get("/contacts", params={"state": "unsubscribed"}).text
+    assert "dan@example.org" in only and "ann@example.org" not in only
+    tagged = client.get("/contacts", params={"tag": "VIP"}).text
+    assert "ann@example.org" in tagged and "carol@example.org" not in tagged
+    assert client.get("/contacts", params={"state": "gone"}).status_code == 400
+    assert client.get("/contacts", params={"after": "x"}).status_code == 400

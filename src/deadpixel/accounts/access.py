@@ -40,6 +40,7 @@ RULES: dict[str, Role | None] = {
     "GET /exports/{kind}.csv": VIEWER,
     "GET /feed": VIEWER,
     "GET /messages/{id}": VIEWER,
+    "GET /contacts": VIEWER,
     # the dashboard: composing
     "GET /pixels/new": SENDER,
     "POST /pixels/new": SENDER,

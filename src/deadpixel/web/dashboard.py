@@ -36,6 +36,7 @@ from deadpixel.store.roles import Role
 from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.web import charts, forms
 from deadpixel.web import feed as live
+from deadpixel.web.contacts import ContactsPage
 from deadpixel.web.download import attachment
 from deadpixel.web.session import (
     LOGIN_CSRF_COOKIE,
@@ -98,6 +99,7 @@ class Dashboard:
             page("/exports/{kind}.csv", self.export, ["GET"]),
             page("/feed", self.feed, ["GET"]),
             page("/messages/{id}", self.message, ["GET"]),
+            page("/contacts", ContactsPage(self.read, self.render).show, ["GET"]),
             page("/pixels/new", self.new_pixel_form, ["GET"]),
             page("/pixels/new", self.new_pixel, ["POST"]),
             *self.settings_routes(),
