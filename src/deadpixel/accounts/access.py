@@ -42,6 +42,7 @@ RULES: dict[str, Role | None] = {
     "GET /segments/{who}.csv": VIEWER,
     "GET /feed": VIEWER,
     "GET /messages/{id}": VIEWER,
+    "GET /contacts": VIEWER,
     # the dashboard: composing
     "GET /pixels/new": SENDER,
     "POST /pixels/new": SENDER,
@@ -74,6 +75,10 @@ RULES: dict[str, Role | None] = {
     "GET /api/v1/segments": VIEWER,
     "GET /api/v1/segments/{name}": VIEWER,
     "POST /api/v1/messages": SENDER,
+    "GET /api/v1/contacts": VIEWER,
+    "GET /api/v1/contacts/summary": VIEWER,
+    "GET /api/v1/contacts/{id}": VIEWER,
+    "POST /api/v1/contacts/import": SENDER,
     # stored campaigns (deadpixel.api.campaigns): reading is a viewer's, every change a sender's
     "POST /api/v1/campaigns": SENDER,
     **{f"POST /api/v1/campaigns/{{name:path}}/{action}": SENDER for action in _CAMPAIGN_ACTIONS},

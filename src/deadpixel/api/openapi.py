@@ -20,6 +20,7 @@ from deadpixel.reports.analytics import BREAKDOWNS, DEFINITIONS, MESSAGE_COUNTER
 from deadpixel.reports.variants import DEFINITION as AB_DEFINITION
 from deadpixel.send.preview import WARNING_CODES
 from deadpixel.store.campaign_jobs import STATES as SEND_STATES
+from deadpixel.store.contacts import MAX_TAG, STATES
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time", "description": "ISO 8601, UTC"}
@@ -303,6 +304,7 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "MessagePage": _page("Message"),
+        **_contact_schemas(),
         "PreviewRequest": _preview_request(test=False),
         "TestSendRequest": _preview_request(test=True),
         "Preview": _object(
@@ -493,7 +495,9 @@ ERRORS = {
         "no token, or one that is unknown or revoked",
         {"WWW-Authenticate": {"schema": {"type": "string"}}},
     ),
-    "403": _error("the token's role is below the route's: viewer for reading, sender for POST /messages"),
+    "403": _error(
+        "the token's role is below the route's: viewer for reading, sender for POST /messages and imports"
+    ),
     "429": _error(
         "too many requests with this token (DEADPIXEL_API_RATE a minute)",
         {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
@@ -522,6 +526,7 @@ PAGING = [
 ]
 CAMPAIGN = _query("campaign", {"type": "string", "minLength": 1, "maxLength": 200}, "only this campaign")
 MESSAGE_ID = {"type": "string", "pattern": "^[0-9a-vA-V]{16}$"}
+CURSOR = _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "from a previous `next`")
 
 
 def _events(summary: str, schema: str) -> dict[str, Any]:
@@ -536,7 +541,7 @@ def _events(summary: str, schema: str) -> dict[str, Any]:
                 _query("until", {"type": "string", "format": "date-time"}, "before this time"),
                 _query("kind", {"type": "string", "enum": list(KINDS)}, "only this verdict"),
                 *PAGING,
-                _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "from a previous `next`"),
+                CURSOR,
             ],
             "responses": {"200": _ok(schema), **ERRORS},
         }
@@ -657,6 +662,120 @@ def _preview_path(summary: str, request: str, answer: str) -> dict[str, Any]:
     }
 
 
+STATE = {"type": "string", "enum": list(STATES)}
+TAG = {"type": "string", "minLength": 1, "maxLength": MAX_TAG}
+
+
+def _contact_schemas() -> dict[str, Any]:
+    counts = {state: COUNT for state in STATES}
+    return {
+        "Contact": _object(
+            {
+                "id": {"type": "integer", "description": "names the contact in URLs (never the address)"},
+                "address": {"type": "string", "description": "as it was imported (the key is lower-cased)"},
+                "name": OPTIONAL_TEXT,
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "any other columns of the import; merge fields in campaign templates",
+                },
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "state": {
+                    **STATE,
+                    "description": "from the suppression list: unsubscribed, bounced or complained there,"
+                    " subscribed otherwise",
+                },
+                "created_at": TIME,
+                "last_human_open_at": {
+                    **OPTIONAL_TIME,
+                    "description": "the newest open with verdict human or proxy, or human click, of any"
+                    " message to the address",
+                },
+            },
+            "A contact of the audience.",
+        ),
+        "ContactPage": _page("Contact"),
+        "ContactSummary": _object(
+            {
+                "total": COUNT,
+                "states": _object(counts, "contacts per state"),
+                "tags": {"type": "object", "additionalProperties": COUNT, "description": "contacts per tag"},
+            }
+        ),
+        "ImportResult": _object(
+            {
+                "kind": {
+                    "type": "string",
+                    "enum": ["generic", "mailchimp", "mailchimp-unsubscribed", "mailchimp-cleaned"],
+                },
+                "added": COUNT,
+                "updated": COUNT,
+                "unchanged": COUNT,
+                "bad": {
+                    "type": "array",
+                    "items": _object(
+                        {"line": COUNT, "value": {"type": "string"}, "reason": {"type": "string"}},
+                        "a row left out, with its line in the file and why",
+                    ),
+                },
+            },
+            "What an import did; bad rows are left out, the others stored in one transaction.",
+        ),
+    }
+
+
+def _contact_paths() -> dict[str, Any]:
+    return {
+        "/contacts": {
+            "get": {
+                "summary": "Contacts, in the order they were added",
+                "parameters": [
+                    _query("tag", TAG, "only contacts with this tag"),
+                    _query("state", STATE, "only contacts in this state"),
+                    *PAGING,
+                    CURSOR,
+                ],
+                "responses": {"200": _ok("ContactPage"), **ERRORS},
+            }
+        },
+        "/contacts/summary": {
+            "get": {
+                "summary": "How many contacts in each state (of a tag's, with `tag`) and per tag",
+                "parameters": [_query("tag", TAG, "count only contacts with this tag")],
+                "responses": {"200": _ok("ContactSummary"), **ERRORS},
+            }
+        },
+        "/contacts/{id}": {
+            "get": {
+                "summary": "One contact",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _ok("Contact"), **ERRORS, "404": _error("no contact with that id")},
+            }
+        },
+        "/contacts/import": {
+            "post": {
+                "summary": "Import contacts from a CSV file (the body), as `deadpixel contacts import` does",
+                "description": (
+                    "A CSV with an `email` column (the others become fields; `name`, `tags` and `state` are"
+                    " read as such), or a Mailchimp audience export as it is. Importing the same file again"
+                    " changes nothing. Needs the sender role."
+                ),
+                "parameters": [_query("tag", TAG, "give every imported contact this tag (repeatable)")],
+                "requestBody": {
+                    "required": True,
+                    "content": {"text/csv": {"schema": {"type": "string"}}},
+                },
+                "responses": {
+                    "200": _ok("ImportResult"),
+                    **ERRORS,
+                    "413": _error("the body is larger than 10 MiB"),
+                    "422": _error("the file cannot be imported as a whole (no address column, not UTF-8)"),
+                },
+            }
+        },
+    }
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     return {
@@ -767,6 +886,7 @@ def document() -> dict[str, Any]:
                 "TestSendRequest",
                 "TestSent",
             ),
+            **_contact_paths(),
             "/opens": _events("Recorded opens", "OpenPage"),
             "/clicks": _events("Recorded clicks", "ClickPage"),
             **{f"/exports/{kind}.csv": _export(kind) for kind in EXPORTS},

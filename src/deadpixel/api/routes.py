@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
@@ -20,8 +19,10 @@ from starlette.routing import Route
 from deadpixel.api import params
 from deadpixel.api.body import new_message, preview_request, read_json
 from deadpixel.api.campaigns import campaign_routes
+from deadpixel.api.contacts import contact_routes
 from deadpixel.api.errors import ApiError, bad_parameter
 from deadpixel.api.openapi import document
+from deadpixel.api.paging import next_page as _next
 from deadpixel.api.segments import segment_routes
 from deadpixel.config import Settings
 from deadpixel.reports import analytics, exports
@@ -34,18 +35,6 @@ from deadpixel.store import audit, rollups
 T = TypeVar("T")
 
 EVENT_PARAMETERS = {"campaign", "message", "since", "until", "kind", "limit", "cursor"}
-
-
-def _next(
-    request: Request, items: list[dict[str, Any]], limit: int
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Items were fetched with one extra row: if it is there, another page follows."""
-    if len(items) <= limit:
-        return items, None
-    items = items[:limit]
-    query = dict(request.query_params)
-    query["cursor"] = str(items[-1]["id"])
-    return items, f"{request.url.path}?{urlencode(query)}"
 
 
 def _list_filter(call: Callable[[], T]) -> T:
@@ -183,6 +172,7 @@ def api_routes(reads: Engine, writes: Engine, settings: Settings, signer: TokenS
         return endpoint
 
     return [
+        *contact_routes(db, writes, settings),
         *(Route(f"/exports/{kind}.csv", export(kind), methods=["GET"]) for kind in exports.KINDS),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/campaigns", campaigns, methods=["GET"]),

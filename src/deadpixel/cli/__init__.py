@@ -40,6 +40,10 @@ COMMANDS: dict[str, Entry] = {
     "audit": Entry(
         "deadpixel.cli.users:audit_log", "Who sent or changed settings, tokens or accounts, and when."
     ),
+    "contacts": Entry(
+        "deadpixel.cli.contacts:contacts",
+        "Your audience: contacts with fields, tags and a state (see docs/contacts.md).",
+    ),
     "db": Entry("deadpixel.cli.store:db", "The database schema."),
     "demo": Entry(
         "deadpixel.cli.pixel:demo",

@@ -203,6 +203,9 @@ def sending_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("name")
 @click.option("--recipients", "recipients_file", type=FILE,
               help="CSV with an 'email' column; other columns are template variables.")  # fmt: skip
+@click.option(
+    "--to-tag", help="Or send to the subscribed contacts with this tag (their fields as variables)."
+)
 @click.option("--segment", help="Or send to a segment: CAMPAIGN:WHO, @AUDIENCE[:VALUE] or a saved segment's "
               "name, as of now (docs/segments.md); its only template variable is email.")  # fmt: skip
 @click.option(
@@ -269,6 +272,7 @@ def campaign_send(
     /,
     name: str,
     recipients_file: Path | None,
+    to_tag: str | None,
     segment: str | None,
     subjects: tuple[str, ...],
     html_files: tuple[Path, ...],
@@ -315,7 +319,7 @@ def campaign_send(
     }
     # Compiled now, so a template that does not compile stops the command before anything is stored or sent.
     templates = {label: Templates(subject, html, text) for label, (subject, html) in sources.items()}
-    recipients = recipient_source(cli, recipients_file, segment)
+    recipients = recipient_source(cli, recipients_file, to_tag, segment)
     source = _utm_source(utm, utm_source)
     run = _Run(cli, name, sender, as_json, sending, source)
     if (at is not None or after is not None) and (testing or source is not None):
@@ -341,17 +345,24 @@ def campaign_send(
     _send_test(run, recipients, sources, text, test_share, pick_after, metric, notify_mode(notify, digest))
 
 
-def recipient_source(cli: Cli, recipients_file: Path | None, segment: str | None) -> RowSource:
-    """The campaign's recipients: the CSV file, or the segment's addresses as of now; exactly one of them."""
+def recipient_source(
+    cli: Cli, recipients_file: Path | None, to_tag: str | None, segment: str | None
+) -> RowSource:
+    """The campaign's recipients: the CSV file, the contacts with a tag, or the segment's addresses as of
+    now; exactly one of them."""
     from deadpixel.send.recipients import RecipientList
 
-    if (recipients_file is None) == (segment is None):
-        raise click.UsageError("give either --recipients FILE or --segment SEGMENT")
+    if sum(given is not None for given in (recipients_file, to_tag, segment)) != 1:
+        raise click.UsageError("give one of --recipients FILE, --to-tag TAG or --segment SEGMENT")
     if recipients_file is not None:
         return RecipientList(recipients_file)
-    from deadpixel.send.segment_rows import SegmentRecipients
-
     with cli.migrated() as engine:
+        if to_tag is not None:
+            from deadpixel.send.tag_recipients import TagRecipients
+
+            return TagRecipients(engine, to_tag)
+        from deadpixel.send.segment_rows import SegmentRecipients
+
         return SegmentRecipients(engine, segment or "")
 
 

@@ -47,7 +47,8 @@ class Rows(Protocol):
 
 
 class RowSource(Rows, Protocol):
-    """A campaign's whole recipient list, counted first for the progress bar: this CSV, or a segment."""
+    """A campaign's whole recipient list, counted first for the progress bar: this CSV, a segment, or the
+    contacts with a tag (deadpixel.send.tag_recipients)."""
 
     def count(self) -> int: ...
 
@@ -61,8 +62,11 @@ def _raise_field_size_limit() -> None:
 
 
 class RecipientList:
-    def __init__(self, path: Path, text: str | None = None) -> None:
-        """The list in the file ``path``; or, given ``text``, the CSV in it (``path`` then names it)."""
+    def __init__(
+        self, path: Path, text: str | None = None, email_columns: tuple[str, ...] = ("email",)
+    ) -> None:
+        """The list in the file ``path``; or, given ``text``, the CSV in it (``path`` then names it).
+        ``email_columns``: the names (lower case) the address's column may have; the first found counts."""
         self.path = path
         self._text = text
         _raise_field_size_limit()
@@ -77,12 +81,14 @@ class RecipientList:
             raise ListProblem(f"{path}: empty file; the first line must name the columns (one is 'email')")
         self.columns = [name.strip() for name in header]
         lowered = [name.lower() for name in self.columns]
-        if "email" not in lowered:
-            raise ListProblem(f"{path}: no 'email' column (columns: {', '.join(self.columns) or 'none'})")
+        email = next((name for name in email_columns if name in lowered), None)
+        if email is None:
+            wanted = " or ".join(repr(name) for name in email_columns)
+            raise ListProblem(f"{path}: no {wanted} column (columns: {', '.join(self.columns) or 'none'})")
         repeated = sorted({name for name in lowered if name and lowered.count(name) > 1})
         if repeated:
             raise ListProblem(f"{path}: column names appear twice: {', '.join(repeated)}")
-        self._email = lowered.index("email")
+        self._email = lowered.index(email)
         self._track = lowered.index("track") if "track" in lowered else None
 
     @classmethod

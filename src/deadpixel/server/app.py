@@ -23,6 +23,7 @@ from deadpixel.api import api_mount
 from deadpixel.api.body import MAX_BODY as MAX_API_BODY
 from deadpixel.api.body import MAX_PREVIEW_BODY
 from deadpixel.api.campaigns import MAX_BODY as MAX_CAMPAIGN_BODY
+from deadpixel.api.contacts import MAX_IMPORT_BODY
 from deadpixel.config import Settings, load_settings
 from deadpixel.enrich.opens import OpenClassifier
 from deadpixel.enrich.privacy import redacted
@@ -185,6 +186,7 @@ class Deadpixel:
                 Limit("/compose", MAX_COMPOSE_BODY),
                 Limit("/api/", MAX_API_BODY, json=True),
                 Limit("/api/v1/campaigns", MAX_CAMPAIGN_BODY, json=True),
+                Limit("/api/v1/contacts/import", MAX_IMPORT_BODY, json=True),
                 Limit("/api/v1/preview", MAX_PREVIEW_BODY, json=True),
                 Limit("/api/v1/test-send", MAX_PREVIEW_BODY, json=True),
             ],

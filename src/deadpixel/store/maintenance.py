@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, or_, select, update
 
 from deadpixel.events import HUMAN_KINDS, MACHINE_KINDS
-from deadpixel.store import chains, rollups
+from deadpixel.store import chains, contacts, rollups
 from deadpixel.store.events import ENRICHED_COLUMNS, EVENT_KINDS, OPEN, EventKind
 from deadpixel.store.schema import ab_waiting, campaign_recipients, clicks, messages, relayed, sent_html
 
@@ -155,8 +155,9 @@ def purge_raw_detail(
 
 def forget_recipient(conn: Connection, address: str) -> tuple[int, int]:
     """Erase every message to ``address`` (any case), every event (opens, clicks) of those messages, and the
-    campaign and relay records of the address. (An unsubscribe on the suppression list stays: it is their
-    wish.)"""
+    campaign and relay records of the address, and the address as a contact. (An unsubscribe on the
+    suppression list stays: it is their wish.)"""
+    contacts.delete_contact(conn, address)
     conn.execute(delete(campaign_recipients).where(campaign_recipients.c.address == address.strip().lower()))
     conn.execute(delete(relayed).where(relayed.c.recipient == address.strip().lower()))
     conn.execute(delete(ab_waiting).where(ab_waiting.c.address == address.strip().lower()))

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 from sqlalchemy.types import TypeEngine
 
@@ -113,6 +114,9 @@ messages = Table(
     Index(None, "recipient"),
     Index(None, "created_at"),
 )
+# A contact's messages are found by lower-cased address (deadpixel.store.contacts); an expression index,
+# since the column keeps the address as it was sent.
+Index("ix_messages_recipient_key", func.lower(messages.c.recipient))
 
 
 def _request_columns() -> list[Column[object]]:
@@ -563,4 +567,29 @@ campaign_drafts = Table(
     Column("created_by", String(80), nullable=False),
     _time("created_at"),
     _time("updated_at"),
+)
+
+# The audience (deadpixel.store.contacts): one row per mailbox, by the lower-cased address, with the spelling
+# it came in, a name and any other fields as a JSON object of strings (merge fields for templates). The id
+# names a contact in URLs, which never carry an address.
+# A contact's state is not stored: it is read from the suppression list (subscribed when absent), so the
+# list stays the one truth for unsubscribes, bounces and complaints, contact or not.
+contacts = Table(
+    "contacts",
+    metadata,
+    _serial(Integer),
+    Column("address", String(320), nullable=False, unique=True),
+    Column("spelling", String(320), nullable=False),
+    Column("name", Text, nullable=True),
+    Column("fields", Text, nullable=False, server_default="{}"),
+    _time("created_at"),
+    _time("updated_at"),
+)
+
+contact_tags = Table(
+    "contact_tags",
+    metadata,
+    Column("address", String(320), ForeignKey("contacts.address", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(100), primary_key=True),
+    Index(None, "tag"),
 )

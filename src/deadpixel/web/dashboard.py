@@ -37,6 +37,7 @@ from deadpixel.track.client_ip import ClientIPResolver
 from deadpixel.web import charts, clickmap, forms, ranges
 from deadpixel.web import feed as live
 from deadpixel.web.compose import ComposePages
+from deadpixel.web.contacts import ContactsPage
 from deadpixel.web.download import attachment
 from deadpixel.web.session import (
     LOGIN_CSRF_COOKIE,
@@ -102,6 +103,7 @@ class Dashboard:
             page("/segments/{who}.csv", self.segment_csv, ["GET"]),
             page("/feed", self.feed, ["GET"]),
             page("/messages/{id}", self.message, ["GET"]),
+            page("/contacts", ContactsPage(self.read, self.render).show, ["GET"]),
             page("/pixels/new", self.new_pixel_form, ["GET"]),
             page("/pixels/new", self.new_pixel, ["POST"]),
             *self.settings_routes(),
