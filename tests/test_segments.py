@@ -218,7 +218,7 @@ def test_a_saved_segment_is_evaluated_when_used(
         (("segment", "save", "x", "@inactive:soon"), "number of days"),
         (("segment", "save", "a:b", "news:openers"), "not a usable name"),
         (("segment", "delete", "nothing"), "no saved segment"),
-        (("campaign", "send", "x", "--subject", "s", "--html", "{html}"), "either --recipients"),
+        (("campaign", "send", "x", "--subject", "s", "--html", "{html}"), "one of --recipients"),
         (("campaign", "send", "x", "--segment", "gone", "--subject", "s", "--html", "{html}"), "no saved"),
     ],
 )
