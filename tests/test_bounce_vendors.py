@@ -207,10 +207,12 @@ def test_each_reader_is_fast_on_200_kb_of_text(filler: str) -> None:
 
 
 def _timed(read: Callable[[Message], object], sample: Message) -> float:
+    """The reader's CPU time on this thread: what a backtracking pattern costs, whatever else the machine
+    is running (wall time on a loaded machine measures the neighbours)."""
     vendor_text._cache = None  # each reader's time includes taking the text out of the message
-    start = time.perf_counter()
+    start = time.thread_time()
     read(sample)
-    return time.perf_counter() - start
+    return time.thread_time() - start
 
 
 def _nested(depth: int, leaf: str) -> bytes:
@@ -245,6 +247,6 @@ def test_deep_nesting_and_many_parts_are_read_within_bounds() -> None:
         f"Content-Type: multipart/mixed; boundary=w\n\n{parts}--w--\n"
     )
     many = BytesParser(policy=policy.compat32).parsebytes(raw.encode())
-    start = time.perf_counter()
+    start = time.thread_time()
     assert read_free_form(many) is None
-    assert time.perf_counter() - start < 0.1
+    assert time.thread_time() - start < 0.1

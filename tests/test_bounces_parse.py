@@ -267,9 +267,9 @@ def _quick(raw: bytes) -> parse.Report:
     busy machine's scheduler)."""
     best = float("inf")
     for _ in range(3):
-        start = time.perf_counter()
+        start = time.thread_time()
         report = read_report(raw)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.thread_time() - start)
         if best < 0.05:
             break
     assert best < 0.05

@@ -456,9 +456,9 @@ def test_any_status_and_any_text_give_a_verdict(
 def test_long_hostile_text_stays_fast(chunk: str, times: int) -> None:
     best = float("inf")
     for _ in range(3):  # the best of three: the cost of the rules, not of a busy machine's scheduler
-        start = time.perf_counter()
+        start = time.thread_time()
         classify(None, chunk * times)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.thread_time() - start)
     assert best < 0.05
 
 
