@@ -33,7 +33,7 @@ from tests import forkserver
 PG_ENV = "DEADPIXEL_TEST_POSTGRES_URL"
 # Servers start as children of a fork server that has imported the stack once (tests/forkserver.py);
 # DEADPIXEL_TEST_FORK_SERVER=0 starts each as a new interpreter instead.
-FORK_SERVER = os.environ.get("DEADPIXEL_TEST_FORK_SERVER", "1") != "0"
+FORK_SERVER = forkserver.ENABLED
 
 
 @pytest.fixture(autouse=True)
