@@ -36,6 +36,20 @@ PG_ENV = "DEADPIXEL_TEST_POSTGRES_URL"
 FORK_SERVER = forkserver.ENABLED
 
 
+def _start_order(item: pytest.Item) -> int:
+    if any(mark.args[:1] == ("first-run",) for mark in item.iter_markers("xdist_group")):
+        return 0
+    return 1 if item.get_closest_marker("slow") is not None else 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first: the first-run tests (a wheel built and installed, on one worker together),
+    then the other ``slow`` ones, then the rest, each kept in its order. pytest-xdist hands tests out in
+    this order, so the long ones no longer start near the end and keep one worker busy after the others
+    are done."""
+    items.sort(key=_start_order)
+
+
 @pytest.fixture(autouse=True)
 def _serial_tests_run_alone(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
