@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import json
 import os
 import select
@@ -24,9 +25,13 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
+# DEADPIXEL_TEST_FORK_SERVER=0 starts each process as a new interpreter instead, to compare or to rule the
+# fork server out when a test of a process fails.
+ENABLED = os.environ.get("DEADPIXEL_TEST_FORK_SERVER", "1") != "0"
 # What ``deadpixel serve`` imports before it answers: the command line, the server and the app it serves.
 PRELOAD = (
     "deadpixel.cli",
@@ -50,8 +55,13 @@ PRELOAD = (
     "ua_parser_builtins.lazy",
     "maxminddb",
     "deadpixel.send.smtp_config",
+    "deadpixel.relay.server",
     "encodings.idna",
 )
+# Work every server start repeats that depends on nothing of a test's settings, done once before the forks:
+# compiling the user-agent parser's expressions (about 0.19 s of CPU) and the shared TLS context for outgoing
+# HTTPS (loading the CA bundle; a child whose SSL_CERT_FILE or SSL_CERT_DIR differs makes its own).
+WARM_UP = ("deadpixel.enrich.useragent:warm_up", "deadpixel.hooks.tls:client_context")
 _MAX_FDS = 4  # status socket, stdin, stdout, stderr
 _MESSAGE = 1 << 20
 
@@ -65,6 +75,9 @@ def _serve(control: socket.socket) -> Callable[[], None]:
     for name in PRELOAD:
         with contextlib.suppress(ImportError):  # an optional part this install lacks: so does the child
             __import__(name)
+    for target in WARM_UP:
+        module, _, function = target.partition(":")
+        getattr(importlib.import_module(module), function)()
     children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, status socket)
     control.sendall(b"ready\n")
     while True:
@@ -137,10 +150,12 @@ def main() -> None:
 class ForkedProcess:
     """A child of the fork server, seen from the test: the parts of ``subprocess.Popen`` tests use."""
 
-    def __init__(self, args: list[str], status: socket.socket, stderr: IO[bytes] | None) -> None:
+    def __init__(
+        self, args: list[str], status: socket.socket, stdout: IO[bytes] | None, stderr: IO[bytes] | None
+    ) -> None:
         self.args = args
         self.stdin: IO[bytes] | None = None
-        self.stdout: IO[bytes] | None = None
+        self.stdout = stdout
         self.stderr = stderr
         self.returncode: int | None = None
         self._status = status
@@ -176,6 +191,30 @@ class ForkedProcess:
             self.returncode = os.waitstatus_to_exitcode(int(line.split()[1]))
             self._status.close()
         return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[bytes, bytes]:
+        """Read both pipes to their end, then wait, as ``Popen.communicate`` does (a stream that is not a
+        pipe reads as empty); the child is left running if it outlasts the timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pipes = [pipe for pipe in (self.stdout, self.stderr) if pipe is not None]
+        read: dict[int, bytes] = {pipe.fileno(): b"" for pipe in pipes}
+        while pipes:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select(pipes, [], [], left)
+            if not ready:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            for pipe in ready:
+                chunk = os.read(pipe.fileno(), 65536)
+                read[pipe.fileno()] += chunk
+                if not chunk:
+                    pipes.remove(pipe)
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        out = read.get(self.stdout.fileno(), b"") if self.stdout is not None else b""
+        err = read.get(self.stderr.fileno(), b"") if self.stderr is not None else b""
+        for pipe in (self.stdout, self.stderr):
+            if pipe is not None:
+                pipe.close()
+        return out, err
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
@@ -236,22 +275,23 @@ class _ForkServer:
         ours, theirs = socket.socketpair()
         stdin_fd = sys.__stdin__.fileno() if sys.__stdin__ is not None else 0
         opened: list[int] = []
-        read_end: IO[bytes] | None = None
-        if stderr == subprocess.PIPE:
-            r, w = os.pipe()
-            read_end = os.fdopen(r, "rb")
-            opened.append(w)
+        read_ends: list[IO[bytes] | None] = []
         fds = [theirs.fileno(), stdin_fd]
         for choice, default in ((stdout, 1), (stderr, 2)):
+            read_end: IO[bytes] | None = None
             if choice is None:
                 fds.append(default)
             elif choice == subprocess.DEVNULL:
                 opened.append(os.open(os.devnull, os.O_WRONLY))
                 fds.append(opened[-1])
-            elif choice == subprocess.PIPE and default == 2:
-                fds.append(opened[0])
+            elif choice == subprocess.PIPE:
+                r, w = os.pipe()
+                read_end = os.fdopen(r, "rb")
+                opened.append(w)
+                fds.append(w)
             else:
                 raise ValueError(f"unsupported stream {choice}")
+            read_ends.append(read_end)
         umask = os.umask(0o022)
         os.umask(umask)
         request = {"args": list(args), "env": dict(env), "cwd": os.getcwd(), "umask": umask}
@@ -262,7 +302,7 @@ class _ForkServer:
             theirs.close()
             for fd in opened:
                 os.close(fd)
-        return ForkedProcess([sys.executable, "-m", "deadpixel", *args], ours, read_end)
+        return ForkedProcess([sys.executable, "-m", "deadpixel", *args], ours, *read_ends)
 
 
 _server = _ForkServer()
@@ -270,10 +310,27 @@ _server = _ForkServer()
 
 def spawn(
     args: Sequence[str], env: Mapping[str, str], *, stdout: int | None = None, stderr: int | None = None
-) -> ForkedProcess:
-    """Start ``python -m deadpixel ARGS`` in a new session, as a child of the fork server. ``stdout`` and
-    ``stderr`` take None (this process's), ``subprocess.DEVNULL`` or (stderr only) ``subprocess.PIPE``."""
+) -> ForkedProcess | subprocess.Popen[bytes]:
+    """Start ``python -m deadpixel ARGS`` in a new session, as a child of the fork server (with
+    ``DEADPIXEL_TEST_FORK_SERVER=0``, as a new interpreter). ``stdout`` and ``stderr`` take None (this
+    process's), ``subprocess.DEVNULL`` or ``subprocess.PIPE``."""
+    if not ENABLED:
+        command = [sys.executable, "-m", "deadpixel", *args]
+        return subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
     return _server.spawn(args, env, stdout, stderr)
+
+
+def run(args: Sequence[str], env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run([python, "-m", "deadpixel", *args], env=env, capture_output=True, text=True)``, the
+    process forked from the fork server."""
+    process = spawn(args, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+        raise
+    return subprocess.CompletedProcess(process.args, process.wait(), out.decode(), err.decode())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from deadpixel.store.schema import bounces, messages
 from deadpixel.store.suppressions import list_suppressions, suppressed
 
 from . import bounce_samples as samples
+from . import forkserver
 
 DOMAIN = "bounces.example.com"
 SIGNER = TokenSigner(SigningKeys(3, {3: b"k" * 32}))
@@ -447,14 +448,13 @@ def test_the_listen_command_serves_until_sigterm(
     import signal
     import smtplib
     import subprocess
-    import sys
 
     from .conftest import free_port
 
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deadpixel", "bounces", "listen", "--port", str(port)],
-        env={**os.environ, **env, "DEADPIXEL_BOUNCE_DOMAIN": DOMAIN}, stderr=subprocess.PIPE, text=True,
+    process = forkserver.spawn(
+        ["bounces", "listen", "--port", str(port)],
+        {**os.environ, **env, "DEADPIXEL_BOUNCE_DOMAIN": DOMAIN}, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
         ann = sent(engine, "ann@example.org")
@@ -471,7 +471,7 @@ def test_the_listen_command_serves_until_sigterm(
             client.sendmail("<>", [address], samples.dsn(address, "ann@example.org"))
     finally:
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=20)
+        stderr = process.communicate(timeout=20)[1].decode()
     assert process.returncode == 0, stderr
     assert "taking bounces for bounces.example.com" in stderr and f"on message {ann}: hard" in stderr
     assert message_row(engine, ann)["bounce"] == "hard"

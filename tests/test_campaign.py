@@ -4,9 +4,9 @@ resuming after dropped connections and Ctrl-C, and nobody ever getting two copie
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from deadpixel.send.ratelimit import RateLimiter, parse_rate
 from deadpixel.store.db import create_engine
 from deadpixel.store.schema import campaign_recipients, campaigns, messages
 
+from . import forkserver
 from .helpers import Ran, deadpixel
 from .smtp_sink import SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 
@@ -204,16 +205,16 @@ def test_ctrl_c_then_rerun_sends_everyone_exactly_once(
     text = "email,first_name,vip\n" + "".join(f"r{i}@example.org,R{i},no\n" for i in range(40))
     recipients = write(tmp_path / "int.csv", text)
     template = write(tmp_path / "int.html", HTML)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deadpixel", "campaign", "send", "int", "--recipients", str(recipients),
+    process = forkserver.spawn(
+        ["campaign", "send", "int", "--recipients", str(recipients),
          "--subject", SUBJECT, "--html", str(template), "--rate", "40/s"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while len(smtp.sink.messages) < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=30)
+    out = process.communicate(timeout=30)[0].decode()
     assert process.returncode == 1
     assert "Stopped early: interrupted" in out
     delivered_first = len(smtp.sink.messages)

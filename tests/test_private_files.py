@@ -12,7 +12,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 from deadpixel.security.keys import load_or_create_keys
 
+from . import forkserver
 from .conftest import PG_ENV, Server, free_port
 
 SECRETS = ("signing-keys.json", "session-secret", "setup-token", "relay-tls.pem", "deadpixel.toml")
@@ -30,14 +30,9 @@ def _mode(path: Path) -> int:
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deadpixel", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    # Forked from the fork server: a process of its own with the umask and environment given, as a
+    # new interpreter would be (tests/forkserver.py).
+    return forkserver.run(args, env, timeout=60)
 
 
 @pytest.fixture
@@ -151,12 +146,11 @@ def test_a_database_outside_the_data_dir_is_made_private_and_nothing_beside_it(
 def test_relay_makes_a_loose_data_dir_private(clean_env: dict[str, str]) -> None:
     data = _loosened_data_dir(clean_env, tuple(name for name in SECRETS if name != "relay-tls.pem"))
     port = free_port()
-    relay = subprocess.Popen(
-        [sys.executable, "-m", "deadpixel", "relay", "--port", str(port)],
-        env=clean_env | {"DEADPIXEL_SMTP_HOST": "127.0.0.1"},
+    relay = forkserver.spawn(
+        ["relay", "--port", str(port)],
+        clean_env | {"DEADPIXEL_SMTP_HOST": "127.0.0.1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 20

@@ -13,7 +13,6 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -44,6 +43,7 @@ from deadpixel.store.maintenance import forget_recipient
 from deadpixel.store.roles import Role
 from deadpixel.store.schema import campaigns, messages, opens, relayed
 
+from . import forkserver
 from .conftest import Server, free_port
 from .helpers import deadpixel
 from .smtp_sink import HOST, Sink, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
@@ -773,10 +773,9 @@ def test_deadpixel_relay_end_to_end(
     """The commands as a user runs them: `user create`, `relay`, `serve`; a recipient's open comes back."""
     deadpixel("user", "create", "alice", "--password-stdin", input=PASSWORD + "\n", check=True)
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deadpixel", "relay", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+    process = forkserver.spawn(
+        ["relay", "--port", str(port)], dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 20
         while True:

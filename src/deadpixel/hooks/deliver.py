@@ -39,6 +39,7 @@ from deadpixel.hooks.guard import Guard, PinnedBackend
 from deadpixel.hooks.notify import Destination, Notice, NoticeConfig, Notifier, compose, destination
 from deadpixel.hooks.outcome import COULD_NOT_CONNECT, NOT_ACCEPTED, Outcome
 from deadpixel.hooks.signing import HEADER, sign
+from deadpixel.hooks.tls import client_context
 from deadpixel.store import notices
 from deadpixel.store.schema import campaigns, links, messages, webhook_deliveries, webhooks
 
@@ -128,11 +129,11 @@ class GuardedTransport(httpx.HTTPTransport):
     replaced by an equal one (same TLS context, limits, HTTP/1.1) that has it."""
 
     def __init__(self, guard: Guard, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits, trust_env=False)
+        super().__init__(verify=client_context(), limits=limits, trust_env=False)
         if not isinstance(self._pool, httpcore.ConnectionPool):  # the attribute every httpx >= 0.27 has
             raise RuntimeError("this httpx version keeps its connection pool elsewhere")
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=client_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -29,6 +29,7 @@ import httpx
 
 from deadpixel.config import NOTIFY_FORMATS, Settings
 from deadpixel.hooks.outcome import COULD_NOT_CONNECT, NOT_ACCEPTED, Outcome
+from deadpixel.hooks.tls import client_context
 from deadpixel.mail.smtp import SMTPSender, SMTPSettings
 
 log = logging.getLogger(__name__)
@@ -272,6 +273,7 @@ class Notifier:
     def __init__(self, config: NoticeConfig) -> None:
         self.config = config
         self._client = httpx.Client(
+            verify=client_context(),
             timeout=config.timeout,
             follow_redirects=False,
             trust_env=False,
