@@ -7,6 +7,7 @@ confirming form finds no draft and cannot start a second send.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
@@ -15,14 +16,14 @@ from deadpixel.config import Settings
 from deadpixel.errors import DeadpixelError
 from deadpixel.mail.addresses import BadAddress, parse_recipient
 from deadpixel.send import stored
-from deadpixel.send.recipients import BadRow, RecipientList
+from deadpixel.send.recipients import BadRow, RecipientList, Row
 from deadpixel.send.smtp_config import sender_address
 from deadpixel.store import campaign_jobs as jobs
 from deadpixel.store import drafts
 from deadpixel.store.drafts import Draft
 from deadpixel.store.suppressions import suppressed
 
-__all__ = ["DraftGone", "NotSendable", "Tally", "check_sendable", "send", "tally"]
+__all__ = ["DraftGone", "NotSendable", "Tally", "check_sendable", "first_row", "send", "tally"]
 
 
 class DraftGone(DeadpixelError, LookupError):
@@ -43,26 +44,40 @@ class Tally:
     suppressed: int  # unsubscribed, bounced or complained before
 
 
+def _keyed(csv_text: str) -> Iterator[tuple[Row, str] | None]:
+    """Each row of the list with its mailbox key, or None for a row that cannot be sent to."""
+    if not csv_text.strip():
+        return
+    for row in RecipientList.from_text(csv_text, "The recipient list").rows():
+        if isinstance(row, BadRow):
+            yield None
+            continue
+        try:
+            yield row, parse_recipient(row.email).key
+        except BadAddress:
+            yield None
+
+
+def first_row(csv_text: str) -> Row | None:
+    """The list's first row that can be sent to (the one the confirmation's warnings are checked with)."""
+    return next((found[0] for found in _keyed(csv_text) if found is not None), None)
+
+
 def tally(conn: Connection, csv_text: str) -> Tally:
     """Count the list's rows the way ``CampaignRunner`` treats them (one message per mailbox key)."""
     keys: list[str] = []
     seen: set[str] = set()
     invalid = duplicates = 0
-    if csv_text.strip():
-        for row in RecipientList.from_text(csv_text, "The recipient list").rows():
-            if isinstance(row, BadRow):
-                invalid += 1
-                continue
-            try:
-                key = parse_recipient(row.email).key
-            except BadAddress:
-                invalid += 1
-                continue
-            if key in seen:
-                duplicates += 1
-                continue
-            seen.add(key)
-            keys.append(key)
+    for found in _keyed(csv_text):
+        if found is None:
+            invalid += 1
+            continue
+        key = found[1]
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        keys.append(key)
     blocked = len(suppressed(conn, keys))
     return Tally(len(keys) - blocked, invalid, duplicates, blocked)
 
@@ -71,8 +86,8 @@ def check_sendable(draft: Draft) -> None:
     """NotSendable for a draft the stored sender cannot take."""
     if draft.subject_b or draft.ab_share:
         raise NotSendable(
-            "A/B tests are not sent from the dashboard yet: clear Subject B and the test share, or send it"
-            " with `deadpixel campaign send --subject-b`."
+            "A/B tests are not sent from the dashboard yet: clear the second subject and the test share, or"
+            " send it with `deadpixel campaign send --subject A --subject B --test-share 0.2`."
         )
     if not draft.html.strip():
         raise NotSendable("Write the HTML first.")

@@ -33,7 +33,6 @@ from deadpixel.store import campaign_jobs as jobs
 from deadpixel.store import drafts
 from deadpixel.store.roles import Role
 from deadpixel.web import forms
-from deadpixel.web.compose import read_recipients
 from deadpixel.web.download import attachment
 from deadpixel.web.session import Session
 
@@ -88,11 +87,11 @@ class SendPages:
 
     def _warnings(self, draft: drafts.Draft) -> list[str]:
         """The preview's warnings for the first usable row (the same checks the compose page shows)."""
-        listed, _ = read_recipients(draft.recipients_csv)
-        if not listed.rows:
+        first = draft_send.first_row(draft.recipients_csv)
+        if first is None:
             return []
         content = Content(draft.sender, draft.subject, draft.html, draft.text)
-        made = preview(content, listed.rows[0].values, base_url=self.settings.base_url)
+        made = preview(content, first.values, base_url=self.settings.base_url)
         return [notice.message for notice in made.warnings]
 
     async def confirmed(self, request: Request, session: Session) -> Response:
