@@ -16,7 +16,7 @@ import datetime as dt
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -37,6 +37,7 @@ from deadpixel.store.suppressions import suppress
 from .conftest import Server
 from .smtp_sink import HOST, Sink, SMTPServerHandle, smtp_fixture  # noqa: F401  (the fixture)
 from .test_browser_e2e import CHROMIUM, CHROMIUM_ARGS
+from .test_campaign_jobs import received, state_of, wait_for
 from .test_compose_page import HTML, App, _people
 
 LIST = (
@@ -64,15 +65,6 @@ def job_rows(settings: Settings) -> list[sa.Row[tuple[int, str]]]:
         found = list(conn.execute(sa.select(campaign_jobs.c.id, campaign_jobs.c.state)))
     engine.dispose()
     return found
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -196,6 +188,9 @@ def test_an_ab_draft_or_an_empty_list_is_not_sent_and_says_why(app: App) -> None
     nobody = app.compose(csrf, "/compose/send", csv="email\ngone@example.org\n", name="Nobody")
     assert nobody.status_code == 200 and "Nobody on the list can get it" in nobody.text
     assert 'id="confirm-send"' not in nobody.text
+    for name in ("Nobody", "x\x00y", "n" * 5000):  # no such draft, whatever the form names
+        gone = app.client.post("/compose/999999/send", data={"csrf": csrf, "name": name, "action": "send"})
+        assert gone.status_code == 404 and "No such draft" in gone.text
     assert job_rows(app.settings) == []
 
 
@@ -224,16 +219,6 @@ def slow_smtp(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Iterator[
         yield handle
     finally:
         handle.stop()
-
-
-def received(smtp: SMTPServerHandle) -> Counter[str]:
-    return Counter(rcpt for message in smtp.sink.messages for rcpt in message.rcpt_tos)
-
-
-def state_of(engine: sa.Engine, name: str) -> str | None:
-    with engine.connect() as conn:
-        job = jobs.latest(conn, name)
-    return None if job is None else job.state
 
 
 @pytest.mark.slow

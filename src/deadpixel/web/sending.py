@@ -24,7 +24,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from deadpixel.config import ConfigError, Settings
-from deadpixel.errors import DeadpixelError
 from deadpixel.send import draft_send, stored, when
 from deadpixel.send.preview import Content, preview
 from deadpixel.send.recipients import ListProblem
@@ -41,6 +40,8 @@ Guard = Callable[..., BaseRoute]
 STEERING = ("pause", "resume", "cancel")
 SHOWN_PROBLEMS = 100  # rows listed on the page; the CSV has them all
 MAX_NAME = 200
+# Why a confirmed draft may not be stored: each says what to change (the draft is kept).
+NOT_SENT = (draft_send.NotSendable, ListProblem, jobs.JobStateError, jobs.CampaignTooBig, ConfigError)
 
 
 class SendPages:
@@ -100,7 +101,7 @@ class SendPages:
         raw = str(request.path_params["id"])
         if not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
             return self.render("error.html", 404, session=session, message="No such draft.")
-        name = str(form.get("name") or "")[:MAX_NAME]
+        name = _campaign(str(form.get("name") or ""))
         due_at = None
         try:
             if form.get("action") == "schedule":
@@ -115,10 +116,9 @@ class SendPages:
             found = await self._run(self.reader, lambda conn: jobs.latest(conn, name)) if name else None
             if found is None:
                 return self.render("error.html", 404, session=session, message="No such draft.")
-            return RedirectResponse(campaign_page(name), status_code=303)
-        except (draft_send.NotSendable, jobs.JobStateError, jobs.CampaignTooBig, ConfigError) as exc:
-            message = exc.one_line() if isinstance(exc, DeadpixelError) else str(exc)
-            return self.render("error.html", 409, session=session, message=f"Not sent: {message}")
+            return RedirectResponse(campaign_page(found.campaign), status_code=303)
+        except NOT_SENT as exc:
+            return self.render("error.html", 409, session=session, message=f"Not sent: {exc.one_line()}")
         except BadWhen as exc:  # the draft is kept: the confirmation again, saying what to change
             return await self.ask(request, session, int(raw), [f"Not sent: {exc.one_line()}"])
         return RedirectResponse(campaign_page(job.campaign), status_code=303)
