@@ -1,5 +1,5 @@
 """The New campaign page and the preview API, in process against the whole app: roles refused on the server,
-CSV uploads with bad rows, warnings shown, drafts kept, the Send placeholder, a test copy to a real SMTP
+CSV uploads with bad rows, warnings shown, drafts kept, Send saving first, a test copy to a real SMTP
 server (aiosmtpd) that counts nowhere."""
 
 from __future__ import annotations
@@ -161,12 +161,11 @@ def test_bad_uploads_and_fields_get_clear_answers(app: App, monkeypatch: pytest.
     assert forged.status_code == 403 and "form expired" in forged.text
 
 
-def test_send_is_a_placeholder_until_the_background_sender_exists(app: App) -> None:
+def test_send_saves_the_draft_and_asks_first(app: App) -> None:
     csrf = app.sign_in("olga")
     sent = app.compose(csrf, "/compose/send", subject_b="Last chance, {{ first_name }}", ab_share="10")
-    assert sent.status_code == 501
-    assert "Sending from the browser is not available yet" in sent.text
-    assert 'id="preview-subject-b">Last chance, Ann<' in sent.text
+    assert sent.status_code == 400  # an A/B test is not sent from the dashboard (tests/test_browser_send.py)
+    assert "A/B tests are not sent from the dashboard yet" in sent.text
     (draft,) = app.rows(campaign_drafts)
     assert (draft.subject_b, draft.ab_share) == ("Last chance, {{ first_name }}", 10)
     assert app.rows(messages) == []

@@ -50,6 +50,11 @@ RULES: dict[str, Role | None] = {
     "POST /compose": SENDER,
     "POST /compose/send": SENDER,
     "GET /compose/{id}": SENDER,
+    "POST /compose/{id}/send": SENDER,
+    # the dashboard: a stored send's progress (reading) and its steering (deadpixel.web.sending)
+    "GET /sending/status": VIEWER,
+    "GET /sending/problems.csv": VIEWER,
+    "POST /sending/{action}": SENDER,
     # the dashboard: settings, webhooks, tokens, accounts
     "GET /settings": OWNER,
     "POST /settings/webhooks": OWNER,

@@ -11,11 +11,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from deadpixel.store.schema import campaign_drafts
 
-__all__ = ["Draft", "find", "save"]
+__all__ = ["Draft", "find", "remove", "save"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +76,9 @@ def find(conn: Connection, draft_id: int) -> Draft | None:
         ab_share=row["ab_share"], ab_wait_minutes=row["ab_wait_minutes"], id=int(row["id"]),
         created_by=row["created_by"], updated_at=float(row["updated_at"]),
     )  # fmt: skip
+
+
+def remove(conn: Connection, draft_id: int) -> bool:
+    """Delete the draft (it was sent); False when it was already gone. Run in the transaction that stores
+    its campaign, this is what makes sending a draft happen once: a second try finds nothing to remove."""
+    return bool(conn.execute(delete(campaign_drafts).where(campaign_drafts.c.id == draft_id)).rowcount)

@@ -7,9 +7,9 @@ preview is shown in iframes with an empty ``sandbox`` (no scripts, no forms, no 
 origin of their own) and ``srcdoc``, under this page's policy, which allows the sender's https images only
 (docs/decisions/2026-12-06-campaign-preview.md). Warnings never block.
 
-The Send button posts to ``/compose/send``. Sending runs on the server in the background; until a sender for
-drafts is given to ``ComposePages`` (``send_draft``), that route saves the draft and says sending from the
-browser is not available yet.
+The Send button posts to ``/compose/send``, which saves the draft and hands it to ``send_draft``: the
+dashboard's is the confirmation step of deadpixel.web.sending, which makes the draft a stored campaign the
+server sends in the background.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from deadpixel.web.session import Session
 
 Render = Callable[..., Response]
 Guard = Callable[..., BaseRoute]
-# What sends a saved draft, once the background sender exists: (request, session, draft id) -> the answer.
+# What sends a saved draft: (request, session, draft id) -> the answer (deadpixel.web.sending's confirmation).
 SendDraft = Callable[[Request, Session, int], Awaitable[Response]]
 
 MAX_CSV_BYTES = 5 * 1024 * 1024
@@ -53,10 +53,6 @@ MAX_ROWS = 50_000
 MAX_NAME = 200
 MAX_SHOWN_PROBLEMS = 20  # bad rows listed on the page; the count says how many in all
 MAX_CHOICES = 200  # rows offered in "Preview as"
-NOT_YET = (
-    "Sending from the browser is not available yet. Your draft is saved; send it with"
-    " `deadpixel campaign send` for now."
-)
 # The page's policy: the dashboard's, with the sender's https images allowed in the preview frames.
 COMPOSE_POLICY = (
     "default-src 'self'; img-src 'self' data: https:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
@@ -86,7 +82,7 @@ class ComposePages:
         writer: Engine,
         settings: Settings,
         render: Render,
-        send_draft: SendDraft | None = None,
+        send_draft: SendDraft,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -205,11 +201,8 @@ class ComposePages:
             return self.page(session, _typed_again(form, self.blank(session)), 400, errors=[str(exc)])
         except LookupError:
             return self.render("error.html", 404, session=session, message="No such draft.")
-        if self.send_draft is not None:
-            assert draft.id is not None
-            return await self.send_draft(request, session, draft.id)
-        chosen = str(form.get("row") or "") or None
-        return await self.show(session, draft, chosen, 501, errors=[NOT_YET])
+        assert draft.id is not None
+        return await self.send_draft(request, session, draft.id)
 
     async def save(self, draft: Draft, session: Session) -> Draft:
         def store(conn: Connection) -> int:

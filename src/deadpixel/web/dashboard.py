@@ -34,11 +34,12 @@ from deadpixel.security.tokens import TokenSigner
 from deadpixel.store import audit, rollups, web_sessions
 from deadpixel.store.roles import Role
 from deadpixel.track.client_ip import ClientIPResolver
-from deadpixel.web import charts, clickmap, forms, ranges
+from deadpixel.web import charts, clickmap, forms, ranges, sending
 from deadpixel.web import feed as live
 from deadpixel.web.compose import ComposePages
 from deadpixel.web.contacts import ContactsPage
 from deadpixel.web.download import attachment
+from deadpixel.web.sending import SendPages
 from deadpixel.web.session import (
     LOGIN_CSRF_COOKIE,
     SESSION_SECONDS,
@@ -108,10 +109,16 @@ class Dashboard:
             page("/pixels/new", self.new_pixel, ["POST"]),
             *self.settings_routes(),
             *UsersPages(self.engine, self.writer, self.render).routes(self.guarded),
-            *ComposePages(self.engine, self.writer, self.settings, self.render).routes(self.guarded),
+            *self.compose_routes(),
             *self.setup_routes(),
             Mount("/static", app=static, name="static"),
         ]
+
+    def compose_routes(self) -> list[BaseRoute]:
+        """The New campaign page, and sending its draft as a stored campaign (deadpixel.web.sending)."""
+        sends = SendPages(self.engine, self.writer, self.settings, self.render)
+        compose = ComposePages(self.engine, self.writer, self.settings, self.render, send_draft=sends.ask)
+        return [*compose.routes(self.guarded), *sends.routes(self.guarded)]
 
     def settings_routes(self) -> list[BaseRoute]:
         pages = SettingsPages(self.engine, self.writer, self.settings, self.render)
@@ -273,6 +280,7 @@ class Dashboard:
                 "ab": variants.ab_test(conn, name),
                 "click_maps": self.click_maps.get(conn, name),
                 "best_hours": sendtime.audience_hours(conn, name, self.zone),
+                "sending": sending.panel(conn, name, session.role),
             }
 
         def series(conn: Any) -> dict[str, Any]:
