@@ -1,6 +1,6 @@
 """A/B tests decided by the server: why the last check did not pick a winner, and how many checks ran.
 
-Revision ID: 0019_ab_decision_checks
+Revision ID: 0023
 Revises: 0022
 Create Date: 2026-12-06
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0019_ab_decision_checks"
+revision: str = "0023"
 down_revision: str | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
