@@ -85,6 +85,7 @@ def test_the_server_decides_at_decide_at_waits_on_thin_data_and_sends_the_human_
     assert decide_at(engine) == due + RECHECK
     shown = deadpixel("campaign", "winner", "ab", check=True).stdout
     assert "last check: no winner" in shown
+    assert "too little data" in as_json("report", "ab")["ab_test"]["last_check"]
 
     # Apple's prefetch fetches every B message; a person on Thunderbird reads 8 of A's and 1 of B's.
     sent_an_hour_ago(engine)
