@@ -27,6 +27,7 @@ from deadpixel.reports.variants import ab_test
 from deadpixel.security.tokens import TokenSigner
 from deadpixel.send.abtest import WaitingList
 from deadpixel.send.campaign import CampaignRunner, Problem, Summary
+from deadpixel.send.job_runner import SERVER_STOPPING
 from deadpixel.send.smtp_config import smtp_settings
 from deadpixel.send.stored import build_spec
 from deadpixel.send.tracked import Tracker
@@ -122,10 +123,11 @@ class WinnerSends:
         return False
 
     def stop(self) -> None:
+        """The server is stopping: a winner's send in hand stops after the messages in flight."""
         self._stopping.set()
         with self._lock:
             if self._runner is not None:
-                self._runner.stop("the server is stopping")
+                self._runner.stop(SERVER_STOPPING)
 
     def _check(self, campaign_id: int, name: str, now: float) -> None:
         with self.engine.begin() as conn:
@@ -144,8 +146,9 @@ class WinnerSends:
         summary = self._send(name, found)
         with self.engine.begin() as conn:
             if summary.stopped is not None:
-                note = f"sending {found.winner} stopped: {summary.stopped}; trying again in 5 minutes"
-                abtests.record_check(conn, campaign_id, note, time.time() + RETRY_SEND, counted=False)
+                again = 0.0 if summary.stopped == SERVER_STOPPING else RETRY_SEND  # the next server goes on
+                note = f"sending {found.winner} stopped: {summary.stopped}; trying again"
+                abtests.record_check(conn, campaign_id, note, time.time() + again, counted=False)
             else:
                 note = f"{found.winner} sent to {summary.sent} waiting at {iso(now)}: {why}"
                 abtests.record_check(conn, campaign_id, note, None, counted=False)
