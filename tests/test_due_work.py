@@ -62,6 +62,7 @@ def decide_at(engine: Engine) -> float | None:
 # --- A/B: the winner at decide_at -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_server_decides_at_decide_at_waits_on_thin_data_and_sends_the_human_winner_once(
     smtp: SMTPServerHandle, engine: Engine, tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ def test_after_a_day_of_thin_data_the_leader_goes_anyway_and_says_so(
 # --- best time ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_best_time_rows_go_at_their_recipients_hours(
     smtp: SMTPServerHandle, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
