@@ -175,7 +175,9 @@ def _ab_test() -> dict[str, Any]:
             "winner_chosen_at": OPTIONAL_TIME,
             "waiting": {**COUNT, "description": "recipients kept for the winner"},
             "pick_winner_after_seconds": {"type": ["number", "null"]},
-            "pick_winner_at": OPTIONAL_TIME,
+            "pick_winner_at": {**OPTIONAL_TIME, "description": "the server's next check for a winner"},
+            "last_check": {**OPTIONAL_TEXT, "description": "the server's last check: why no winner went yet,"
+                           " or what it sent"},
             "definition": {"type": "string"},
         },
         AB_DEFINITION,

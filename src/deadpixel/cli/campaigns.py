@@ -28,26 +28,53 @@ def schedule_stored(
     at: str | None,
     after: str | None,
     as_json: bool,
+    *,
+    best_time: bool = False,
 ) -> None:
-    """``campaign send NAME ... --at/--after``: store the campaign and its rows, due then."""
+    """``campaign send NAME ... --at/--after``: store the campaign and its rows, due then; with
+    ``best_time``, each row due at its recipient's best hour. A follow-up to a segment stores no rows: the
+    segment is evaluated when it is sent."""
     from zoneinfo import ZoneInfo
 
     from deadpixel.send import stored
+    from deadpixel.send.best_time import at_best_times
     from deadpixel.send.when import due_time
     from deadpixel.store import audit
 
-    due_at = due_time(at, after, ZoneInfo(cli.settings.timezone), time.time())
-    rows = stored.stored_rows(recipients.rows())
+    zone = ZoneInfo(cli.settings.timezone)
+    now = time.time()
+    follow_up = content.options.get("segment") is not None
+    rows = [] if follow_up else stored.stored_rows(recipients.rows())
+    if best_time:
+        cli.fold_rollups()
+        with cli.store() as conn:
+            rows = at_best_times(conn, rows, now, zone)
+        due_at = min((row.due_at or now for row in rows), default=now)
+    else:
+        due_at = due_time(at, after, zone, now)
     with cli.store(writer=True) as conn:
         job = stored.store(conn, name, content, rows, actor=audit.CLI, due_at=due_at)
     view = stored.status_view(job)
     if as_json:
         print_json(view)
         return
+    if follow_up:
+        what = f"the segment {content.options['segment']!r} as it is then"
+    elif best_time:
+        last = max((row.due_at or now for row in rows), default=now)
+        what = f"{job.total} rows, each at its recipient's best hour, the last at {iso(last)}"
+    else:
+        what = f"{job.total} rows"
     click.echo(
-        f"Scheduled {name!r}: {job.total} rows, due {view['due_at']} (UTC). The server (deadpixel serve)"
+        f"Scheduled {name!r}: {what}; due {view['due_at']} (UTC). The server (deadpixel serve)"
         f" sends it; follow it with: deadpixel campaign status {_quoted(name)}"
     )
+
+
+def iso(at: float) -> str:
+    from deadpixel.reports.analytics import iso as as_iso
+
+    return as_iso(at) or ""
 
 
 def _quoted(name: str) -> str:
@@ -59,7 +86,7 @@ def _quoted(name: str) -> str:
 def _lines(view: dict[str, Any]) -> list[str]:
     lines = [
         f"Campaign {view['campaign']!r}: {view['state']}"
-        + (f", due {view['due_at']}" if view["due_at"] else ""),
+        + (f", next message due {view['due_at']}" if view["due_at"] else ""),
         f"  sent {view['sent']}, failed {view['failed']}, skipped {view['skipped']}, left {view['left']}"
         f" of {view['total']} rows",
     ]

@@ -265,6 +265,13 @@ def sending_options(func: Callable[..., Any]) -> Callable[..., Any]:
     metavar="DURATION",
     help="Store the campaign and let the server send it after 90m, 4h, 2d, 1h30m...",
 )
+@click.option(
+    "--at-best-time",
+    "best_time",
+    is_flag=True,
+    help="Store the campaign and let the server send each message within 24 h at its recipient's usual"
+    " reading hour (the audience's best hour for recipients without history).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and every problem as JSON.")
 @pass_cli
 def campaign_send(
@@ -287,6 +294,7 @@ def campaign_send(
     utm_source: str | None,
     at: str | None,
     after: str | None,
+    best_time: bool,
     as_json: bool,
     **sending: Any,
 ) -> None:
@@ -300,8 +308,9 @@ def campaign_send(
     list gets the variants (A, B, ...) now, evenly and at random; the rest waits for the winner, sent by
     `deadpixel campaign winner NAME --now`. See docs/abtests.md.
 
-    With --at or --after the campaign is stored instead and the server (deadpixel serve) sends it then;
-    see campaign status, pause, resume and cancel.
+    With --at or --after the campaign is stored instead and the server (deadpixel serve) sends it then (a
+    --segment is evaluated then, not now); with --at-best-time each message goes at its recipient's usual
+    hour within 24 h. See campaign status, pause, resume and cancel.
     """
     from deadpixel.send.merge import Templates
 
@@ -322,9 +331,15 @@ def campaign_send(
     recipients = recipient_source(cli, recipients_file, to_tag, segment)
     source = _utm_source(utm, utm_source)
     run = _Run(cli, name, sender, as_json, sending, source)
-    if (at is not None or after is not None) and (testing or source is not None):
-        raise click.UsageError("--at/--after do not take an A/B test or --utm yet: send those now")
-    if at is not None or after is not None:
+    later = at is not None or after is not None
+    if best_time and later:
+        raise click.UsageError("--at-best-time picks each message's time itself: leave out --at/--after")
+    if (later or best_time) and testing:
+        raise click.UsageError(
+            "--at/--after/--at-best-time do not take an A/B test yet: send the test share now and let the"
+            " server send the winner with --pick-winner-after"
+        )
+    if later or best_time:
         from deadpixel.cli.campaigns import schedule_stored
         from deadpixel.store.campaign_jobs import Content
 
@@ -333,9 +348,10 @@ def campaign_send(
             sender=run.from_address(), subject=subject, html=html, text=text,
             options={"rate": run.rate, "concurrency": sending["concurrency"], "retries": sending["retries"],
                      "backoff": sending["retry_backoff"], "retry_uncertain": sending["retry_uncertain"],
-                     "notify": notify_mode(notify, digest)},
+                     "notify": notify_mode(notify, digest), "utm_source": source,
+                     "segment": segment if later else None},
         )  # fmt: skip
-        schedule_stored(cli, name, content, recipients, at, after, as_json)
+        schedule_stored(cli, name, content, recipients, at, after, as_json, best_time=best_time)
         return
     if not testing:
         [only] = templates.values()
@@ -557,26 +573,19 @@ def campaign_winner(
     variant is 95% likely to be better yet, --now says why and sends nothing (exit status 0).
     """
     from deadpixel.reports.analytics import UnknownCampaign
-    from deadpixel.reports.variants import ab_test
     from deadpixel.send.abtest import WaitingList
     from deadpixel.send.merge import Templates
-    from deadpixel.store import abtests
-    from deadpixel.store.messages import campaign_id
+    from deadpixel.send.winner import decide
 
     with cli.store() as conn:
         try:
-            found = ab_test(conn, name, metric)
+            decision = decide(conn, name, metric, choose=now)
         except UnknownCampaign:
             raise click.ClickException(f"no campaign named {name!r}") from None
-        if found is None:
+        if decision is None:
             raise click.ClickException(f"campaign {name!r} is not an A/B test (send it with --test-share)")
-        cid = campaign_id(conn, name)
-        assert cid is not None
-        test = abtests.load(conn, cid)
-        assert test is not None
-        winner = test.winner
-        if now and winner is None and found["decided"]:
-            winner = abtests.choose_winner(conn, cid, found["leader"])
+    found, test, winner = decision.standing, decision.test, decision.winner
+    cid = test.campaign_id
     if not now or winner is None:
         if as_json:
             print_json({**found, "sending": None, "why_not": None if not now else found["statement"]})
@@ -619,8 +628,11 @@ def _print_standing(name: str, found: dict[str, Any]) -> None:
     if found["winner"]:
         click.echo(f"  winner: {found['winner']} (chosen {found['winner_chosen_at']})")
     click.echo(f"  waiting for the winner: {found['waiting']}")
-    if found["pick_winner_at"]:
-        click.echo(f"  winner to be picked at {found['pick_winner_at']} (meanwhile: campaign winner --now)")
+    if found["pick_winner_at"] and not found["winner"]:
+        click.echo(f"  the server picks the winner at {found['pick_winner_at']} (meanwhile: campaign winner"
+                   " --now)")  # fmt: skip
+    if found["last_check"]:
+        click.echo(f"  last check: {found['last_check']}")
 
 
 from deadpixel.cli import campaigns as _stored  # noqa: E402  (the stored campaigns' commands)

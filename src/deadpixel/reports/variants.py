@@ -77,5 +77,6 @@ def ab_test(conn: Connection, campaign: str, metric: str | None = None) -> dict[
         "waiting": abtests.count_waiting(conn, cid),
         "pick_winner_after_seconds": test.pick_after,
         "pick_winner_at": iso(test.decide_at),
+        "last_check": test.decide_note,  # the server's last look: why no winner went, or what it sent
         "definition": DEFINITION,
     }

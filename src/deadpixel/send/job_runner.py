@@ -12,6 +12,7 @@ which finishes the messages in hand and records the rest as never attempted: a r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -22,8 +23,11 @@ from sqlalchemy import Engine
 
 from deadpixel.config import Settings
 from deadpixel.errors import DeadpixelError
+from deadpixel.mail.utm import Utm
 from deadpixel.security.tokens import TokenSigner
 from deadpixel.send.campaign import CampaignRunner, Problem, Summary
+from deadpixel.send.recipients import Rows
+from deadpixel.send.segment_rows import SegmentRecipients
 from deadpixel.send.smtp_config import smtp_settings
 from deadpixel.send.stored import StoredRecipients, build_spec
 from deadpixel.send.tracked import Tracker
@@ -98,17 +102,18 @@ class CampaignJobs:
         self._runner: CampaignRunner | None = None
         self._lock = threading.Lock()
 
-    def run_due(self) -> bool:
-        """Send one due job if there is one this server can claim; True if it sent one."""
+    def run_due(self, now: float | None = None) -> bool:
+        """Send one due job if there is one this server can claim; True if it sent one. ``now``: the clock
+        that says what is due (the real one unless given, as tests give it)."""
         if self._stopping.is_set():
             return False
         with self.reads.connect() as conn:
-            candidates = jobs.due(conn, time.time())
+            candidates = jobs.due(conn, time.time() if now is None else now)
         for job_id in candidates:
             with self.engine.begin() as conn:
-                won = jobs.claim(conn, job_id, self.owner, self.lease, time.time())
+                won = jobs.claim(conn, job_id, self.owner, self.lease, time.time() if now is None else now)
             if won:
-                self._send(job_id)
+                self._send(job_id, time.time() if now is None else now)
                 return True
         return False
 
@@ -119,7 +124,7 @@ class CampaignJobs:
             if self._runner is not None:
                 self._runner.stop(SERVER_STOPPING)
 
-    def _send(self, job_id: int) -> None:
+    def _send(self, job_id: int, now: float) -> None:
         started = time.time()
         with self.engine.begin() as conn:
             job = jobs.get(conn, job_id)
@@ -130,14 +135,15 @@ class CampaignJobs:
         try:
             spec = build_spec(self.settings, self.signer, job.campaign, content)
             smtp = smtp_settings(self.settings)
+            recipients, job = self._recipients(job, content, now)
         except DeadpixelError as exc:  # a setting missing: paused with the reason, resumed once fixed
             with self.engine.begin() as conn:
                 jobs.release(conn, job_id, self.owner, empty, state=jobs.PAUSED, note=exc.one_line())
             return
+        source = content.options.get("utm_source")
+        tracker = Tracker(self.settings, self.signer, Utm(job.campaign, source) if source else None)
         reporter = _JobReporter()
-        runner = CampaignRunner(
-            self.settings, self.engine, smtp, spec, Tracker(self.settings, self.signer), reporter
-        )
+        runner = CampaignRunner(self.settings, self.engine, smtp, spec, tracker, reporter)
         with self._lock:
             self._runner = runner
         if self._stopping.is_set():
@@ -152,13 +158,24 @@ class CampaignJobs:
         watcher.start()
         log.info("campaign %r: sending (send %d, %d rows)", job.campaign, job_id, job.total)
         try:
-            summary = runner.run(StoredRecipients(self.engine, job_id, started))
+            summary = runner.run(recipients)
         finally:
             done.set()
             watcher.join()
             with self._lock:
                 self._runner = None
-        self._finish(job, summary, reporter, started)
+        self._finish(job, summary, reporter, started, now)
+
+    def _recipients(self, job: jobs.Job, content: jobs.Content, now: float) -> tuple[Rows, jobs.Job]:
+        """The stored rows due by now; or, for a follow-up to a segment, the segment's addresses as of now
+        (so that someone who opened since it was scheduled is left out), with the job's total set to them."""
+        segment = content.options.get("segment")
+        if segment is None:
+            return StoredRecipients(self.engine, job.id, now), job
+        found = SegmentRecipients(self.reads, str(segment))
+        with self.engine.begin() as conn:
+            jobs.set_total(conn, job.id, found.count())
+        return found, dataclasses.replace(job, total=found.count())
 
     def _watch(
         self, job: jobs.Job, runner: CampaignRunner, reporter: _JobReporter, done: threading.Event
@@ -180,14 +197,16 @@ class CampaignJobs:
             elif state != jobs.SENDING:
                 runner.stop(state)
 
-    def _finish(self, job: jobs.Job, summary: Summary, reporter: _JobReporter, started: float) -> None:
+    def _finish(
+        self, job: jobs.Job, summary: Summary, reporter: _JobReporter, started: float, now: float
+    ) -> None:
         """Let go of the job: done, due again (rows due later, the server stopping) or paused with why."""
         final = progress(summary, job.total)
         due_at: float | None = None
         note: str | None = None
         with self.engine.begin() as conn:
             jobs.add_problems(conn, job.id, reporter.take())
-            later = jobs.next_row_due(conn, job.id, started)
+            later = jobs.next_row_due(conn, job.id, now)
             if summary.stopped == SERVER_STOPPING:
                 state, due_at = jobs.SCHEDULED, time.time()
             elif summary.stopped is not None:

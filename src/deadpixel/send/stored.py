@@ -32,9 +32,11 @@ from deadpixel.store import campaign_jobs as jobs
 from deadpixel.store.messages import campaign_id as find_campaign
 from deadpixel.store.suppressions import suppressed
 
-# The options a stored campaign keeps, with their defaults (those of ``campaign send``).
+# The options a stored campaign keeps, with their defaults (those of ``campaign send``). ``segment``: the
+# recipients are this segment's as of the send (a follow-up), not stored rows; ``utm_source``: --utm's.
 OPTIONS: dict[str, Any] = {
     "notify": None, "rate": None, "concurrency": 4, "retries": 3, "backoff": 1.0, "retry_uncertain": False,
+    "segment": None, "utm_source": None,
 }  # fmt: skip
 
 

@@ -32,6 +32,7 @@ from deadpixel.hooks.deliver import Deliverer, DeliveryThread, Policy
 from deadpixel.security.keys import KeyFileReloader, load_or_create_keys
 from deadpixel.security.tokens import TokenSigner
 from deadpixel.send.job_runner import CampaignJobs
+from deadpixel.send.winner import WinnerSends
 from deadpixel.server.bodies import BodyLimit, Limit
 from deadpixel.server.due import DueWorkThread
 from deadpixel.server.heap import freeze_long_lived, keep_long_lived_frozen
@@ -195,9 +196,14 @@ class Deadpixel:
         # Every worker delivers webhooks; leases in the outbox keep them off each other's rows.
         deliverer = Deliverer(self.engine, self.api_engine, Policy.from_settings(settings))
         self.webhooks = DeliveryThread(deliverer)
-        # Work that comes due in the store (deadpixel.server.due): stored campaigns first; leases in the store
-        # let every worker of every server look, and only one take each piece.
-        self.due = DueWorkThread([CampaignJobs(settings, self.api_engine, signer, reads=self.engine)])
+        # Work that comes due in the store (deadpixel.server.due): stored campaigns, A/B winners; leases
+        # in the store let every worker of every server look, and only one take each piece.
+        self.due = DueWorkThread(
+            [
+                CampaignJobs(settings, self.api_engine, signer, reads=self.engine),
+                WinnerSends(settings, self.api_engine, signer, reads=self.engine),
+            ]
+        )
 
     def snapshot(self) -> Snapshot:
         track, ingest = self.pixel.stats, self.writer.stats

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from deadpixel.store.schema import ab_tests, ab_variants, ab_waiting, sent_html
+from deadpixel.store.schema import ab_tests, ab_variants, ab_waiting, campaigns, sent_html
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,8 @@ class AbTest:
     decide_at: float | None = None
     winner: str | None = None
     winner_at: float | None = None
+    decide_note: str | None = None  # the server's last check: why it sent nothing, or what it sent
+    decide_checks: int = 0
 
 
 def load(conn: Connection, campaign_id: int) -> AbTest | None:
@@ -54,7 +56,8 @@ def load(conn: Connection, campaign_id: int) -> AbTest | None:
     )
     return AbTest(
         campaign_id, row.metric, row.test_share, row.seed, row.sender, row.text_template, variants,
-        row.utm_source, row.pick_after, row.decide_at, row.winner, row.winner_at,
+        row.utm_source, row.pick_after, row.decide_at, row.winner, row.winner_at, row.decide_note,
+        row.decide_checks,
     )  # fmt: skip
 
 
@@ -98,6 +101,42 @@ def choose_winner(conn: Connection, campaign_id: int, label: str) -> str:
     return str(
         conn.execute(select(ab_tests.c.winner).where(ab_tests.c.campaign_id == campaign_id)).scalar_one()
     )
+
+
+def due_decisions(conn: Connection, now: float, limit: int = 10) -> list[tuple[int, str, float]]:
+    """Tests whose check for a winner is due: (campaign id, its name, decide_at as read, for
+    ``claim_decision``), the longest due first."""
+    t = ab_tests.c
+    query = (
+        select(t.campaign_id, campaigns.c.name, t.decide_at)
+        .join(campaigns, campaigns.c.id == t.campaign_id)
+        .where(t.decide_at <= now)
+        .order_by(t.decide_at)
+        .limit(limit)
+    )
+    return [(int(cid), str(name), float(at)) for cid, name, at in conn.execute(query)]
+
+
+def claim_decision(conn: Connection, campaign_id: int, seen: float, until: float) -> bool:
+    """Take the due check of a test for this server until ``until``: one conditional update on the
+    ``decide_at`` it read, so of several servers asking at once exactly one gets it (a server that dies
+    with it lets it come due again at ``until``)."""
+    t = ab_tests.c
+    result = conn.execute(
+        update(ab_tests).where(t.campaign_id == campaign_id, t.decide_at == seen).values(decide_at=until)
+    )
+    return bool(result.rowcount)
+
+
+def record_check(
+    conn: Connection, campaign_id: int, note: str, next_at: float | None, *, counted: bool = True
+) -> None:
+    """Note what a check found (or sent) and when the next is due (None: no more checks)."""
+    t = ab_tests.c
+    values: dict[str, object] = {"decide_note": note[:2000], "decide_at": next_at}
+    if counted:
+        values["decide_checks"] = t.decide_checks + 1
+    conn.execute(update(ab_tests).where(t.campaign_id == campaign_id).values(**values))
 
 
 @dataclass(frozen=True, slots=True)

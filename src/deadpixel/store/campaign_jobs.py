@@ -320,6 +320,11 @@ def release(
     conn.execute(base.values(**values))
 
 
+def set_total(conn: Connection, job_id: int, total: int) -> None:
+    """A follow-up's row count, known only when its segment is evaluated at the send."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(total=total, remaining=total))
+
+
 def rows_page(conn: Connection, job_id: int, now: float, after: int) -> list[StoredRow]:
     """The next PAGE of the job's rows due by ``now``, after line ``after``, in order. A page per call, so a
     reader holds no transaction open between pages (SQLite's writer engine would hold its lock)."""

@@ -450,7 +450,9 @@ ab_tests = Table(
     Column("text_template", Text, nullable=True),
     Column("utm_source", String(64), nullable=True),  # None: the links were not tagged
     _time("pick_after", nullable=True),
-    _time("decide_at", nullable=True),
+    _time("decide_at", nullable=True),  # the server's next check for a winner; None when none is due
+    Column("decide_note", Text, nullable=True),  # why the last check sent nothing, or what it sent
+    Column("decide_checks", Integer, nullable=False, server_default="0"),
     Column("winner", String(16), nullable=True),
     _time("winner_at", nullable=True),
     _time("created_at"),
