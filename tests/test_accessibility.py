@@ -119,6 +119,8 @@ def test_every_page_passes_axe_at_desktop_and_phone_width(
         "campaign, last 24 hours": campaign + "?range=24h",
         "message": f"/messages/{message_id}",
         "new pixel": "/pixels/new",
+        "new campaign": "/compose",
+        "contacts": "/contacts",
         "settings": "/settings",
         "users": "/users",
     }
