@@ -326,7 +326,8 @@ def test_the_api_stores_schedules_pauses_resumes_cancels_and_reports_and_a_viewe
 def test_a_real_server_sends_at_the_time_and_a_kill_9_mid_send_loses_and_duplicates_nothing(
     tmp_path: Path, smtp: SMTPServerHandle, server_factory: type[Server], env: dict[str, str], engine: Engine
 ) -> None:
-    at = dt.datetime.now(UTC) + dt.timedelta(seconds=2)
+    # whole seconds, as --at is written below: a dropped fraction would make the due time earlier than `at`
+    at = (dt.datetime.now(UTC) + dt.timedelta(seconds=3)).replace(microsecond=0)
     schedule(tmp_path, "timed", recipients(tmp_path, 30), "--at", at.isoformat(timespec="seconds"))
     server = server_factory(env=dict(env)).start()
     while time.time() < at.timestamp() - 0.3:
